@@ -1,0 +1,18 @@
+//! The pure core of cledger. It owns the ledger's data model and every byte-exact rule that
+//! must match CCF and Azure confidential ledger: transaction ids, entry encoding and write-set
+//! digests, commit evidence, claims digests, the Merkle history tree, receipts and root
+//! signatures. It does no I/O and has no notion of time or randomness (callers pass keys and
+//! nonces in), so everything here is deterministic and testable in isolation.
+
+pub mod claims;
+pub mod entry;
+pub mod evidence;
+pub mod hash;
+pub mod merkle;
+pub mod receipt;
+pub mod signing;
+pub mod txid;
+pub mod x509;
+
+pub use hash::Hash32;
+pub use txid::TxId;

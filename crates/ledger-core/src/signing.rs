@@ -1,0 +1,340 @@
+//! Node signatures over Merkle roots, and the EC public keys that check them.
+//!
+//! A CCF node signs the 32-byte Merkle root *as a precomputed digest*: ECDSA over the root
+//! itself, with no second hash, DER-encoded. The receipt's `signature` is that DER in base64.
+//! Any other construction (hashing the root again, hashing with SHA-384) fails the SDK's
+//! `verify_receipt`, which is why signing goes through `PrehashSigner` and never `Signer`.
+//! P-384 is CCF's default curve and P-256 is allowed. For P-384 the 32-byte digest is read as a
+//! big-endian integer without truncation, as OpenSSL does.
+//!
+//! Signing is deterministic (RFC 6979), so this module needs no randomness. Key generation is
+//! left to the caller. The node id is `SHA256(SubjectPublicKeyInfo DER)` of the node key, in the
+//! canonical encoding (named curve, uncompressed point) that the SDK recomputes it from.
+
+use crate::hash::{Hash32, sha256};
+use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
+use p384::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
+use spki::der::Decode;
+use spki::{ObjectIdentifier, SubjectPublicKeyInfoRef};
+use std::fmt;
+
+const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Curve {
+    P256,
+    P384,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SigningKeyError {
+    #[error("not a PKCS#8 private key on P-256 or P-384")]
+    UnsupportedKey,
+    #[error("not a PEM `PRIVATE KEY` document")]
+    NotPem,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("not a DER SubjectPublicKeyInfo")]
+    MalformedPublicKey,
+    #[error("the public key is not an elliptic-curve key")]
+    NotEcKey,
+    #[error("elliptic-curve key on an unsupported curve (only P-256 and P-384)")]
+    UnsupportedCurve,
+    #[error("the signature is not a DER ECDSA-Sig-Value for this curve")]
+    MalformedSignature,
+    #[error("the signature does not verify")]
+    Invalid,
+}
+
+/// The private key a node signs roots with.
+pub struct NodeSigningKey(SigningKeyInner);
+
+enum SigningKeyInner {
+    P256(p256::ecdsa::SigningKey),
+    P384(p384::ecdsa::SigningKey),
+}
+
+impl NodeSigningKey {
+    /// Parses an unencrypted PKCS#8 `PrivateKeyInfo`. The curve comes from the key's parameters.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, SigningKeyError> {
+        if let Ok(key) = p384::ecdsa::SigningKey::from_pkcs8_der(der) {
+            return Ok(NodeSigningKey(SigningKeyInner::P384(key)));
+        }
+        p256::ecdsa::SigningKey::from_pkcs8_der(der)
+            .map(|key| NodeSigningKey(SigningKeyInner::P256(key)))
+            .map_err(|_| SigningKeyError::UnsupportedKey)
+    }
+
+    /// Parses a `-----BEGIN PRIVATE KEY-----` document (what `openssl genpkey` writes).
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, SigningKeyError> {
+        // SecretDocument zeroizes the decoded DER when dropped.
+        let (label, der) = p384::pkcs8::SecretDocument::from_pem(pem.trim())
+            .map_err(|_| SigningKeyError::NotPem)?;
+        if label != "PRIVATE KEY" {
+            return Err(SigningKeyError::NotPem);
+        }
+        Self::from_pkcs8_der(der.as_bytes())
+    }
+
+    pub fn curve(&self) -> Curve {
+        match self.0 {
+            SigningKeyInner::P256(_) => Curve::P256,
+            SigningKeyInner::P384(_) => Curve::P384,
+        }
+    }
+
+    /// The DER ECDSA signature of `root`, used directly as the message digest.
+    pub fn sign_root(&self, root: &Hash32) -> Vec<u8> {
+        // RFC 6979 signing retries internally until it succeeds; the `Result` only exists
+        // because the trait allows fallible (e.g. hardware) signers.
+        const INFALLIBLE: &str = "deterministic prehash signing does not fail";
+        match &self.0 {
+            SigningKeyInner::P256(key) => {
+                let sig: p256::ecdsa::DerSignature =
+                    key.sign_prehash(root.as_bytes()).expect(INFALLIBLE);
+                sig.as_bytes().to_vec()
+            }
+            SigningKeyInner::P384(key) => {
+                let sig: p384::ecdsa::DerSignature =
+                    key.sign_prehash(root.as_bytes()).expect(INFALLIBLE);
+                sig.as_bytes().to_vec()
+            }
+        }
+    }
+
+    /// The public key as DER SubjectPublicKeyInfo (named curve, uncompressed point).
+    pub fn public_key_spki_der(&self) -> Vec<u8> {
+        self.public_key().spki_der()
+    }
+
+    /// `SHA256(SPKI DER)`: the receipt's `nodeId`.
+    pub fn node_id(&self) -> Hash32 {
+        self.public_key().node_id()
+    }
+
+    pub fn public_key(&self) -> EcPublicKey {
+        match &self.0 {
+            SigningKeyInner::P256(key) => EcPublicKey::P256(*key.verifying_key()),
+            SigningKeyInner::P384(key) => EcPublicKey::P384(*key.verifying_key()),
+        }
+    }
+}
+
+// Only public facts: a signing key must never end up in a log.
+impl fmt::Debug for NodeSigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "NodeSigningKey({:?}, node_id={})",
+            self.curve(),
+            self.node_id()
+        )
+    }
+}
+
+/// An ECDSA public key on one of the curves CCF uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EcPublicKey {
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+}
+
+impl EcPublicKey {
+    /// Parses a DER SubjectPublicKeyInfo, telling "not EC at all" (e.g. RSA, which the SDK
+    /// rejects as well) apart from "EC on a curve we do not implement".
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, SignatureError> {
+        let spki = SubjectPublicKeyInfoRef::from_der(der)
+            .map_err(|_| SignatureError::MalformedPublicKey)?;
+        if spki.algorithm.oid != ID_EC_PUBLIC_KEY {
+            return Err(SignatureError::NotEcKey);
+        }
+        match spki.algorithm.parameters_oid() {
+            Ok(SECP384R1) => {
+                p384::ecdsa::VerifyingKey::from_public_key_der(der).map(EcPublicKey::P384)
+            }
+            Ok(SECP256R1) => {
+                p256::ecdsa::VerifyingKey::from_public_key_der(der).map(EcPublicKey::P256)
+            }
+            _ => return Err(SignatureError::UnsupportedCurve),
+        }
+        .map_err(|_| SignatureError::MalformedPublicKey)
+    }
+
+    pub fn curve(&self) -> Curve {
+        match self {
+            EcPublicKey::P256(_) => Curve::P256,
+            EcPublicKey::P384(_) => Curve::P384,
+        }
+    }
+
+    /// The canonical DER SubjectPublicKeyInfo, re-encoded from the key (as the SDK does before
+    /// hashing it into the node id), not copied from wherever the key came from.
+    pub fn spki_der(&self) -> Vec<u8> {
+        const ENCODABLE: &str = "a valid EC public key always encodes as SPKI";
+        match self {
+            EcPublicKey::P256(key) => key.to_public_key_der().expect(ENCODABLE).into_vec(),
+            EcPublicKey::P384(key) => key.to_public_key_der().expect(ENCODABLE).into_vec(),
+        }
+    }
+
+    pub fn node_id(&self) -> Hash32 {
+        sha256(&self.spki_der())
+    }
+
+    /// Verifies a DER ECDSA signature over an already computed digest of any length (it is
+    /// truncated to the curve order's size, or read as a smaller integer, per SEC 1).
+    pub fn verify_prehash(
+        &self,
+        digest: &[u8],
+        signature_der: &[u8],
+    ) -> Result<(), SignatureError> {
+        let ok = match self {
+            EcPublicKey::P256(key) => {
+                let sig = p256::ecdsa::Signature::from_der(signature_der)
+                    .map_err(|_| SignatureError::MalformedSignature)?;
+                key.verify_prehash(digest, &sig).is_ok()
+            }
+            EcPublicKey::P384(key) => {
+                let sig = p384::ecdsa::Signature::from_der(signature_der)
+                    .map_err(|_| SignatureError::MalformedSignature)?;
+                key.verify_prehash(digest, &sig).is_ok()
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(SignatureError::Invalid)
+        }
+    }
+}
+
+/// Checks a node's signature over a Merkle root: `spki_der` is the node key (P-256 or P-384).
+pub fn verify_root_signature(
+    spki_der: &[u8],
+    root: &Hash32,
+    signature_der: &[u8],
+) -> Result<(), SignatureError> {
+    EcPublicKey::from_spki_der(spki_der)?.verify_prehash(root.as_bytes(), signature_der)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::sha256;
+    use p384::ecdsa::signature::Signer;
+
+    // Generated once with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:<curve>`.
+    const P384_PEM: &str = include_str!("../tests/vectors/test-node-p384.key.pem");
+    const P256_PEM: &str = include_str!("../tests/vectors/test-node-p256.key.pem");
+
+    #[test]
+    fn sign_and_verify_on_both_curves() {
+        let root = sha256(b"root");
+        for (pem, curve) in [(P384_PEM, Curve::P384), (P256_PEM, Curve::P256)] {
+            let key = NodeSigningKey::from_pkcs8_pem(pem).unwrap();
+            assert_eq!(key.curve(), curve);
+            let sig = key.sign_root(&root);
+            // RFC 6979: the same root always gets the same signature.
+            assert_eq!(sig, key.sign_root(&root));
+            let spki = key.public_key_spki_der();
+            assert_eq!(key.node_id(), sha256(&spki));
+            verify_root_signature(&spki, &root, &sig).unwrap();
+            assert_eq!(
+                verify_root_signature(&spki, &sha256(b"other"), &sig),
+                Err(SignatureError::Invalid)
+            );
+            let mut bad = sig.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            assert!(verify_root_signature(&spki, &root, &bad).is_err());
+            assert_eq!(
+                verify_root_signature(&spki, &root, &sig[..sig.len() - 1]),
+                Err(SignatureError::MalformedSignature)
+            );
+        }
+    }
+
+    /// The construction matters: signing the root with `Signer` (which hashes it again) must
+    /// not verify, which is also what the SDK rejects.
+    #[test]
+    fn double_hashing_does_not_verify() {
+        let root = sha256(b"root");
+        let raw = p384::ecdsa::SigningKey::from_pkcs8_pem(P384_PEM).unwrap();
+        let hashed_again: p384::ecdsa::DerSignature = raw.sign(root.as_bytes());
+        let key = NodeSigningKey::from_pkcs8_pem(P384_PEM).unwrap();
+        assert_eq!(
+            verify_root_signature(&key.public_key_spki_der(), &root, hashed_again.as_bytes()),
+            Err(SignatureError::Invalid)
+        );
+    }
+
+    /// The SDK vector's node signature (acl-api.md §5.6) verifies over the vector's root.
+    #[test]
+    fn sdk_vector_signature() {
+        use base64::Engine as _;
+        let root =
+            Hash32::from_hex("f7b9072e3235ea1f5fe150f7153527bd670009ebbc48a37e4fd6c4428f6fa148")
+                .unwrap();
+        let response: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/vectors/sdk-receipt-3-response.json"))
+                .unwrap();
+        let cert =
+            crate::x509::Cert::from_pem(response["receipt"]["cert"].as_str().unwrap()).unwrap();
+        let sig = base64::engine::general_purpose::STANDARD
+            .decode(response["receipt"]["signature"].as_str().unwrap())
+            .unwrap();
+        let key = cert.public_key().unwrap();
+        assert_eq!(key.curve(), Curve::P384);
+        assert_eq!(
+            key.node_id().to_hex(),
+            "0db9a22e9301d1167a2a81596fa234642ad24bc742451a415b8d653af056795c"
+        );
+        verify_root_signature(&key.spki_der(), &root, &sig).unwrap();
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_use() {
+        assert_eq!(
+            NodeSigningKey::from_pkcs8_der(b"junk").err(),
+            Some(SigningKeyError::UnsupportedKey)
+        );
+        assert_eq!(
+            NodeSigningKey::from_pkcs8_pem("junk").err(),
+            Some(SigningKeyError::NotPem)
+        );
+        let public_pem = NodeSigningKey::from_pkcs8_pem(P256_PEM)
+            .unwrap()
+            .public_key();
+        let spki = public_pem.spki_der();
+        assert_eq!(EcPublicKey::from_spki_der(&spki).unwrap(), public_pem);
+        assert_eq!(
+            EcPublicKey::from_spki_der(&spki[1..]),
+            Err(SignatureError::MalformedPublicKey)
+        );
+        // An Ed25519 SPKI (RFC 8410 example key) is not EC.
+        let ed25519 = hex::decode("302a300506032b657003210019bf44096984cdfe8541bac167dc3b96c85086aa30b6b6cb0c5c38ad703166e1").unwrap();
+        assert_eq!(
+            EcPublicKey::from_spki_der(&ed25519),
+            Err(SignatureError::NotEcKey)
+        );
+    }
+
+    #[test]
+    fn debug_shows_no_key_material() {
+        let key = NodeSigningKey::from_pkcs8_pem(P384_PEM).unwrap();
+        let shown = format!("{key:?}");
+        assert!(
+            shown.starts_with("NodeSigningKey(P384, node_id="),
+            "{shown}"
+        );
+        let SigningKeyInner::P384(inner) = &key.0 else {
+            unreachable!()
+        };
+        let secret = hex::encode(inner.to_bytes());
+        assert!(!shown.contains(&secret[..16]));
+    }
+}

@@ -1,0 +1,290 @@
+//! Indexes over the ledger, kept in one redb database (`index.redb`): where each transaction
+//! lives, which entries belong to each collection and tag, where the signatures are, and the
+//! current value of every governance table key.
+//!
+//! All of it is derived from the segments. The writer commits index updates without fsync
+//! (redb `Durability::None`) and a checkpoint makes them durable together with the
+//! `indexed_through` watermark, so after a crash redb rolls back to the last checkpoint and
+//! recovery replays the ledger from the watermark. A missing or unreadable index is rebuilt
+//! from scratch the same way.
+
+use ledger_core::TxId;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::Path;
+
+/// seqno → (view, segment first seqno, frame offset, payload length)
+const LOCATIONS: TableDefinition<u64, (u64, u64, u64, u32)> = TableDefinition::new("locations");
+/// (collection, seqno) → ()
+const COLLECTION_ENTRIES: TableDefinition<(&str, u64), ()> = TableDefinition::new("collection_entries");
+/// (collection, tag, seqno) → ()
+const TAG_ENTRIES: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("tag_entries");
+/// collection → number of entries
+const COLLECTIONS: TableDefinition<&str, u64> = TableDefinition::new("collections");
+/// (collection, tag) → number of entries
+const TAGS: TableDefinition<(&str, &str), u64> = TableDefinition::new("tags");
+/// signature seqno → ()
+const SIGNATURES: TableDefinition<u64, ()> = TableDefinition::new("signatures");
+/// (table, key) → current value
+const GOVERNANCE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("governance");
+/// name → value
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const META_INDEXED_THROUGH: &str = "indexed_through";
+const META_TREE_SIZE: &str = "tree_durable_size";
+const META_FORMAT: &str = "index_format";
+const INDEX_FORMAT: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[error("index database: {0}")]
+pub struct IndexError(String);
+
+fn err(e: impl std::fmt::Display) -> IndexError {
+    IndexError(e.to_string())
+}
+
+/// Where a transaction's frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub txid: TxId,
+    pub segment: u64,
+    pub offset: u64,
+    pub payload_len: u32,
+}
+
+/// Index updates of one transaction.
+#[derive(Debug, Clone)]
+pub enum IndexOp {
+    Entry { collection: String, tags: Vec<String> },
+    Governance(Vec<(String, String, Option<Vec<u8>>)>),
+    Signature,
+}
+
+pub struct Index {
+    db: Database,
+}
+
+impl Index {
+    /// Opens (or creates) the index. An index of an unknown format is reported as an error so
+    /// the caller can rebuild it.
+    pub fn open(path: &Path) -> Result<Index, IndexError> {
+        let db = Database::create(path).map_err(err)?;
+        let index = Index { db };
+        let mut tx = index.db.begin_write().map_err(err)?;
+        tx.set_durability(Durability::Immediate).map_err(err)?;
+        {
+            let mut meta = tx.open_table(META).map_err(err)?;
+            let format = meta.get(META_FORMAT).map_err(err)?.map(|v| v.value());
+            match format {
+                None => {
+                    meta.insert(META_FORMAT, INDEX_FORMAT).map_err(err)?;
+                }
+                Some(INDEX_FORMAT) => {}
+                Some(other) => return Err(IndexError(format!("unknown index format {other}"))),
+            }
+            for t in [LOCATIONS] {
+                tx.open_table(t).map_err(err)?;
+            }
+            tx.open_table(COLLECTION_ENTRIES).map_err(err)?;
+            tx.open_table(TAG_ENTRIES).map_err(err)?;
+            tx.open_table(COLLECTIONS).map_err(err)?;
+            tx.open_table(TAGS).map_err(err)?;
+            tx.open_table(SIGNATURES).map_err(err)?;
+            tx.open_table(GOVERNANCE).map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(index)
+    }
+
+    fn meta(&self, key: &str) -> Result<u64, IndexError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(META).map_err(err)?;
+        Ok(table.get(key).map_err(err)?.map_or(0, |v| v.value()))
+    }
+
+    /// Highest seqno whose index updates are durable.
+    pub fn indexed_through(&self) -> Result<u64, IndexError> {
+        self.meta(META_INDEXED_THROUGH)
+    }
+
+    /// Number of leaves of the tree files known to be durable.
+    pub fn tree_durable_size(&self) -> Result<u64, IndexError> {
+        self.meta(META_TREE_SIZE)
+    }
+
+    /// Applies the updates of consecutive transactions. `checkpoint` makes this commit, and
+    /// everything before it, durable, and records `tree_size` as the durable tree size (the
+    /// caller fsyncs the tree files first).
+    pub fn apply(
+        &self,
+        ops: &[(Location, IndexOp)],
+        checkpoint: Option<u64>,
+    ) -> Result<(), IndexError> {
+        let mut tx = self.db.begin_write().map_err(err)?;
+        let durability = if checkpoint.is_some() { Durability::Immediate } else { Durability::None };
+        tx.set_durability(durability).map_err(err)?;
+        {
+            let mut locations = tx.open_table(LOCATIONS).map_err(err)?;
+            let mut collection_entries = tx.open_table(COLLECTION_ENTRIES).map_err(err)?;
+            let mut tag_entries = tx.open_table(TAG_ENTRIES).map_err(err)?;
+            let mut collections = tx.open_table(COLLECTIONS).map_err(err)?;
+            let mut tags = tx.open_table(TAGS).map_err(err)?;
+            let mut signatures = tx.open_table(SIGNATURES).map_err(err)?;
+            let mut governance = tx.open_table(GOVERNANCE).map_err(err)?;
+            let mut meta = tx.open_table(META).map_err(err)?;
+            for (loc, op) in ops {
+                let seqno = loc.txid.seqno();
+                locations
+                    .insert(seqno, (loc.txid.view(), loc.segment, loc.offset, loc.payload_len))
+                    .map_err(err)?;
+                match op {
+                    IndexOp::Entry { collection, tags: entry_tags } => {
+                        collection_entries.insert((collection.as_str(), seqno), ()).map_err(err)?;
+                        let n = collections.get(collection.as_str()).map_err(err)?.map_or(0, |v| v.value());
+                        collections.insert(collection.as_str(), n + 1).map_err(err)?;
+                        for tag in entry_tags {
+                            tag_entries.insert((collection.as_str(), tag.as_str(), seqno), ()).map_err(err)?;
+                            let key = (collection.as_str(), tag.as_str());
+                            let n = tags.get(key).map_err(err)?.map_or(0, |v| v.value());
+                            tags.insert(key, n + 1).map_err(err)?;
+                        }
+                    }
+                    IndexOp::Governance(writes) => {
+                        for (table, key, value) in writes {
+                            match value {
+                                Some(v) => governance.insert((table.as_str(), key.as_str()), v.as_slice()),
+                                None => governance.remove((table.as_str(), key.as_str())),
+                            }
+                            .map_err(err)?;
+                        }
+                    }
+                    IndexOp::Signature => {
+                        signatures.insert(seqno, ()).map_err(err)?;
+                    }
+                }
+            }
+            if let Some((last, _)) = ops.last() {
+                meta.insert(META_INDEXED_THROUGH, last.txid.seqno()).map_err(err)?;
+            }
+            if let Some(tree_size) = checkpoint {
+                meta.insert(META_TREE_SIZE, tree_size).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    pub fn location(&self, seqno: u64) -> Result<Option<Location>, IndexError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(LOCATIONS).map_err(err)?;
+        Ok(table.get(seqno).map_err(err)?.and_then(|v| {
+            let (view, segment, offset, payload_len) = v.value();
+            TxId::new(view, seqno).map(|txid| Location { txid, segment, offset, payload_len })
+        }))
+    }
+
+    /// The first signature with seqno strictly greater than `seqno`.
+    pub fn signature_after(&self, seqno: u64) -> Result<Option<u64>, IndexError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(SIGNATURES).map_err(err)?;
+        let mut range = table.range(seqno.saturating_add(1)..).map_err(err)?;
+        Ok(range.next().transpose().map_err(err)?.map(|(k, _)| k.value()))
+    }
+
+    /// The last signature with seqno at most `seqno`.
+    pub fn signature_at_or_before(&self, seqno: u64) -> Result<Option<u64>, IndexError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(SIGNATURES).map_err(err)?;
+        let mut range = table.range(..=seqno).map_err(err)?;
+        Ok(range.next_back().transpose().map_err(err)?.map(|(k, _)| k.value()))
+    }
+
+    /// Seqnos of entries in `collection` (optionally with `tag`) within `from..=to`, ascending,
+    /// at most `limit` of them.
+    pub fn entries(
+        &self,
+        collection: &str,
+        tag: Option<&str>,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, IndexError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let tx = self.db.begin_read().map_err(err)?;
+        let mut out = Vec::new();
+        match tag {
+            None => {
+                let table = tx.open_table(COLLECTION_ENTRIES).map_err(err)?;
+                for item in table.range((collection, from)..=(collection, to)).map_err(err)?.take(limit) {
+                    out.push(item.map_err(err)?.0.value().1);
+                }
+            }
+            Some(tag) => {
+                let table = tx.open_table(TAG_ENTRIES).map_err(err)?;
+                for item in table.range((collection, tag, from)..=(collection, tag, to)).map_err(err)?.take(limit) {
+                    out.push(item.map_err(err)?.0.value().2);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest entry of `collection` at or before `to`.
+    pub fn latest_entry(&self, collection: &str, to: u64) -> Result<Option<u64>, IndexError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(COLLECTION_ENTRIES).map_err(err)?;
+        let mut range = table.range((collection, 0)..=(collection, to)).map_err(err)?;
+        Ok(range.next_back().transpose().map_err(err)?.map(|(k, _)| k.value().1))
+    }
+
+    /// All collections with their entry counts.
+    pub fn collections(&self) -> Result<Vec<(String, u64)>, IndexError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(COLLECTIONS).map_err(err)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            out.push((k.value().to_owned(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Tags used in `collection`, with their entry counts.
+    pub fn tags(&self, collection: &str) -> Result<Vec<(String, u64)>, IndexError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(TAGS).map_err(err)?;
+        let mut out = Vec::new();
+        for item in table.range((collection, "")..).map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            let (c, t) = k.value();
+            if c != collection {
+                break;
+            }
+            out.push((t.to_owned(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Current value of a governance key.
+    pub fn governance(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(GOVERNANCE).map_err(err)?;
+        Ok(t.get((table, key)).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// All keys and values of a governance table.
+    pub fn governance_table(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, IndexError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(GOVERNANCE).map_err(err)?;
+        let mut out = Vec::new();
+        for item in t.range((table, "")..).map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            let (tb, key) = k.value();
+            if tb != table {
+                break;
+            }
+            out.push((key.to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,654 @@
+//! Durable storage for cledger: the ledger as append-only segment files written by one
+//! group-commit writer, plus the files derived from it (Merkle tiles, indexes), encryption at
+//! rest, recovery on open, the fork guard and the offline audit.
+//!
+//! A data directory looks like this (`docs/FORMAT.md` has the byte layouts):
+//!
+//! ```text
+//! ledger/<first seqno>.seg   segments: the ledger itself, fsync'd per batch
+//! tree/level-LL.hashes       Merkle subtree hashes (derived, checkpointed)
+//! index.redb                 indexes and governance state (derived, checkpointed)
+//! keys/ledger_secret         the ledger secret, wrapped by the key-encryption key
+//! keys/kek                   the generated key-encryption key (embedded default only)
+//! fork-guard                 last signed (seqno, root) (path configurable)
+//! ```
+//!
+//! [`Ledger`] is the handle: writes go through [`Ledger::submit`] (or [`Ledger::append`]) to the
+//! writer thread; reads are served from the indexes and files directly, on the caller's thread,
+//! and never wait for the writer.
+
+pub mod audit;
+pub mod crypto;
+pub mod guard;
+pub mod index;
+mod recovery;
+pub mod segment;
+pub mod tree;
+mod writer;
+
+pub use crypto::KekSource;
+pub use recovery::RecoveryReport;
+
+use crypto::LedgerSecret;
+use guard::ForkGuard;
+use index::Index;
+use ledger_core::claims::{self, ApplicationClaim};
+use ledger_core::entry::{self, ApplicationEntry, EntryView, TableWrite, TxBody};
+use ledger_core::hash::Hash32;
+use ledger_core::receipt::{Receipt, ReceiptParts};
+use ledger_core::signing::NodeSigningKey;
+use ledger_core::{merkle, TxId};
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tree::TreeFiles;
+use writer::{Submission, Writer};
+
+/// Tunables of the store. The defaults keep commit latency in single-digit milliseconds.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Sign once this many transactions are waiting for a signature...
+    pub sign_every: u64,
+    /// ...or once this long has passed since the last signature, whichever comes first.
+    pub sign_interval: Duration,
+    /// Most transactions in one group commit.
+    pub max_batch: usize,
+    /// Submissions waiting for the writer; beyond this, `submit` answers `Busy`.
+    pub queue_capacity: usize,
+    /// A new segment is started once the active one reaches this size.
+    pub segment_max_bytes: u64,
+    /// How often derived files are fsync'd and the fork guard recorded.
+    pub checkpoint_interval: Duration,
+    pub kek: KekSource,
+    /// Where the fork guard lives; default `<data dir>/fork-guard`.
+    pub fork_guard_path: Option<PathBuf>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            sign_every: writer::SIGN_EVERY,
+            sign_interval: writer::SIGN_INTERVAL,
+            max_batch: 8192,
+            queue_capacity: 65_536,
+            segment_max_bytes: 64 << 20,
+            checkpoint_interval: Duration::from_secs(1),
+            kek: KekSource::DataDir,
+            fork_guard_path: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0} holds no ledger (no segment files)")]
+    NotALedger(PathBuf),
+    #[error("{0} already holds a ledger")]
+    AlreadyExists(PathBuf),
+    #[error("ledger is corrupt: {file} at offset {offset}, transaction {txid}: {reason}")]
+    Corrupt { file: PathBuf, offset: u64, txid: String, reason: String },
+    #[error(
+        "the ledger ends at seqno {end}, but this node already signed seqno {signed} (fork guard {guard}); \
+         the data looks restored from an older backup, and signing again would fork the ledger"
+    )]
+    RolledBack { guard: PathBuf, signed: u64, end: u64 },
+    #[error(
+        "the ledger's root at seqno {seqno} differs from the root this node signed there (fork guard {guard}); \
+         refusing to open a forked ledger"
+    )]
+    Forked { guard: PathBuf, seqno: u64 },
+    #[error("the ledger's content does not match the root signed at {txid}")]
+    SignatureMismatch { txid: TxId },
+    #[error("the index is ahead of the ledger (indexed through {indexed}, ledger ends at {end})")]
+    IndexAhead { indexed: u64, end: u64 },
+    #[error(transparent)]
+    Keys(#[from] crypto::KeyError),
+    #[error(transparent)]
+    Guard(#[from] guard::GuardError),
+    #[error(transparent)]
+    Index(#[from] index::IndexError),
+    #[error("Merkle tree files: {0}")]
+    Tree(String),
+    #[error("transaction {txid} could not be decoded: {reason}")]
+    Decode { txid: TxId, reason: String },
+    #[error("the ledger has no certificate for node {0}")]
+    UnknownNode(Hash32),
+    #[error("the ledger stopped accepting writes: {0}")]
+    Append(#[from] AppendError),
+}
+
+impl StoreError {
+    fn io(path: &Path, source: std::io::Error) -> StoreError {
+        StoreError::Io { path: path.to_owned(), source }
+    }
+}
+
+/// Why a write was not committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error("the write queue is full; retry shortly")]
+    Busy,
+    #[error("the ledger is closed")]
+    Closed,
+    /// Nothing was written.
+    #[error("the write failed and was not recorded: {0}")]
+    Failed(String),
+    /// The transaction is durable but no signature covers it yet; it is signed, and so
+    /// committed, when the ledger is next opened.
+    #[error("the write is on disk but could not be committed now: {0}")]
+    Indeterminate(String),
+}
+
+/// Called once, on the writer thread, when a submitted transaction is committed or has failed.
+/// It must not block.
+pub type Completion = Box<dyn FnOnce(Result<TxId, AppendError>) + Send>;
+
+/// What a client may write. Signatures are the writer's alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteRequest {
+    Entry(ApplicationEntry),
+    Governance(Vec<TableWrite>),
+}
+
+/// The node's signing identity: its key and the certificate the service issued for it.
+pub struct NodeIdentity {
+    pub signing_key: NodeSigningKey,
+    pub cert_pem: String,
+}
+
+/// What a new ledger records in its first transaction.
+pub struct Genesis {
+    pub ledger_id: String,
+    pub service_cert_pem: String,
+    /// Further governance writes of the first transaction (e.g. initial administrators).
+    pub writes: Vec<TableWrite>,
+}
+
+/// Status of a transaction id, as `/status` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    Committed,
+    /// Sequenced and durable, not yet covered by a signature.
+    Pending,
+    /// No such seqno yet.
+    Unknown,
+    /// The seqno exists with a different view.
+    Invalid,
+}
+
+/// A user entry read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRecord {
+    pub txid: TxId,
+    pub entry: ApplicationEntry,
+}
+
+/// A receipt for a committed transaction, with the application claims it commits to (if the
+/// entry was written with claims). Which API versions show the claims is the caller's choice.
+#[derive(Debug, Clone)]
+pub struct ReceiptBundle {
+    pub txid: TxId,
+    pub receipt: Receipt,
+    pub application_claims: Option<Vec<ApplicationClaim>>,
+}
+
+pub(crate) struct Published {
+    pub durable: Option<TxId>,
+    pub committed: Option<TxId>,
+    pub failure: Option<String>,
+}
+
+pub(crate) struct Shared {
+    pub ledger_dir: PathBuf,
+    /// Read handles of every segment, by first seqno (ascending).
+    pub segments: RwLock<Vec<(u64, File)>>,
+    pub tree: TreeFiles,
+    pub index: Index,
+    pub secret: LedgerSecret,
+    pub published: Mutex<Published>,
+    pub committed_changed: Condvar,
+}
+
+impl Shared {
+    pub fn fail(&self, reason: String) {
+        let mut p = self.published.lock().expect("state lock");
+        p.failure.get_or_insert(reason);
+    }
+}
+
+pub struct Ledger {
+    shared: Arc<Shared>,
+    queue: Mutex<Option<SyncSender<Submission>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+const LEDGER_DIR: &str = "ledger";
+const TREE_DIR: &str = "tree";
+const INDEX_FILE: &str = "index.redb";
+const SECRET_FILE: &str = "keys/ledger_secret";
+const GUARD_FILE: &str = "fork-guard";
+
+impl Ledger {
+    /// Creates a new ledger in `dir` (which may exist but must not hold a ledger) and commits
+    /// its genesis transaction: the service certificate, this node's certificate and the
+    /// ledger id.
+    pub fn create(dir: &Path, config: StoreConfig, node: NodeIdentity, genesis: Genesis) -> Result<Ledger, StoreError> {
+        let ledger_dir = dir.join(LEDGER_DIR);
+        if ledger_dir.exists() && !segment::list_segments(&ledger_dir).map_err(|e| StoreError::io(&ledger_dir, e))?.is_empty() {
+            return Err(StoreError::AlreadyExists(dir.to_owned()));
+        }
+        fs::create_dir_all(&ledger_dir).map_err(|e| StoreError::io(&ledger_dir, e))?;
+        let kek = crypto::load_kek(&config.kek, dir, true)?;
+        let secret_path = dir.join(SECRET_FILE);
+        if secret_path.exists() {
+            return Err(StoreError::AlreadyExists(dir.to_owned()));
+        }
+        let secret = LedgerSecret::create(&secret_path, &kek)?;
+        let first = segment::ActiveSegment::create(&ledger_dir, 1).map_err(|e| StoreError::io(&ledger_dir, e))?;
+        let mut writes = vec![
+            TableWrite {
+                table: entry::tables::SERVICE.into(),
+                key: "identity".into(),
+                value: Some(genesis.service_cert_pem.clone().into_bytes()),
+            },
+            TableWrite {
+                table: entry::tables::CONFIG.into(),
+                key: "ledger_id".into(),
+                value: Some(serde_json::to_vec(&genesis.ledger_id).expect("a string serializes")),
+            },
+        ];
+        writes.push(node_registration(&node));
+        writes.extend(genesis.writes);
+        drop(first);
+        let (ledger, _) = Self::start(dir, config, node, secret, Some(writes))?;
+        Ok(ledger)
+    }
+
+    /// Opens an existing ledger, recovering it (see [`RecoveryReport`]).
+    pub fn open(dir: &Path, config: StoreConfig, node: NodeIdentity) -> Result<(Ledger, RecoveryReport), StoreError> {
+        let kek = crypto::load_kek(&config.kek, dir, false)?;
+        let secret = LedgerSecret::load(&dir.join(SECRET_FILE), &kek)?;
+        Self::start(dir, config, node, secret, None)
+    }
+
+    fn start(
+        dir: &Path,
+        config: StoreConfig,
+        node: NodeIdentity,
+        secret: LedgerSecret,
+        genesis: Option<Vec<TableWrite>>,
+    ) -> Result<(Ledger, RecoveryReport), StoreError> {
+        let node_id = node.signing_key.node_id();
+        let registration = node_registration(&node);
+        let NodeIdentity { signing_key, cert_pem: node_cert_pem } = node;
+        let ledger_dir = dir.join(LEDGER_DIR);
+        let tree_dir = dir.join(TREE_DIR);
+        let index_path = dir.join(INDEX_FILE);
+        let guard_path = config.fork_guard_path.clone().unwrap_or_else(|| dir.join(GUARD_FILE));
+        let guard = ForkGuard::load(&guard_path)?;
+        let mut index_rebuilt = false;
+        let (index, (recovered, tree_files)) = loop {
+            let index = match Index::open(&index_path) {
+                Ok(index) => index,
+                Err(_) if !index_rebuilt => {
+                    // Derived data in an unknown state: start it again from the ledger.
+                    remove_if_exists(&index_path)?;
+                    index_rebuilt = true;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match recovery::recover(&ledger_dir, &secret, &index, &tree_dir, &guard, false) {
+                Err(StoreError::IndexAhead { .. }) if !index_rebuilt => {
+                    drop(index);
+                    remove_if_exists(&index_path)?;
+                    index_rebuilt = true;
+                }
+                result => break (index, result?),
+            }
+        };
+        let mut report = recovered.report;
+        report.index_rebuilt |= index_rebuilt;
+
+        let mut readers = Vec::new();
+        for (first, path) in &recovered.segments {
+            readers.push((*first, File::open(path).map_err(|e| StoreError::io(path, e))?));
+        }
+        let (last_first, last_path) = recovered.segments.last().cloned().expect("recovery found segments");
+        let active = segment::ActiveSegment::reopen(&last_path, last_first, recovered.active_len)
+            .map_err(|e| StoreError::io(&last_path, e))?;
+        let committed = recovered.last_signature.as_ref().map(|(t, _)| *t);
+        let shared = Arc::new(Shared {
+            ledger_dir: ledger_dir.clone(),
+            segments: RwLock::new(readers),
+            tree: tree_files,
+            index,
+            secret,
+            published: Mutex::new(Published { durable: recovered.last, committed, failure: None }),
+            committed_changed: Condvar::new(),
+        });
+        let last_seqno = recovered.last.map_or(0, TxId::seqno);
+        let signed_seqno = committed.map_or(0, TxId::seqno);
+        let unsigned = (signed_seqno + 1..=last_seqno)
+            .map(|s| (TxId::new(recovered.last.expect("non-empty").view(), s).expect(">= 1"), None))
+            .collect();
+        let writer = Writer {
+            shared: shared.clone(),
+            config: config.clone(),
+            ledger_dir,
+            segment: active,
+            tree: recovered.tree,
+            guard,
+            node_id,
+            view: recovered.last.map_or(1, TxId::view),
+            next_seqno: last_seqno + 1,
+            unsigned,
+            last_signature: recovered.last_signature.as_ref().map(|(t, r)| guard::SignedPoint { seqno: t.seqno(), root: r.root }),
+            last_signature_at: Instant::now(),
+            last_checkpoint_at: Instant::now(),
+            key: signing_key,
+        };
+        let (queue, receiver) = mpsc::sync_channel(config.queue_capacity);
+        let handle = std::thread::Builder::new()
+            .name("cledger-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| StoreError::io(dir, e))?;
+        let ledger = Ledger { shared, queue: Mutex::new(Some(queue)), writer: Mutex::new(Some(handle)) };
+
+        // The genesis transaction, or registering a node key this ledger has not seen yet.
+        let first_writes = match genesis {
+            Some(writes) => Some(writes),
+            None if ledger.node_certificate(&node_id)?.as_deref() != Some(node_cert_pem.as_str()) => {
+                Some(vec![registration])
+            }
+            None => None,
+        };
+        if let Some(writes) = first_writes {
+            ledger.append(WriteRequest::Governance(writes))?;
+        }
+        Ok((ledger, report))
+    }
+
+    /// Queues a write; `done` is called when it is committed or has failed.
+    pub fn submit(&self, request: WriteRequest, done: Completion) -> Result<(), AppendError> {
+        let (body, claims_digest) = match request {
+            WriteRequest::Entry(e) => {
+                let digest = match &e.claims_key {
+                    Some(key) => claims::ledger_entry_claims_digest(&e.collection_id, &e.contents, key),
+                    None => Hash32::ZERO,
+                };
+                (TxBody::Application(e), digest)
+            }
+            WriteRequest::Governance(writes) => (TxBody::Governance(writes), Hash32::ZERO),
+        };
+        if let Some(reason) = &self.shared.published.lock().expect("state lock").failure {
+            return Err(AppendError::Failed(reason.clone()));
+        }
+        let queue = self.queue.lock().expect("queue lock");
+        let queue = queue.as_ref().ok_or(AppendError::Closed)?;
+        queue.try_send(Submission { body, claims_digest, done }).map_err(|e| match e {
+            TrySendError::Full(_) => AppendError::Busy,
+            TrySendError::Disconnected(_) => AppendError::Closed,
+        })
+    }
+
+    /// Writes and waits until committed.
+    pub fn append(&self, request: WriteRequest) -> Result<TxId, AppendError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(request, Box::new(move |r| {
+            let _ = tx.send(r);
+        }))?;
+        rx.recv().unwrap_or(Err(AppendError::Closed))
+    }
+
+    /// Stops accepting writes, commits what was submitted, checkpoints, and waits for the writer.
+    pub fn close(&self) {
+        self.queue.lock().expect("queue lock").take();
+        if let Some(handle) = self.writer.lock().expect("writer lock").take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// The last committed transaction.
+    pub fn committed(&self) -> Option<TxId> {
+        self.shared.published.lock().expect("state lock").committed
+    }
+
+    /// Why the store stopped accepting writes, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.published.lock().expect("state lock").failure.clone()
+    }
+
+    /// Blocks until `txid`'s seqno is committed or `timeout` passes; returns the status then.
+    pub fn wait_committed(&self, txid: TxId, timeout: Duration) -> TxStatus {
+        let deadline = Instant::now() + timeout;
+        let mut p = self.shared.published.lock().expect("state lock");
+        while p.committed.is_none_or(|c| c.seqno() < txid.seqno()) && p.failure.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            p = self.shared.committed_changed.wait_timeout(p, left).expect("state lock").0;
+        }
+        drop(p);
+        self.status(txid)
+    }
+
+    pub fn status(&self, txid: TxId) -> TxStatus {
+        let (durable, committed) = {
+            let p = self.shared.published.lock().expect("state lock");
+            (p.durable, p.committed)
+        };
+        let seqno = txid.seqno();
+        if durable.is_none_or(|d| seqno > d.seqno()) {
+            return TxStatus::Unknown;
+        }
+        match self.shared.index.location(seqno) {
+            Ok(Some(loc)) if loc.txid == txid => {
+                if committed.is_some_and(|c| seqno <= c.seqno()) { TxStatus::Committed } else { TxStatus::Pending }
+            }
+            Ok(Some(_)) => TxStatus::Invalid,
+            // Durable but not indexed yet: the writer publishes only after indexing, so this
+            // is a transaction of the current batch.
+            _ => TxStatus::Pending,
+        }
+    }
+
+    fn committed_location(&self, txid: TxId) -> Result<Option<index::Location>, StoreError> {
+        if self.committed().is_none_or(|c| txid.seqno() > c.seqno()) {
+            return Ok(None);
+        }
+        Ok(self.shared.index.location(txid.seqno())?.filter(|l| l.txid == txid))
+    }
+
+    fn read_payload(&self, loc: &index::Location) -> Result<Vec<u8>, StoreError> {
+        let segments = self.shared.segments.read().expect("segments lock");
+        let i = segments.partition_point(|(first, _)| *first <= loc.segment);
+        let (first, file) = i.checked_sub(1).map(|i| &segments[i]).filter(|(f, _)| *f == loc.segment).ok_or_else(|| {
+            StoreError::Corrupt {
+                file: self.shared.ledger_dir.clone(),
+                offset: loc.offset,
+                txid: loc.txid.to_string(),
+                reason: format!("the index names segment {} which is not open", loc.segment),
+            }
+        })?;
+        let mut buf = vec![0u8; loc.payload_len as usize];
+        file.read_exact_at(&mut buf, loc.offset + segment::FRAME_HEADER_LEN as u64).map_err(|e| {
+            StoreError::io(&self.shared.ledger_dir.join(segment::segment_file_name(*first)), e)
+        })?;
+        Ok(buf)
+    }
+
+    /// The stored bytes of a committed transaction (what its write-set digest covers).
+    pub fn transaction_bytes(&self, txid: TxId) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.committed_location(txid)? {
+            Some(loc) => self.read_payload(&loc).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn decode_entry(&self, txid: TxId, bytes: &[u8]) -> Result<Option<ApplicationEntry>, StoreError> {
+        let decode = |reason: String| StoreError::Decode { txid, reason };
+        let view = EntryView::parse(bytes).map_err(|e| decode(e.to_string()))?;
+        if view.kind != entry::TxKind::Application {
+            return Ok(None);
+        }
+        view.application(&self.shared.secret).map(Some).map_err(|e| decode(e.to_string()))
+    }
+
+    /// The user entry written by committed transaction `txid`, if it wrote one.
+    pub fn entry(&self, txid: TxId) -> Result<Option<EntryRecord>, StoreError> {
+        let Some(bytes) = self.transaction_bytes(txid)? else { return Ok(None) };
+        Ok(self.decode_entry(txid, &bytes)?.map(|entry| EntryRecord { txid, entry }))
+    }
+
+    fn entry_at(&self, seqno: u64) -> Result<EntryRecord, StoreError> {
+        let loc = self.shared.index.location(seqno)?.ok_or_else(|| StoreError::Corrupt {
+            file: self.shared.ledger_dir.clone(),
+            offset: 0,
+            txid: format!("(seqno {seqno})"),
+            reason: "indexed entry has no location".into(),
+        })?;
+        let bytes = self.read_payload(&loc)?;
+        let entry = self.decode_entry(loc.txid, &bytes)?.ok_or_else(|| StoreError::Decode {
+            txid: loc.txid,
+            reason: "indexed as an entry but is not one".into(),
+        })?;
+        Ok(EntryRecord { txid: loc.txid, entry })
+    }
+
+    /// Committed entries of `collection` (and `tag`) with seqnos in `from..=to`, ascending, at
+    /// most `limit`.
+    pub fn entries(&self, collection: &str, tag: Option<&str>, from: u64, to: u64, limit: usize) -> Result<Vec<EntryRecord>, StoreError> {
+        let to = to.min(self.committed().map_or(0, TxId::seqno));
+        let seqnos = self.shared.index.entries(collection, tag, from, to, limit)?;
+        seqnos.into_iter().map(|s| self.entry_at(s)).collect()
+    }
+
+    /// The newest committed entry of `collection`.
+    pub fn latest_entry(&self, collection: &str) -> Result<Option<EntryRecord>, StoreError> {
+        let to = self.committed().map_or(0, TxId::seqno);
+        match self.shared.index.latest_entry(collection, to)? {
+            Some(seqno) => self.entry_at(seqno).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Collections with their entry counts (committed or about to be).
+    pub fn collections(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self.shared.index.collections()?)
+    }
+
+    pub fn tags(&self, collection: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self.shared.index.tags(collection)?)
+    }
+
+    pub fn governance(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.shared.index.governance(table, key)?)
+    }
+
+    pub fn governance_table(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Ok(self.shared.index.governance_table(table)?)
+    }
+
+    /// The service certificate recorded in the genesis transaction.
+    pub fn service_certificate(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.governance(entry::tables::SERVICE, "identity")?.and_then(|v| String::from_utf8(v).ok()))
+    }
+
+    /// The certificate of node `node_id`, as recorded in the ledger.
+    pub fn node_certificate(&self, node_id: &Hash32) -> Result<Option<String>, StoreError> {
+        Ok(self.governance(entry::tables::NODES, &node_id.to_hex())?.and_then(|v| String::from_utf8(v).ok()))
+    }
+
+    /// The receipt of committed transaction `txid`, anchored at the first signature after it
+    /// (so a transaction's receipt never changes). `None` if `txid` is not committed.
+    pub fn receipt(&self, txid: TxId) -> Result<Option<ReceiptBundle>, StoreError> {
+        let Some(loc) = self.committed_location(txid)? else { return Ok(None) };
+        let bytes = self.read_payload(&loc)?;
+        let decode = |reason: String| StoreError::Decode { txid, reason };
+        let view = EntryView::parse(&bytes).map_err(|e| decode(e.to_string()))?;
+        let evidence = self.shared.secret.commit_secret().evidence(txid);
+        if evidence.digest() != view.commit_evidence_digest {
+            return Err(decode("stored commit evidence digest does not match the ledger secret".into()));
+        }
+        let sig_seqno = self.shared.index.signature_after(txid.seqno())?.ok_or_else(|| {
+            decode("committed but no signature follows it in the index".into())
+        })?;
+        let sig_loc = self.shared.index.location(sig_seqno)?.ok_or_else(|| decode("signature not indexed".into()))?;
+        let sig_bytes = self.read_payload(&sig_loc)?;
+        let signature = EntryView::parse(&sig_bytes)
+            .and_then(|v| v.signature())
+            .map_err(|e| StoreError::Decode { txid: sig_loc.txid, reason: e.to_string() })?;
+        let node_cert_pem = self.node_certificate(&signature.node_id)?.ok_or(StoreError::UnknownNode(signature.node_id))?;
+        let path = merkle::inclusion_path(&self.shared.tree, txid.seqno(), sig_seqno)
+            .map_err(|e| StoreError::Tree(e.to_string()))?;
+        let application_claims = match self.decode_entry(txid, &bytes)? {
+            Some(ApplicationEntry { collection_id, contents, claims_key: Some(key), .. }) => {
+                Some(vec![claims::ledger_entry_claim(&collection_id, &contents, &key)])
+            }
+            _ => None,
+        };
+        let receipt = Receipt::build(ReceiptParts {
+            write_set_digest: view.write_set_digest(),
+            commit_evidence: evidence,
+            claims_digest: view.claims_digest,
+            proof: path,
+            signature_der: signature.signature,
+            node_cert_pem,
+            node_id: signature.node_id,
+            service_endorsements: Vec::new(),
+        });
+        Ok(Some(ReceiptBundle { txid, receipt, application_claims }))
+    }
+
+    /// Root of the tree of the first `size` leaves (leaf 0 plus seqnos `1..size`), for any
+    /// size up to the committed end.
+    pub fn root_at(&self, size: u64) -> Result<Hash32, StoreError> {
+        self.check_size(size)?;
+        merkle::root(&self.shared.tree, size).map_err(|e| StoreError::Tree(e.to_string()))
+    }
+
+    /// Consistency proof between two committed tree sizes.
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash32>, StoreError> {
+        self.check_size(new_size)?;
+        merkle::consistency_proof(&self.shared.tree, old_size, new_size).map_err(|e| StoreError::Tree(e.to_string()))
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), StoreError> {
+        let committed_size = self.committed().map_or(0, |c| c.seqno() + 1);
+        if size > committed_size {
+            return Err(StoreError::Tree(format!("tree size {size} is beyond the committed size {committed_size}")));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn node_registration(node: &NodeIdentity) -> TableWrite {
+    TableWrite {
+        table: entry::tables::NODES.into(),
+        key: node.signing_key.node_id().to_hex(),
+        value: Some(node.cert_pem.clone().into_bytes()),
+    }
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io(path, e)),
+    }
+}
+

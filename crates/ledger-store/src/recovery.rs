@@ -1,0 +1,247 @@
+//! Opening a ledger: scan every segment, cut a torn tail, bring the derived files (tree and
+//! index) up to the end of the ledger, and check them against the last signature and the fork
+//! guard before anything is written.
+//!
+//! Every frame's checksum and sequence is checked on every open, so accidental damage anywhere
+//! is found before the node serves or signs anything. Cryptographic checks of the whole chain
+//! (recomputed leaves against signed roots) are the auditor's job (`audit`), which needs no keys.
+
+use crate::crypto::LedgerSecret;
+use crate::guard::{ForkGuard, SignedPoint};
+use crate::index::{Index, IndexOp, Location};
+use crate::segment::{self, FrameFault, FrameLocation, SEGMENT_HEADER_LEN};
+use crate::tree::{TreeFiles, TreeWriter};
+use crate::StoreError;
+use ledger_core::entry::{EntryView, SignatureRecord, TxBody};
+use ledger_core::hash::Hash32;
+use ledger_core::{merkle, TxId};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// What recovery found and did; shown to operators on start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub transactions: u64,
+    pub segments: usize,
+    /// A torn final frame that was cut off: (file, offset, bytes removed).
+    pub truncated_tail: Option<(PathBuf, u64, u64)>,
+    /// Transactions whose leaves were re-derived into the tree files.
+    pub tree_replayed: u64,
+    /// Transactions re-indexed.
+    pub index_replayed: u64,
+    pub index_rebuilt: bool,
+    pub tree_rebuilt: bool,
+    pub last_signature: Option<TxId>,
+}
+
+/// The state the writer resumes from.
+pub(crate) struct Recovered {
+    pub report: RecoveryReport,
+    pub last: Option<TxId>,
+    pub last_signature: Option<(TxId, SignatureRecord)>,
+    pub segments: Vec<(u64, PathBuf)>,
+    /// End offset of the last intact frame in the last segment.
+    pub active_len: u64,
+    pub tree: TreeWriter,
+}
+
+const REPLAY_CHUNK: usize = 10_000;
+
+/// Scans and repairs. `index` and `tree_files` are already open; `rebuild_tree` forces the
+/// tree to be re-derived from the first transaction.
+pub(crate) fn recover(
+    ledger_dir: &Path,
+    secret: &LedgerSecret,
+    index: &Index,
+    tree_dir: &Path,
+    guard: &ForkGuard,
+    force_tree_rebuild: bool,
+) -> Result<(Recovered, TreeFiles), StoreError> {
+    let segments = segment::list_segments(ledger_dir).map_err(|e| StoreError::io(ledger_dir, e))?;
+    if segments.is_empty() {
+        return Err(StoreError::NotALedger(ledger_dir.to_owned()));
+    }
+    let mut report = RecoveryReport { segments: segments.len(), ..Default::default() };
+
+    // First pass over the files: checksums, sequence, torn tail. Collects frame locations
+    // lazily per segment so memory stays at one segment's bytes.
+    let indexed_through = index.indexed_through().map_err(StoreError::Index)?;
+    let mut tree_size = index.tree_durable_size().map_err(StoreError::Index)?;
+    if force_tree_rebuild {
+        tree_size = 0;
+    }
+    let opened = TreeFiles::open(tree_dir, tree_size)
+        .map_err(|e| e.to_string())
+        .and_then(|files| Ok((TreeWriter::resume(&files, tree_size).map_err(|e| e.to_string())?, files)));
+    let (mut tree, tree_files) = match opened {
+        Ok(opened) => opened,
+        // Missing or short tree files are derived data: rebuild them from the ledger.
+        Err(_) if !force_tree_rebuild => {
+            TreeFiles::reset(tree_dir).map_err(|e| StoreError::io(tree_dir, e))?;
+            return recover(ledger_dir, secret, index, tree_dir, guard, true);
+        }
+        Err(e) => return Err(StoreError::Tree(e)),
+    };
+    if tree.size() == 0 {
+        tree.push(Hash32::ZERO);
+    }
+    let tree_start = tree.size();
+
+    let mut prev: Option<TxId> = None;
+    let mut last_signature = None;
+    let mut ops: Vec<(Location, IndexOp)> = Vec::new();
+    let mut active_len = SEGMENT_HEADER_LEN as u64;
+    let mut kept_segments = Vec::new();
+    let last_index = segments.len() - 1;
+    for (i, (first, path)) in segments.iter().enumerate() {
+        let bytes = fs::read(path).map_err(|e| StoreError::io(path, e))?;
+        let scan = segment::scan_segment(&bytes, prev);
+        let is_last = i == last_index;
+        let mut end = scan.frames.last().map_or(SEGMENT_HEADER_LEN as u64, FrameLocation::end);
+        if let Some(damage) = &scan.damage {
+            let committed = guard.last().is_some_and(|g| damage.expected_seqno <= g.seqno);
+            let torn_header = damage.offset == 0 && bytes.len() <= SEGMENT_HEADER_LEN;
+            let torn = is_last && !committed && (damage.reaches_end && damage.offset > 0 || torn_header);
+            if !torn {
+                return Err(StoreError::Corrupt {
+                    file: path.clone(),
+                    offset: damage.offset,
+                    // Named with the view of the last intact frame before the damage.
+                    txid: damage_txid(scan.frames.last().map(|f| f.txid).or(prev), damage.expected_seqno),
+                    reason: describe(&damage.fault, committed),
+                });
+            }
+            if torn_header {
+                // Crash while creating a segment: nothing in it was ever written.
+                fs::remove_file(path).map_err(|e| StoreError::io(path, e))?;
+                segment::sync_dir(ledger_dir).map_err(|e| StoreError::io(ledger_dir, e))?;
+                report.truncated_tail = Some((path.clone(), 0, bytes.len() as u64));
+                break;
+            }
+            report.truncated_tail = Some((path.clone(), damage.offset, bytes.len() as u64 - damage.offset));
+            end = damage.offset;
+        }
+        for frame in &scan.frames {
+            let payload = &bytes[frame.payload_offset() as usize..frame.end() as usize];
+            let corrupt = |reason: String| StoreError::Corrupt {
+                file: path.clone(),
+                offset: frame.offset,
+                txid: frame.txid.to_string(),
+                reason,
+            };
+            let view = EntryView::parse(payload).map_err(|e| corrupt(e.to_string()))?;
+            if view.txid != frame.txid {
+                return Err(corrupt(format!("entry names txid {} but its frame says {}", view.txid, frame.txid)));
+            }
+            let seqno = frame.txid.seqno();
+            if seqno >= tree_start {
+                tree.push(view.leaf());
+            }
+            let body = if seqno > indexed_through || view.kind == ledger_core::entry::TxKind::Signature {
+                Some(view.body(Some(secret)).map_err(|e| corrupt(e.to_string()))?)
+            } else {
+                None
+            };
+            if let Some(TxBody::Signature(record)) = &body {
+                last_signature = Some((frame.txid, record.clone()));
+            }
+            if seqno > indexed_through {
+                let loc = Location { txid: frame.txid, segment: *first, offset: frame.offset, payload_len: frame.payload_len };
+                ops.push((loc, index_op(body.expect("decoded above"))));
+                if ops.len() >= REPLAY_CHUNK {
+                    report.index_replayed += ops.len() as u64;
+                    index.apply(&ops, None).map_err(StoreError::Index)?;
+                    ops.clear();
+                }
+            }
+            prev = Some(frame.txid);
+        }
+        kept_segments.push((*first, path.clone()));
+        if is_last {
+            active_len = end;
+        }
+        tree.flush(&tree_files).map_err(|e| StoreError::io(tree_dir, e))?;
+    }
+    let end = prev.map_or(0, TxId::seqno);
+    if indexed_through > end {
+        return Err(StoreError::IndexAhead { indexed: indexed_through, end });
+    }
+    if tree_start > end + 1 {
+        drop(tree_files);
+        TreeFiles::reset(tree_dir).map_err(|e| StoreError::io(tree_dir, e))?;
+        return recover(ledger_dir, secret, index, tree_dir, guard, true);
+    }
+    report.index_replayed += ops.len() as u64;
+    index.apply(&ops, None).map_err(StoreError::Index)?;
+    report.tree_replayed = tree.size() - tree_start;
+    report.transactions = prev.map_or(0, TxId::seqno);
+    report.tree_rebuilt = force_tree_rebuild;
+    report.last_signature = last_signature.as_ref().map(|(t, _)| *t);
+
+    // The tree must reproduce the last signed root; a mismatch means the tree files are stale
+    // (e.g. from another ledger), so re-derive them once before declaring the ledger damaged.
+    if let Some((sig_txid, record)) = &last_signature {
+        let root = merkle::root(&tree_files, sig_txid.seqno()).map_err(|e| StoreError::Tree(e.to_string()))?;
+        if root != record.root {
+            if !force_tree_rebuild {
+                drop(tree_files);
+                TreeFiles::reset(tree_dir).map_err(|e| StoreError::io(tree_dir, e))?;
+                return recover(ledger_dir, secret, index, tree_dir, guard, true);
+            }
+            return Err(StoreError::SignatureMismatch { txid: *sig_txid });
+        }
+    }
+    check_guard(guard, &tree_files, prev)?;
+    tree_files.sync().map_err(|e| StoreError::io(tree_dir, e))?;
+    index.apply(&[], Some(tree.size())).map_err(StoreError::Index)?;
+    Ok((
+        Recovered {
+            report,
+            last: prev,
+            last_signature,
+            segments: kept_segments,
+            active_len,
+            tree,
+        },
+        tree_files,
+    ))
+}
+
+/// Refuses a ledger that ends before, or disagrees with, the last root this node signed.
+fn check_guard(guard: &ForkGuard, tree: &TreeFiles, last: Option<TxId>) -> Result<(), StoreError> {
+    let Some(SignedPoint { seqno, root }) = guard.last() else { return Ok(()) };
+    let end = last.map_or(0, TxId::seqno);
+    if end < seqno {
+        return Err(StoreError::RolledBack { guard: guard.path().to_owned(), signed: seqno, end });
+    }
+    let ours = merkle::root(tree, seqno).map_err(|e| StoreError::Tree(e.to_string()))?;
+    if ours != root {
+        return Err(StoreError::Forked { guard: guard.path().to_owned(), seqno });
+    }
+    Ok(())
+}
+
+pub(crate) fn index_op(body: TxBody) -> IndexOp {
+    match body {
+        TxBody::Application(e) => IndexOp::Entry { collection: e.collection_id, tags: e.tags },
+        TxBody::Governance(writes) => {
+            IndexOp::Governance(writes.into_iter().map(|w| (w.table, w.key, w.value)).collect())
+        }
+        TxBody::Signature(_) => IndexOp::Signature,
+    }
+}
+
+fn damage_txid(prev: Option<TxId>, expected_seqno: u64) -> String {
+    match prev {
+        Some(p) => format!("{}.{expected_seqno}", p.view()),
+        None => format!("(seqno {expected_seqno})"),
+    }
+}
+
+fn describe(fault: &FrameFault, committed: bool) -> String {
+    if committed {
+        format!("{fault}; this transaction was signed before (fork guard), so it is not a torn write")
+    } else {
+        fault.to_string()
+    }
+}

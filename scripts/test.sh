@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test of the project: the Rust workspace (unit, property, crash, tamper and
+# recovery tests) and the Python compatibility suite, which checks our receipts with the
+# official azure-confidentialledger SDK and CCF's `ccf` package, both installed from PyPI
+# into a virtualenv this script creates.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo test (workspace)"
+cargo test --workspace --locked
+
+echo "== Python compatibility suite (official SDK + ccf)"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+cargo build --locked -p cledger
+CLEDGER_BIN="$PWD/target/debug/cledger" .venv/bin/python -m pytest -q tests/python
