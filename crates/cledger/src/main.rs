@@ -2,18 +2,22 @@
 //! the library crates (`ledger-core`, `ledger-store`, `ledger-identity`).
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ledger_core::TxId;
 use ledger_core::entry::{ApplicationEntry, DEFAULT_COLLECTION};
 use ledger_core::receipt::ReceiptResponse;
 use ledger_core::signing::NodeSigningKey;
-use ledger_core::TxId;
-use ledger_identity::files::NodeFiles;
 use ledger_identity::Curve;
+use ledger_identity::files::NodeFiles;
 use ledger_store::{Genesis, KekSource, Ledger, NodeIdentity, StoreConfig, WriteRequest};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "cledger", version, about = "A self-hosted confidential ledger, wire-compatible with Azure confidential ledger")]
+#[command(
+    name = "cledger",
+    version,
+    about = "A self-hosted confidential ledger, wire-compatible with Azure confidential ledger"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -111,20 +115,27 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Audit { data_dir, service_cert, json } => audit(&data_dir, service_cert, json),
+        Command::Audit {
+            data_dir,
+            service_cert,
+            json,
+        } => audit(&data_dir, service_cert, json),
         Command::Local(cmd) => local(cmd).map(|()| ExitCode::SUCCESS),
     }
 }
 
 fn audit(data_dir: &Path, service_cert: Option<PathBuf>, json: bool) -> Result<ExitCode, String> {
-    let pin_path = service_cert.or_else(|| Some(data_dir.join("service_cert.pem")).filter(|p| p.exists()));
+    let pin_path =
+        service_cert.or_else(|| Some(data_dir.join("service_cert.pem")).filter(|p| p.exists()));
     let pinned = match &pin_path {
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?),
         None => None,
     };
     match ledger_store::audit::audit(data_dir, pinned.as_deref()) {
         Ok(r) => {
-            let last = r.last_verified.map_or_else(|| "none".to_owned(), |t| t.to_string());
+            let last = r
+                .last_verified
+                .map_or_else(|| "none".to_owned(), |t| t.to_string());
             if json {
                 let value = serde_json::json!({
                     "ok": true, "segments": r.segments, "transactions": r.transactions,
@@ -133,11 +144,20 @@ fn audit(data_dir: &Path, service_cert: Option<PathBuf>, json: bool) -> Result<E
                 });
                 println!("{value}");
             } else {
-                println!("ledger verified: {} transactions in {} segment(s)", r.transactions, r.segments);
-                println!("  entries {}, governance {}, signatures {}, nodes {}", r.entries, r.governance, r.signatures, r.nodes);
+                println!(
+                    "ledger verified: {} transactions in {} segment(s)",
+                    r.transactions, r.segments
+                );
+                println!(
+                    "  entries {}, governance {}, signatures {}, nodes {}",
+                    r.entries, r.governance, r.signatures, r.nodes
+                );
                 println!("  last verified transaction: {last}");
                 if r.unsigned_tail > 0 {
-                    println!("  {} transaction(s) after the last signature are not verified yet", r.unsigned_tail);
+                    println!(
+                        "  {} transaction(s) after the last signature are not verified yet",
+                        r.unsigned_tail
+                    );
                 }
                 if pin_path.is_none() {
                     println!("  note: no service certificate was pinned (use --service-cert)");
@@ -167,15 +187,26 @@ fn store_config(dir: &DataDir) -> StoreConfig {
         (None, Some(var)) => KekSource::Env(var.clone()),
         (None, None) => KekSource::DataDir,
     };
-    StoreConfig { kek, ..StoreConfig::default() }
+    StoreConfig {
+        kek,
+        ..StoreConfig::default()
+    }
 }
 
 fn open(dir: &DataDir) -> Result<Ledger, String> {
     let files = NodeFiles::load(&dir.data_dir).map_err(|e| e.to_string())?;
-    let node = NodeIdentity { signing_key: NodeSigningKey::from_pkcs8_pem(&files.node_key_pem).map_err(|e| e.to_string())?, cert_pem: files.node_cert_pem.clone() };
-    let (ledger, report) = Ledger::open(&dir.data_dir, store_config(dir), node).map_err(|e| e.to_string())?;
+    let node = NodeIdentity {
+        signing_key: NodeSigningKey::from_pkcs8_pem(&files.node_key_pem)
+            .map_err(|e| e.to_string())?,
+        cert_pem: files.node_cert_pem.clone(),
+    };
+    let (ledger, report) =
+        Ledger::open(&dir.data_dir, store_config(dir), node).map_err(|e| e.to_string())?;
     if let Some((file, offset, bytes)) = &report.truncated_tail {
-        eprintln!("recovery: cut a torn write of {bytes} bytes at {} offset {offset}", file.display());
+        eprintln!(
+            "recovery: cut a torn write of {bytes} bytes at {} offset {offset}",
+            file.display()
+        );
     }
     Ok(ledger)
 }
@@ -186,30 +217,68 @@ fn parse_txid(text: &str) -> Result<TxId, String> {
 
 fn local(cmd: LocalCommand) -> Result<(), String> {
     match cmd {
-        LocalCommand::Init { dir, curve, ledger_id, hostname } => {
+        LocalCommand::Init {
+            dir,
+            curve,
+            ledger_id,
+            hostname,
+        } => {
             let curve = match curve {
                 CurveArg::P256 => Curve::P256,
                 CurveArg::P384 => Curve::P384,
             };
             if dir.data_dir.join("ledger").exists() && NodeFiles::load(&dir.data_dir).is_ok() {
                 // Like `git init`: running it again is harmless and says so.
-                println!("{} already holds a ledger; nothing to do", dir.data_dir.display());
+                println!(
+                    "{} already holds a ledger; nothing to do",
+                    dir.data_dir.display()
+                );
                 return Ok(());
             }
-            let files = NodeFiles::create(&dir.data_dir, curve, &hostname).map_err(|e| e.to_string())?;
-            let node = NodeIdentity { signing_key: NodeSigningKey::from_pkcs8_pem(&files.node_key_pem).map_err(|e| e.to_string())?, cert_pem: files.node_cert_pem.clone() };
-            let genesis = Genesis { ledger_id, service_cert_pem: files.service_cert_pem.clone(), writes: Vec::new() };
-            let ledger = Ledger::create(&dir.data_dir, store_config(&dir), node, genesis).map_err(|e| e.to_string())?;
+            let files =
+                NodeFiles::create(&dir.data_dir, curve, &hostname).map_err(|e| e.to_string())?;
+            let node = NodeIdentity {
+                signing_key: NodeSigningKey::from_pkcs8_pem(&files.node_key_pem)
+                    .map_err(|e| e.to_string())?,
+                cert_pem: files.node_cert_pem.clone(),
+            };
+            let genesis = Genesis {
+                ledger_id,
+                service_cert_pem: files.service_cert_pem.clone(),
+                writes: Vec::new(),
+            };
+            let ledger = Ledger::create(&dir.data_dir, store_config(&dir), node, genesis)
+                .map_err(|e| e.to_string())?;
             ledger.close();
             println!("created ledger in {}", dir.data_dir.display());
-            println!("service certificate: {}", dir.data_dir.join("service_cert.pem").display());
+            println!(
+                "service certificate: {}",
+                dir.data_dir.join("service_cert.pem").display()
+            );
         }
-        LocalCommand::Append { dir, collection, tag, claims, contents } => {
+        LocalCommand::Append {
+            dir,
+            collection,
+            tag,
+            claims,
+            contents,
+        } => {
             let ledger = open(&dir)?;
             for text in contents {
-                let claims_key = if claims { Some(ledger_store::crypto::random_key().map_err(|e| e.to_string())?) } else { None };
-                let entry = ApplicationEntry { collection_id: collection.clone(), contents: text, tags: tag.clone(), claims_key };
-                let txid = ledger.append(WriteRequest::Entry(entry)).map_err(|e| e.to_string())?;
+                let claims_key = if claims {
+                    Some(ledger_store::crypto::random_key().map_err(|e| e.to_string())?)
+                } else {
+                    None
+                };
+                let entry = ApplicationEntry {
+                    collection_id: collection.clone(),
+                    contents: text,
+                    tags: tag.clone(),
+                    claims_key,
+                };
+                let txid = ledger
+                    .append(WriteRequest::Entry(entry))
+                    .map_err(|e| e.to_string())?;
                 println!("{txid}");
             }
             ledger.close();
@@ -217,19 +286,28 @@ fn local(cmd: LocalCommand) -> Result<(), String> {
         LocalCommand::Receipt { dir, txid } => {
             let txid = parse_txid(&txid)?;
             let ledger = open(&dir)?;
-            let bundle = ledger.receipt(txid).map_err(|e| e.to_string())?.ok_or(format!("{txid} is not a committed transaction"))?;
+            let bundle = ledger
+                .receipt(txid)
+                .map_err(|e| e.to_string())?
+                .ok_or(format!("{txid} is not a committed transaction"))?;
             let response = ReceiptResponse {
                 application_claims: bundle.application_claims,
                 receipt: Some(bundle.receipt),
                 state: "Ready".into(),
                 transaction_id: txid.to_string(),
             };
-            println!("{}", serde_json::to_string(&response).map_err(|e| e.to_string())?);
+            println!(
+                "{}",
+                serde_json::to_string(&response).map_err(|e| e.to_string())?
+            );
         }
         LocalCommand::Get { dir, txid } => {
             let txid = parse_txid(&txid)?;
             let ledger = open(&dir)?;
-            let record = ledger.entry(txid).map_err(|e| e.to_string())?.ok_or(format!("{txid} wrote no entry"))?;
+            let record = ledger
+                .entry(txid)
+                .map_err(|e| e.to_string())?
+                .ok_or(format!("{txid} wrote no entry"))?;
             let value = serde_json::json!({
                 "collectionId": record.entry.collection_id, "contents": record.entry.contents,
                 "tags": record.entry.tags, "transactionId": txid.to_string(),

@@ -25,7 +25,7 @@
 //! and draws no randomness.
 
 use crate::evidence::LeafInputs;
-use crate::hash::{sha256, Hash32};
+use crate::hash::{Hash32, sha256};
 use crate::txid::TxId;
 
 pub const FORMAT_VERSION: u8 = 1;
@@ -126,7 +126,11 @@ pub trait Opener {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("entry is truncated: needs {needed} bytes at offset {offset}, has {len}")]
-    Truncated { offset: usize, needed: usize, len: usize },
+    Truncated {
+        offset: usize,
+        needed: usize,
+        len: usize,
+    },
     #[error("unknown entry format version {0}")]
     UnknownVersion(u8),
     #[error("unknown transaction kind {0}")]
@@ -206,7 +210,11 @@ pub fn encode(
         let sealed_len = private.len() + SEAL_OVERHEAD;
         put_u32(&mut out, sealed_len as u32);
         let sealed = sealer.seal(&out, &private);
-        assert_eq!(sealed.len(), sealed_len, "a Sealer must add exactly SEAL_OVERHEAD bytes");
+        assert_eq!(
+            sealed.len(),
+            sealed_len,
+            "a Sealer must add exactly SEAL_OVERHEAD bytes"
+        );
         out.extend_from_slice(&sealed);
     }
     out
@@ -260,7 +268,9 @@ impl<'a> EntryView<'a> {
             return Err(DecodeError::UnexpectedPrivate(kind_name(kind)));
         }
         if kind == TxKind::Application && private.len() < SEAL_OVERHEAD {
-            return Err(DecodeError::Malformed("application entry (private section too short)"));
+            return Err(DecodeError::Malformed(
+                "application entry (private section too short)",
+            ));
         }
         Ok(EntryView {
             bytes,
@@ -300,7 +310,10 @@ impl<'a> EntryView<'a> {
         if self.kind != TxKind::Governance {
             return Err(DecodeError::Malformed("governance write (wrong kind)"));
         }
-        let mut r = Reader { bytes: self.public, pos: 0 };
+        let mut r = Reader {
+            bytes: self.public,
+            pos: 0,
+        };
         let count = r.u32()? as usize;
         let mut writes = Vec::with_capacity(count.min(1024));
         for _ in 0..count {
@@ -322,12 +335,19 @@ impl<'a> EntryView<'a> {
         if self.kind != TxKind::Signature {
             return Err(DecodeError::Malformed("signature (wrong kind)"));
         }
-        let mut r = Reader { bytes: self.public, pos: 0 };
+        let mut r = Reader {
+            bytes: self.public,
+            pos: 0,
+        };
         let node_id = r.hash()?;
         let root = r.hash()?;
         let signature = r.bytes()?.to_vec();
         r.finish()?;
-        Ok(SignatureRecord { node_id, root, signature })
+        Ok(SignatureRecord {
+            node_id,
+            root,
+            signature,
+        })
     }
 
     /// Decrypts and decodes an application entry.
@@ -339,7 +359,10 @@ impl<'a> EntryView<'a> {
         let plain = opener
             .open(aad, &self.bytes[self.private_start..])
             .ok_or(DecodeError::Decrypt)?;
-        let mut r = Reader { bytes: &plain, pos: 0 };
+        let mut r = Reader {
+            bytes: &plain,
+            pos: 0,
+        };
         let collection_id = r.string()?;
         let tag_count = r.u32()? as usize;
         let mut tags = Vec::with_capacity(tag_count.min(1024));
@@ -353,7 +376,12 @@ impl<'a> EntryView<'a> {
             _ => return Err(DecodeError::Malformed("claims flag")),
         };
         r.finish()?;
-        Ok(ApplicationEntry { collection_id, contents, tags, claims_key })
+        Ok(ApplicationEntry {
+            collection_id,
+            contents,
+            tags,
+            claims_key,
+        })
     }
 
     /// Decodes the body. Application entries need an opener; pass `None` to get `Decrypt`.
@@ -384,9 +412,15 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or(
-            DecodeError::Truncated { offset: self.pos, needed: n, len: self.bytes.len() },
-        )?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or(DecodeError::Truncated {
+                offset: self.pos,
+                needed: n,
+                len: self.bytes.len(),
+            })?;
         let s = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -395,10 +429,14 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn hash(&mut self) -> Result<Hash32, DecodeError> {
         Ok(Hash32(self.take(32)?.try_into().expect("32 bytes")))
@@ -446,7 +484,8 @@ mod tests {
     impl Opener for ToySealer {
         fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
             let ct = sealed.get(12..sealed.len().checked_sub(16)?)?;
-            (Self::tag(aad, ct) == sealed[sealed.len() - 16..]).then(|| ct.iter().map(|b| b ^ self.0).collect())
+            (Self::tag(aad, ct) == sealed[sealed.len() - 16..])
+                .then(|| ct.iter().map(|b| b ^ self.0).collect())
         }
     }
 
@@ -468,8 +507,16 @@ mod tests {
         let bodies = [
             app("hello"),
             TxBody::Governance(vec![
-                TableWrite { table: tables::USERS.into(), key: "AB:CD".into(), value: Some(b"{}".to_vec()) },
-                TableWrite { table: tables::USERS.into(), key: "EF".into(), value: None },
+                TableWrite {
+                    table: tables::USERS.into(),
+                    key: "AB:CD".into(),
+                    value: Some(b"{}".to_vec()),
+                },
+                TableWrite {
+                    table: tables::USERS.into(),
+                    key: "EF".into(),
+                    value: None,
+                },
             ]),
             TxBody::Signature(SignatureRecord {
                 node_id: sha256(b"node"),
@@ -489,14 +536,23 @@ mod tests {
             assert_eq!(&view.body(Some(&sealer)).unwrap(), body);
             assert_eq!(view.write_set_digest(), sha256(&bytes));
             // Deterministic: same inputs, same bytes.
-            assert_eq!(bytes, encode(txid(7 + i as u64), body, &ced, &cd, &mut ToySealer(0x5a)));
+            assert_eq!(
+                bytes,
+                encode(txid(7 + i as u64), body, &ced, &cd, &mut ToySealer(0x5a))
+            );
         }
     }
 
     #[test]
     fn private_section_is_bound_to_the_header() {
         let mut sealer = ToySealer(1);
-        let mut bytes = encode(txid(5), &app("x"), &Hash32::ZERO, &Hash32::ZERO, &mut sealer);
+        let mut bytes = encode(
+            txid(5),
+            &app("x"),
+            &Hash32::ZERO,
+            &Hash32::ZERO,
+            &mut sealer,
+        );
         // Change the seqno in the header: parsing works, decryption must not.
         bytes[10] ^= 1;
         let view = EntryView::parse(&bytes).unwrap();
@@ -507,22 +563,43 @@ mod tests {
     #[test]
     fn rejects_malformed_entries() {
         let mut sealer = ToySealer(1);
-        let bytes = encode(txid(5), &app("x"), &Hash32::ZERO, &Hash32::ZERO, &mut sealer);
+        let bytes = encode(
+            txid(5),
+            &app("x"),
+            &Hash32::ZERO,
+            &Hash32::ZERO,
+            &mut sealer,
+        );
         for cut in 0..bytes.len() {
-            assert!(EntryView::parse(&bytes[..cut]).is_err(), "accepted a prefix of {cut} bytes");
+            assert!(
+                EntryView::parse(&bytes[..cut]).is_err(),
+                "accepted a prefix of {cut} bytes"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert_eq!(EntryView::parse(&longer).unwrap_err(), DecodeError::TrailingBytes(1));
+        assert_eq!(
+            EntryView::parse(&longer).unwrap_err(),
+            DecodeError::TrailingBytes(1)
+        );
         let mut v2 = bytes.clone();
         v2[0] = 2;
-        assert_eq!(EntryView::parse(&v2).unwrap_err(), DecodeError::UnknownVersion(2));
+        assert_eq!(
+            EntryView::parse(&v2).unwrap_err(),
+            DecodeError::UnknownVersion(2)
+        );
         let mut k9 = bytes.clone();
         k9[1] = 9;
-        assert_eq!(EntryView::parse(&k9).unwrap_err(), DecodeError::UnknownKind(9));
+        assert_eq!(
+            EntryView::parse(&k9).unwrap_err(),
+            DecodeError::UnknownKind(9)
+        );
         let mut zero = bytes;
         zero[10..18].fill(0);
-        assert_eq!(EntryView::parse(&zero).unwrap_err(), DecodeError::InvalidTxId);
+        assert_eq!(
+            EntryView::parse(&zero).unwrap_err(),
+            DecodeError::InvalidTxId
+        );
     }
 
     proptest! {

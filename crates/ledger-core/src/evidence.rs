@@ -8,7 +8,7 @@
 //! The leaf is `SHA256(write_set_digest || SHA256(commit_evidence) || claims_digest)`, CCF's
 //! `WriteSetWithCommitEvidenceAndClaims` form, which is what `verify_receipt` recomputes.
 
-use crate::hash::{sha256, sha256_concat, Hash32};
+use crate::hash::{Hash32, sha256, sha256_concat};
 use crate::txid::TxId;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -66,7 +66,9 @@ impl CommitEvidence {
         let (id, nonce) = rest.rsplit_once(':').ok_or(CommitEvidenceError)?;
         TxId::parse(id).map_err(|_| CommitEvidenceError)?;
         let lower_hex = nonce.len() == 64
-            && nonce.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && nonce
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !lower_hex {
             return Err(CommitEvidenceError);
         }
@@ -105,13 +107,25 @@ pub struct LeafInputs {
 
 impl LeafInputs {
     pub fn leaf(&self) -> Hash32 {
-        leaf_hash(&self.write_set_digest, &self.commit_evidence_digest, &self.claims_digest)
+        leaf_hash(
+            &self.write_set_digest,
+            &self.commit_evidence_digest,
+            &self.claims_digest,
+        )
     }
 }
 
 /// `SHA256(wsd || ced || cd)`.
-pub fn leaf_hash(write_set_digest: &Hash32, commit_evidence_digest: &Hash32, claims_digest: &Hash32) -> Hash32 {
-    sha256_concat(&[&write_set_digest.0, &commit_evidence_digest.0, &claims_digest.0])
+pub fn leaf_hash(
+    write_set_digest: &Hash32,
+    commit_evidence_digest: &Hash32,
+    claims_digest: &Hash32,
+) -> Hash32 {
+    sha256_concat(&[
+        &write_set_digest.0,
+        &commit_evidence_digest.0,
+        &claims_digest.0,
+    ])
 }
 
 #[cfg(test)]

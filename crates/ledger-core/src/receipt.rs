@@ -20,7 +20,7 @@
 use crate::claims::{ApplicationClaim, ClaimsError, claims_digest};
 use crate::evidence::{CommitEvidence, leaf_hash};
 use crate::hash::Hash32;
-use crate::merkle::{fold_path, ProofStep};
+use crate::merkle::{ProofStep, fold_path};
 use crate::signing::SignatureError;
 use crate::txid::TxId;
 use crate::x509::{Cert, CertError};

@@ -107,15 +107,44 @@ mod tests {
     #[test]
     fn rejects_everything_else() {
         for bad in [
-            "", ".", "2.", ".15", "2", "2.15.3", "+2.15", "2.+15", "-2.15", "2.-15", " 2.15",
-            "2.15 ", "2 .15", "2. 15", "2,15", "0x2.15", "2.1e3", "٢.١٥", "2.15\n", "02.15",
-            "2.015", "0.15", "2.0", "0.0", "18446744073709551616.1", "1.18446744073709551616",
+            "",
+            ".",
+            "2.",
+            ".15",
+            "2",
+            "2.15.3",
+            "+2.15",
+            "2.+15",
+            "-2.15",
+            "2.-15",
+            " 2.15",
+            "2.15 ",
+            "2 .15",
+            "2. 15",
+            "2,15",
+            "0x2.15",
+            "2.1e3",
+            "٢.١٥",
+            "2.15\n",
+            "02.15",
+            "2.015",
+            "0.15",
+            "2.0",
+            "0.0",
+            "18446744073709551616.1",
+            "1.18446744073709551616",
         ] {
             assert!(TxId::parse(bad).is_err(), "accepted {bad:?}");
         }
         assert!(matches!(TxId::parse("2.-1"), Err(TxIdError::NotDigits(_))));
-        assert!(matches!(TxId::parse("99999999999999999999.1"), Err(TxIdError::Overflow(_))));
-        assert!(matches!(TxId::parse("21"), Err(TxIdError::MissingSeparator(_))));
+        assert!(matches!(
+            TxId::parse("99999999999999999999.1"),
+            Err(TxIdError::Overflow(_))
+        ));
+        assert!(matches!(
+            TxId::parse("21"),
+            Err(TxIdError::MissingSeparator(_))
+        ));
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //! window in which a key file is readable by others, and an existing identity is never
 //! overwritten.
 
-use crate::{create_service_identity, generate_private_key, issue_node_certificate, Curve, IdentityError, ServiceIdentity};
+use crate::{
+    Curve, IdentityError, ServiceIdentity, create_service_identity, generate_private_key,
+    issue_node_certificate,
+};
 use std::fmt;
 use std::fs;
 use std::io::Write;
@@ -27,10 +30,15 @@ const NODE_CERT_FILE: &str = "node_cert.pem";
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0} already holds a node identity")]
     Exists(PathBuf),
-    #[error("{0} is missing: is this a cledger data directory? (create one with `cledger local init`)")]
+    #[error(
+        "{0} is missing: is this a cledger data directory? (create one with `cledger local init`)"
+    )]
     Missing(PathBuf),
     #[error(transparent)]
     Identity(#[from] IdentityError),
@@ -61,8 +69,14 @@ impl NodeFiles {
         if identity.exists() || dir.join(SERVICE_CERT_FILE).exists() {
             return Err(FilesError::Exists(dir.to_owned()));
         }
-        let ServiceIdentity { cert_pem: service_cert_pem, key_pem: service_key_pem } = create_service_identity(curve)?;
-        let service = ServiceIdentity { cert_pem: service_cert_pem.clone(), key_pem: service_key_pem.clone() };
+        let ServiceIdentity {
+            cert_pem: service_cert_pem,
+            key_pem: service_key_pem,
+        } = create_service_identity(curve)?;
+        let service = ServiceIdentity {
+            cert_pem: service_cert_pem.clone(),
+            key_pem: service_key_pem.clone(),
+        };
         let node_key_pem = generate_private_key(curve)?;
         let node_cert_pem = issue_node_certificate(&service, &node_key_pem, hostnames)?;
         let io = |path: &Path| {
@@ -75,9 +89,16 @@ impl NodeFiles {
         write_new(&identity.join(NODE_CERT_FILE), &node_cert_pem, false)?;
         write_new(&dir.join(SERVICE_CERT_FILE), &service_cert_pem, false)?;
         for d in [&identity, &dir.to_path_buf()] {
-            fs::File::open(d).and_then(|f| f.sync_all()).map_err(io(d))?;
+            fs::File::open(d)
+                .and_then(|f| f.sync_all())
+                .map_err(io(d))?;
         }
-        Ok(NodeFiles { service_cert_pem, service_key_pem, node_key_pem, node_cert_pem })
+        Ok(NodeFiles {
+            service_cert_pem,
+            service_key_pem,
+            node_key_pem,
+            node_cert_pem,
+        })
     }
 
     /// Reads the identity files of `dir`.
@@ -98,7 +119,10 @@ impl NodeFiles {
 }
 
 fn write_new(path: &Path, contents: &str, private: bool) -> Result<(), FilesError> {
-    let io = |source| FilesError::Io { path: path.to_owned(), source };
+    let io = |source| FilesError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -123,13 +147,27 @@ mod file_tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            for (f, mode) in [("identity/service_key.pem", 0o600), ("identity/node_key.pem", 0o600), ("service_cert.pem", 0o644)] {
-                let m = fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+            for (f, mode) in [
+                ("identity/service_key.pem", 0o600),
+                ("identity/node_key.pem", 0o600),
+                ("service_cert.pem", 0o644),
+            ] {
+                let m = fs::metadata(dir.path().join(f))
+                    .unwrap()
+                    .permissions()
+                    .mode()
+                    & 0o777;
                 assert_eq!(m, mode, "{f}");
             }
         }
-        assert!(matches!(NodeFiles::create(dir.path(), Curve::P384, &[]), Err(FilesError::Exists(_))));
+        assert!(matches!(
+            NodeFiles::create(dir.path(), Curve::P384, &[]),
+            Err(FilesError::Exists(_))
+        ));
         let empty = tempfile::tempdir().unwrap();
-        assert!(matches!(NodeFiles::load(empty.path()), Err(FilesError::Missing(_))));
+        assert!(matches!(
+            NodeFiles::load(empty.path()),
+            Err(FilesError::Missing(_))
+        ));
     }
 }

@@ -6,12 +6,12 @@
 //! Every append is fsync'd (one `fdatasync` per group) and signed at the default cadence; the
 //! figure is "committed", i.e. durable and covered by a durable signature.
 
+use ledger_core::TxId;
 use ledger_core::entry::ApplicationEntry;
 use ledger_core::receipt::verify_receipt;
 use ledger_core::signing::NodeSigningKey;
-use ledger_core::TxId;
-use ledger_identity::files::NodeFiles;
 use ledger_identity::Curve;
+use ledger_identity::files::NodeFiles;
 use ledger_store::{Genesis, Ledger, NodeIdentity, StoreConfig, WriteRequest};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -23,15 +23,22 @@ fn main() {
     let in_flight: usize = args.get(1).map_or(256, |s| s.parse().expect("IN_FLIGHT"));
     let size: usize = args.get(2).map_or(256, |s| s.parse().expect("ENTRY_BYTES"));
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = args.get(3).map_or_else(|| tmp.path().to_owned(), std::path::PathBuf::from);
+    let dir = args
+        .get(3)
+        .map_or_else(|| tmp.path().to_owned(), std::path::PathBuf::from);
 
     let files = NodeFiles::create(&dir, Curve::P384, &[]).expect("identity");
     let node = NodeIdentity {
         signing_key: NodeSigningKey::from_pkcs8_pem(&files.node_key_pem).expect("key"),
         cert_pem: files.node_cert_pem.clone(),
     };
-    let genesis = Genesis { ledger_id: "bench".into(), service_cert_pem: files.service_cert_pem.clone(), writes: vec![] };
-    let ledger = Arc::new(Ledger::create(&dir, StoreConfig::default(), node, genesis).expect("create"));
+    let genesis = Genesis {
+        ledger_id: "bench".into(),
+        service_cert_pem: files.service_cert_pem.clone(),
+        writes: vec![],
+    };
+    let ledger =
+        Arc::new(Ledger::create(&dir, StoreConfig::default(), node, genesis).expect("create"));
 
     // Closed loop: keep IN_FLIGHT submissions outstanding.
     let slots = Arc::new((Mutex::new(in_flight), Condvar::new()));
@@ -79,8 +86,14 @@ fn main() {
     let n = committed.load(Ordering::Relaxed);
     let last = ledger.committed().expect("committed");
     let signatures = last.seqno() - n - 1; // genesis + entries + signatures
-    println!("appends: {n} committed in {elapsed:.2} s = {:.0}/s ({size}-byte entries, {in_flight} in flight)", n as f64 / elapsed);
-    println!("signatures: {signatures} ({:.1} entries per signature)", n as f64 / signatures.max(1) as f64);
+    println!(
+        "appends: {n} committed in {elapsed:.2} s = {:.0}/s ({size}-byte entries, {in_flight} in flight)",
+        n as f64 / elapsed
+    );
+    println!(
+        "signatures: {signatures} ({:.1} entries per signature)",
+        n as f64 / signatures.max(1) as f64
+    );
 
     // Receipts of random committed transactions, then verification of each.
     let samples = 2000u64;
@@ -94,13 +107,21 @@ fn main() {
         })
         .collect();
     let t = Instant::now();
-    let receipts: Vec<_> = txids.iter().map(|t| ledger.receipt(*t).expect("receipt").expect("committed")).collect();
+    let receipts: Vec<_> = txids
+        .iter()
+        .map(|t| ledger.receipt(*t).expect("receipt").expect("committed"))
+        .collect();
     let build = t.elapsed().as_secs_f64();
     let t = Instant::now();
     for r in &receipts {
         verify_receipt(&r.receipt, &files.service_cert_pem, None).expect("verifies");
     }
     let verify = t.elapsed().as_secs_f64();
-    println!("receipts: built {:.0}/s, verified {:.0}/s (one thread, ledger of {} transactions)", samples as f64 / build, samples as f64 / verify, last.seqno());
+    println!(
+        "receipts: built {:.0}/s, verified {:.0}/s (one thread, ledger of {} transactions)",
+        samples as f64 / build,
+        samples as f64 / verify,
+        last.seqno()
+    );
     ledger.close();
 }

@@ -13,7 +13,7 @@ use ledger_core::entry::{self, EntryView, TxKind};
 use ledger_core::hash::Hash32;
 use ledger_core::merkle::Frontier;
 use ledger_core::x509::Cert;
-use ledger_core::{signing, TxId};
+use ledger_core::{TxId, signing};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
@@ -43,22 +43,45 @@ pub struct AuditFailure {
     pub reason: String,
 }
 
-fn failure(txid: Option<String>, location: Option<(PathBuf, u64)>, reason: impl Into<String>) -> AuditFailure {
-    AuditFailure { txid, location, reason: reason.into() }
+fn failure(
+    txid: Option<String>,
+    location: Option<(PathBuf, u64)>,
+    reason: impl Into<String>,
+) -> AuditFailure {
+    AuditFailure {
+        txid,
+        location,
+        reason: reason.into(),
+    }
 }
 
 /// Audits the ledger in `data_dir`. `pinned_service_cert` (PEM), when given, must be the
 /// service certificate the ledger was created with.
-pub fn audit(data_dir: &Path, pinned_service_cert: Option<&str>) -> Result<AuditReport, AuditFailure> {
+pub fn audit(
+    data_dir: &Path,
+    pinned_service_cert: Option<&str>,
+) -> Result<AuditReport, AuditFailure> {
     let ledger_dir = data_dir.join("ledger");
-    let segments = segment::list_segments(&ledger_dir)
-        .map_err(|e| failure(None, None, format!("cannot list {}: {e}", ledger_dir.display())))?;
+    let segments = segment::list_segments(&ledger_dir).map_err(|e| {
+        failure(
+            None,
+            None,
+            format!("cannot list {}: {e}", ledger_dir.display()),
+        )
+    })?;
     if segments.is_empty() {
-        return Err(failure(None, None, format!("{} holds no segment files", ledger_dir.display())));
+        return Err(failure(
+            None,
+            None,
+            format!("{} holds no segment files", ledger_dir.display()),
+        ));
     }
     let stored_leaves = File::open(data_dir.join("tree").join("level-00.hashes")).ok();
     let mut state = AuditState {
-        report: AuditReport { segments: segments.len(), ..Default::default() },
+        report: AuditReport {
+            segments: segments.len(),
+            ..Default::default()
+        },
         frontier: Frontier::new(),
         service_cert: None,
         nodes: HashMap::new(),
@@ -68,10 +91,15 @@ pub fn audit(data_dir: &Path, pinned_service_cert: Option<&str>) -> Result<Audit
     state.frontier.push(Hash32::ZERO, &mut state.completed);
     let mut prev: Option<TxId> = None;
     for (_, path) in &segments {
-        let bytes = fs::read(path).map_err(|e| failure(None, None, format!("cannot read {}: {e}", path.display())))?;
+        let bytes = fs::read(path)
+            .map_err(|e| failure(None, None, format!("cannot read {}: {e}", path.display())))?;
         let scan = segment::scan_segment(&bytes, prev);
         for frame in &scan.frames {
-            state.check_frame(path, frame, &bytes[frame.payload_offset() as usize..frame.end() as usize])?;
+            state.check_frame(
+                path,
+                frame,
+                &bytes[frame.payload_offset() as usize..frame.end() as usize],
+            )?;
             prev = Some(frame.txid);
         }
         if let Some(damage) = scan.damage {
@@ -84,7 +112,11 @@ pub fn audit(data_dir: &Path, pinned_service_cert: Option<&str>) -> Result<Audit
             } else {
                 ""
             };
-            return Err(failure(Some(txid), Some((path.clone(), damage.offset)), format!("{}{hint}", damage.fault)));
+            return Err(failure(
+                Some(txid),
+                Some((path.clone(), damage.offset)),
+                format!("{}{hint}", damage.fault),
+            ));
         }
     }
     if let Some(pinned) = pinned_service_cert {
@@ -94,7 +126,11 @@ pub fn audit(data_dir: &Path, pinned_service_cert: Option<&str>) -> Result<Audit
             _ => false,
         };
         if !same {
-            return Err(failure(None, None, "the ledger was not created with the given service certificate"));
+            return Err(failure(
+                None,
+                None,
+                "the ledger was not created with the given service certificate",
+            ));
         }
     }
     let mut report = state.report;
@@ -115,18 +151,39 @@ struct AuditState {
 }
 
 impl AuditState {
-    fn check_frame(&mut self, path: &Path, frame: &FrameLocation, payload: &[u8]) -> Result<(), AuditFailure> {
-        let fail = |reason: String| failure(Some(frame.txid.to_string()), Some((path.to_owned(), frame.offset)), reason);
+    fn check_frame(
+        &mut self,
+        path: &Path,
+        frame: &FrameLocation,
+        payload: &[u8],
+    ) -> Result<(), AuditFailure> {
+        let fail = |reason: String| {
+            failure(
+                Some(frame.txid.to_string()),
+                Some((path.to_owned(), frame.offset)),
+                reason,
+            )
+        };
         let view = EntryView::parse(payload).map_err(|e| fail(e.to_string()))?;
         if view.txid != frame.txid {
-            return Err(fail(format!("the entry names txid {} but its frame says {}", view.txid, frame.txid)));
+            return Err(fail(format!(
+                "the entry names txid {} but its frame says {}",
+                view.txid, frame.txid
+            )));
         }
         let leaf = view.leaf();
         if let Some(file) = &self.stored_leaves {
             let mut stored = [0u8; 32];
             // Stored leaves may be missing past the last checkpoint; compare what is there.
-            if file.read_exact_at(&mut stored, frame.txid.seqno() * 32).is_ok() && stored != leaf.0 {
-                return Err(fail("the entry's bytes differ from when it was written (its leaf hash changed)".into()));
+            if file
+                .read_exact_at(&mut stored, frame.txid.seqno() * 32)
+                .is_ok()
+                && stored != leaf.0
+            {
+                return Err(fail(
+                    "the entry's bytes differ from when it was written (its leaf hash changed)"
+                        .into(),
+                ));
             }
         }
         match view.kind {
@@ -134,16 +191,26 @@ impl AuditState {
             TxKind::Governance => {
                 self.report.governance += 1;
                 for w in view.governance_writes().map_err(|e| fail(e.to_string()))? {
-                    let text = || w.value.as_ref().and_then(|v| String::from_utf8(v.clone()).ok());
+                    let text = || {
+                        w.value
+                            .as_ref()
+                            .and_then(|v| String::from_utf8(v.clone()).ok())
+                    };
                     match w.table.as_str() {
                         entry::tables::SERVICE if w.key == "identity" => {
                             if self.service_cert.is_some() {
-                                return Err(fail("the service identity was changed after genesis".into()));
+                                return Err(fail(
+                                    "the service identity was changed after genesis".into(),
+                                ));
                             }
-                            self.service_cert = Some(text().ok_or_else(|| fail("malformed service certificate".into()))?);
+                            self.service_cert = Some(
+                                text()
+                                    .ok_or_else(|| fail("malformed service certificate".into()))?,
+                            );
                         }
                         entry::tables::NODES => {
-                            let id = Hash32::from_hex(&w.key).map_err(|_| fail("malformed node id".into()))?;
+                            let id = Hash32::from_hex(&w.key)
+                                .map_err(|_| fail("malformed node id".into()))?;
                             match text() {
                                 Some(cert) => {
                                     self.check_node_cert(&id, &cert).map_err(fail)?;
@@ -169,9 +236,14 @@ impl AuditState {
                     )));
                 }
                 let cert = self.nodes.get(&record.node_id).ok_or_else(|| {
-                    fail(format!("signed by node {} which the ledger never registered", record.node_id))
+                    fail(format!(
+                        "signed by node {} which the ledger never registered",
+                        record.node_id
+                    ))
                 })?;
-                let spki = Cert::from_pem(cert).map_err(|e| fail(e.to_string()))?.spki_der();
+                let spki = Cert::from_pem(cert)
+                    .map_err(|e| fail(e.to_string()))?
+                    .spki_der();
                 signing::verify_root_signature(&spki, &record.root, &record.signature)
                     .map_err(|e| fail(format!("signature does not verify: {e}")))?;
                 self.report.last_verified = Some(frame.txid);
@@ -184,10 +256,14 @@ impl AuditState {
 
     /// A node certificate must be issued by the service identity and match its node id.
     fn check_node_cert(&self, id: &Hash32, cert: &str) -> Result<(), String> {
-        let service = self.service_cert.as_deref().ok_or("a node was registered before the service identity")?;
+        let service = self
+            .service_cert
+            .as_deref()
+            .ok_or("a node was registered before the service identity")?;
         let service = Cert::from_pem(service).map_err(|e| format!("service certificate: {e}"))?;
         let cert = Cert::from_pem(cert).map_err(|e| format!("node certificate: {e}"))?;
-        cert.verify_issued_by(&service).map_err(|e| format!("node certificate not issued by the service: {e}"))?;
+        cert.verify_issued_by(&service)
+            .map_err(|e| format!("node certificate not issued by the service: {e}"))?;
         if ledger_core::hash::sha256(&cert.spki_der()) != *id {
             return Err("node id is not the hash of the node certificate's public key".into());
         }

@@ -39,13 +39,19 @@ pub enum KekSource {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("key-encryption key file {path}: {source}")]
-    KekIo { path: PathBuf, source: std::io::Error },
+    KekIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("environment variable {0} is not set")]
     KekEnvMissing(String),
     #[error("the key-encryption key from {0} is not 64 hex characters")]
     KekMalformed(String),
     #[error("ledger secret file {path}: {source}")]
-    SecretIo { path: PathBuf, source: std::io::Error },
+    SecretIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("ledger secret file {0} is malformed")]
     SecretMalformed(PathBuf),
     #[error("the key-encryption key does not unwrap {0} (wrong key, or the file was altered)")]
@@ -96,8 +102,12 @@ pub fn load_kek(source: &KekSource, data_dir: &Path, create: bool) -> Result<Sec
             let path = data_dir.join("keys").join("kek");
             if create && !path.exists() {
                 let key = SecretKey(random_bytes()?);
-                write_private_file(&path, hex::encode(key.0).as_bytes())
-                    .map_err(|source| KeyError::KekIo { path: path.clone(), source })?;
+                write_private_file(&path, hex::encode(key.0).as_bytes()).map_err(|source| {
+                    KeyError::KekIo {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
                 return Ok(key);
             }
             read_kek_file(&path)
@@ -106,8 +116,10 @@ pub fn load_kek(source: &KekSource, data_dir: &Path, create: bool) -> Result<Sec
 }
 
 fn read_kek_file(path: &Path) -> Result<SecretKey, KeyError> {
-    let text = fs::read_to_string(path)
-        .map_err(|source| KeyError::KekIo { path: path.to_owned(), source })?;
+    let text = fs::read_to_string(path).map_err(|source| KeyError::KekIo {
+        path: path.to_owned(),
+        source,
+    })?;
     SecretKey::parse_hex(&text, &path.display().to_string())
 }
 
@@ -151,21 +163,28 @@ impl LedgerSecret {
         let secret: [u8; 32] = random_bytes()?;
         let mut file = WRAPPED_MAGIC.to_vec();
         file.extend_from_slice(&seal(&Aes256Gcm::new((&kek.0).into()), WRAP_AAD, &secret)?);
-        write_private_file(path, &file)
-            .map_err(|source| KeyError::SecretIo { path: path.to_owned(), source })?;
+        write_private_file(path, &file).map_err(|source| KeyError::SecretIo {
+            path: path.to_owned(),
+            source,
+        })?;
         Ok(LedgerSecret::from_bytes(&secret))
     }
 
     /// Unwraps the ledger secret stored at `path`.
     pub fn load(path: &Path, kek: &SecretKey) -> Result<LedgerSecret, KeyError> {
-        let file = fs::read(path).map_err(|source| KeyError::SecretIo { path: path.to_owned(), source })?;
+        let file = fs::read(path).map_err(|source| KeyError::SecretIo {
+            path: path.to_owned(),
+            source,
+        })?;
         let sealed = file
             .strip_prefix(WRAPPED_MAGIC.as_slice())
             .filter(|s| s.len() == 32 + SEAL_OVERHEAD)
             .ok_or_else(|| KeyError::SecretMalformed(path.to_owned()))?;
         let plain = open(&Aes256Gcm::new((&kek.0).into()), WRAP_AAD, sealed)
             .ok_or_else(|| KeyError::WrongKek(path.to_owned()))?;
-        let secret: [u8; 32] = plain.try_into().map_err(|_| KeyError::SecretMalformed(path.to_owned()))?;
+        let secret: [u8; 32] = plain
+            .try_into()
+            .map_err(|_| KeyError::SecretMalformed(path.to_owned()))?;
         Ok(LedgerSecret::from_bytes(&secret))
     }
 
@@ -175,7 +194,10 @@ impl LedgerSecret {
 
     /// A sealer for one entry. Drawing the nonce can fail only if the OS RNG fails.
     pub fn sealer(&self) -> Result<EntrySealer<'_>, KeyError> {
-        Ok(EntrySealer { cipher: &self.cipher, nonce: random_bytes()? })
+        Ok(EntrySealer {
+            cipher: &self.cipher,
+            nonce: random_bytes()?,
+        })
     }
 }
 
@@ -201,9 +223,20 @@ fn seal(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Key
     Ok(seal_with_nonce(cipher, &random_bytes()?, aad, plaintext))
 }
 
-fn seal_with_nonce(cipher: &Aes256Gcm, nonce: &[u8; NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+fn seal_with_nonce(
+    cipher: &Aes256Gcm,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Vec<u8> {
     let ciphertext = cipher
-        .encrypt(&Nonce::from(*nonce), Payload { msg: plaintext, aad })
+        .encrypt(
+            &Nonce::from(*nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .expect("AES-GCM encryption of an in-memory buffer cannot fail");
     let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
     out.extend_from_slice(nonce);
@@ -217,7 +250,15 @@ fn open(cipher: &Aes256Gcm, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
     }
     let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
     let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
-    cipher.decrypt(&Nonce::from(nonce), Payload { msg: ciphertext, aad }).ok()
+    cipher
+        .decrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
+        .ok()
 }
 
 #[cfg(test)]
@@ -234,18 +275,28 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             for f in ["keys/kek", "keys/ledger_secret"] {
-                let mode = fs::metadata(dir.path().join(f)).unwrap().permissions().mode();
+                let mode = fs::metadata(dir.path().join(f))
+                    .unwrap()
+                    .permissions()
+                    .mode();
                 assert_eq!(mode & 0o777, 0o600, "{f}");
             }
         }
-        let again = LedgerSecret::load(&path, &load_kek(&KekSource::DataDir, dir.path(), false).unwrap()).unwrap();
+        let again = LedgerSecret::load(
+            &path,
+            &load_kek(&KekSource::DataDir, dir.path(), false).unwrap(),
+        )
+        .unwrap();
         let mut sealer = secret.sealer().unwrap();
         let sealed = sealer.seal(b"aad", b"hello");
         assert_eq!(sealed.len(), 5 + SEAL_OVERHEAD);
         assert_eq!(again.open(b"aad", &sealed).as_deref(), Some(&b"hello"[..]));
         assert_eq!(again.open(b"aaX", &sealed), None);
         let other = SecretKey([1u8; 32]);
-        assert!(matches!(LedgerSecret::load(&path, &other), Err(KeyError::WrongKek(_))));
+        assert!(matches!(
+            LedgerSecret::load(&path, &other),
+            Err(KeyError::WrongKek(_))
+        ));
     }
 
     #[test]
@@ -254,11 +305,23 @@ mod tests {
         let hex_key = "11".repeat(32);
         let file = dir.path().join("kek.txt");
         fs::write(&file, format!("{hex_key}\n")).unwrap();
-        assert_eq!(load_kek(&KekSource::File(file.clone()), dir.path(), false).unwrap().0, [0x11; 32]);
+        assert_eq!(
+            load_kek(&KekSource::File(file.clone()), dir.path(), false)
+                .unwrap()
+                .0,
+            [0x11; 32]
+        );
         fs::write(&file, "nothex").unwrap();
-        assert!(matches!(load_kek(&KekSource::File(file), dir.path(), false), Err(KeyError::KekMalformed(_))));
         assert!(matches!(
-            load_kek(&KekSource::Env("CLEDGER_TEST_UNSET_KEK".into()), dir.path(), false),
+            load_kek(&KekSource::File(file), dir.path(), false),
+            Err(KeyError::KekMalformed(_))
+        ));
+        assert!(matches!(
+            load_kek(
+                &KekSource::Env("CLEDGER_TEST_UNSET_KEK".into()),
+                dir.path(),
+                false
+            ),
             Err(KeyError::KekEnvMissing(_))
         ));
     }

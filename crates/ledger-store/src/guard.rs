@@ -23,7 +23,10 @@ pub struct SignedPoint {
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
     #[error("fork guard {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("fork guard {0} is malformed; it must be `<seqno> <64 hex root>`")]
     Malformed(PathBuf),
 }
@@ -38,9 +41,17 @@ impl ForkGuard {
         let last = match fs::read_to_string(path) {
             Ok(text) => Some(parse(&text).ok_or_else(|| GuardError::Malformed(path.to_owned()))?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => return Err(GuardError::Io { path: path.to_owned(), source }),
+            Err(source) => {
+                return Err(GuardError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         };
-        Ok(ForkGuard { path: path.to_owned(), last })
+        Ok(ForkGuard {
+            path: path.to_owned(),
+            last,
+        })
     }
 
     pub fn last(&self) -> Option<SignedPoint> {
@@ -56,10 +67,14 @@ impl ForkGuard {
         if self.last == Some(point) {
             return Ok(());
         }
-        let io = |source| GuardError::Io { path: self.path.clone(), source };
+        let io = |source| GuardError::Io {
+            path: self.path.clone(),
+            source,
+        };
         let tmp = self.path.with_extension("tmp");
         let mut file = fs::File::create(&tmp).map_err(io)?;
-        file.write_all(format!("{} {}\n", point.seqno, point.root.to_hex()).as_bytes()).map_err(io)?;
+        file.write_all(format!("{} {}\n", point.seqno, point.root.to_hex()).as_bytes())
+            .map_err(io)?;
         file.sync_all().map_err(io)?;
         fs::rename(&tmp, &self.path).map_err(io)?;
         if let Some(dir) = self.path.parent() {
@@ -72,7 +87,10 @@ impl ForkGuard {
 
 fn parse(text: &str) -> Option<SignedPoint> {
     let (seqno, root) = text.trim().split_once(' ')?;
-    Some(SignedPoint { seqno: seqno.parse().ok()?, root: Hash32::from_hex(root).ok()? })
+    Some(SignedPoint {
+        seqno: seqno.parse().ok()?,
+        root: Hash32::from_hex(root).ok()?,
+    })
 }
 
 #[cfg(test)]
@@ -85,10 +103,16 @@ mod tests {
         let path = dir.path().join("fork-guard");
         let mut guard = ForkGuard::load(&path).unwrap();
         assert_eq!(guard.last(), None);
-        let point = SignedPoint { seqno: 42, root: ledger_core::hash::sha256(b"r") };
+        let point = SignedPoint {
+            seqno: 42,
+            root: ledger_core::hash::sha256(b"r"),
+        };
         guard.record(point).unwrap();
         assert_eq!(ForkGuard::load(&path).unwrap().last(), Some(point));
         fs::write(&path, "garbage").unwrap();
-        assert!(matches!(ForkGuard::load(&path), Err(GuardError::Malformed(_))));
+        assert!(matches!(
+            ForkGuard::load(&path),
+            Err(GuardError::Malformed(_))
+        ));
     }
 }

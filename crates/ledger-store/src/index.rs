@@ -15,7 +15,8 @@ use std::path::Path;
 /// seqno → (view, segment first seqno, frame offset, payload length)
 const LOCATIONS: TableDefinition<u64, (u64, u64, u64, u32)> = TableDefinition::new("locations");
 /// (collection, seqno) → ()
-const COLLECTION_ENTRIES: TableDefinition<(&str, u64), ()> = TableDefinition::new("collection_entries");
+const COLLECTION_ENTRIES: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("collection_entries");
 /// (collection, tag, seqno) → ()
 const TAG_ENTRIES: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("tag_entries");
 /// collection → number of entries
@@ -54,7 +55,10 @@ pub struct Location {
 /// Index updates of one transaction.
 #[derive(Debug, Clone)]
 pub enum IndexOp {
-    Entry { collection: String, tags: Vec<String> },
+    Entry {
+        collection: String,
+        tags: Vec<String>,
+    },
     Governance(Vec<(String, String, Option<Vec<u8>>)>),
     Signature,
 }
@@ -81,9 +85,7 @@ impl Index {
                 Some(INDEX_FORMAT) => {}
                 Some(other) => return Err(IndexError(format!("unknown index format {other}"))),
             }
-            for t in [LOCATIONS] {
-                tx.open_table(t).map_err(err)?;
-            }
+            tx.open_table(LOCATIONS).map_err(err)?;
             tx.open_table(COLLECTION_ENTRIES).map_err(err)?;
             tx.open_table(TAG_ENTRIES).map_err(err)?;
             tx.open_table(COLLECTIONS).map_err(err)?;
@@ -120,7 +122,11 @@ impl Index {
         checkpoint: Option<u64>,
     ) -> Result<(), IndexError> {
         let mut tx = self.db.begin_write().map_err(err)?;
-        let durability = if checkpoint.is_some() { Durability::Immediate } else { Durability::None };
+        let durability = if checkpoint.is_some() {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
         tx.set_durability(durability).map_err(err)?;
         {
             let mut locations = tx.open_table(LOCATIONS).map_err(err)?;
@@ -134,15 +140,30 @@ impl Index {
             for (loc, op) in ops {
                 let seqno = loc.txid.seqno();
                 locations
-                    .insert(seqno, (loc.txid.view(), loc.segment, loc.offset, loc.payload_len))
+                    .insert(
+                        seqno,
+                        (loc.txid.view(), loc.segment, loc.offset, loc.payload_len),
+                    )
                     .map_err(err)?;
                 match op {
-                    IndexOp::Entry { collection, tags: entry_tags } => {
-                        collection_entries.insert((collection.as_str(), seqno), ()).map_err(err)?;
-                        let n = collections.get(collection.as_str()).map_err(err)?.map_or(0, |v| v.value());
-                        collections.insert(collection.as_str(), n + 1).map_err(err)?;
+                    IndexOp::Entry {
+                        collection,
+                        tags: entry_tags,
+                    } => {
+                        collection_entries
+                            .insert((collection.as_str(), seqno), ())
+                            .map_err(err)?;
+                        let n = collections
+                            .get(collection.as_str())
+                            .map_err(err)?
+                            .map_or(0, |v| v.value());
+                        collections
+                            .insert(collection.as_str(), n + 1)
+                            .map_err(err)?;
                         for tag in entry_tags {
-                            tag_entries.insert((collection.as_str(), tag.as_str(), seqno), ()).map_err(err)?;
+                            tag_entries
+                                .insert((collection.as_str(), tag.as_str(), seqno), ())
+                                .map_err(err)?;
                             let key = (collection.as_str(), tag.as_str());
                             let n = tags.get(key).map_err(err)?.map_or(0, |v| v.value());
                             tags.insert(key, n + 1).map_err(err)?;
@@ -151,7 +172,9 @@ impl Index {
                     IndexOp::Governance(writes) => {
                         for (table, key, value) in writes {
                             match value {
-                                Some(v) => governance.insert((table.as_str(), key.as_str()), v.as_slice()),
+                                Some(v) => {
+                                    governance.insert((table.as_str(), key.as_str()), v.as_slice())
+                                }
                                 None => governance.remove((table.as_str(), key.as_str())),
                             }
                             .map_err(err)?;
@@ -163,7 +186,8 @@ impl Index {
                 }
             }
             if let Some((last, _)) = ops.last() {
-                meta.insert(META_INDEXED_THROUGH, last.txid.seqno()).map_err(err)?;
+                meta.insert(META_INDEXED_THROUGH, last.txid.seqno())
+                    .map_err(err)?;
             }
             if let Some(tree_size) = checkpoint {
                 meta.insert(META_TREE_SIZE, tree_size).map_err(err)?;
@@ -177,7 +201,12 @@ impl Index {
         let table = tx.open_table(LOCATIONS).map_err(err)?;
         Ok(table.get(seqno).map_err(err)?.and_then(|v| {
             let (view, segment, offset, payload_len) = v.value();
-            TxId::new(view, seqno).map(|txid| Location { txid, segment, offset, payload_len })
+            TxId::new(view, seqno).map(|txid| Location {
+                txid,
+                segment,
+                offset,
+                payload_len,
+            })
         }))
     }
 
@@ -186,7 +215,11 @@ impl Index {
         let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(SIGNATURES).map_err(err)?;
         let mut range = table.range(seqno.saturating_add(1)..).map_err(err)?;
-        Ok(range.next().transpose().map_err(err)?.map(|(k, _)| k.value()))
+        Ok(range
+            .next()
+            .transpose()
+            .map_err(err)?
+            .map(|(k, _)| k.value()))
     }
 
     /// The last signature with seqno at most `seqno`.
@@ -194,7 +227,11 @@ impl Index {
         let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(SIGNATURES).map_err(err)?;
         let mut range = table.range(..=seqno).map_err(err)?;
-        Ok(range.next_back().transpose().map_err(err)?.map(|(k, _)| k.value()))
+        Ok(range
+            .next_back()
+            .transpose()
+            .map_err(err)?
+            .map(|(k, _)| k.value()))
     }
 
     /// Seqnos of entries in `collection` (optionally with `tag`) within `from..=to`, ascending,
@@ -215,13 +252,21 @@ impl Index {
         match tag {
             None => {
                 let table = tx.open_table(COLLECTION_ENTRIES).map_err(err)?;
-                for item in table.range((collection, from)..=(collection, to)).map_err(err)?.take(limit) {
+                for item in table
+                    .range((collection, from)..=(collection, to))
+                    .map_err(err)?
+                    .take(limit)
+                {
                     out.push(item.map_err(err)?.0.value().1);
                 }
             }
             Some(tag) => {
                 let table = tx.open_table(TAG_ENTRIES).map_err(err)?;
-                for item in table.range((collection, tag, from)..=(collection, tag, to)).map_err(err)?.take(limit) {
+                for item in table
+                    .range((collection, tag, from)..=(collection, tag, to))
+                    .map_err(err)?
+                    .take(limit)
+                {
                     out.push(item.map_err(err)?.0.value().2);
                 }
             }
@@ -233,8 +278,14 @@ impl Index {
     pub fn latest_entry(&self, collection: &str, to: u64) -> Result<Option<u64>, IndexError> {
         let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(COLLECTION_ENTRIES).map_err(err)?;
-        let mut range = table.range((collection, 0)..=(collection, to)).map_err(err)?;
-        Ok(range.next_back().transpose().map_err(err)?.map(|(k, _)| k.value().1))
+        let mut range = table
+            .range((collection, 0)..=(collection, to))
+            .map_err(err)?;
+        Ok(range
+            .next_back()
+            .transpose()
+            .map_err(err)?
+            .map(|(k, _)| k.value().1))
     }
 
     /// All collections with their entry counts.
@@ -269,7 +320,9 @@ impl Index {
     pub fn governance(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
         let tx = self.db.begin_read().map_err(err)?;
         let t = tx.open_table(GOVERNANCE).map_err(err)?;
-        Ok(t.get((table, key)).map_err(err)?.map(|v| v.value().to_vec()))
+        Ok(t.get((table, key))
+            .map_err(err)?
+            .map(|v| v.value().to_vec()))
     }
 
     /// All keys and values of a governance table.

@@ -37,7 +37,7 @@ use ledger_core::entry::{self, ApplicationEntry, EntryView, TableWrite, TxBody};
 use ledger_core::hash::Hash32;
 use ledger_core::receipt::{Receipt, ReceiptParts};
 use ledger_core::signing::NodeSigningKey;
-use ledger_core::{merkle, TxId};
+use ledger_core::{TxId, merkle};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -86,18 +86,30 @@ impl Default for StoreConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0} holds no ledger (no segment files)")]
     NotALedger(PathBuf),
     #[error("{0} already holds a ledger")]
     AlreadyExists(PathBuf),
     #[error("ledger is corrupt: {file} at offset {offset}, transaction {txid}: {reason}")]
-    Corrupt { file: PathBuf, offset: u64, txid: String, reason: String },
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        txid: String,
+        reason: String,
+    },
     #[error(
         "the ledger ends at seqno {end}, but this node already signed seqno {signed} (fork guard {guard}); \
          the data looks restored from an older backup, and signing again would fork the ledger"
     )]
-    RolledBack { guard: PathBuf, signed: u64, end: u64 },
+    RolledBack {
+        guard: PathBuf,
+        signed: u64,
+        end: u64,
+    },
     #[error(
         "the ledger's root at seqno {seqno} differs from the root this node signed there (fork guard {guard}); \
          refusing to open a forked ledger"
@@ -125,7 +137,10 @@ pub enum StoreError {
 
 impl StoreError {
     fn io(path: &Path, source: std::io::Error) -> StoreError {
-        StoreError::Io { path: path.to_owned(), source }
+        StoreError::Io {
+            path: path.to_owned(),
+            source,
+        }
     }
 }
 
@@ -238,9 +253,18 @@ impl Ledger {
     /// Creates a new ledger in `dir` (which may exist but must not hold a ledger) and commits
     /// its genesis transaction: the service certificate, this node's certificate and the
     /// ledger id.
-    pub fn create(dir: &Path, config: StoreConfig, node: NodeIdentity, genesis: Genesis) -> Result<Ledger, StoreError> {
+    pub fn create(
+        dir: &Path,
+        config: StoreConfig,
+        node: NodeIdentity,
+        genesis: Genesis,
+    ) -> Result<Ledger, StoreError> {
         let ledger_dir = dir.join(LEDGER_DIR);
-        if ledger_dir.exists() && !segment::list_segments(&ledger_dir).map_err(|e| StoreError::io(&ledger_dir, e))?.is_empty() {
+        if ledger_dir.exists()
+            && !segment::list_segments(&ledger_dir)
+                .map_err(|e| StoreError::io(&ledger_dir, e))?
+                .is_empty()
+        {
             return Err(StoreError::AlreadyExists(dir.to_owned()));
         }
         fs::create_dir_all(&ledger_dir).map_err(|e| StoreError::io(&ledger_dir, e))?;
@@ -250,7 +274,8 @@ impl Ledger {
             return Err(StoreError::AlreadyExists(dir.to_owned()));
         }
         let secret = LedgerSecret::create(&secret_path, &kek)?;
-        let first = segment::ActiveSegment::create(&ledger_dir, 1).map_err(|e| StoreError::io(&ledger_dir, e))?;
+        let first = segment::ActiveSegment::create(&ledger_dir, 1)
+            .map_err(|e| StoreError::io(&ledger_dir, e))?;
         let mut writes = vec![
             TableWrite {
                 table: entry::tables::SERVICE.into(),
@@ -271,7 +296,11 @@ impl Ledger {
     }
 
     /// Opens an existing ledger, recovering it (see [`RecoveryReport`]).
-    pub fn open(dir: &Path, config: StoreConfig, node: NodeIdentity) -> Result<(Ledger, RecoveryReport), StoreError> {
+    pub fn open(
+        dir: &Path,
+        config: StoreConfig,
+        node: NodeIdentity,
+    ) -> Result<(Ledger, RecoveryReport), StoreError> {
         let kek = crypto::load_kek(&config.kek, dir, false)?;
         let secret = LedgerSecret::load(&dir.join(SECRET_FILE), &kek)?;
         Self::start(dir, config, node, secret, None)
@@ -286,12 +315,20 @@ impl Ledger {
     ) -> Result<(Ledger, RecoveryReport), StoreError> {
         let node_id = node.signing_key.node_id();
         let registration = node_registration(&node);
-        let NodeIdentity { signing_key, cert_pem: node_cert_pem } = node;
+        let NodeIdentity {
+            signing_key,
+            cert_pem: node_cert_pem,
+        } = node;
         let ledger_dir = dir.join(LEDGER_DIR);
         let tree_dir = dir.join(TREE_DIR);
         let index_path = dir.join(INDEX_FILE);
-        let guard_path = config.fork_guard_path.clone().unwrap_or_else(|| dir.join(GUARD_FILE));
+        let guard_path = config
+            .fork_guard_path
+            .clone()
+            .unwrap_or_else(|| dir.join(GUARD_FILE));
         let guard = ForkGuard::load(&guard_path)?;
+        // A missing index is built from scratch, like one that had to be discarded.
+        let index_missing = !index_path.exists();
         let mut index_rebuilt = false;
         let (index, (recovered, tree_files)) = loop {
             let index = match Index::open(&index_path) {
@@ -314,13 +351,26 @@ impl Ledger {
             }
         };
         let mut report = recovered.report;
-        report.index_rebuilt |= index_rebuilt;
+        report.index_rebuilt |= index_rebuilt || index_missing;
+        if genesis.is_none() && recovered.last.is_none() {
+            // `create` was interrupted before its genesis transaction was durable (recovery may
+            // have removed a half-created first segment): there is no ledger to open, and
+            // writing into it would make one without a service identity.
+            return Err(StoreError::NotALedger(dir.to_owned()));
+        }
 
         let mut readers = Vec::new();
         for (first, path) in &recovered.segments {
-            readers.push((*first, File::open(path).map_err(|e| StoreError::io(path, e))?));
+            readers.push((
+                *first,
+                File::open(path).map_err(|e| StoreError::io(path, e))?,
+            ));
         }
-        let (last_first, last_path) = recovered.segments.last().cloned().expect("recovery found segments");
+        let (last_first, last_path) = recovered
+            .segments
+            .last()
+            .cloned()
+            .expect("recovery found segments");
         let active = segment::ActiveSegment::reopen(&last_path, last_first, recovered.active_len)
             .map_err(|e| StoreError::io(&last_path, e))?;
         let committed = recovered.last_signature.as_ref().map(|(t, _)| *t);
@@ -330,13 +380,22 @@ impl Ledger {
             tree: tree_files,
             index,
             secret,
-            published: Mutex::new(Published { durable: recovered.last, committed, failure: None }),
+            published: Mutex::new(Published {
+                durable: recovered.last,
+                committed,
+                failure: None,
+            }),
             committed_changed: Condvar::new(),
         });
         let last_seqno = recovered.last.map_or(0, TxId::seqno);
         let signed_seqno = committed.map_or(0, TxId::seqno);
         let unsigned = (signed_seqno + 1..=last_seqno)
-            .map(|s| (TxId::new(recovered.last.expect("non-empty").view(), s).expect(">= 1"), None))
+            .map(|s| {
+                (
+                    TxId::new(recovered.last.expect("non-empty").view(), s).expect(">= 1"),
+                    None,
+                )
+            })
             .collect();
         let writer = Writer {
             shared: shared.clone(),
@@ -349,7 +408,13 @@ impl Ledger {
             view: recovered.last.map_or(1, TxId::view),
             next_seqno: last_seqno + 1,
             unsigned,
-            last_signature: recovered.last_signature.as_ref().map(|(t, r)| guard::SignedPoint { seqno: t.seqno(), root: r.root }),
+            last_signature: recovered
+                .last_signature
+                .as_ref()
+                .map(|(t, r)| guard::SignedPoint {
+                    seqno: t.seqno(),
+                    root: r.root,
+                }),
             last_signature_at: Instant::now(),
             last_checkpoint_at: Instant::now(),
             key: signing_key,
@@ -359,12 +424,18 @@ impl Ledger {
             .name("cledger-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| StoreError::io(dir, e))?;
-        let ledger = Ledger { shared, queue: Mutex::new(Some(queue)), writer: Mutex::new(Some(handle)) };
+        let ledger = Ledger {
+            shared,
+            queue: Mutex::new(Some(queue)),
+            writer: Mutex::new(Some(handle)),
+        };
 
         // The genesis transaction, or registering a node key this ledger has not seen yet.
         let first_writes = match genesis {
             Some(writes) => Some(writes),
-            None if ledger.node_certificate(&node_id)?.as_deref() != Some(node_cert_pem.as_str()) => {
+            None if ledger.node_certificate(&node_id)?.as_deref()
+                != Some(node_cert_pem.as_str()) =>
+            {
                 Some(vec![registration])
             }
             None => None,
@@ -380,7 +451,9 @@ impl Ledger {
         let (body, claims_digest) = match request {
             WriteRequest::Entry(e) => {
                 let digest = match &e.claims_key {
-                    Some(key) => claims::ledger_entry_claims_digest(&e.collection_id, &e.contents, key),
+                    Some(key) => {
+                        claims::ledger_entry_claims_digest(&e.collection_id, &e.contents, key)
+                    }
                     None => Hash32::ZERO,
                 };
                 (TxBody::Application(e), digest)
@@ -392,18 +465,27 @@ impl Ledger {
         }
         let queue = self.queue.lock().expect("queue lock");
         let queue = queue.as_ref().ok_or(AppendError::Closed)?;
-        queue.try_send(Submission { body, claims_digest, done }).map_err(|e| match e {
-            TrySendError::Full(_) => AppendError::Busy,
-            TrySendError::Disconnected(_) => AppendError::Closed,
-        })
+        queue
+            .try_send(Submission {
+                body,
+                claims_digest,
+                done,
+            })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => AppendError::Busy,
+                TrySendError::Disconnected(_) => AppendError::Closed,
+            })
     }
 
     /// Writes and waits until committed.
     pub fn append(&self, request: WriteRequest) -> Result<TxId, AppendError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.submit(request, Box::new(move |r| {
-            let _ = tx.send(r);
-        }))?;
+        self.submit(
+            request,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )?;
         rx.recv().unwrap_or(Err(AppendError::Closed))
     }
 
@@ -422,7 +504,12 @@ impl Ledger {
 
     /// Why the store stopped accepting writes, if it did.
     pub fn failure(&self) -> Option<String> {
-        self.shared.published.lock().expect("state lock").failure.clone()
+        self.shared
+            .published
+            .lock()
+            .expect("state lock")
+            .failure
+            .clone()
     }
 
     /// Blocks until `txid`'s seqno is committed or `timeout` passes; returns the status then.
@@ -434,7 +521,12 @@ impl Ledger {
             if left.is_zero() {
                 break;
             }
-            p = self.shared.committed_changed.wait_timeout(p, left).expect("state lock").0;
+            p = self
+                .shared
+                .committed_changed
+                .wait_timeout(p, left)
+                .expect("state lock")
+                .0;
         }
         drop(p);
         self.status(txid)
@@ -451,7 +543,11 @@ impl Ledger {
         }
         match self.shared.index.location(seqno) {
             Ok(Some(loc)) if loc.txid == txid => {
-                if committed.is_some_and(|c| seqno <= c.seqno()) { TxStatus::Committed } else { TxStatus::Pending }
+                if committed.is_some_and(|c| seqno <= c.seqno()) {
+                    TxStatus::Committed
+                } else {
+                    TxStatus::Pending
+                }
             }
             Ok(Some(_)) => TxStatus::Invalid,
             // Durable but not indexed yet: the writer publishes only after indexing, so this
@@ -464,24 +560,37 @@ impl Ledger {
         if self.committed().is_none_or(|c| txid.seqno() > c.seqno()) {
             return Ok(None);
         }
-        Ok(self.shared.index.location(txid.seqno())?.filter(|l| l.txid == txid))
+        Ok(self
+            .shared
+            .index
+            .location(txid.seqno())?
+            .filter(|l| l.txid == txid))
     }
 
     fn read_payload(&self, loc: &index::Location) -> Result<Vec<u8>, StoreError> {
         let segments = self.shared.segments.read().expect("segments lock");
         let i = segments.partition_point(|(first, _)| *first <= loc.segment);
-        let (first, file) = i.checked_sub(1).map(|i| &segments[i]).filter(|(f, _)| *f == loc.segment).ok_or_else(|| {
-            StoreError::Corrupt {
+        let (first, file) = i
+            .checked_sub(1)
+            .map(|i| &segments[i])
+            .filter(|(f, _)| *f == loc.segment)
+            .ok_or_else(|| StoreError::Corrupt {
                 file: self.shared.ledger_dir.clone(),
                 offset: loc.offset,
                 txid: loc.txid.to_string(),
                 reason: format!("the index names segment {} which is not open", loc.segment),
-            }
-        })?;
+            })?;
         let mut buf = vec![0u8; loc.payload_len as usize];
-        file.read_exact_at(&mut buf, loc.offset + segment::FRAME_HEADER_LEN as u64).map_err(|e| {
-            StoreError::io(&self.shared.ledger_dir.join(segment::segment_file_name(*first)), e)
-        })?;
+        file.read_exact_at(&mut buf, loc.offset + segment::FRAME_HEADER_LEN as u64)
+            .map_err(|e| {
+                StoreError::io(
+                    &self
+                        .shared
+                        .ledger_dir
+                        .join(segment::segment_file_name(*first)),
+                    e,
+                )
+            })?;
         Ok(buf)
     }
 
@@ -493,41 +602,70 @@ impl Ledger {
         }
     }
 
-    fn decode_entry(&self, txid: TxId, bytes: &[u8]) -> Result<Option<ApplicationEntry>, StoreError> {
+    fn decode_entry(
+        &self,
+        txid: TxId,
+        bytes: &[u8],
+    ) -> Result<Option<ApplicationEntry>, StoreError> {
         let decode = |reason: String| StoreError::Decode { txid, reason };
         let view = EntryView::parse(bytes).map_err(|e| decode(e.to_string()))?;
         if view.kind != entry::TxKind::Application {
             return Ok(None);
         }
-        view.application(&self.shared.secret).map(Some).map_err(|e| decode(e.to_string()))
+        view.application(&self.shared.secret)
+            .map(Some)
+            .map_err(|e| decode(e.to_string()))
     }
 
     /// The user entry written by committed transaction `txid`, if it wrote one.
     pub fn entry(&self, txid: TxId) -> Result<Option<EntryRecord>, StoreError> {
-        let Some(bytes) = self.transaction_bytes(txid)? else { return Ok(None) };
-        Ok(self.decode_entry(txid, &bytes)?.map(|entry| EntryRecord { txid, entry }))
+        let Some(bytes) = self.transaction_bytes(txid)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .decode_entry(txid, &bytes)?
+            .map(|entry| EntryRecord { txid, entry }))
     }
 
     fn entry_at(&self, seqno: u64) -> Result<EntryRecord, StoreError> {
-        let loc = self.shared.index.location(seqno)?.ok_or_else(|| StoreError::Corrupt {
-            file: self.shared.ledger_dir.clone(),
-            offset: 0,
-            txid: format!("(seqno {seqno})"),
-            reason: "indexed entry has no location".into(),
-        })?;
+        let loc = self
+            .shared
+            .index
+            .location(seqno)?
+            .ok_or_else(|| StoreError::Corrupt {
+                file: self.shared.ledger_dir.clone(),
+                offset: 0,
+                txid: format!("(seqno {seqno})"),
+                reason: "indexed entry has no location".into(),
+            })?;
         let bytes = self.read_payload(&loc)?;
-        let entry = self.decode_entry(loc.txid, &bytes)?.ok_or_else(|| StoreError::Decode {
+        let entry = self
+            .decode_entry(loc.txid, &bytes)?
+            .ok_or_else(|| StoreError::Decode {
+                txid: loc.txid,
+                reason: "indexed as an entry but is not one".into(),
+            })?;
+        Ok(EntryRecord {
             txid: loc.txid,
-            reason: "indexed as an entry but is not one".into(),
-        })?;
-        Ok(EntryRecord { txid: loc.txid, entry })
+            entry,
+        })
     }
 
     /// Committed entries of `collection` (and `tag`) with seqnos in `from..=to`, ascending, at
     /// most `limit`.
-    pub fn entries(&self, collection: &str, tag: Option<&str>, from: u64, to: u64, limit: usize) -> Result<Vec<EntryRecord>, StoreError> {
+    pub fn entries(
+        &self,
+        collection: &str,
+        tag: Option<&str>,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<EntryRecord>, StoreError> {
         let to = to.min(self.committed().map_or(0, TxId::seqno));
-        let seqnos = self.shared.index.entries(collection, tag, from, to, limit)?;
+        let seqnos = self
+            .shared
+            .index
+            .entries(collection, tag, from, to, limit)?;
         seqnos.into_iter().map(|s| self.entry_at(s)).collect()
     }
 
@@ -559,40 +697,72 @@ impl Ledger {
 
     /// The service certificate recorded in the genesis transaction.
     pub fn service_certificate(&self) -> Result<Option<String>, StoreError> {
-        Ok(self.governance(entry::tables::SERVICE, "identity")?.and_then(|v| String::from_utf8(v).ok()))
+        Ok(self
+            .governance(entry::tables::SERVICE, "identity")?
+            .and_then(|v| String::from_utf8(v).ok()))
     }
 
     /// The certificate of node `node_id`, as recorded in the ledger.
     pub fn node_certificate(&self, node_id: &Hash32) -> Result<Option<String>, StoreError> {
-        Ok(self.governance(entry::tables::NODES, &node_id.to_hex())?.and_then(|v| String::from_utf8(v).ok()))
+        Ok(self
+            .governance(entry::tables::NODES, &node_id.to_hex())?
+            .and_then(|v| String::from_utf8(v).ok()))
     }
 
     /// The receipt of committed transaction `txid`, anchored at the first signature after it
-    /// (so a transaction's receipt never changes). `None` if `txid` is not committed.
+    /// (so a transaction's receipt never changes). `None` if `txid` is not committed, or is the
+    /// newest signature transaction, which no signature covers yet.
     pub fn receipt(&self, txid: TxId) -> Result<Option<ReceiptBundle>, StoreError> {
-        let Some(loc) = self.committed_location(txid)? else { return Ok(None) };
+        let Some(loc) = self.committed_location(txid)? else {
+            return Ok(None);
+        };
         let bytes = self.read_payload(&loc)?;
         let decode = |reason: String| StoreError::Decode { txid, reason };
         let view = EntryView::parse(&bytes).map_err(|e| decode(e.to_string()))?;
         let evidence = self.shared.secret.commit_secret().evidence(txid);
         if evidence.digest() != view.commit_evidence_digest {
-            return Err(decode("stored commit evidence digest does not match the ledger secret".into()));
+            return Err(decode(
+                "stored commit evidence digest does not match the ledger secret".into(),
+            ));
         }
-        let sig_seqno = self.shared.index.signature_after(txid.seqno())?.ok_or_else(|| {
-            decode("committed but no signature follows it in the index".into())
-        })?;
-        let sig_loc = self.shared.index.location(sig_seqno)?.ok_or_else(|| decode("signature not indexed".into()))?;
+        let Some(sig_seqno) = self.shared.index.signature_after(txid.seqno())? else {
+            // Every committed transaction is followed by a signature, except the newest
+            // signature itself: its receipt exists once the next signature does.
+            if view.kind == entry::TxKind::Signature {
+                return Ok(None);
+            }
+            return Err(decode(
+                "committed but no signature follows it in the index".into(),
+            ));
+        };
+        let sig_loc = self
+            .shared
+            .index
+            .location(sig_seqno)?
+            .ok_or_else(|| decode("signature not indexed".into()))?;
         let sig_bytes = self.read_payload(&sig_loc)?;
         let signature = EntryView::parse(&sig_bytes)
             .and_then(|v| v.signature())
-            .map_err(|e| StoreError::Decode { txid: sig_loc.txid, reason: e.to_string() })?;
-        let node_cert_pem = self.node_certificate(&signature.node_id)?.ok_or(StoreError::UnknownNode(signature.node_id))?;
+            .map_err(|e| StoreError::Decode {
+                txid: sig_loc.txid,
+                reason: e.to_string(),
+            })?;
+        let node_cert_pem = self
+            .node_certificate(&signature.node_id)?
+            .ok_or(StoreError::UnknownNode(signature.node_id))?;
         let path = merkle::inclusion_path(&self.shared.tree, txid.seqno(), sig_seqno)
             .map_err(|e| StoreError::Tree(e.to_string()))?;
         let application_claims = match self.decode_entry(txid, &bytes)? {
-            Some(ApplicationEntry { collection_id, contents, claims_key: Some(key), .. }) => {
-                Some(vec![claims::ledger_entry_claim(&collection_id, &contents, &key)])
-            }
+            Some(ApplicationEntry {
+                collection_id,
+                contents,
+                claims_key: Some(key),
+                ..
+            }) => Some(vec![claims::ledger_entry_claim(
+                &collection_id,
+                &contents,
+                &key,
+            )]),
             _ => None,
         };
         let receipt = Receipt::build(ReceiptParts {
@@ -605,7 +775,11 @@ impl Ledger {
             node_id: signature.node_id,
             service_endorsements: Vec::new(),
         });
-        Ok(Some(ReceiptBundle { txid, receipt, application_claims }))
+        Ok(Some(ReceiptBundle {
+            txid,
+            receipt,
+            application_claims,
+        }))
     }
 
     /// Root of the tree of the first `size` leaves (leaf 0 plus seqnos `1..size`), for any
@@ -616,15 +790,22 @@ impl Ledger {
     }
 
     /// Consistency proof between two committed tree sizes.
-    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash32>, StoreError> {
+    pub fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Vec<Hash32>, StoreError> {
         self.check_size(new_size)?;
-        merkle::consistency_proof(&self.shared.tree, old_size, new_size).map_err(|e| StoreError::Tree(e.to_string()))
+        merkle::consistency_proof(&self.shared.tree, old_size, new_size)
+            .map_err(|e| StoreError::Tree(e.to_string()))
     }
 
     fn check_size(&self, size: u64) -> Result<(), StoreError> {
         let committed_size = self.committed().map_or(0, |c| c.seqno() + 1);
         if size > committed_size {
-            return Err(StoreError::Tree(format!("tree size {size} is beyond the committed size {committed_size}")));
+            return Err(StoreError::Tree(format!(
+                "tree size {size} is beyond the committed size {committed_size}"
+            )));
         }
         Ok(())
     }
@@ -651,4 +832,3 @@ fn remove_if_exists(path: &Path) -> Result<(), StoreError> {
         Err(e) => Err(StoreError::io(path, e)),
     }
 }
-

@@ -6,15 +6,15 @@
 //! is found before the node serves or signs anything. Cryptographic checks of the whole chain
 //! (recomputed leaves against signed roots) are the auditor's job (`audit`), which needs no keys.
 
+use crate::StoreError;
 use crate::crypto::LedgerSecret;
 use crate::guard::{ForkGuard, SignedPoint};
 use crate::index::{Index, IndexOp, Location};
 use crate::segment::{self, FrameFault, FrameLocation, SEGMENT_HEADER_LEN};
 use crate::tree::{TreeFiles, TreeWriter};
-use crate::StoreError;
 use ledger_core::entry::{EntryView, SignatureRecord, TxBody};
 use ledger_core::hash::Hash32;
-use ledger_core::{merkle, TxId};
+use ledger_core::{TxId, merkle};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -61,7 +61,10 @@ pub(crate) fn recover(
     if segments.is_empty() {
         return Err(StoreError::NotALedger(ledger_dir.to_owned()));
     }
-    let mut report = RecoveryReport { segments: segments.len(), ..Default::default() };
+    let mut report = RecoveryReport {
+        segments: segments.len(),
+        ..Default::default()
+    };
 
     // First pass over the files: checksums, sequence, torn tail. Collects frame locations
     // lazily per segment so memory stays at one segment's bytes.
@@ -72,7 +75,12 @@ pub(crate) fn recover(
     }
     let opened = TreeFiles::open(tree_dir, tree_size)
         .map_err(|e| e.to_string())
-        .and_then(|files| Ok((TreeWriter::resume(&files, tree_size).map_err(|e| e.to_string())?, files)));
+        .and_then(|files| {
+            Ok((
+                TreeWriter::resume(&files, tree_size).map_err(|e| e.to_string())?,
+                files,
+            ))
+        });
     let (mut tree, tree_files) = match opened {
         Ok(opened) => opened,
         // Missing or short tree files are derived data: rebuild them from the ledger.
@@ -97,17 +105,26 @@ pub(crate) fn recover(
         let bytes = fs::read(path).map_err(|e| StoreError::io(path, e))?;
         let scan = segment::scan_segment(&bytes, prev);
         let is_last = i == last_index;
-        let mut end = scan.frames.last().map_or(SEGMENT_HEADER_LEN as u64, FrameLocation::end);
+        let mut end = scan
+            .frames
+            .last()
+            .map_or(SEGMENT_HEADER_LEN as u64, FrameLocation::end);
         if let Some(damage) = &scan.damage {
-            let committed = guard.last().is_some_and(|g| damage.expected_seqno <= g.seqno);
+            let committed = guard
+                .last()
+                .is_some_and(|g| damage.expected_seqno <= g.seqno);
             let torn_header = damage.offset == 0 && bytes.len() <= SEGMENT_HEADER_LEN;
-            let torn = is_last && !committed && (damage.reaches_end && damage.offset > 0 || torn_header);
+            let torn =
+                is_last && !committed && (damage.reaches_end && damage.offset > 0 || torn_header);
             if !torn {
                 return Err(StoreError::Corrupt {
                     file: path.clone(),
                     offset: damage.offset,
                     // Named with the view of the last intact frame before the damage.
-                    txid: damage_txid(scan.frames.last().map(|f| f.txid).or(prev), damage.expected_seqno),
+                    txid: damage_txid(
+                        scan.frames.last().map(|f| f.txid).or(prev),
+                        damage.expected_seqno,
+                    ),
                     reason: describe(&damage.fault, committed),
                 });
             }
@@ -118,7 +135,11 @@ pub(crate) fn recover(
                 report.truncated_tail = Some((path.clone(), 0, bytes.len() as u64));
                 break;
             }
-            report.truncated_tail = Some((path.clone(), damage.offset, bytes.len() as u64 - damage.offset));
+            report.truncated_tail = Some((
+                path.clone(),
+                damage.offset,
+                bytes.len() as u64 - damage.offset,
+            ));
             end = damage.offset;
         }
         for frame in &scan.frames {
@@ -131,22 +152,34 @@ pub(crate) fn recover(
             };
             let view = EntryView::parse(payload).map_err(|e| corrupt(e.to_string()))?;
             if view.txid != frame.txid {
-                return Err(corrupt(format!("entry names txid {} but its frame says {}", view.txid, frame.txid)));
+                return Err(corrupt(format!(
+                    "entry names txid {} but its frame says {}",
+                    view.txid, frame.txid
+                )));
             }
             let seqno = frame.txid.seqno();
             if seqno >= tree_start {
                 tree.push(view.leaf());
             }
-            let body = if seqno > indexed_through || view.kind == ledger_core::entry::TxKind::Signature {
-                Some(view.body(Some(secret)).map_err(|e| corrupt(e.to_string()))?)
-            } else {
-                None
-            };
+            let body =
+                if seqno > indexed_through || view.kind == ledger_core::entry::TxKind::Signature {
+                    Some(
+                        view.body(Some(secret))
+                            .map_err(|e| corrupt(e.to_string()))?,
+                    )
+                } else {
+                    None
+                };
             if let Some(TxBody::Signature(record)) = &body {
                 last_signature = Some((frame.txid, record.clone()));
             }
             if seqno > indexed_through {
-                let loc = Location { txid: frame.txid, segment: *first, offset: frame.offset, payload_len: frame.payload_len };
+                let loc = Location {
+                    txid: frame.txid,
+                    segment: *first,
+                    offset: frame.offset,
+                    payload_len: frame.payload_len,
+                };
                 ops.push((loc, index_op(body.expect("decoded above"))));
                 if ops.len() >= REPLAY_CHUNK {
                     report.index_replayed += ops.len() as u64;
@@ -157,14 +190,19 @@ pub(crate) fn recover(
             prev = Some(frame.txid);
         }
         kept_segments.push((*first, path.clone()));
-        if is_last {
-            active_len = end;
-        }
-        tree.flush(&tree_files).map_err(|e| StoreError::io(tree_dir, e))?;
+        // The end of the last kept segment, which is where appending resumes. (Not only when
+        // `is_last`: a half-created last segment is removed above, and then the one before it
+        // is the active segment.)
+        active_len = end;
+        tree.flush(&tree_files)
+            .map_err(|e| StoreError::io(tree_dir, e))?;
     }
     let end = prev.map_or(0, TxId::seqno);
     if indexed_through > end {
-        return Err(StoreError::IndexAhead { indexed: indexed_through, end });
+        return Err(StoreError::IndexAhead {
+            indexed: indexed_through,
+            end,
+        });
     }
     if tree_start > end + 1 {
         drop(tree_files);
@@ -173,6 +211,7 @@ pub(crate) fn recover(
     }
     report.index_replayed += ops.len() as u64;
     index.apply(&ops, None).map_err(StoreError::Index)?;
+    report.segments = kept_segments.len();
     report.tree_replayed = tree.size() - tree_start;
     report.transactions = prev.map_or(0, TxId::seqno);
     report.tree_rebuilt = force_tree_rebuild;
@@ -181,7 +220,8 @@ pub(crate) fn recover(
     // The tree must reproduce the last signed root; a mismatch means the tree files are stale
     // (e.g. from another ledger), so re-derive them once before declaring the ledger damaged.
     if let Some((sig_txid, record)) = &last_signature {
-        let root = merkle::root(&tree_files, sig_txid.seqno()).map_err(|e| StoreError::Tree(e.to_string()))?;
+        let root = merkle::root(&tree_files, sig_txid.seqno())
+            .map_err(|e| StoreError::Tree(e.to_string()))?;
         if root != record.root {
             if !force_tree_rebuild {
                 drop(tree_files);
@@ -193,7 +233,9 @@ pub(crate) fn recover(
     }
     check_guard(guard, &tree_files, prev)?;
     tree_files.sync().map_err(|e| StoreError::io(tree_dir, e))?;
-    index.apply(&[], Some(tree.size())).map_err(StoreError::Index)?;
+    index
+        .apply(&[], Some(tree.size()))
+        .map_err(StoreError::Index)?;
     Ok((
         Recovered {
             report,
@@ -209,24 +251,39 @@ pub(crate) fn recover(
 
 /// Refuses a ledger that ends before, or disagrees with, the last root this node signed.
 fn check_guard(guard: &ForkGuard, tree: &TreeFiles, last: Option<TxId>) -> Result<(), StoreError> {
-    let Some(SignedPoint { seqno, root }) = guard.last() else { return Ok(()) };
+    let Some(SignedPoint { seqno, root }) = guard.last() else {
+        return Ok(());
+    };
     let end = last.map_or(0, TxId::seqno);
     if end < seqno {
-        return Err(StoreError::RolledBack { guard: guard.path().to_owned(), signed: seqno, end });
+        return Err(StoreError::RolledBack {
+            guard: guard.path().to_owned(),
+            signed: seqno,
+            end,
+        });
     }
     let ours = merkle::root(tree, seqno).map_err(|e| StoreError::Tree(e.to_string()))?;
     if ours != root {
-        return Err(StoreError::Forked { guard: guard.path().to_owned(), seqno });
+        return Err(StoreError::Forked {
+            guard: guard.path().to_owned(),
+            seqno,
+        });
     }
     Ok(())
 }
 
 pub(crate) fn index_op(body: TxBody) -> IndexOp {
     match body {
-        TxBody::Application(e) => IndexOp::Entry { collection: e.collection_id, tags: e.tags },
-        TxBody::Governance(writes) => {
-            IndexOp::Governance(writes.into_iter().map(|w| (w.table, w.key, w.value)).collect())
-        }
+        TxBody::Application(e) => IndexOp::Entry {
+            collection: e.collection_id,
+            tags: e.tags,
+        },
+        TxBody::Governance(writes) => IndexOp::Governance(
+            writes
+                .into_iter()
+                .map(|w| (w.table, w.key, w.value))
+                .collect(),
+        ),
         TxBody::Signature(_) => IndexOp::Signature,
     }
 }
@@ -240,7 +297,9 @@ fn damage_txid(prev: Option<TxId>, expected_seqno: u64) -> String {
 
 fn describe(fault: &FrameFault, committed: bool) -> String {
     if committed {
-        format!("{fault}; this transaction was signed before (fork guard), so it is not a torn write")
+        format!(
+            "{fault}; this transaction was signed before (fork guard), so it is not a torn write"
+        )
     } else {
         fault.to_string()
     }

@@ -84,7 +84,9 @@ impl std::fmt::Display for FrameFault {
             FrameFault::BadLength(n) => write!(f, "impossible frame length {n}"),
             FrameFault::PastEndOfFile => f.write_str("frame extends past the end of the file"),
             FrameFault::ChecksumMismatch => f.write_str("frame checksum mismatch"),
-            FrameFault::UnexpectedTxId { found } => write!(f, "frame has txid {found} out of sequence"),
+            FrameFault::UnexpectedTxId { found } => {
+                write!(f, "frame has txid {found} out of sequence")
+            }
         }
     }
 }
@@ -113,7 +115,11 @@ pub struct Scan {
 /// consecutive seqnos and non-decreasing views.
 pub fn scan_segment(bytes: &[u8], prev: Option<TxId>) -> Scan {
     let expected_first = prev.map_or(1, |t| t.seqno() + 1);
-    let mut scan = Scan { first_seqno: expected_first, frames: Vec::new(), damage: None };
+    let mut scan = Scan {
+        first_seqno: expected_first,
+        frames: Vec::new(),
+        damage: None,
+    };
     if let Err(what) = check_segment_header(bytes, expected_first) {
         scan.damage = Some(Damage {
             offset: 0,
@@ -135,7 +141,12 @@ pub fn scan_segment(bytes: &[u8], prev: Option<TxId>) -> Scan {
             }
             Err(fault) => {
                 let reaches_end = !intact_frame_after(bytes, pos, last);
-                scan.damage = Some(Damage { offset: pos as u64, expected_seqno: expected, fault, reaches_end });
+                scan.damage = Some(Damage {
+                    offset: pos as u64,
+                    expected_seqno: expected,
+                    fault,
+                    reaches_end,
+                });
                 break;
             }
         }
@@ -144,7 +155,9 @@ pub fn scan_segment(bytes: &[u8], prev: Option<TxId>) -> Scan {
 }
 
 fn check_segment_header(bytes: &[u8], expected_first: u64) -> Result<(), &'static str> {
-    let h = bytes.get(..SEGMENT_HEADER_LEN).ok_or("file shorter than the header")?;
+    let h = bytes
+        .get(..SEGMENT_HEADER_LEN)
+        .ok_or("file shorter than the header")?;
     if &h[..8] != SEGMENT_MAGIC {
         return Err("magic");
     }
@@ -165,7 +178,9 @@ fn check_segment_header(bytes: &[u8], expected_first: u64) -> Result<(), &'stati
 
 /// Checks the frame at `pos`, which must follow `prev`.
 fn check_frame(bytes: &[u8], pos: usize, prev: Option<TxId>) -> Result<FrameLocation, FrameFault> {
-    let header = bytes.get(pos..pos + FRAME_HEADER_LEN).ok_or(FrameFault::ShortHeader)?;
+    let header = bytes
+        .get(pos..pos + FRAME_HEADER_LEN)
+        .ok_or(FrameFault::ShortHeader)?;
     let len = le_u32(&header[0..4]);
     if len == 0 || len > MAX_PAYLOAD_LEN {
         return Err(FrameFault::BadLength(len));
@@ -181,8 +196,14 @@ fn check_frame(bytes: &[u8], pos: usize, prev: Option<TxId>) -> Result<FrameLoca
     let expected = prev.map_or(1, |t| t.seqno() + 1);
     let in_sequence = seqno == expected && prev.is_none_or(|t| view >= t.view());
     let txid = TxId::new(view, seqno).filter(|_| in_sequence);
-    let txid = txid.ok_or_else(|| FrameFault::UnexpectedTxId { found: format!("{view}.{seqno}") })?;
-    Ok(FrameLocation { txid, offset: pos as u64, payload_len: len })
+    let txid = txid.ok_or_else(|| FrameFault::UnexpectedTxId {
+        found: format!("{view}.{seqno}"),
+    })?;
+    Ok(FrameLocation {
+        txid,
+        offset: pos as u64,
+        payload_len: len,
+    })
 }
 
 /// Whether any intact frame starts after `pos`. A torn append leaves garbage only at the end;
@@ -199,7 +220,9 @@ fn intact_frame_after(bytes: &[u8], pos: usize, prev: Option<TxId>) -> bool {
         plausible && {
             let len = le_u32(&bytes[p..p + 4]);
             let end = p + FRAME_HEADER_LEN + len as usize;
-            len != 0 && len <= MAX_PAYLOAD_LEN && end <= bytes.len()
+            len != 0
+                && len <= MAX_PAYLOAD_LEN
+                && end <= bytes.len()
                 && crc32c::crc32c(&bytes[p + 8..end]) == le_u32(&bytes[p + 4..p + 8])
         }
     })
@@ -218,9 +241,15 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) else { continue };
-        if stem.len() == 20 && let Ok(first) = stem.parse::<u64>() {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) else {
+            continue;
+        };
+        if stem.len() == 20
+            && let Ok(first) = stem.parse::<u64>()
+        {
             out.push((first, path));
         }
     }
@@ -245,11 +274,20 @@ impl ActiveSegment {
     /// Creates a new segment durably (header written and fsync'd, directory fsync'd).
     pub fn create(dir: &Path, first_seqno: u64) -> io::Result<ActiveSegment> {
         let path = dir.join(segment_file_name(first_seqno));
-        let mut file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         file.write_all(&encode_segment_header(first_seqno))?;
         file.sync_all()?;
         sync_dir(dir)?;
-        Ok(ActiveSegment { first_seqno, path, file, len: SEGMENT_HEADER_LEN as u64 })
+        Ok(ActiveSegment {
+            first_seqno,
+            path,
+            file,
+            len: SEGMENT_HEADER_LEN as u64,
+        })
     }
 
     /// Reopens an existing segment for appending after its last intact frame at `len`,
@@ -260,7 +298,12 @@ impl ActiveSegment {
             file.set_len(len)?;
             file.sync_all()?;
         }
-        let mut segment = ActiveSegment { first_seqno, path: path.to_owned(), file, len };
+        let mut segment = ActiveSegment {
+            first_seqno,
+            path: path.to_owned(),
+            file,
+            len,
+        };
         segment.seek_end()?;
         Ok(segment)
     }
@@ -281,7 +324,10 @@ impl ActiveSegment {
     /// Appends `bytes` and makes them durable. On failure the file is cut back to its previous
     /// length (best effort), so a later retry does not leave a gap of half-written frames.
     pub fn append_durably(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let result = self.file.write_all(bytes).and_then(|()| self.file.sync_data());
+        let result = self
+            .file
+            .write_all(bytes)
+            .and_then(|()| self.file.sync_data());
         match result {
             Ok(()) => {
                 self.len += bytes.len() as u64;
@@ -353,13 +399,18 @@ mod tests {
                 let mut bad = bytes.clone();
                 bad[i] ^= bit;
                 let scan = scan_segment(&bad, None);
-                let damage = scan.damage.unwrap_or_else(|| panic!("flip at {i} undetected"));
+                let damage = scan
+                    .damage
+                    .unwrap_or_else(|| panic!("flip at {i} undetected"));
                 // Damage before the last frame has intact frames after it; only the last frame's
                 // damage looks like a torn tail.
                 if i < SEGMENT_HEADER_LEN {
                     assert_eq!(damage.offset, 0);
                 } else if i < last_start {
-                    assert!(!damage.reaches_end, "flip at {i} misread as torn: {damage:?}");
+                    assert!(
+                        !damage.reaches_end,
+                        "flip at {i} misread as torn: {damage:?}"
+                    );
                 } else {
                     assert!(damage.reaches_end, "flip at {i}: {damage:?}");
                 }
@@ -374,10 +425,16 @@ mod tests {
         encode_frame(&mut bytes, TxId::new(1, 3).unwrap(), b"b");
         let scan = scan_segment(&bytes, None);
         assert_eq!(scan.frames.len(), 1);
-        assert!(matches!(scan.damage.unwrap().fault, FrameFault::UnexpectedTxId { .. }));
+        assert!(matches!(
+            scan.damage.unwrap().fault,
+            FrameFault::UnexpectedTxId { .. }
+        ));
         // A segment must continue its predecessor.
         let scan = scan_segment(&build(2, 9), prev_of(5));
-        assert!(matches!(scan.damage.unwrap().fault, FrameFault::BadSegmentHeader(_)));
+        assert!(matches!(
+            scan.damage.unwrap().fault,
+            FrameFault::BadSegmentHeader(_)
+        ));
     }
 
     #[test]

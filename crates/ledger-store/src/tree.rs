@@ -12,7 +12,7 @@
 //! durable size is recorded (in the index's metadata) only after a checkpoint fsyncs them;
 //! recovery cuts them back to that size and re-derives the rest from the ledger.
 
-use ledger_core::hash::{hash_children, Hash32};
+use ledger_core::hash::{Hash32, hash_children};
 use ledger_core::merkle::{self, Frontier, NodeSource};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -60,13 +60,19 @@ impl TreeFiles {
             if have < wanted {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("{} holds {have} hashes, {wanted} were made durable", path.display()),
+                    format!(
+                        "{} holds {have} hashes, {wanted} were made durable",
+                        path.display()
+                    ),
                 ));
             }
             file.set_len(wanted * HASH_LEN)?;
             levels.push(file);
         }
-        Ok(TreeFiles { dir: dir.to_owned(), levels: RwLock::new(levels) })
+        Ok(TreeFiles {
+            dir: dir.to_owned(),
+            levels: RwLock::new(levels),
+        })
     }
 
     /// Removes all level files (the tree is then rebuilt from the ledger).
@@ -79,12 +85,15 @@ impl TreeFiles {
 
     fn read_hashes(&self, stored_index: usize, first: u64, count: u64) -> io::Result<Vec<Hash32>> {
         let levels = self.levels.read().expect("tree lock poisoned");
-        let file = levels.get(stored_index).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, "tree level not stored yet")
-        })?;
+        let file = levels
+            .get(stored_index)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "tree level not stored yet"))?;
         let mut buf = vec![0u8; (count * HASH_LEN) as usize];
         file.read_exact_at(&mut buf, first * HASH_LEN)?;
-        Ok(buf.chunks_exact(32).map(|c| Hash32(c.try_into().expect("32 bytes"))).collect())
+        Ok(buf
+            .chunks_exact(32)
+            .map(|c| Hash32(c.try_into().expect("32 bytes")))
+            .collect())
     }
 
     /// Appends hashes of newly completed subtrees; `pending[k]` goes to stored level `k`.
@@ -96,7 +105,13 @@ impl TreeFiles {
             }
             if k == levels.len() {
                 let path = level_path(&self.dir, k as u32 * TILE_STRIDE);
-                levels.push(OpenOptions::new().read(true).append(true).create(true).open(path)?);
+                levels.push(
+                    OpenOptions::new()
+                        .read(true)
+                        .append(true)
+                        .create(true)
+                        .open(path)?,
+                );
             }
             let mut file = &levels[k];
             file.write_all(bytes)?;
@@ -122,7 +137,10 @@ impl NodeSource for TreeFiles {
         let width = 1u64 << (level - base);
         let mut hashes = self.read_hashes((base / TILE_STRIDE) as usize, index * width, width)?;
         while hashes.len() > 1 {
-            hashes = hashes.chunks_exact(2).map(|p| hash_children(&p[0], &p[1])).collect();
+            hashes = hashes
+                .chunks_exact(2)
+                .map(|p| hash_children(&p[0], &p[1]))
+                .collect();
         }
         Ok(hashes[0])
     }
@@ -139,9 +157,20 @@ pub struct TreeWriter {
 
 impl TreeWriter {
     /// Rebuilds the frontier for a tree of `size` leaves from the files.
-    pub fn resume(files: &TreeFiles, size: u64) -> Result<TreeWriter, merkle::ProofError<io::Error>> {
-        let frontier = if size == 0 { Frontier::new() } else { Frontier::from_source(files, size)? };
-        Ok(TreeWriter { frontier, pending: Vec::new(), completed: Vec::new() })
+    pub fn resume(
+        files: &TreeFiles,
+        size: u64,
+    ) -> Result<TreeWriter, merkle::ProofError<io::Error>> {
+        let frontier = if size == 0 {
+            Frontier::new()
+        } else {
+            Frontier::from_source(files, size)?
+        };
+        Ok(TreeWriter {
+            frontier,
+            pending: Vec::new(),
+            completed: Vec::new(),
+        })
     }
 
     pub fn size(&self) -> u64 {

@@ -18,13 +18,13 @@ use crate::recovery::index_op;
 use crate::segment::{self, ActiveSegment};
 use crate::tree::TreeWriter;
 use crate::{AppendError, Completion, Shared, StoreConfig};
+use ledger_core::TxId;
 use ledger_core::entry::{self, EntryView, SignatureRecord, TxBody};
 use ledger_core::hash::Hash32;
 use ledger_core::signing::NodeSigningKey;
-use ledger_core::TxId;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 /// A transaction waiting to be sequenced.
@@ -96,7 +96,12 @@ impl Writer {
     }
 
     fn failed(&self) -> Option<String> {
-        self.shared.published.lock().expect("state lock").failure.clone()
+        self.shared
+            .published
+            .lock()
+            .expect("state lock")
+            .failure
+            .clone()
     }
 
     fn process(&mut self, batch: Vec<Submission>, sign_now: bool) {
@@ -117,7 +122,9 @@ impl Writer {
         for sub in batch {
             let txid = TxId::new(self.view, seqno).expect("view and seqno are >= 1");
             let Some(bytes) = self.encode(txid, &sub.body, &sub.claims_digest) else {
-                (sub.done)(Err(AppendError::Failed("the OS random number generator failed".into())));
+                (sub.done)(Err(AppendError::Failed(
+                    "the OS random number generator failed".into(),
+                )));
                 continue;
             };
             let view = EntryView::parse(&bytes).expect("we just encoded it");
@@ -136,16 +143,26 @@ impl Writer {
             let txid = TxId::new(self.view, seqno).expect("view and seqno are >= 1");
             // A signature at seqno s signs the root of leaves 0..s, i.e. everything before it.
             let root = tree.root().expect("leaf 0 is always present");
-            if let Some(g) = self.guard.last().filter(|g| g.seqno == seqno && g.root != root) {
+            if let Some(g) = self
+                .guard
+                .last()
+                .filter(|g| g.seqno == seqno && g.root != root)
+            {
                 let reason = format!(
                     "refusing to sign seqno {} with root {root}: this node already signed root {} there (fork guard)",
                     g.seqno, g.root
                 );
                 return self.fail_all(batch_txs, reason);
             }
-            let record = SignatureRecord { node_id: self.node_id, root, signature: self.key.sign_root(&root) };
+            let record = SignatureRecord {
+                node_id: self.node_id,
+                root,
+                signature: self.key.sign_root(&root),
+            };
             let body = TxBody::Signature(record);
-            let bytes = self.encode(txid, &body, &Hash32::ZERO).expect("signatures have no private part");
+            let bytes = self
+                .encode(txid, &body, &Hash32::ZERO)
+                .expect("signatures have no private part");
             tree.push(EntryView::parse(&bytes).expect("just encoded").leaf());
             let loc = push_frame(&mut buf, base, self.segment.first_seqno, txid, &bytes);
             ops.push((loc, IndexOp::Signature));
@@ -166,7 +183,12 @@ impl Writer {
             .tree
             .flush(&self.shared.tree)
             .map_err(|e| format!("tree files: {e}"))
-            .and_then(|()| self.shared.index.apply(&ops, None).map_err(|e| e.to_string()));
+            .and_then(|()| {
+                self.shared
+                    .index
+                    .apply(&ops, None)
+                    .map_err(|e| e.to_string())
+            });
         if let Err(reason) = derived {
             // The ledger holds the batch; recovery will re-derive. Stop writing until then.
             self.unsigned.extend(batch_txs);
@@ -203,7 +225,11 @@ impl Writer {
             match ActiveSegment::create(&self.ledger_dir, self.next_seqno) {
                 Ok(next) => {
                     let reader = next.reader().ok()?;
-                    self.shared.segments.write().expect("segments lock").push((next.first_seqno, reader));
+                    self.shared
+                        .segments
+                        .write()
+                        .expect("segments lock")
+                        .push((next.first_seqno, reader));
                     self.segment = next;
                 }
                 Err(_) => return None,
@@ -216,7 +242,13 @@ impl Writer {
         let secret: &LedgerSecret = &self.shared.secret;
         let evidence = secret.commit_secret().evidence(txid);
         let mut sealer = secret.sealer().ok()?;
-        Some(entry::encode(txid, body, &evidence.digest(), claims_digest, &mut sealer))
+        Some(entry::encode(
+            txid,
+            body,
+            &evidence.digest(),
+            claims_digest,
+            &mut sealer,
+        ))
     }
 
     /// Makes the derived files durable and records the fork guard.
@@ -227,7 +259,12 @@ impl Writer {
             .tree
             .sync()
             .map_err(|e| format!("tree files: {e}"))
-            .and_then(|()| self.shared.index.apply(&[], Some(self.tree.size())).map_err(|e| e.to_string()))
+            .and_then(|()| {
+                self.shared
+                    .index
+                    .apply(&[], Some(self.tree.size()))
+                    .map_err(|e| e.to_string())
+            })
             .and_then(|()| match self.last_signature {
                 Some(point) => self.guard.record(point).map_err(|e| e.to_string()),
                 None => Ok(()),
@@ -264,7 +301,12 @@ impl Writer {
 fn push_frame(buf: &mut Vec<u8>, base: u64, segment: u64, txid: TxId, payload: &[u8]) -> Location {
     let offset = base + buf.len() as u64;
     segment::encode_frame(buf, txid, payload);
-    Location { txid, segment, offset, payload_len: payload.len() as u32 }
+    Location {
+        txid,
+        segment,
+        offset,
+        payload_len: payload.len() as u32,
+    }
 }
 
 /// Default cadence: sign at least every `SIGN_EVERY` transactions or `SIGN_INTERVAL`.
