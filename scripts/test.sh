@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== cargo test (workspace)"
+# Build every target first: the cledger binary the Python suite drives is then built with the
+# same (test-unified) features, so nothing is compiled twice.
+cargo build --workspace --all-targets --locked
 cargo test --workspace --locked
 
 echo "== Python compatibility suite (official SDK + ccf)"
@@ -14,5 +17,4 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-cargo build --locked -p cledger
 CLEDGER_BIN="$PWD/target/debug/cledger" .venv/bin/python -m pytest -q tests/python

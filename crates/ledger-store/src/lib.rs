@@ -231,6 +231,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub fn failure(&self) -> Option<String> {
+        self.published.lock().expect("state lock").failure.clone()
+    }
+
     pub fn fail(&self, reason: String) {
         let mut p = self.published.lock().expect("state lock");
         p.failure.get_or_insert(reason);
@@ -460,8 +464,8 @@ impl Ledger {
             }
             WriteRequest::Governance(writes) => (TxBody::Governance(writes), Hash32::ZERO),
         };
-        if let Some(reason) = &self.shared.published.lock().expect("state lock").failure {
-            return Err(AppendError::Failed(reason.clone()));
+        if let Some(reason) = self.shared.failure() {
+            return Err(AppendError::Failed(reason));
         }
         let queue = self.queue.lock().expect("queue lock");
         let queue = queue.as_ref().ok_or(AppendError::Closed)?;
@@ -504,12 +508,7 @@ impl Ledger {
 
     /// Why the store stopped accepting writes, if it did.
     pub fn failure(&self) -> Option<String> {
-        self.shared
-            .published
-            .lock()
-            .expect("state lock")
-            .failure
-            .clone()
+        self.shared.failure()
     }
 
     /// Blocks until `txid`'s seqno is committed or `timeout` passes; returns the status then.

@@ -95,17 +95,8 @@ impl Writer {
         self.checkpoint();
     }
 
-    fn failed(&self) -> Option<String> {
-        self.shared
-            .published
-            .lock()
-            .expect("state lock")
-            .failure
-            .clone()
-    }
-
     fn process(&mut self, batch: Vec<Submission>, sign_now: bool) {
-        if let Some(reason) = self.failed() {
+        if let Some(reason) = self.shared.failure() {
             for s in batch {
                 (s.done)(Err(AppendError::Failed(reason.clone())));
             }
