@@ -1,5 +1,5 @@
 //! `cledger`: command-line entry point. Argument parsing and wiring only; the logic lives in
-//! the library crates (`ledger-core`, `ledger-store`, `ledger-identity`).
+//! the library crates (`ledger-core`, `ledger-store`, `ledger-identity`, `ledger-server`).
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ledger_core::TxId;
@@ -9,6 +9,7 @@ use ledger_core::signing::NodeSigningKey;
 use ledger_identity::Curve;
 use ledger_identity::files::NodeFiles;
 use ledger_store::{Genesis, KekSource, Ledger, NodeIdentity, StoreConfig, WriteRequest};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -25,6 +26,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the ledger server (HTTPS, Azure confidential ledger API). The first start creates
+    /// the ledger, its identity and (unless --admin-cert is given) an administrator
+    /// certificate in DATA_DIR/admin.pem. Stops gracefully on SIGINT/SIGTERM.
+    Serve(ServeArgs),
     /// Verify a ledger directory offline, without keys: every frame, every leaf, every
     /// signature and the certificate chain. Exit 0 only if everything verifies.
     Audit {
@@ -41,6 +46,65 @@ enum Command {
     /// Operate on a ledger directory directly, without a server (the server must not be running).
     #[command(subcommand)]
     Local(LocalCommand),
+}
+
+/// Settings of `cledger serve`. Precedence: flag > environment variable > --config file >
+/// default (the defaults are `ledger_server::ServeConfig::default()`, shown in --help).
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// TOML file with the same settings in snake_case (data_dir, listen, hostname = [..],
+    /// admin_cert = [..], ledger_id, max_entry_bytes, max_collections, kek_file, ...).
+    #[arg(long, env = "CLEDGER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./cledger-data].
+    #[arg(long, env = "CLEDGER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8443].
+    #[arg(long, env = "CLEDGER_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Extra DNS name or IP for the node certificate (repeatable; used on first start;
+    /// localhost, 127.0.0.1 and ::1 are always included). Env: comma-separated.
+    #[arg(long, env = "CLEDGER_HOSTNAME", value_delimiter = ',')]
+    hostname: Vec<String>,
+    /// PEM file with a client certificate to register as Administrator (repeatable; on a
+    /// restart, certificates not yet registered are added). Env: comma-separated.
+    #[arg(long, env = "CLEDGER_ADMIN_CERT", value_delimiter = ',')]
+    admin_cert: Vec<PathBuf>,
+    /// Ledger name, recorded on first start [default: cledger].
+    #[arg(long, env = "CLEDGER_LEDGER_ID")]
+    ledger_id: Option<String>,
+    /// Largest entry contents in bytes, at most 1048576 [default: 8192].
+    #[arg(long, env = "CLEDGER_MAX_ENTRY_BYTES")]
+    max_entry_bytes: Option<usize>,
+    /// Most collections besides the default one [default: 5000].
+    #[arg(long, env = "CLEDGER_MAX_COLLECTIONS")]
+    max_collections: Option<usize>,
+    /// Key-encryption key: a file holding 64 hex characters [default: DATA_DIR/keys/kek].
+    #[arg(long, env = "CLEDGER_KEK_FILE")]
+    kek_file: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    fn into_overrides(self) -> ledger_server::Overrides {
+        ledger_server::Overrides {
+            config: self.config,
+            data_dir: self.data_dir,
+            listen: self.listen,
+            hostnames: self.hostname,
+            admin_certs: self.admin_cert,
+            ledger_id: self.ledger_id,
+            max_entry_bytes: self.max_entry_bytes,
+            max_collections: self.max_collections,
+            kek_file: self.kek_file,
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode, String> {
+    let config =
+        ledger_server::ServeConfig::load(args.into_overrides()).map_err(|e| e.to_string())?;
+    ledger_server::run_until_signal(config).map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args)]
@@ -115,6 +179,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
+        Command::Serve(args) => serve(args),
         Command::Audit {
             data_dir,
             service_cert,
@@ -316,4 +381,43 @@ fn local(cmd: LocalCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod serve_args_tests {
+    use super::*;
+
+    #[test]
+    fn serve_flags_map_onto_overrides() {
+        let cli = Cli::try_parse_from([
+            "cledger",
+            "serve",
+            "--data-dir",
+            "d",
+            "--listen",
+            "127.0.0.1:0",
+            "--hostname",
+            "a.example",
+            "--hostname",
+            "10.0.0.1",
+            "--admin-cert",
+            "x.pem",
+            "--ledger-id",
+            "mine",
+            "--max-entry-bytes",
+            "100",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let o = args.into_overrides();
+        assert_eq!(o.data_dir, Some(PathBuf::from("d")));
+        assert_eq!(o.listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(o.hostnames, ["a.example", "10.0.0.1"]);
+        assert_eq!(o.admin_certs, [PathBuf::from("x.pem")]);
+        assert_eq!(o.ledger_id.as_deref(), Some("mine"));
+        assert_eq!(o.max_entry_bytes, Some(100));
+        assert!(Cli::try_parse_from(["cledger", "serve", "--listen", "nope"]).is_err());
+    }
 }

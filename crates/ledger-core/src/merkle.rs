@@ -660,6 +660,39 @@ mod tests {
         }
     }
 
+    /// Which check rejects a wrong root, for every pair of sizes up to 64.
+    #[test]
+    fn wrong_roots_are_rejected_by_the_right_check() {
+        let tree = big();
+        for new in 2..=64u64 {
+            for old in 1..new {
+                let (old_root, new_root) = (root(tree, old).unwrap(), root(tree, new).unwrap());
+                let proof = consistency_proof(tree, old, new).unwrap();
+                let mut bad_old = old_root;
+                bad_old.0[0] ^= 1;
+                let mut bad_new = new_root;
+                bad_new.0[31] ^= 0x80;
+                // A power-of-two old tree is the first node of the path itself, so a wrong
+                // old root there can only show as a wrong new root.
+                let wrong_old = if old.is_power_of_two() {
+                    VerifyError::NewRootMismatch
+                } else {
+                    VerifyError::OldRootMismatch
+                };
+                assert_eq!(
+                    verify_consistency(old, new, bad_old, new_root, &proof),
+                    Err(wrong_old),
+                    "{old}->{new}"
+                );
+                assert_eq!(
+                    verify_consistency(old, new, old_root, bad_new, &proof),
+                    Err(VerifyError::NewRootMismatch),
+                    "{old}->{new}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn consistency_proofs_match_the_rfc() {
         let (leaves, tree) = small();
@@ -1081,10 +1114,18 @@ mod tests {
                 prop_assert!(verify_consistency(old, new, old_root, new_root, &longer).is_err());
             }
             if old != new {
+                // RFC 9162 verification starts from the claimed old root when the old size is a
+                // power of two (the proof then omits it), so a wrong old root shows up as a
+                // wrong new root there.
+                let wrong_old = if old.is_power_of_two() {
+                    VerifyError::NewRootMismatch
+                } else {
+                    VerifyError::OldRootMismatch
+                };
                 for bit in [0, 255] {
                     prop_assert_eq!(
                         verify_consistency(old, new, flip(old_root, bit), new_root, &proof),
-                        Err(VerifyError::OldRootMismatch)
+                        Err(wrong_old.clone())
                     );
                     prop_assert_eq!(
                         verify_consistency(old, new, old_root, flip(new_root, bit), &proof),

@@ -1,0 +1,79 @@
+//! What the HTTP layer needs to know about this ledger, and its limits (acl-api.md §7.1).
+
+/// ACL's documented entry limit.
+pub const DEFAULT_MAX_ENTRY_BYTES: usize = 8192;
+/// The largest `max_entry_bytes` this server accepts.
+pub const MAX_ENTRY_BYTES_CEILING: usize = 1 << 20;
+/// ACL's documented collection limit (the default collection not counted).
+pub const DEFAULT_MAX_COLLECTIONS: usize = 5000;
+/// Hard cap on any request body: the largest entry plus room for JSON escaping and framing.
+pub const DEFAULT_MAX_BODY_BYTES: usize = (1 << 20) + (64 << 10);
+/// ACL's documented collection id limit, in bytes after URL decoding.
+pub const MAX_COLLECTION_ID_BYTES: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The ledger's name: the first DNS label of its host, served by `/ledgerIdentity/{id}`.
+    pub ledger_id: String,
+    /// PEM of the service certificate (the TLS trust anchor clients pin).
+    pub service_cert_pem: String,
+    /// Hex SHA-256 of the node's DER SubjectPublicKeyInfo (64 lower-case hex characters).
+    pub node_id: String,
+    /// Largest `contents` accepted, in UTF-8 bytes (default 8192, at most 1 MiB).
+    pub max_entry_bytes: usize,
+    /// Most collections besides the default one.
+    pub max_collections: usize,
+    /// Bodies larger than this are refused with 413 without being read further.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("node_id must be 64 lower-case hex characters, got {0:?}")]
+    NodeId(String),
+    #[error("max_entry_bytes must be between 1 and {MAX_ENTRY_BYTES_CEILING}, got {0}")]
+    MaxEntryBytes(usize),
+    #[error("max_body_bytes ({body}) must be at least max_entry_bytes ({entry}) plus 1 KiB")]
+    MaxBodyBytes { body: usize, entry: usize },
+    #[error("the service certificate is not a PEM certificate: {0}")]
+    ServiceCert(String),
+    #[error("ledger_id must not be empty")]
+    LedgerId,
+}
+
+impl ApiConfig {
+    /// A configuration with ACL's default limits.
+    pub fn new(ledger_id: String, service_cert_pem: String, node_id: String) -> ApiConfig {
+        ApiConfig {
+            ledger_id,
+            service_cert_pem,
+            node_id,
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+            max_collections: DEFAULT_MAX_COLLECTIONS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+
+    /// Checks the configuration; [`crate::try_router`] calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ledger_id.is_empty() {
+            return Err(ConfigError::LedgerId);
+        }
+        let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+        if self.node_id.len() != 64 || !self.node_id.chars().all(hex) {
+            return Err(ConfigError::NodeId(self.node_id.clone()));
+        }
+        if self.max_entry_bytes == 0 || self.max_entry_bytes > MAX_ENTRY_BYTES_CEILING {
+            return Err(ConfigError::MaxEntryBytes(self.max_entry_bytes));
+        }
+        if self.max_body_bytes < self.max_entry_bytes + 1024 {
+            return Err(ConfigError::MaxBodyBytes {
+                body: self.max_body_bytes,
+                entry: self.max_entry_bytes,
+            });
+        }
+        ledger_core::x509::Cert::from_pem(&self.service_cert_pem)
+            .map_err(|e| ConfigError::ServiceCert(e.to_string()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,81 @@
+//! The constitution served at `GET /app/governance/constitution`.
+//!
+//! In ACL this is CCF's JavaScript governance script. cledger has no member voting, so instead
+//! of imitating one it states the rules this server actually enforces, written as a JavaScript
+//! module (comments plus the role table as data) so that tools expecting a script still get
+//! one. The role table must match `auth::access`; a test checks that every route is named.
+
+use ledger_core::hash::sha256;
+
+/// The constitution text.
+pub const CONSTITUTION: &str = r#"// cledger constitution
+//
+// This ledger is a self-hosted, single-node re-implementation of the Azure Confidential
+// Ledger data-plane API. It does not run inside a trusted execution environment: there is no
+// enclave and no attestation (GET /app/enclaveQuotes reports quoteVersion "Insecure_Virtual").
+// The rules below are what this server enforces; there are no proposals and no votes.
+//
+// Members
+//   The ledger has exactly one member: the holder of the service identity key, whose
+//   certificate is the service certificate returned by GET /app/governance/members and by
+//   GET /ledgerIdentity/{ledgerId}. That certificate is the trust anchor for TLS and for
+//   receipts. The member acts out of band (it creates the ledger, issues node certificates
+//   and names the first administrators); it has no API of its own.
+//
+// Users and roles
+//   A user is identified by the SHA-256 fingerprint of its TLS client certificate (upper-case
+//   hex pairs joined by ':'). Each user holds one role:
+//     Reader         may call every GET under /app except /app/users/{userId}.
+//     Contributor    may also write entries (POST /app/transactions).
+//     Administrator  may also read, create, change and delete users
+//                    (GET, PATCH, DELETE /app/users/{userId}).
+//   GET /ledgerIdentity/{ledgerId} needs no authentication. Anyone else gets 401 (no
+//   certificate) or 403 NotAllowed (a certificate that is not a user, or a role too low).
+//   The first administrators are written in the ledger's first (genesis) transaction.
+//   The last administrator cannot be removed or demoted.
+//
+// Every change is a transaction
+//   Creating, changing and deleting a user is a governance transaction in the ledger, with
+//   its own transaction id and receipt, like an entry. Roles are read from the ledger on every
+//   request, so a change applies to the next request.
+//
+// Limits
+//   An entry's contents may hold at most 8192 UTF-8 bytes by default (the operator may raise
+//   this to at most 1 MiB). A collection id may hold at most 256 bytes after URL decoding. At
+//   most 5000 collections may exist besides the default collection "subledger:0". A rejected
+//   request writes nothing.
+//
+// Commit and signing
+//   A write is answered only once it is committed: durable on disk and covered by a signature
+//   transaction. The node signs the Merkle root of the ledger after every group of writes,
+//   by default at least every 1000 transactions or 2 milliseconds while writes arrive. A
+//   receipt for a transaction is anchored at the first signature after it and never changes.
+
+export const roles = {
+  Reader: [
+    "GET /app/governance/constitution",
+    "GET /app/governance/members",
+    "GET /app/enclaveQuotes",
+    "GET /app/collections",
+    "GET /app/transactions",
+    "GET /app/transactions/current",
+    "GET /app/transactions/{transactionId}",
+    "GET /app/transactions/{transactionId}/receipt",
+    "GET /app/transactions/{transactionId}/status",
+  ],
+  Contributor: ["...Reader", "POST /app/transactions"],
+  Administrator: [
+    "...Contributor",
+    "GET /app/users/{userId}",
+    "PATCH /app/users/{userId}",
+    "DELETE /app/users/{userId}",
+  ],
+};
+
+export const publicRoutes = ["GET /ledgerIdentity/{ledgerId}"];
+"#;
+
+/// Lower-case hex SHA-256 of [`CONSTITUTION`], served as `digest`.
+pub fn digest() -> String {
+    sha256(CONSTITUTION.as_bytes()).to_hex()
+}

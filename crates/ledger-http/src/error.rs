@@ -1,0 +1,197 @@
+//! Every way a request can fail, and how each failure looks on the wire.
+//!
+//! ACL clients read errors as OData `{"error":{"code","message"}}` (acl-api.md §1.5) and decide
+//! what to do from the status and the code alone: azure-core retries any status that carries
+//! `Retry-After`, and the Python poller stops at once on a 404 `InvalidTransactionId`. So the
+//! status, code and `Retry-After` of each case are decided here, in one table, and nowhere
+//! else; handlers only pick a variant and write a message a person can act on.
+//!
+//! Error responses carry no `x-ms-ccf-transaction-id`: like CCF, they are raised before (or
+//! instead of) a transaction.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// A failed request. The message is shown to the client verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400 `MissingApiVersionParameter`.
+    MissingApiVersion,
+    /// 400 `UnsupportedApiVersion`.
+    UnsupportedApiVersion(String),
+    /// 400 `InvalidQueryParameterValue`: a query parameter that cannot be understood.
+    InvalidQueryParameter(String),
+    /// 400 `InvalidTransactionId`: a malformed transaction id in the query string.
+    InvalidTransactionIdParameter(String),
+    /// 404 `InvalidTransactionId`: the transaction id in the path cannot name a transaction
+    /// (malformed, or its seqno belongs to another view). Permanent for the Python poller.
+    InvalidTransactionId(String),
+    /// 404 `TransactionPendingOrUnknown`: not committed (yet), or no such seqno yet.
+    TransactionPendingOrUnknown(String),
+    /// 404 `ResourceNotFound`.
+    NotFound(String),
+    /// 405 `MethodNotAllowed`.
+    MethodNotAllowed(String),
+    /// 400 `InvalidInput`: the request body is not what the operation takes.
+    InvalidInput(String),
+    /// 415 `UnsupportedMediaType`.
+    UnsupportedMediaType(String),
+    /// 413 `RequestBodyTooLarge`.
+    BodyTooLarge { limit: usize },
+    /// 400 `EntrySizeCapacityExceeded`.
+    EntryTooLarge { size: usize, limit: usize },
+    /// 400 `CollectionIdTooLong`.
+    CollectionIdTooLong { size: usize, limit: usize },
+    /// 400 `CollectionCapacityExceeded`.
+    CollectionCapacityExceeded { limit: usize },
+    /// 400 `LastAdministrator`: the change would leave the ledger without an administrator.
+    LastAdministrator(String),
+    /// 401 `InvalidAuthenticationInfo`.
+    Unauthenticated,
+    /// 403 `NotAllowed`.
+    NotAllowed(String),
+    /// 503 `ServiceBusy` with `Retry-After: 1`: the write queue is full; nothing was written.
+    Busy,
+    /// 503 `StorageUnavailable`, no `Retry-After`: the store failed or is closing.
+    StorageUnavailable(String),
+    /// 500 `WriteIndeterminate`: the entry is on disk but could not be committed now.
+    WriteIndeterminate(String),
+    /// 500 `InternalError`: a bug in this server, not in the request.
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status and OData code of this error.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use ApiError::*;
+        match self {
+            MissingApiVersion => (StatusCode::BAD_REQUEST, "MissingApiVersionParameter"),
+            UnsupportedApiVersion(_) => (StatusCode::BAD_REQUEST, "UnsupportedApiVersion"),
+            InvalidQueryParameter(_) => (StatusCode::BAD_REQUEST, "InvalidQueryParameterValue"),
+            InvalidTransactionIdParameter(_) => (StatusCode::BAD_REQUEST, "InvalidTransactionId"),
+            InvalidTransactionId(_) => (StatusCode::NOT_FOUND, "InvalidTransactionId"),
+            TransactionPendingOrUnknown(_) => {
+                (StatusCode::NOT_FOUND, "TransactionPendingOrUnknown")
+            }
+            NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
+            MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
+            InvalidInput(_) => (StatusCode::BAD_REQUEST, "InvalidInput"),
+            UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType"),
+            BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "RequestBodyTooLarge"),
+            EntryTooLarge { .. } => (StatusCode::BAD_REQUEST, "EntrySizeCapacityExceeded"),
+            CollectionIdTooLong { .. } => (StatusCode::BAD_REQUEST, "CollectionIdTooLong"),
+            CollectionCapacityExceeded { .. } => {
+                (StatusCode::BAD_REQUEST, "CollectionCapacityExceeded")
+            }
+            LastAdministrator(_) => (StatusCode::BAD_REQUEST, "LastAdministrator"),
+            Unauthenticated => (StatusCode::UNAUTHORIZED, "InvalidAuthenticationInfo"),
+            NotAllowed(_) => (StatusCode::FORBIDDEN, "NotAllowed"),
+            Busy => (StatusCode::SERVICE_UNAVAILABLE, "ServiceBusy"),
+            StorageUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "StorageUnavailable"),
+            WriteIndeterminate(_) => (StatusCode::INTERNAL_SERVER_ERROR, "WriteIndeterminate"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+        }
+    }
+
+    pub fn message(&self) -> String {
+        use ApiError::*;
+        match self {
+            MissingApiVersion => "The api-version query parameter is required (for example \
+                                  ?api-version=2022-05-13)."
+                .into(),
+            UnsupportedApiVersion(v) => format!(
+                "api-version '{v}' is not supported. Supported versions: {}.",
+                crate::version::ApiVersion::ALL
+                    .iter()
+                    .map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            EntryTooLarge { size, limit } => {
+                format!("Entry contents of {size} bytes exceed the limit of {limit} bytes.")
+            }
+            CollectionIdTooLong { size, limit } => format!(
+                "The collection id is {size} bytes long (after URL decoding); the limit is {limit} bytes."
+            ),
+            CollectionCapacityExceeded { limit } => format!(
+                "This ledger already has {limit} collections besides the default one; \
+                 write to an existing collection instead."
+            ),
+            BodyTooLarge { limit } => {
+                format!("The request body is larger than the limit of {limit} bytes.")
+            }
+            Unauthenticated => "The request is not authenticated: no client certificate or \
+                                bearer token was presented."
+                .into(),
+            Busy => {
+                "The ledger is busy; nothing was written. Retry after the Retry-After delay.".into()
+            }
+            InvalidQueryParameter(m)
+            | InvalidTransactionIdParameter(m)
+            | InvalidTransactionId(m)
+            | TransactionPendingOrUnknown(m)
+            | NotFound(m)
+            | MethodNotAllowed(m)
+            | InvalidInput(m)
+            | UnsupportedMediaType(m)
+            | LastAdministrator(m)
+            | NotAllowed(m)
+            | StorageUnavailable(m)
+            | WriteIndeterminate(m)
+            | Internal(m) => m.clone(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = serde_json::json!({"error": {"code": code, "message": self.message()}});
+        let mut response = (status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        // Only transient conditions carry Retry-After: azure-core retries anything that does.
+        if self == ApiError::Busy {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<ledger_store::StoreError> for ApiError {
+    fn from(e: ledger_store::StoreError) -> Self {
+        ApiError::StorageUnavailable(format!("The ledger storage failed: {e}"))
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_busy_says_retry() {
+        let busy = ApiError::Busy.into_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        for permanent in [
+            ApiError::StorageUnavailable("x".into()),
+            ApiError::WriteIndeterminate("x".into()),
+            ApiError::NotAllowed("x".into()),
+            ApiError::InvalidTransactionId("x".into()),
+            ApiError::EntryTooLarge { size: 2, limit: 1 },
+        ] {
+            assert!(
+                permanent
+                    .into_response()
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .is_none()
+            );
+        }
+    }
+}

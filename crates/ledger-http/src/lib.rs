@@ -1,0 +1,68 @@
+//! The Azure Confidential Ledger REST personality of cledger: the data-plane routes of
+//! api-version 2022-05-13 (and the strings of every other published version), their request
+//! validation, JSON shapes and errors, ledger users and roles, and authorization.
+//!
+//! This crate knows nothing about TLS or sockets. [`router`] returns a complete axum app; the
+//! transport (`ledger-server`) authenticates each connection and inserts a [`Caller`] into every
+//! request's extensions (missing means anonymous). Everything the ledger stores goes through
+//! `ledger-store`; writes are answered only after they are committed.
+//!
+//! Layout, one job per module:
+//! * [`error`]: every failure's status, code and `Retry-After`;
+//! * [`version`]: `api-version` strings and version-dependent shapes;
+//! * [`query`]: raw query decoding (`+` stays `+`) and encoding;
+//! * [`auth`]: callers, fingerprints, the role-per-route table;
+//! * [`users`]: roles and the stored user format;
+//! * `body`, `response`, `paging`: request bodies, success responses, next links;
+//! * `routes`: the route table, the gate (version + authorization) and the handlers.
+
+pub mod auth;
+mod body;
+pub mod config;
+mod constitution;
+pub mod error;
+mod paging;
+pub mod query;
+mod response;
+mod routes;
+mod state;
+pub mod users;
+pub mod version;
+
+pub use auth::{Caller, certificate_fingerprint};
+pub use config::{ApiConfig, ConfigError};
+pub use constitution::CONSTITUTION;
+pub use error::ApiError;
+pub use response::TRANSACTION_ID_HEADER;
+pub use routes::paths;
+pub use state::ApiState;
+pub use version::ApiVersion;
+
+use ledger_store::Ledger;
+use std::sync::Arc;
+
+/// The complete app for `ledger` with `config`.
+///
+/// # Panics
+/// If `config` is invalid (see [`ApiConfig::validate`]); use [`try_router`] to handle that.
+pub fn router(ledger: Arc<Ledger>, config: ApiConfig) -> axum::Router {
+    match try_router(ledger, config) {
+        Ok(router) => router,
+        Err(e) => panic!("invalid ledger-http configuration: {e}"),
+    }
+}
+
+/// [`router`], returning configuration errors instead of panicking.
+pub fn try_router(ledger: Arc<Ledger>, config: ApiConfig) -> Result<axum::Router, ConfigError> {
+    Ok(routes::build(Arc::new(ApiState::new(ledger, config)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constitution_names_every_route() {
+        for path in crate::paths::ALL {
+            assert!(crate::CONSTITUTION.contains(path), "{path} missing");
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The query string, decoded the way ACL clients encode it.
+//!
+//! Clients percent-encode query values (RFC 3986); they do not use HTML form encoding. So a
+//! literal `+` is a plus sign, not a space (`%2B` is a plus too, `%20` a space). Form decoders
+//! such as `serde_urlencoded` would turn a collection id `a+b` into `a b`, which is why the raw
+//! query is parsed here instead. The encoder is the exact inverse, used for `nextLink`.
+
+use crate::error::ApiError;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+
+/// Everything but RFC 3986 unreserved characters is escaped, so a value survives any decoder
+/// (Python's `parse_qs` turns a raw `+` into a space; `%2B` is safe).
+const VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Decoded query parameters, in request order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryParams {
+    pairs: Vec<(String, String)>,
+}
+
+impl QueryParams {
+    /// Decodes a raw query string (without the `?`). Empty pieces (`a=1&&b=2`) are skipped.
+    pub fn parse(raw: Option<&str>) -> Result<QueryParams, ApiError> {
+        let mut pairs = Vec::new();
+        for piece in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
+            let key = decode(key, key)?;
+            let value = decode(value, &key)?;
+            pairs.push((key, value));
+        }
+        Ok(QueryParams { pairs })
+    }
+
+    /// The value of `name`; an error if it is given more than once, since which one was meant
+    /// is a guess.
+    pub fn get(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut found = self.pairs.iter().filter(|(k, _)| k == name);
+        let first = found.next();
+        if found.next().is_some() {
+            return Err(ApiError::InvalidQueryParameter(format!(
+                "The query parameter '{name}' is given more than once."
+            )));
+        }
+        Ok(first.map(|(_, v)| v.as_str()))
+    }
+}
+
+fn decode(text: &str, name: &str) -> Result<String, ApiError> {
+    percent_decode_str(text)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| {
+            ApiError::InvalidQueryParameter(format!(
+                "The query parameter '{name}' is not valid UTF-8 once percent-decoded."
+            ))
+        })
+}
+
+/// Percent-encodes a query value (see [`VALUE`]).
+pub fn encode(value: &str) -> String {
+    utf8_percent_encode(value, VALUE).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plus_is_a_plus() {
+        let q = QueryParams::parse(Some("collectionId=a+b%2Bc%20d&x")).unwrap();
+        assert_eq!(q.get("collectionId").unwrap(), Some("a+b+c d"));
+        assert_eq!(q.get("x").unwrap(), Some(""));
+        assert_eq!(q.get("y").unwrap(), None);
+    }
+
+    #[test]
+    fn rejects_duplicates_and_bad_utf8() {
+        let q = QueryParams::parse(Some("a=1&a=2")).unwrap();
+        assert!(q.get("a").is_err());
+        assert!(QueryParams::parse(Some("a=%FF")).is_err());
+    }
+
+    #[test]
+    fn encode_round_trips() {
+        for s in ["a b+c/d?e&f=g:h", "ü ✓", "subledger:0", "%2B"] {
+            let q = QueryParams::parse(Some(&format!("k={}", encode(s)))).unwrap();
+            assert_eq!(q.get("k").unwrap(), Some(s));
+        }
+        assert_eq!(encode("a b+c:~"), "a%20b%2Bc%3A~");
+    }
+}

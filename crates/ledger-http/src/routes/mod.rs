@@ -1,0 +1,143 @@
+//! The route table, and the gate every routed request passes before its handler runs.
+//!
+//! The gate decodes the query string, checks `api-version`, and authorizes the caller
+//! (`auth::authorize`), in that order, before any handler does work. Handlers receive the
+//! result as a [`RequestContext`] extension; a route with no authorization rule never gets
+//! one, so its handler cannot run (it fails closed with 500 rather than open).
+
+mod governance;
+mod identity;
+mod transactions;
+mod users;
+
+use crate::auth::{self, Caller};
+use crate::error::ApiError;
+use crate::query::QueryParams;
+use crate::state::ApiState;
+use crate::version::ApiVersion;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::sync::Arc;
+
+/// Route templates, shared with the authorization table and the constitution.
+pub mod paths {
+    pub const CONSTITUTION: &str = "/app/governance/constitution";
+    pub const MEMBERS: &str = "/app/governance/members";
+    pub const ENCLAVE_QUOTES: &str = "/app/enclaveQuotes";
+    pub const COLLECTIONS: &str = "/app/collections";
+    pub const TRANSACTIONS: &str = "/app/transactions";
+    pub const CURRENT: &str = "/app/transactions/current";
+    pub const TRANSACTION: &str = "/app/transactions/{transactionId}";
+    pub const RECEIPT: &str = "/app/transactions/{transactionId}/receipt";
+    pub const STATUS: &str = "/app/transactions/{transactionId}/status";
+    pub const USER: &str = "/app/users/{userId}";
+    pub const LEDGER_IDENTITY: &str = "/ledgerIdentity/{ledgerId}";
+
+    pub const ALL: [&str; 11] = [
+        CONSTITUTION,
+        MEMBERS,
+        ENCLAVE_QUOTES,
+        COLLECTIONS,
+        TRANSACTIONS,
+        CURRENT,
+        TRANSACTION,
+        RECEIPT,
+        STATUS,
+        USER,
+        LEDGER_IDENTITY,
+    ];
+}
+
+/// What the gate established about a request.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub version: ApiVersion,
+    pub query: QueryParams,
+}
+
+pub fn build(state: Arc<ApiState>) -> Router {
+    use paths::*;
+    Router::new()
+        .route(CONSTITUTION, get(governance::constitution))
+        .route(MEMBERS, get(governance::members))
+        .route(ENCLAVE_QUOTES, get(governance::enclave_quotes))
+        .route(COLLECTIONS, get(governance::collections))
+        .route(
+            TRANSACTIONS,
+            get(transactions::list).post(transactions::create),
+        )
+        .route(CURRENT, get(transactions::current))
+        .route(TRANSACTION, get(transactions::entry))
+        .route(RECEIPT, get(transactions::receipt))
+        .route(STATUS, get(transactions::status))
+        .route(
+            USER,
+            get(users::get).patch(users::patch).delete(users::delete),
+        )
+        .route(LEDGER_IDENTITY, get(identity::ledger_identity))
+        .route_layer(middleware::from_fn_with_state(state.clone(), gate))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn gate(State(state): State<Arc<ApiState>>, mut request: Request, next: Next) -> Response {
+    let Some(route) = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+    else {
+        return next.run(request).await;
+    };
+    let method = request.method().clone();
+    // HEAD is answered by the GET handler, so it is allowed exactly when GET is.
+    let policy_method = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
+    if auth::access(&policy_method, &route).is_none() {
+        // Not a route/method pair of ours (e.g. the 405 fallback): no context, no handler.
+        return next.run(request).await;
+    }
+    let checked = (|| {
+        let query = QueryParams::parse(request.uri().query())?;
+        let version = ApiVersion::from_query(query.get("api-version")?)?;
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller::Anonymous);
+        auth::authorize(
+            &state.ledger,
+            &caller,
+            &policy_method,
+            &route,
+            request.uri().path(),
+        )?;
+        Ok::<_, ApiError>(RequestContext { version, query })
+    })();
+    match checked {
+        Ok(context) => {
+            request.extensions_mut().insert(context);
+            next.run(request).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not supported on {}.", uri.path()))
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!(
+        "There is no operation {method} {}. Ledger operations live under /app/ (for example \
+         GET /app/transactions?api-version=2022-05-13).",
+        uri.path()
+    ))
+}

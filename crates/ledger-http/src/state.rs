@@ -1,0 +1,99 @@
+//! The shared state of all routes, and the bridge from the store's writer thread to async code.
+//!
+//! `Ledger::append` blocks its thread until commit, which would stall a tokio worker; writes
+//! go through [`ApiState::commit`] instead, which hands the store a completion that fires a
+//! oneshot channel. Checks that must hold at the moment of a write (collection capacity, "not
+//! the last administrator") run under [`ApiState::check_then_write`], so two concurrent
+//! requests cannot both pass a check that only one of them may pass.
+
+use crate::config::{ApiConfig, ConfigError};
+use crate::constitution;
+use crate::error::{ApiError, ApiResult};
+use ledger_core::TxId;
+use ledger_store::{AppendError, Ledger, WriteRequest};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+pub struct ApiState {
+    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) config: ApiConfig,
+    /// Hex SHA-256 of the service certificate's DER: the one member's id.
+    pub(crate) member_id: String,
+    pub(crate) constitution_digest: String,
+    /// Serializes check-then-write sequences (see the module docs).
+    pub(crate) check_then_write: tokio::sync::Mutex<()>,
+    /// Collections known to exist. Collections are never removed, and this process is the
+    /// ledger's only writer, so a hit needs no store read.
+    known_collections: Mutex<HashSet<String>>,
+}
+
+impl ApiState {
+    pub fn new(ledger: Arc<Ledger>, config: ApiConfig) -> Result<ApiState, ConfigError> {
+        config.validate()?;
+        let cert = ledger_core::x509::Cert::from_pem(&config.service_cert_pem)
+            .map_err(|e| ConfigError::ServiceCert(e.to_string()))?;
+        Ok(ApiState {
+            member_id: ledger_core::hash::sha256(cert.der()).to_hex(),
+            constitution_digest: constitution::digest(),
+            ledger,
+            config,
+            check_then_write: tokio::sync::Mutex::new(()),
+            known_collections: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Submits a write and waits, without blocking the thread, until it is committed.
+    pub(crate) async fn commit(&self, request: WriteRequest) -> ApiResult<TxId> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.ledger
+            .submit(
+                request,
+                Box::new(move |result| {
+                    let _ = tx.send(result);
+                }),
+            )
+            .map_err(append_error)?;
+        match rx.await {
+            Ok(result) => result.map_err(append_error),
+            Err(_) => Err(ApiError::StorageUnavailable(
+                "The ledger stopped before confirming the write.".into(),
+            )),
+        }
+    }
+
+    /// The transaction id reads are served at: the last committed one. Take it *after* reading,
+    /// so it is never older than the state that was read.
+    pub(crate) fn read_txid(&self) -> ApiResult<TxId> {
+        self.ledger.committed().ok_or_else(|| {
+            ApiError::StorageUnavailable("The ledger has no committed transaction yet.".into())
+        })
+    }
+
+    pub(crate) fn collection_known(&self, id: &str) -> bool {
+        self.known_collections
+            .lock()
+            .is_ok_and(|known| known.contains(id))
+    }
+
+    pub(crate) fn remember_collection(&self, id: &str) {
+        if let Ok(mut known) = self.known_collections.lock() {
+            known.insert(id.to_owned());
+        }
+    }
+}
+
+fn append_error(e: AppendError) -> ApiError {
+    match e {
+        AppendError::Busy => ApiError::Busy,
+        AppendError::Closed => {
+            ApiError::StorageUnavailable("The ledger is shutting down; nothing was written.".into())
+        }
+        AppendError::Failed(reason) => ApiError::StorageUnavailable(format!(
+            "The ledger cannot write ({reason}); nothing was written."
+        )),
+        AppendError::Indeterminate(reason) => ApiError::WriteIndeterminate(format!(
+            "The write is on disk but could not be committed ({reason}). It will be committed \
+             when the ledger restarts; do not send it again. The ledger accepts no writes until then."
+        )),
+    }
+}

@@ -1,0 +1,309 @@
+//! The cledger node: everything between the command line and the REST routes.
+//!
+//! * [`config`]: settings and their precedence (flag > environment > file > default);
+//! * [`node`]: the data directory: lock file, identity, first start, administrators;
+//! * [`tls`]: the rustls configuration with optional, CA-less client certificates;
+//! * `listener`: the accept loop that tags each request with its caller;
+//! * this module: [`Server`] (start, address, graceful shutdown) and [`run`].
+//!
+//! The routes themselves are `ledger-http`'s; this crate only hosts them.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ledger_server::ServeError> {
+//! use ledger_server::{Server, ServeConfig};
+//! let config = ServeConfig { listen: "127.0.0.1:0".parse().unwrap(), ..ServeConfig::default() };
+//! let server = Server::start(config).await?;
+//! println!("serving on {}", server.local_addr());
+//! server.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+mod listener;
+pub mod node;
+pub mod tls;
+
+use ledger_http as http;
+
+pub use config::{Overrides, ServeConfig};
+pub use node::StartReport;
+
+use ledger_store::Ledger;
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Why the server could not start (or stop cleanly). Messages say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("config file {path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error("invalid setting: {0}")]
+    InvalidSetting(String),
+    #[error(
+        "{dir} is in use by another cledger server{} (lock file {lock}); stop that server first, \
+         or start this one with a different --data-dir",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    AlreadyRunning {
+        dir: PathBuf,
+        lock: PathBuf,
+        pid: Option<u32>,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("node identity: {0}")]
+    Files(#[from] ledger_identity::files::FilesError),
+    #[error("node identity: {0}")]
+    Identity(String),
+    #[error("admin certificate {path}: {reason} (expected a PEM file holding a CERTIFICATE)")]
+    AdminCert { path: PathBuf, reason: String },
+    #[error("ledger: {0}")]
+    Store(#[from] ledger_store::StoreError),
+    #[error("ledger write: {0}")]
+    Append(#[from] ledger_store::AppendError),
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error(
+        "cannot listen on {addr}: {source} (is another server using the port? choose another \
+         with --listen, or port 0 for any free port)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("could not start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A running server. Dropping it without [`Server::shutdown`] stops accepting but does not wait.
+pub struct Server {
+    local_addr: SocketAddr,
+    data_dir: PathBuf,
+    report: StartReport,
+    ledger: Arc<Ledger>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    // Held until shutdown has closed the ledger, so no other server can open it earlier.
+    node: Option<node::Node>,
+}
+
+impl Server {
+    /// Locks the data directory, creates or opens the ledger, binds the listener and starts
+    /// serving in the background. Prints nothing.
+    pub async fn start(config: ServeConfig) -> Result<Server, ServeError> {
+        config.validate()?;
+        let setup = config.clone();
+        let node = tokio::task::spawn_blocking(move || node::Node::start(&setup))
+            .await
+            .map_err(|e| ServeError::Internal(format!("startup task: {e}")))??;
+        let tls = tls::server_config(&node.files)?;
+        let api = http::ApiConfig {
+            ledger_id: node.ledger_id.clone(),
+            service_cert_pem: node.files.service_cert_pem.clone(),
+            node_id: node.node_id.clone(),
+            max_entry_bytes: config.max_entry_bytes,
+            max_collections: config.max_collections,
+            max_body_bytes: config.max_body_bytes(),
+        };
+        let app = http::try_router(node.ledger.clone(), api)
+            .map_err(|e| ServeError::InvalidSetting(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let limits = listener::Limits {
+            max_connections: config.max_connections,
+            handshake_timeout: config.handshake_timeout(),
+            grace: config.shutdown_grace(),
+        };
+        let task = tokio::spawn(listener::serve(
+            listener,
+            tokio_rustls::TlsAcceptor::from(tls),
+            app,
+            limits,
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        Ok(Server {
+            local_addr,
+            data_dir: config.data_dir,
+            report: node.report.clone(),
+            ledger: node.ledger.clone(),
+            stop: Some(stop_tx),
+            task: Some(task),
+            node: Some(node),
+        })
+    }
+
+    /// The address actually bound (the real port when `listen` had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// What this start created or registered.
+    pub fn report(&self) -> &StartReport {
+        &self.report
+    }
+
+    /// The ledger being served (for in-process tests and tools).
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded by `shutdown_grace_secs`),
+    /// then closes the ledger: everything submitted is committed and checkpointed. The data
+    /// directory is unlocked when this returns.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .map_err(|e| ServeError::Internal(format!("accept loop: {e}")))?;
+        }
+        let node = self.node.take();
+        let ledger = self.ledger.clone();
+        tokio::task::spawn_blocking(move || {
+            ledger.close();
+            drop(node); // releases the lock after the ledger is closed
+        })
+        .await
+        .map_err(|e| ServeError::Internal(format!("closing the ledger: {e}")))?;
+        if let Some(reason) = self.ledger.failure() {
+            return Err(ServeError::Internal(format!(
+                "the ledger reported a failure: {reason}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The operator notice after a start that created an admin identity or the ledger, with a
+    /// curl line and a Python SDK snippet; `None` when there is nothing new to say.
+    pub fn start_notice(&self) -> Option<String> {
+        start_notice(&self.data_dir, self.local_addr, &self.report)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts the server, prints the operator notice (stderr) and then exactly one line
+/// `listening on https://IP:PORT` (stdout, flushed), serves until `shutdown` completes, and
+/// shuts down gracefully.
+pub async fn run(
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let server = Server::start(config).await?;
+    if let Some(notice) = server.start_notice() {
+        eprintln!("{notice}");
+    }
+    for note in &server.report().notes {
+        eprintln!("note: {note}");
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on https://{}", server.local_addr());
+        let _ = out.flush();
+    }
+    shutdown.await;
+    eprintln!("shutting down: finishing in-flight requests, then closing the ledger");
+    server.shutdown().await
+}
+
+/// `cledger serve`: builds a multi-threaded runtime and [`run`]s until SIGINT or SIGTERM.
+pub fn run_until_signal(config: ServeConfig) -> Result<(), ServeError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cledger")
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(async move {
+        let signal = shutdown_signal()?;
+        run(config, signal).await
+    })
+}
+
+/// Completes on the first SIGINT (Ctrl-C) or SIGTERM.
+pub fn shutdown_signal() -> Result<impl Future<Output = ()>, ServeError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Runtime)?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+fn start_notice(data_dir: &Path, addr: SocketAddr, report: &StartReport) -> Option<String> {
+    if !report.created && report.generated_admin.is_none() && report.registered_admins.is_empty() {
+        return None;
+    }
+    let dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    let service_cert = dir.join(ledger_identity::files::SERVICE_CERT_FILE);
+    let host = if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+        "localhost".to_owned()
+    } else {
+        match addr {
+            SocketAddr::V4(a) => a.ip().to_string(),
+            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+        }
+    };
+    let endpoint = format!("https://{host}:{}", addr.port());
+    let mut s = String::new();
+    if report.created {
+        s.push_str(&format!("created a new ledger in {}\n", dir.display()));
+        s.push_str(&format!(
+            "service certificate (give it to clients): {}\n",
+            service_cert.display()
+        ));
+    }
+    for fp in &report.registered_admins {
+        s.push_str(&format!("registered Administrator {fp}\n"));
+    }
+    if let Some(admin) = &report.generated_admin {
+        let admin = std::path::absolute(admin).unwrap_or_else(|_| admin.clone());
+        s.push_str(&format!(
+            "\nAn administrator certificate and key were generated: {admin}\n\
+             Keep it secret; anyone holding it can manage this ledger.\n\n\
+             Try it with curl:\n  \
+             curl --cacert {cert} --cert {admin} -H 'content-type: application/json' \\\n    \
+             -d '{{\"contents\":\"hello\"}}' '{endpoint}/app/transactions?api-version=2022-05-13'\n\n\
+             or with the Python SDK (pip install azure-confidentialledger):\n  \
+             from azure.confidentialledger import ConfidentialLedgerClient, ConfidentialLedgerCertificateCredential\n  \
+             client = ConfidentialLedgerClient(\n      \
+             endpoint=\"{endpoint}\",\n      \
+             credential=ConfidentialLedgerCertificateCredential(\"{admin}\"),\n      \
+             ledger_certificate_path=\"{cert}\",\n  )\n  \
+             print(client.begin_create_ledger_entry({{\"contents\": \"hello\"}}).result())\n",
+            admin = admin.display(),
+            cert = service_cert.display(),
+        ));
+    }
+    Some(s)
+}
