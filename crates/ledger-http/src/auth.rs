@@ -21,6 +21,10 @@ pub enum Caller {
     Certificate {
         fingerprint: String,
     },
+    /// A verified bearer token (JWT); `user_id` is its configured user claim (`oid` by default).
+    Token {
+        user_id: String,
+    },
     Anonymous,
 }
 
@@ -29,6 +33,7 @@ impl Caller {
     pub fn user_id(&self) -> Option<&str> {
         match self {
             Caller::Certificate { fingerprint } => Some(fingerprint),
+            Caller::Token { user_id } => Some(user_id),
             Caller::Anonymous => None,
         }
     }
@@ -107,10 +112,16 @@ pub fn authorize(
             role.as_str(),
             required.as_str()
         ))),
-        None => Err(denied(format!(
-            "the client certificate with fingerprint {user_id} is not a user of this ledger \
-             (an administrator can add it with PATCH /app/users/{user_id})."
-        ))),
+        None => {
+            let who = match caller {
+                Caller::Token { .. } => "the token's principal",
+                _ => "the client certificate with fingerprint",
+            };
+            Err(denied(format!(
+                "{who} {user_id} is not a user of this ledger \
+                 (an administrator can add it with PATCH /app/users/{user_id})."
+            )))
+        }
     }
 }
 
