@@ -278,7 +278,8 @@ impl Ledger {
             return Err(StoreError::AlreadyExists(dir.to_owned()));
         }
         let secret = LedgerSecret::create(&secret_path, &kek)?;
-        let first = segment::ActiveSegment::create(&ledger_dir, 1)
+        // The first segment exists (durably) before the writer starts; the writer reopens it.
+        segment::ActiveSegment::create(&ledger_dir, 1)
             .map_err(|e| StoreError::io(&ledger_dir, e))?;
         let mut writes = vec![
             TableWrite {
@@ -291,10 +292,9 @@ impl Ledger {
                 key: "ledger_id".into(),
                 value: Some(serde_json::to_vec(&genesis.ledger_id).expect("a string serializes")),
             },
+            node_registration(&node),
         ];
-        writes.push(node_registration(&node));
         writes.extend(genesis.writes);
-        drop(first);
         let (ledger, _) = Self::start(dir, config, node, secret, Some(writes))?;
         Ok(ledger)
     }
