@@ -109,6 +109,18 @@ class LedgerServer:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def serve_for_module(self):
+        """Runs the server for a module-scoped fixture: yields it started, then requires a
+        graceful SIGTERM exit (code 0) and makes sure no process is left behind."""
+        self.start()
+        try:
+            yield self
+            if self.alive():
+                code = self.stop()
+                assert code == 0, f"SIGTERM exit code {code}\n{self.output()}"
+        finally:
+            self.kill()
+
     def output(self) -> str:
         return "--- stdout ---\n" + "".join(self._stdout) + "\n--- stderr ---\n" + "".join(self._stderr)
 

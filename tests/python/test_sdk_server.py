@@ -53,13 +53,7 @@ class Written:
 
 @pytest.fixture(scope="module")
 def live(cledger, tmp_path_factory) -> LedgerServer:
-    server = LedgerServer(cledger.binary, tmp_path_factory.mktemp("sdk-server"))
-    server.start()
-    yield server
-    if server.alive():
-        code = server.stop()
-        assert code == 0, f"SIGTERM exit code {code}\n{server.output()}"
-    server.kill()
+    yield from LedgerServer(cledger.binary, tmp_path_factory.mktemp("sdk-server")).serve_for_module()
 
 
 @pytest.fixture(scope="module")

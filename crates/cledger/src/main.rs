@@ -24,6 +24,8 @@ struct Cli {
     command: Command,
 }
 
+// `serve` has many flags; the enum is built once per process, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the ledger server (HTTPS, Azure confidential ledger API). The first start creates
@@ -53,7 +55,9 @@ enum Command {
 #[derive(Args, Debug)]
 struct ServeArgs {
     /// TOML file with the same settings in snake_case (data_dir, listen, hostname = [..],
-    /// admin_cert = [..], ledger_id, max_entry_bytes, max_collections, kek_file, ...).
+    /// admin_cert = [..], admin_oid = [..], ledger_id, max_entry_bytes, max_collections,
+    /// kek_file, [[jwt_issuers]] tables with issuer, audiences, jwks_file | jwks_url |
+    /// oidc_discovery, user_claim, tenant_id, ...).
     #[arg(long, env = "CLEDGER_CONFIG")]
     config: Option<PathBuf>,
     /// Data directory [default: ./cledger-data].
@@ -82,6 +86,43 @@ struct ServeArgs {
     /// Key-encryption key: a file holding 64 hex characters [default: DATA_DIR/keys/kek].
     #[arg(long, env = "CLEDGER_KEK_FILE")]
     kek_file: Option<PathBuf>,
+    /// Token principal (the user claim, `oid` by default, e.g. an Entra object id) to register
+    /// as Administrator (repeatable; like --admin-cert). Env: comma-separated.
+    #[arg(long, env = "CLEDGER_ADMIN_OID", value_delimiter = ',')]
+    admin_oid: Vec<String>,
+    /// Trust bearer tokens (JWT) from this issuer: the exact `iss`, e.g.
+    /// https://login.microsoftonline.com/<tenant>/v2.0. More issuers: [[jwt_issuers]] in --config.
+    #[arg(long, env = "CLEDGER_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Accepted token audience (`aud`; repeatable, at least one with --jwt-issuer).
+    #[arg(
+        long,
+        env = "CLEDGER_JWT_AUDIENCE",
+        value_delimiter = ',',
+        requires = "jwt_issuer"
+    )]
+    jwt_audience: Vec<String>,
+    /// The issuer's signing keys from a local JWKS file.
+    #[arg(long, env = "CLEDGER_JWT_JWKS_FILE", requires = "jwt_issuer",
+          conflicts_with_all = ["jwt_jwks_url", "jwt_oidc_discovery"])]
+    jwt_jwks_file: Option<PathBuf>,
+    /// The issuer's signing keys from a JWKS URL (https, or http on loopback).
+    #[arg(
+        long,
+        env = "CLEDGER_JWT_JWKS_URL",
+        requires = "jwt_issuer",
+        conflicts_with = "jwt_oidc_discovery"
+    )]
+    jwt_jwks_url: Option<String>,
+    /// The issuer's OpenID discovery URL ({issuer}/.well-known/openid-configuration).
+    #[arg(long, env = "CLEDGER_JWT_OIDC_DISCOVERY", requires = "jwt_issuer")]
+    jwt_oidc_discovery: Option<String>,
+    /// The token claim that holds the user id [default: oid].
+    #[arg(long, env = "CLEDGER_JWT_USER_CLAIM", requires = "jwt_issuer")]
+    jwt_user_claim: Option<String>,
+    /// Only accept tokens whose `tid` claim is this tenant id.
+    #[arg(long, env = "CLEDGER_JWT_TENANT_ID", requires = "jwt_issuer")]
+    jwt_tenant_id: Option<String>,
 }
 
 impl ServeArgs {
@@ -96,6 +137,14 @@ impl ServeArgs {
             max_entry_bytes: self.max_entry_bytes,
             max_collections: self.max_collections,
             kek_file: self.kek_file,
+            admin_oids: self.admin_oid,
+            jwt_issuer: self.jwt_issuer,
+            jwt_audiences: self.jwt_audience,
+            jwt_jwks_file: self.jwt_jwks_file,
+            jwt_jwks_url: self.jwt_jwks_url,
+            jwt_oidc_discovery: self.jwt_oidc_discovery,
+            jwt_user_claim: self.jwt_user_claim,
+            jwt_tenant_id: self.jwt_tenant_id,
         }
     }
 }

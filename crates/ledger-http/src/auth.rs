@@ -2,11 +2,14 @@
 //!
 //! The transport authenticates (TLS client certificate today, bearer tokens later) and puts a
 //! [`Caller`] into the request's extensions; a request without one is anonymous. Authorization
-//! is decided here from one table, [`access`], which maps each route to the lowest built-in
-//! role that may call it, and from the caller's role as stored in the ledger's governance table
-//! (read on every request, so a role change takes effect on the next call).
+//! is decided here from one table, [`access`], which maps each route to the action it needs
+//! (vocabulary and built-in roles in [`crate::roles`]), and from the caller's roles as stored
+//! in the ledger's governance tables (read on every request, so a change to a user or a
+//! user-defined role takes effect on the next call). A caller may do what any of its roles
+//! allows.
 
 use crate::error::ApiError;
+use crate::roles;
 use crate::routes::paths;
 use crate::users::{Role, UserRecord};
 use axum::http::Method;
@@ -58,31 +61,54 @@ pub fn certificate_fingerprint(der: &[u8]) -> String {
 pub enum Access {
     /// Anyone, authenticated or not (the identity service).
     Public,
-    /// Users holding at least this role.
-    AtLeast(Role),
+    /// Users one of whose roles allows this action (see [`crate::roles`]).
+    Action(&'static str),
 }
 
-/// The authorization policy: the lowest role allowed to call `method` on the route template
+/// The authorization policy: the action needed to call `method` on the route template
 /// `route`. Routes missing here are refused to everyone, so forgetting one fails closed.
 pub fn access(method: &Method, route: &str) -> Option<Access> {
+    use crate::roles::*;
     use paths::*;
-    let reader = Some(Access::AtLeast(Role::Reader));
-    match (method.as_str(), route) {
-        ("GET", LEDGER_IDENTITY) => Some(Access::Public),
-        ("GET", CONSTITUTION | MEMBERS | ENCLAVE_QUOTES | COLLECTIONS) => reader,
-        ("GET", TRANSACTIONS | TRANSACTION | CURRENT | RECEIPT | STATUS) => reader,
-        ("POST", TRANSACTIONS) => Some(Access::AtLeast(Role::Contributor)),
-        ("GET" | "PATCH" | "DELETE", USER) => Some(Access::AtLeast(Role::Administrator)),
-        _ => None,
-    }
+    let action = match (method.as_str(), route) {
+        ("GET", LEDGER_IDENTITY) => return Some(Access::Public),
+        ("GET", CONSTITUTION | MEMBERS) => GOVERNANCE_READ,
+        ("GET", ENCLAVE_QUOTES) => ENCLAVE_QUOTES_READ,
+        ("GET", COLLECTIONS | COLLECTION_TAGS) => COLLECTIONS_READ,
+        ("GET", TRANSACTIONS | TRANSACTION | CURRENT | RECEIPT | STATUS) => TRANSACTIONS_READ,
+        ("POST", TRANSACTIONS) => TRANSACTIONS_WRITE,
+        ("GET", USER | LEDGER_USER | USERS | LEDGER_USERS) => USERS_READ,
+        ("PATCH", USER | LEDGER_USER) => USERS_WRITE,
+        ("DELETE", USER | LEDGER_USER) => USERS_DELETE,
+        ("GET", ROLES) => ROLES_READ,
+        ("PUT" | "PATCH", ROLES) => ROLES_WRITE,
+        ("DELETE", ROLES) => ROLES_DELETE,
+        (m, route) if route.starts_with("/app/userDefinedEndpoints") => match m {
+            "GET" => UDE_READ,
+            "PUT" | "PATCH" => UDE_WRITE,
+            _ => return None,
+        },
+        (m, route) if route.starts_with("/app/userDefinedFunctions") => match m {
+            "GET" => UDF_READ,
+            "PUT" | "POST" => UDF_WRITE,
+            "DELETE" => UDF_DELETE,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(Access::Action(action))
 }
 
-/// The caller's role, read from the ledger's users table.
-pub fn role_of(ledger: &Ledger, user_id: &str) -> Result<Option<Role>, ApiError> {
+/// The caller's stored user record, read from the ledger's users table.
+pub fn record_of(ledger: &Ledger, user_id: &str) -> Result<Option<UserRecord>, ApiError> {
     Ok(ledger
         .governance(tables::USERS, user_id)?
-        .and_then(|v| UserRecord::parse(&v))
-        .and_then(|r| r.role()))
+        .and_then(|v| UserRecord::parse(&v)))
+}
+
+/// The caller's highest built-in role, read from the ledger's users table.
+pub fn role_of(ledger: &Ledger, user_id: &str) -> Result<Option<Role>, ApiError> {
+    Ok(record_of(ledger, user_id)?.and_then(|r| r.role()))
 }
 
 /// Decides whether `caller` may call `method path` (route template `route`).
@@ -95,7 +121,7 @@ pub fn authorize(
 ) -> Result<(), ApiError> {
     let required = match access(method, route) {
         Some(Access::Public) => return Ok(()),
-        Some(Access::AtLeast(role)) => role,
+        Some(Access::Action(action)) => action,
         None => {
             return Err(ApiError::Internal(format!(
                 "{method} {route} has no authorization rule; refusing it"
@@ -105,14 +131,19 @@ pub fn authorize(
     let user_id = caller.user_id().ok_or(ApiError::Unauthenticated)?;
     let denied =
         |why: String| ApiError::NotAllowed(format!("Not allowed to call {method} {path}: {why}"));
-    match role_of(ledger, user_id)? {
-        Some(role) if role >= required => Ok(()),
-        Some(role) => Err(denied(format!(
-            "user {user_id} has the role {}, and this call needs {} or higher.",
-            role.as_str(),
-            required.as_str()
-        ))),
-        None => {
+    match record_of(ledger, user_id)? {
+        Some(record) if !record.roles.is_empty() => {
+            if roles::effective_actions(ledger, &record)?.contains(required) {
+                Ok(())
+            } else {
+                Err(denied(format!(
+                    "user {user_id} has the roles [{}], and none of them allows the action \
+                     {required}.",
+                    record.roles.join(", ")
+                )))
+            }
+        }
+        _ => {
             let who = match caller {
                 Caller::Token { .. } => "the token's principal",
                 _ => "the client certificate with fingerprint",

@@ -3,7 +3,8 @@
 //! In ACL this is CCF's JavaScript governance script. cledger has no member voting, so instead
 //! of imitating one it states the rules this server actually enforces, written as a JavaScript
 //! module (comments plus the role table as data) so that tools expecting a script still get
-//! one. The role table must match `auth::access`; a test checks that every route is named.
+//! one. The role and action tables must match `auth::access` and `crate::roles`; tests check
+//! that every route and every action is named.
 
 use ledger_core::hash::sha256;
 
@@ -24,11 +25,15 @@ pub const CONSTITUTION: &str = r#"// cledger constitution
 //
 // Users and roles
 //   A user is identified by the SHA-256 fingerprint of its TLS client certificate (upper-case
-//   hex pairs joined by ':'). Each user holds one role:
+//   hex pairs joined by ':'). Each user holds one or more roles (several through
+//   /app/ledgerUsers); a user may call a route when any of its roles allows the route's
+//   action (the `actions` table below). The built-in roles:
 //     Reader         may call every GET under /app except /app/users/{userId}.
 //     Contributor    may also write entries (POST /app/transactions).
-//     Administrator  may also read, create, change and delete users
-//                    (GET, PATCH, DELETE /app/users/{userId}).
+//     Administrator  may also read, create, change and delete users and user-defined roles
+//                    (/app/users, /app/ledgerUsers, /app/roles); it holds every action.
+//   Administrators may define more roles with PUT /app/roles, as lists of the actions below;
+//   a user-defined role allows exactly its actions, checked on every request.
 //   GET /ledgerIdentity/{ledgerId} needs no authentication. Anyone else gets 401 (no
 //   certificate) or 403 NotAllowed (a certificate that is not a user, or a role too low).
 //   The first administrators are written in the ledger's first (genesis) transaction.
@@ -42,7 +47,9 @@ pub const CONSTITUTION: &str = r#"// cledger constitution
 // Limits
 //   An entry's contents may hold at most 8192 UTF-8 bytes by default (the operator may raise
 //   this to at most 1 MiB). A collection id may hold at most 256 bytes after URL decoding. At
-//   most 5000 collections may exist besides the default collection "subledger:0". A rejected
+//   most 5000 collections may exist besides the default collection "subledger:0". A collection
+//   may have at most 10000 distinct tags; a tag holds 1 to 256 bytes without commas, and one
+//   entry at most 64 tags. A rejected
 //   request writes nothing.
 //
 // Commit and signing
@@ -62,6 +69,7 @@ export const roles = {
     "GET /app/transactions/{transactionId}",
     "GET /app/transactions/{transactionId}/receipt",
     "GET /app/transactions/{transactionId}/status",
+    "GET /app/collections/tags",
   ],
   Contributor: ["...Reader", "POST /app/transactions"],
   Administrator: [
@@ -69,13 +77,65 @@ export const roles = {
     "GET /app/users/{userId}",
     "PATCH /app/users/{userId}",
     "DELETE /app/users/{userId}",
+    "GET /app/users",
+    "GET /app/ledgerUsers",
+    "GET /app/ledgerUsers/{userId}",
+    "PATCH /app/ledgerUsers/{userId}",
+    "DELETE /app/ledgerUsers/{userId}",
+    "GET /app/roles",
+    "PUT /app/roles",
+    "PATCH /app/roles",
+    "DELETE /app/roles",
   ],
 };
 
 export const publicRoutes = ["GET /ledgerIdentity/{ledgerId}"];
+
+export const actions = {
+  "Microsoft.ConfidentialLedger/ledger/governance/read": ["GET /app/governance/constitution", "GET /app/governance/members"],
+  "Microsoft.ConfidentialLedger/ledger/enclaveQuotes/read": ["GET /app/enclaveQuotes"],
+  "Microsoft.ConfidentialLedger/ledger/collections/read": ["GET /app/collections", "GET /app/collections/tags"],
+  "Microsoft.ConfidentialLedger/ledger/transactions/read": ["GET /app/transactions", "GET /app/transactions/current", "GET /app/transactions/{transactionId}", "GET /app/transactions/{transactionId}/receipt", "GET /app/transactions/{transactionId}/status"],
+  "Microsoft.ConfidentialLedger/ledger/transactions/write": ["POST /app/transactions"],
+  "Microsoft.ConfidentialLedger/ledger/users/read": ["GET /app/users", "GET /app/users/{userId}", "GET /app/ledgerUsers", "GET /app/ledgerUsers/{userId}"],
+  "Microsoft.ConfidentialLedger/ledger/users/write": ["PATCH /app/users/{userId}", "PATCH /app/ledgerUsers/{userId}"],
+  "Microsoft.ConfidentialLedger/ledger/users/delete": ["DELETE /app/users/{userId}", "DELETE /app/ledgerUsers/{userId}"],
+  "Microsoft.ConfidentialLedger/ledger/roles/read": ["GET /app/roles"],
+  "Microsoft.ConfidentialLedger/ledger/roles/write": ["PUT /app/roles", "PATCH /app/roles"],
+  "Microsoft.ConfidentialLedger/ledger/roles/delete": ["DELETE /app/roles"],
+  "Microsoft.ConfidentialLedger/ledger/userDefinedEndpoints/read": ["GET /app/userDefinedEndpoints (not supported)"],
+  "Microsoft.ConfidentialLedger/ledger/userDefinedEndpoints/write": ["PUT, PATCH /app/userDefinedEndpoints (not supported)"],
+  "Microsoft.ConfidentialLedger/ledger/userDefinedFunctions/read": ["GET /app/userDefinedFunctions (not supported)"],
+  "Microsoft.ConfidentialLedger/ledger/userDefinedFunctions/write": ["PUT, POST /app/userDefinedFunctions (not supported)"],
+  "Microsoft.ConfidentialLedger/ledger/userDefinedFunctions/delete": ["DELETE /app/userDefinedFunctions (not supported)"],
+};
+
+// Not supported (answered 501 NotSupported to callers allowed the action): cledger runs no
+// JavaScript, so these ACL operations do not exist here.
+export const notSupported = [
+  "/app/userDefinedEndpoints",
+  "/app/userDefinedEndpoints/runTimeOptions",
+  "/app/userDefinedEndpoints/runtimeOptions",
+  "/app/userDefinedEndpoints/modules",
+  "/app/userDefinedFunctions",
+  "/app/userDefinedFunctions/{functionId}",
+];
 "#;
 
 /// Lower-case hex SHA-256 of [`CONSTITUTION`], served as `digest`.
 pub fn digest() -> String {
     sha256(CONSTITUTION.as_bytes()).to_hex()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_every_action() {
+        for action in crate::roles::ALL_ACTIONS {
+            assert!(
+                super::CONSTITUTION.contains(&format!("\"{action}\"")),
+                "{action}"
+            );
+        }
+    }
 }

@@ -44,6 +44,13 @@ pub enum ApiError {
     CollectionIdTooLong { size: usize, limit: usize },
     /// 400 `CollectionCapacityExceeded`.
     CollectionCapacityExceeded { limit: usize },
+    /// 404 `ResourceNotFound`: the operation exists, but not in the requested version (so for
+    /// a client of that version it is an unknown route, as it was before cledger had it).
+    OperationNotInVersion(String),
+    /// 400 `TagCapacityExceeded`: the collection already has `limit` distinct tags.
+    TagCapacityExceeded { limit: usize },
+    /// 501 `NotSupported`: an ACL operation cledger deliberately does not implement.
+    NotSupported(String),
     /// 400 `LastAdministrator`: the change would leave the ledger without an administrator.
     LastAdministrator(String),
     /// 401 `InvalidAuthenticationInfo`.
@@ -84,6 +91,9 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, "CollectionCapacityExceeded")
             }
             LastAdministrator(_) => (StatusCode::BAD_REQUEST, "LastAdministrator"),
+            OperationNotInVersion(_) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
+            TagCapacityExceeded { .. } => (StatusCode::BAD_REQUEST, "TagCapacityExceeded"),
+            NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "NotSupported"),
             Unauthenticated => (StatusCode::UNAUTHORIZED, "InvalidAuthenticationInfo"),
             NotAllowed(_) => (StatusCode::FORBIDDEN, "NotAllowed"),
             Busy => (StatusCode::SERVICE_UNAVAILABLE, "ServiceBusy"),
@@ -117,6 +127,10 @@ impl ApiError {
                 "This ledger already has {limit} collections besides the default one; \
                  write to an existing collection instead."
             ),
+            TagCapacityExceeded { limit } => format!(
+                "The collection already has {limit} distinct tags, the most a collection may \
+                 have; reuse existing tags."
+            ),
             BodyTooLarge { limit } => {
                 format!("The request body is larger than the limit of {limit} bytes.")
             }
@@ -135,6 +149,8 @@ impl ApiError {
             | InvalidInput(m)
             | UnsupportedMediaType(m)
             | LastAdministrator(m)
+            | OperationNotInVersion(m)
+            | NotSupported(m)
             | NotAllowed(m)
             | StorageUnavailable(m)
             | WriteIndeterminate(m)

@@ -12,7 +12,8 @@
 //! * [`version`]: `api-version` strings and version-dependent shapes;
 //! * [`query`]: raw query decoding (`+` stays `+`) and encoding;
 //! * [`auth`]: callers, fingerprints, the role-per-route table;
-//! * [`users`]: roles and the stored user format;
+//! * [`users`]: built-in roles and the stored user format;
+//! * [`roles`]: the action vocabulary, built-in role actions, user-defined roles;
 //! * `body`, `response`, `paging`: request bodies, success responses, next links;
 //! * `routes`: the route table, the gate (version + authorization) and the handlers.
 
@@ -24,6 +25,7 @@ pub mod error;
 mod paging;
 pub mod query;
 mod response;
+pub mod roles;
 mod routes;
 mod state;
 pub mod users;

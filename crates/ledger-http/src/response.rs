@@ -18,6 +18,11 @@ pub fn json(txid: TxId, body: Value) -> Response {
     )
 }
 
+/// 200 with an empty body, written by transaction `txid`.
+pub fn empty(txid: TxId) -> Response {
+    with_txid(txid, StatusCode::OK.into_response(), false)
+}
+
 /// 204 with an empty body, written by transaction `txid`.
 pub fn no_content(txid: TxId) -> Response {
     with_txid(txid, StatusCode::NO_CONTENT.into_response(), false)

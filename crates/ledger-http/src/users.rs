@@ -63,6 +63,24 @@ pub fn user_write(user_id: &str, role: Role) -> TableWrite {
     }
 }
 
+/// The governance write that gives `user_id` exactly `roles` (multi-role users; built-in or
+/// user-defined role names, duplicates dropped, order kept).
+pub fn user_roles_write(user_id: &str, roles: &[String]) -> TableWrite {
+    let mut names: Vec<String> = Vec::new();
+    for role in roles {
+        if !names.contains(role) {
+            names.push(role.clone());
+        }
+    }
+    TableWrite {
+        table: tables::USERS.into(),
+        key: user_id.to_owned(),
+        value: Some(
+            serde_json::to_vec(&UserRecord { roles: names }).expect("a list of strings serializes"),
+        ),
+    }
+}
+
 /// The governance write that removes `user_id`.
 pub fn user_removal(user_id: &str) -> TableWrite {
     TableWrite {

@@ -77,6 +77,57 @@ impl ApiVersion {
             _ => "nextLink",
         }
     }
+
+    /// Whether a write made with this version records a `LedgerEntryV1` application claim,
+    /// and whether a `/receipt` requested with it shows `applicationClaims` (acl-api.md §2.9:
+    /// only `2023-01-18-preview` and versions from the `2026-02-23` stable on).
+    pub fn has_application_claims(self) -> bool {
+        matches!(self, ApiVersion::V2023_01_18Preview) || self >= ApiVersion::V2026_02_23
+    }
+
+    /// The item member of a `GET /app/users` page, or `None` if the version has no such
+    /// operation (acl-api.md §2.5): `users` in 2024-01-26-preview (and the unused
+    /// 2024-07-26-preview), `ledgerUsers` from 2024-08-22-preview on.
+    pub fn users_list_key(self) -> Option<&'static str> {
+        match self {
+            ApiVersion::V2024_01_26Preview | ApiVersion::V2024_07_26Preview => Some("users"),
+            v if v >= ApiVersion::V2024_08_22Preview => Some("ledgerUsers"),
+            _ => None,
+        }
+    }
+
+    /// Tags on write, the `tag` filter and `GET /app/collections/tags` (acl-api.md §2.8).
+    pub fn has_tags(self) -> bool {
+        self >= ApiVersion::V2024_12_09Preview
+    }
+
+    /// `/app/ledgerUsers` (multi-role users, acl-api.md §2.5).
+    pub fn has_ledger_users(self) -> bool {
+        self >= ApiVersion::V2024_12_09Preview
+    }
+
+    /// User-defined endpoints, runtime options, modules and roles (2024-08-22-preview on).
+    pub fn has_user_defined_endpoints(self) -> bool {
+        self >= ApiVersion::V2024_08_22Preview
+    }
+
+    /// User-defined functions (2024-12-09-preview on).
+    pub fn has_user_defined_functions(self) -> bool {
+        self >= ApiVersion::V2024_12_09Preview
+    }
+
+    /// Fails with 404 `ResourceNotFound` naming `operation` and the first version that
+    /// has it, unless `available`.
+    pub fn require(self, available: bool, operation: &str, since: &str) -> Result<(), ApiError> {
+        if available {
+            Ok(())
+        } else {
+            Err(ApiError::OperationNotInVersion(format!(
+                "{operation} does not exist in api-version {}; it needs api-version {since} or later.",
+                self.as_str()
+            )))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -96,5 +147,23 @@ mod tests {
             ApiVersion::from_query(Some("2022-05-14")),
             Err(ApiError::UnsupportedApiVersion(_))
         ));
+    }
+
+    #[test]
+    fn feature_gates() {
+        use ApiVersion::*;
+        let claims: Vec<_> = ApiVersion::ALL
+            .into_iter()
+            .filter(|v| v.has_application_claims())
+            .collect();
+        assert_eq!(
+            claims,
+            [V2023_01_18Preview, V2026_02_23, V2026_07_31Preview]
+        );
+        assert_eq!(V2022_05_13.users_list_key(), None);
+        assert_eq!(V2024_01_26Preview.users_list_key(), Some("users"));
+        assert_eq!(V2024_08_22Preview.users_list_key(), Some("ledgerUsers"));
+        assert_eq!(V2026_02_23.users_list_key(), Some("ledgerUsers"));
+        assert!(!V2024_08_22Preview.has_tags() && V2024_12_09Preview.has_tags());
     }
 }

@@ -19,6 +19,7 @@
 //! working directory, as usual for command lines.
 
 use crate::ServeError;
+use crate::auth::IssuerConfig;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,12 @@ pub struct ServeConfig {
     pub handshake_timeout_secs: u64,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace_secs: u64,
+    /// Token principals (the user claim, `oid` by default) to register as Administrator,
+    /// like `admin_cert`.
+    #[serde(rename = "admin_oid", alias = "admin_oids")]
+    pub admin_oids: Vec<String>,
+    /// Trusted bearer-token issuers (`[[jwt_issuers]]` tables); empty: tokens are refused.
+    pub jwt_issuers: Vec<IssuerConfig>,
 }
 
 impl Default for ServeConfig {
@@ -78,6 +85,8 @@ impl Default for ServeConfig {
             max_connections: 1024,
             handshake_timeout_secs: 10,
             shutdown_grace_secs: 10,
+            admin_oids: Vec::new(),
+            jwt_issuers: Vec::new(),
         }
     }
 }
@@ -95,12 +104,46 @@ pub struct Overrides {
     pub max_entry_bytes: Option<usize>,
     pub max_collections: Option<usize>,
     pub kek_file: Option<PathBuf>,
+    pub admin_oids: Vec<String>,
+    /// `--jwt-issuer`: when given, the one issuer built from the `jwt_*` flags replaces the
+    /// file's `[[jwt_issuers]]` list.
+    pub jwt_issuer: Option<String>,
+    pub jwt_audiences: Vec<String>,
+    pub jwt_jwks_file: Option<PathBuf>,
+    pub jwt_jwks_url: Option<String>,
+    pub jwt_oidc_discovery: Option<String>,
+    pub jwt_user_claim: Option<String>,
+    pub jwt_tenant_id: Option<String>,
+}
+
+impl Overrides {
+    /// The `--jwt-*` flags other than `--jwt-issuer` only describe that issuer.
+    fn check_jwt(&self) -> Result<(), ServeError> {
+        let stray = [
+            (!self.jwt_audiences.is_empty(), "--jwt-audience"),
+            (self.jwt_jwks_file.is_some(), "--jwt-jwks-file"),
+            (self.jwt_jwks_url.is_some(), "--jwt-jwks-url"),
+            (self.jwt_oidc_discovery.is_some(), "--jwt-oidc-discovery"),
+            (self.jwt_user_claim.is_some(), "--jwt-user-claim"),
+            (self.jwt_tenant_id.is_some(), "--jwt-tenant-id"),
+        ];
+        if self.jwt_issuer.is_none()
+            && let Some((_, flag)) = stray.iter().find(|(given, _)| *given)
+        {
+            return Err(ServeError::InvalidSetting(format!(
+                "{flag} describes a token issuer and needs --jwt-issuer (more issuers: \
+                 [[jwt_issuers]] in the config file)"
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl ServeConfig {
     /// Reads `overrides.config` (if given) and merges: overrides > file > defaults. Validates
     /// the result.
     pub fn load(overrides: Overrides) -> Result<ServeConfig, ServeError> {
+        overrides.check_jwt()?;
         let file = match &overrides.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| ServeError::Config {
@@ -135,6 +178,11 @@ impl ServeConfig {
         if let Some(k) = config.kek_file.as_mut() {
             rebase(k);
         }
+        for issuer in &mut config.jwt_issuers {
+            if let Some(f) = issuer.jwks_file.as_mut() {
+                rebase(f);
+            }
+        }
         Ok(config)
     }
 
@@ -152,6 +200,14 @@ impl ServeConfig {
             max_entry_bytes,
             max_collections,
             kek_file,
+            admin_oids,
+            jwt_issuer,
+            jwt_audiences,
+            jwt_jwks_file,
+            jwt_jwks_url,
+            jwt_oidc_discovery,
+            jwt_user_claim,
+            jwt_tenant_id,
         } = overrides;
         if let Some(v) = data_dir {
             c.data_dir = v;
@@ -176,6 +232,20 @@ impl ServeConfig {
         }
         if kek_file.is_some() {
             c.kek_file = kek_file;
+        }
+        if !admin_oids.is_empty() {
+            c.admin_oids = admin_oids;
+        }
+        if let Some(issuer) = jwt_issuer {
+            c.jwt_issuers = vec![IssuerConfig {
+                issuer,
+                audiences: jwt_audiences,
+                jwks_file: jwt_jwks_file,
+                jwks_url: jwt_jwks_url,
+                oidc_discovery: jwt_oidc_discovery,
+                user_claim: jwt_user_claim.unwrap_or_else(crate::auth::default_user_claim),
+                tenant_id: jwt_tenant_id,
+            }];
         }
         c
     }
@@ -210,6 +280,22 @@ impl ServeConfig {
                     "hostname {h:?} is not a valid DNS name or IP address"
                 ));
             }
+        }
+        for oid in &self.admin_oids {
+            if oid.is_empty()
+                || oid.len() > 128
+                || oid
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || c == '/')
+            {
+                return bad(format!(
+                    "admin_oid {oid:?} is not a valid token principal id (expected e.g. an \
+                     Entra object id, a GUID)"
+                ));
+            }
+        }
+        for issuer in &self.jwt_issuers {
+            issuer.validate().map_err(ServeError::InvalidSetting)?;
         }
         Ok(())
     }
@@ -365,6 +451,121 @@ max_entry_bytes = 100
         // 1 MiB exactly is allowed.
         ServeConfig::load(Overrides {
             max_entry_bytes: Some(1 << 20),
+            ..Overrides::default()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn jwt_issuers_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            r#"
+admin_oid = ["6a1e2c55-0d1b-4c3e-9f00-00000000000a"]
+
+[[jwt_issuers]]
+issuer = "https://login.microsoftonline.com/t/v2.0"
+audiences = ["https://confidential-ledger.azure.com"]
+oidc_discovery = "https://login.microsoftonline.com/t/v2.0/.well-known/openid-configuration"
+tenant_id = "t"
+
+[[jwt_issuers]]
+issuer = "https://idp.example"
+audience = ["ledger"]
+jwks_file = "keys/jwks.json"
+user_claim = "sub"
+"#,
+        )
+        .unwrap();
+        let c = ServeConfig::load(Overrides {
+            config: Some(file.clone()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(c.admin_oids.len(), 1);
+        assert_eq!(c.jwt_issuers.len(), 2);
+        assert_eq!(c.jwt_issuers[0].user_claim, "oid");
+        assert_eq!(c.jwt_issuers[0].tenant_id.as_deref(), Some("t"));
+        assert_eq!(
+            c.jwt_issuers[1].jwks_file.as_deref(),
+            Some(dir.path().join("keys/jwks.json").as_path())
+        );
+        assert_eq!(c.jwt_issuers[1].user_claim, "sub");
+
+        // --jwt-issuer replaces the file's list with one issuer.
+        let c = ServeConfig::load(Overrides {
+            config: Some(file),
+            jwt_issuer: Some("https://other.example".into()),
+            jwt_audiences: vec!["a".into()],
+            jwt_jwks_url: Some("https://other.example/keys".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(c.jwt_issuers.len(), 1);
+        assert_eq!(c.jwt_issuers[0].issuer, "https://other.example");
+        assert_eq!(c.jwt_issuers[0].user_claim, "oid");
+
+        for (over, word) in [
+            (
+                Overrides {
+                    jwt_audiences: vec!["a".into()],
+                    ..Overrides::default()
+                },
+                "--jwt-issuer",
+            ),
+            (
+                Overrides {
+                    jwt_issuer: Some("i".into()),
+                    jwt_jwks_url: Some("u".into()),
+                    ..Overrides::default()
+                },
+                "audience",
+            ),
+            (
+                Overrides {
+                    jwt_issuer: Some("i".into()),
+                    jwt_audiences: vec!["a".into()],
+                    ..Overrides::default()
+                },
+                "key source",
+            ),
+            (
+                Overrides {
+                    jwt_issuer: Some("i".into()),
+                    jwt_audiences: vec!["a".into()],
+                    jwt_jwks_url: Some("https://x.example/k".into()),
+                    jwt_oidc_discovery: Some("https://x.example/d".into()),
+                    ..Overrides::default()
+                },
+                "only one",
+            ),
+            (
+                Overrides {
+                    jwt_issuer: Some("i".into()),
+                    jwt_audiences: vec!["a".into()],
+                    jwt_jwks_url: Some("http://x.example/k".into()),
+                    ..Overrides::default()
+                },
+                "https",
+            ),
+            (
+                Overrides {
+                    admin_oids: vec!["a b".into()],
+                    ..Overrides::default()
+                },
+                "admin_oid",
+            ),
+        ] {
+            let err = ServeConfig::load(over).unwrap_err().to_string();
+            assert!(err.contains(word), "{word}: {err}");
+        }
+        // http on loopback is fine (tests, local proxies).
+        ServeConfig::load(Overrides {
+            jwt_issuer: Some("i".into()),
+            jwt_audiences: vec!["a".into()],
+            jwt_jwks_url: Some("http://127.0.0.1:9/keys".into()),
             ..Overrides::default()
         })
         .unwrap();

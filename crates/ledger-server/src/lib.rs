@@ -3,6 +3,7 @@
 //! * [`config`]: settings and their precedence (flag > environment > file > default);
 //! * [`node`]: the data directory: lock file, identity, first start, administrators;
 //! * [`tls`]: the rustls configuration with optional, CA-less client certificates;
+//! * [`auth`]: bearer-token (JWT/OIDC) users: trusted issuers, their keys, the middleware;
 //! * `listener`: the accept loop that tags each request with its caller;
 //! * this module: [`Server`] (start, address, graceful shutdown) and [`run`].
 //!
@@ -18,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod config;
 mod listener;
 pub mod node;
@@ -81,6 +83,8 @@ pub enum ServeError {
     },
     #[error("could not start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("token issuer keys: {0}")]
+    TokenKeys(#[from] auth::keys::KeyError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -117,6 +121,9 @@ impl Server {
         };
         let app = http::try_router(node.ledger.clone(), api)
             .map_err(|e| ServeError::InvalidSetting(e.to_string()))?;
+        // Always installed: with no issuer configured, a bearer token gets a clear 401.
+        let validator = auth::TokenValidator::load(&config.jwt_issuers).await?;
+        let app = auth::layer::with_bearer_auth(app, std::sync::Arc::new(validator));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Bind {

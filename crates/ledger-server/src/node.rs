@@ -58,7 +58,7 @@ pub struct StartReport {
     pub created: bool,
     /// An administrator identity was generated at this path (its key is in it).
     pub generated_admin: Option<PathBuf>,
-    /// Fingerprints registered as Administrator by this start.
+    /// Fingerprints (and token principals) registered as Administrator by this start.
     pub registered_admins: Vec<String>,
     /// Notes for the operator (e.g. a setting that was ignored).
     pub notes: Vec<String>,
@@ -79,11 +79,18 @@ impl Node {
         };
         let mut report = StartReport::default();
         // Read the admin certificates before touching anything, so a typo fails cleanly.
-        let given_admins = config
+        let mut given_admins = config
             .admin_certs
             .iter()
             .map(|p| read_admin_cert(p))
             .collect::<Result<Vec<_>, _>>()?;
+        // Token principals (`--admin-oid`) are registered exactly like certificates.
+        given_admins.extend(
+            config
+                .admin_oids
+                .iter()
+                .map(|oid| crate::http::users::normalize_user_id(oid)),
+        );
 
         let ledger_exists = holds_ledger(dir)?;
         let files = if ledger_exists {

@@ -7,7 +7,9 @@
 
 mod governance;
 mod identity;
+mod roles;
 mod transactions;
+mod unsupported;
 mod users;
 
 use crate::auth::{self, Caller};
@@ -20,7 +22,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use std::sync::Arc;
 
 /// Route templates, shared with the authorization table and the constitution.
@@ -36,8 +38,23 @@ pub mod paths {
     pub const STATUS: &str = "/app/transactions/{transactionId}/status";
     pub const USER: &str = "/app/users/{userId}";
     pub const LEDGER_IDENTITY: &str = "/ledgerIdentity/{ledgerId}";
+    pub const USERS: &str = "/app/users";
+    pub const LEDGER_USERS: &str = "/app/ledgerUsers";
+    pub const LEDGER_USER: &str = "/app/ledgerUsers/{userId}";
+    pub const COLLECTION_TAGS: &str = "/app/collections/tags";
+    pub const ROLES: &str = "/app/roles";
 
-    pub const ALL: [&str; 11] = [
+    /// ACL operations cledger does not implement (501 `NotSupported`).
+    pub const UNSUPPORTED: [&str; 6] = [
+        "/app/userDefinedEndpoints",
+        "/app/userDefinedEndpoints/runTimeOptions",
+        "/app/userDefinedEndpoints/runtimeOptions",
+        "/app/userDefinedEndpoints/modules",
+        "/app/userDefinedFunctions",
+        "/app/userDefinedFunctions/{functionId}",
+    ];
+
+    pub const ALL: [&str; 16] = [
         CONSTITUTION,
         MEMBERS,
         ENCLAVE_QUOTES,
@@ -49,6 +66,11 @@ pub mod paths {
         STATUS,
         USER,
         LEDGER_IDENTITY,
+        USERS,
+        LEDGER_USERS,
+        LEDGER_USER,
+        COLLECTION_TAGS,
+        ROLES,
     ];
 }
 
@@ -61,7 +83,7 @@ pub struct RequestContext {
 
 pub fn build(state: Arc<ApiState>) -> Router {
     use paths::*;
-    Router::new()
+    let router = Router::new()
         .route(CONSTITUTION, get(governance::constitution))
         .route(MEMBERS, get(governance::members))
         .route(ENCLAVE_QUOTES, get(governance::enclave_quotes))
@@ -79,6 +101,26 @@ pub fn build(state: Arc<ApiState>) -> Router {
             get(users::get).patch(users::patch).delete(users::delete),
         )
         .route(LEDGER_IDENTITY, get(identity::ledger_identity))
+        .route(USERS, get(users::list))
+        .route(LEDGER_USERS, get(users::list_multi))
+        .route(
+            LEDGER_USER,
+            get(users::get_multi)
+                .patch(users::patch_multi)
+                .delete(users::delete_multi),
+        )
+        .route(COLLECTION_TAGS, get(transactions::collection_tags))
+        .route(
+            ROLES,
+            get(roles::get)
+                .put(roles::put)
+                .patch(roles::patch)
+                .delete(roles::delete),
+        );
+    let router = UNSUPPORTED
+        .into_iter()
+        .fold(router, |r, path| r.route(path, any(unsupported::answer)));
+    router
         .route_layer(middleware::from_fn_with_state(state.clone(), gate))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

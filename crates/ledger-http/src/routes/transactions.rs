@@ -17,6 +17,17 @@
 //!   no further signature comes and a Loading answer would make the SDK poll forever.
 //!
 //! Every read is served at the last committed transaction, which the header names.
+//!
+//! Version-dependent behaviour (acl-api.md §2.8, §2.9):
+//! * Application claims follow policy (a): a write made with a claims-capable api-version
+//!   (`2023-01-18-preview`, or `2026-02-23` and later) records a `LedgerEntryV1` claim with a
+//!   fresh random key; other writes have a zero claims digest. The receipt always carries the
+//!   entry's real `claimsDigest`; `applicationClaims` is shown only when the receipt is asked
+//!   for with a claims-capable version.
+//! * Tags (`tags=a,b` on write, `tag=x` on list, `GET /app/collections/tags`) exist from
+//!   2024-12-09-preview on. With older versions `tags`/`tag` are refused with 400
+//!   `InvalidQueryParameterValue` rather than ignored: silently dropping a tag or a filter
+//!   would store or return something other than what the client asked for.
 
 use super::RequestContext;
 use crate::body;
@@ -26,6 +37,7 @@ use crate::paging::{self, PAGE_SIZE};
 use crate::query::QueryParams;
 use crate::response;
 use crate::state::ApiState;
+use crate::version::ApiVersion;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -53,6 +65,70 @@ fn entry_json(record: &EntryRecord) -> Value {
         "contents": record.entry.contents,
         "transactionId": record.txid.to_string(),
     })
+}
+
+/// Most distinct tags per collection (acl-api.md §2.8).
+pub const MAX_TAGS_PER_COLLECTION: usize = 10_000;
+/// Longest tag, in bytes.
+pub const MAX_TAG_BYTES: usize = 256;
+/// Most tags on one entry.
+pub const MAX_TAGS_PER_ENTRY: usize = 64;
+/// Most tags per page of `GET /app/collections/tags`.
+const TAGS_PAGE: usize = 1000;
+
+/// Refuses a version-specific parameter the requested version does not have.
+fn refuse_param(version: ApiVersion, name: &str) -> ApiError {
+    ApiError::InvalidQueryParameter(format!(
+        "The query parameter '{name}' does not exist in api-version {}; tags need \
+         api-version 2024-12-09-preview or later.",
+        version.as_str()
+    ))
+}
+
+fn check_tag(tag: &str) -> ApiResult<()> {
+    if tag.is_empty() || tag.len() > MAX_TAG_BYTES || tag.chars().any(char::is_control) {
+        return Err(ApiError::InvalidQueryParameter(format!(
+            "A tag holds 1 to {MAX_TAG_BYTES} bytes without control characters; {:?} does not.",
+            tag.chars().take(40).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+/// The `tags` of a write: comma-separated, each valid, duplicates dropped, order kept.
+fn write_tags(ctx: &RequestContext) -> ApiResult<Vec<String>> {
+    let Some(raw) = ctx.query.get("tags")? else {
+        return Ok(Vec::new());
+    };
+    if !ctx.version.has_tags() {
+        return Err(refuse_param(ctx.version, "tags"));
+    }
+    let mut tags: Vec<String> = Vec::new();
+    for tag in raw.split(',') {
+        check_tag(tag)?;
+        if !tags.iter().any(|t| t == tag) {
+            tags.push(tag.to_owned());
+        }
+    }
+    if tags.len() > MAX_TAGS_PER_ENTRY {
+        return Err(ApiError::InvalidQueryParameter(format!(
+            "An entry may have at most {MAX_TAGS_PER_ENTRY} tags; {} were given.",
+            tags.len()
+        )));
+    }
+    Ok(tags)
+}
+
+/// The `tag` filter of a list.
+fn filter_tag(ctx: &RequestContext) -> ApiResult<Option<String>> {
+    let Some(tag) = ctx.query.get("tag")? else {
+        return Ok(None);
+    };
+    if !ctx.version.has_tags() {
+        return Err(refuse_param(ctx.version, "tag"));
+    }
+    check_tag(tag)?;
+    Ok(Some(tag.to_owned()))
 }
 
 /// The transaction id of a path segment (see the module docs for the 404).
@@ -129,17 +205,32 @@ pub async fn create(
             limit: state.config.max_entry_bytes,
         });
     }
+    let tags = write_tags(&ctx)?;
+    let claims_key = if ctx.version.has_application_claims() {
+        Some(ledger_store::crypto::random_key().map_err(|e| {
+            ApiError::Internal(format!("No random key for the application claim: {e}"))
+        })?)
+    } else {
+        None
+    };
+    // Tags never disappear, so a write whose tags all exist already cannot exceed the cap.
+    let new_tags = !tags.is_empty() && {
+        let existing = state.ledger.tags(&collection)?;
+        tags.iter().any(|t| !existing.iter().any(|(e, _)| e == t))
+    };
     let write = WriteRequest::Entry(ApplicationEntry {
         collection_id: collection.clone(),
         contents,
-        tags: Vec::new(),
-        claims_key: None,
+        tags: tags.clone(),
+        claims_key,
     });
-    let txid = if collection == DEFAULT_COLLECTION || state.collection_known(&collection) {
+    let txid = if !new_tags
+        && (collection == DEFAULT_COLLECTION || state.collection_known(&collection))
+    {
         state.commit(write).await?
     } else {
-        // Possibly a new collection: count and write under the lock, so two requests cannot
-        // both create collection number max+1.
+        // Possibly a new collection or new tags: count and write under the lock, so two
+        // requests cannot both create collection (or tag) number max+1.
         let _guard = state.check_then_write.lock().await;
         let existing = state.ledger.collections()?;
         let exists = existing.iter().any(|(id, _)| *id == collection);
@@ -147,10 +238,22 @@ pub async fn create(
             .iter()
             .filter(|(id, _)| id != DEFAULT_COLLECTION)
             .count();
-        if !exists && others >= state.config.max_collections {
+        if !exists && collection != DEFAULT_COLLECTION && others >= state.config.max_collections {
             return Err(ApiError::CollectionCapacityExceeded {
                 limit: state.config.max_collections,
             });
+        }
+        if new_tags {
+            let known = state.ledger.tags(&collection)?;
+            let added = tags
+                .iter()
+                .filter(|t| !known.iter().any(|(k, _)| k == *t))
+                .count();
+            if known.len() + added > MAX_TAGS_PER_COLLECTION {
+                return Err(ApiError::TagCapacityExceeded {
+                    limit: MAX_TAGS_PER_COLLECTION,
+                });
+            }
         }
         let txid = state.commit(write).await?;
         state.remember_collection(&collection);
@@ -165,6 +268,7 @@ pub async fn list(
     Extension(ctx): Extension<RequestContext>,
 ) -> ApiResult<Response> {
     let collection = collection_id(&ctx.query)?;
+    let tag = filter_tag(&ctx)?;
     let from = query_txid(&ctx.query, "fromTransactionId")?;
     // Without an end, the range ends at the last committed transaction, pinned in the link so
     // later writes do not shift the pages.
@@ -179,10 +283,13 @@ pub async fn list(
             from.map_or_else(String::new, |f| f.to_string())
         )));
     }
-    let mut records =
-        state
-            .ledger
-            .entries(&collection, None, from_seqno, to.seqno(), PAGE_SIZE + 1)?;
+    let mut records = state.ledger.entries(
+        &collection,
+        tag.as_deref(),
+        from_seqno,
+        to.seqno(),
+        PAGE_SIZE + 1,
+    )?;
     let more = records.len() > PAGE_SIZE;
     records.truncate(PAGE_SIZE);
     let entries: Vec<Value> = records.iter().map(entry_json).collect();
@@ -191,15 +298,16 @@ pub async fn list(
     page.insert("state".into(), Value::String("Ready".into()));
     if more && let Some(last) = records.last() {
         let next = format!("{}.{}", last.txid.view(), last.txid.seqno() + 1);
-        let link = paging::link(
-            ctx.version,
-            crate::routes::paths::TRANSACTIONS,
-            &[
-                ("collectionId", &collection),
-                ("fromTransactionId", &next),
-                ("toTransactionId", &to.to_string()),
-            ],
-        );
+        let to = to.to_string();
+        let mut params = vec![
+            ("collectionId", collection.as_str()),
+            ("fromTransactionId", next.as_str()),
+            ("toTransactionId", to.as_str()),
+        ];
+        if let Some(tag) = &tag {
+            params.push(("tag", tag.as_str()));
+        }
+        let link = paging::link(ctx.version, crate::routes::paths::TRANSACTIONS, &params);
         paging::insert_next_link(&mut page, ctx.version, link);
     }
     Ok(response::json(state.read_txid()?, Value::Object(page)))
@@ -230,7 +338,7 @@ pub async fn entry(
 /// `GET /app/transactions/{transactionId}/receipt`.
 pub async fn receipt(
     State(state): State<Arc<ApiState>>,
-    Extension(_): Extension<RequestContext>,
+    Extension(ctx): Extension<RequestContext>,
     segment: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let txid = path_txid(segment)?;
@@ -242,7 +350,11 @@ pub async fn receipt(
         ))
     })?;
     let body = ReceiptResponse {
-        application_claims: None,
+        application_claims: if ctx.version.has_application_claims() {
+            bundle.application_claims
+        } else {
+            None
+        },
         receipt: Some(bundle.receipt),
         state: "Ready".into(),
         transaction_id: txid.to_string(),
@@ -286,4 +398,44 @@ pub async fn current(
         "transactionId": read.to_string(),
     });
     Ok(response::json(read, body))
+}
+
+/// `GET /app/collections/tags?collectionId=c`: the collection's distinct tags, sorted, up to
+/// 1000 per page (continuation `afterTag`). An unknown collection has no tags.
+pub async fn collection_tags(
+    State(state): State<Arc<ApiState>>,
+    Extension(ctx): Extension<RequestContext>,
+) -> ApiResult<Response> {
+    ctx.version.require(
+        ctx.version.has_tags(),
+        "GET /app/collections/tags",
+        "2024-12-09-preview",
+    )?;
+    let collection = collection_id(&ctx.query)?;
+    let after = ctx.query.get("afterTag")?.map(str::to_owned);
+    let mut tags: Vec<String> = state
+        .ledger
+        .tags(&collection)?
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(tag, _)| tag)
+        .filter(|t| after.as_deref().is_none_or(|a| t.as_str() > a))
+        .collect();
+    tags.sort();
+    let more = tags.len() > TAGS_PAGE;
+    tags.truncate(TAGS_PAGE);
+    let mut page = serde_json::Map::new();
+    if more && let Some(last) = tags.last() {
+        let link = paging::link(
+            ctx.version,
+            crate::routes::paths::COLLECTION_TAGS,
+            &[("collectionId", &collection), ("afterTag", last)],
+        );
+        paging::insert_next_link(&mut page, ctx.version, link);
+    }
+    page.insert(
+        "tags".into(),
+        Value::Array(tags.into_iter().map(Value::String).collect()),
+    );
+    Ok(response::json(state.read_txid()?, Value::Object(page)))
 }

@@ -1,0 +1,597 @@
+//! End-to-end tests of bearer-token (JWT/OIDC) users: the real `cledger serve` binary on
+//! loopback TLS, with a test issuer whose keys are generated here (openssl, like an operator
+//! would) and published as a JWKS file or over HTTP (OpenID discovery → JWKS).
+//!
+//! Each refused token must get 401 `InvalidAuthenticationInfo` with a message naming the check
+//! that failed; a valid token of an unregistered principal gets 403 `NotAllowed`.
+
+mod support;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ISSUER: &str = "https://login.example.test/tenant-1/v2.0";
+const AUDIENCE: &str = "api://cledger-test";
+const TENANT: &str = "tenant-1";
+const ADMIN_OID: &str = "6a1e2c55-0d1b-4c3e-9f00-00000000000a";
+const OTHER_OID: &str = "6a1e2c55-0d1b-4c3e-9f00-00000000000b";
+
+/// A signing key of the test issuer.
+struct TestKey {
+    kid: String,
+    alg: Algorithm,
+    encoding: EncodingKey,
+    jwk: Jwk,
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `openssl genpkey` (PKCS#8 PEM) → signing key + its public JWK (without `alg`, as Entra
+/// publishes them, so the server must derive the algorithms from the key type).
+fn new_key(dir: &Path, kid: &str, alg: Algorithm) -> TestKey {
+    let path = dir.join(format!("{kid}.pem"));
+    let p = path.to_str().unwrap();
+    match alg {
+        Algorithm::RS256 | Algorithm::PS256 => openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            p,
+        ]),
+        Algorithm::ES256 => openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            p,
+        ]),
+        Algorithm::ES384 => openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-out",
+            p,
+        ]),
+        other => panic!("no test keys for {other:?}"),
+    }
+    let pem = std::fs::read(&path).unwrap();
+    let encoding = match alg {
+        Algorithm::RS256 | Algorithm::PS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+        _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+    };
+    let mut jwk = Jwk::from_encoding_key(&encoding, alg).unwrap();
+    jwk.common.key_algorithm = None;
+    jwk.common.key_id = Some(kid.to_owned());
+    TestKey {
+        kid: kid.to_owned(),
+        alg,
+        encoding,
+        jwk,
+    }
+}
+
+fn jwks(keys: &[&TestKey]) -> String {
+    serde_json::to_string(&JwkSet {
+        keys: keys.iter().map(|k| k.jwk.clone()).collect(),
+    })
+    .unwrap()
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Claims of a good token for `oid`.
+fn claims(oid: &str) -> Value {
+    let t = now();
+    json!({
+        "iss": ISSUER, "aud": AUDIENCE, "tid": TENANT, "oid": oid,
+        "iat": t - 10, "nbf": t - 10, "exp": t + 3600,
+    })
+}
+
+fn sign(key: &TestKey, claims: &Value) -> String {
+    sign_as(key, key.alg, Some(&key.kid), claims)
+}
+
+fn sign_as(key: &TestKey, alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+}
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+}
+
+/// A client of `server` that sends `Authorization: Bearer <token>` (no client certificate).
+struct TokenClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl TokenClient {
+    fn new(server: &Server) -> TokenClient {
+        let cert = reqwest::Certificate::from_pem(server.service_cert_pem().as_bytes()).unwrap();
+        TokenClient {
+            http: reqwest::Client::builder()
+                .tls_certs_only([cert])
+                .build()
+                .unwrap(),
+            base: server.base.clone(),
+        }
+    }
+
+    async fn send(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Resp {
+        let url = format!("{}{}", self.base, versioned(path));
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .header("authorization", format!("Bearer {token}"));
+        if let Some(body) = body {
+            let ct = if method == Method::PATCH {
+                "application/merge-patch+json"
+            } else {
+                "application/json"
+            };
+            req = req
+                .header("content-type", ct)
+                .body(serde_json::to_vec(&body).unwrap());
+        }
+        let resp = req.send().await.expect("request");
+        Resp {
+            method: method.to_string(),
+            url,
+            status: resp.status(),
+            headers: resp.headers().clone(),
+            text: resp.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Resp {
+        self.send(Method::GET, path, token, None).await
+    }
+
+    async fn write(&self, token: &str, contents: &str) -> Resp {
+        self.send(
+            Method::POST,
+            "/app/transactions",
+            token,
+            Some(json!({ "contents": contents })),
+        )
+        .await
+    }
+}
+
+/// Asserts a 401 `InvalidAuthenticationInfo` whose message names `check`.
+fn assert_refused(resp: Resp, check: &str) {
+    assert_eq!(
+        resp.header("content-type").as_deref(),
+        Some("application/json"),
+        "{}",
+        resp.text
+    );
+    assert!(resp.header("retry-after").is_none(), "{:?}", resp.headers);
+    let (url, text) = (resp.url.clone(), resp.text.clone());
+    let message = resp.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    resp.error_code(401, "InvalidAuthenticationInfo");
+    assert!(
+        message.ends_with(check),
+        "{url}: expected the message to name {check:?}, got {text}"
+    );
+}
+
+#[tokio::test]
+async fn tokens_from_a_jwks_file_every_check_and_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("issuer");
+    std::fs::create_dir_all(&keys_dir).unwrap();
+    let rsa = new_key(&keys_dir, "rsa-1", Algorithm::RS256);
+    let ec = new_key(&keys_dir, "ec-1", Algorithm::ES256);
+    let ec384 = new_key(&keys_dir, "ec-2", Algorithm::ES384);
+    let stranger = new_key(&keys_dir, "rsa-1", Algorithm::RS256); // same kid, other key
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, jwks(&[&rsa, &ec, &ec384])).unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &data,
+        &[
+            "--jwt-issuer",
+            ISSUER,
+            "--jwt-audience",
+            "some-other-app",
+            "--jwt-audience",
+            AUDIENCE,
+            "--jwt-jwks-file",
+            jwks_path.to_str().unwrap(),
+            "--jwt-tenant-id",
+            TENANT,
+            "--admin-oid",
+            ADMIN_OID,
+        ],
+    );
+    assert!(
+        !data.join("admin.pem").exists(),
+        "a token administrator replaces the generated admin.pem"
+    );
+    let api = TokenClient::new(&server);
+    let admin = sign(&rsa, &claims(ADMIN_OID));
+
+    // Good tokens: RS256, PS256 with the same RSA key, ES256, ES384.
+    let txid = api
+        .write(&admin, "by token")
+        .await
+        .expect(200)
+        .txid()
+        .to_string();
+    // Writes are acknowledged once committed, so the entry is readable at once.
+    let entry = api.get(&format!("/app/transactions/{txid}"), &admin).await;
+    assert_eq!(entry.expect(200).json()["entry"]["contents"], "by token");
+    for token in [
+        sign_as(&rsa, Algorithm::PS256, Some("rsa-1"), &claims(ADMIN_OID)),
+        sign(&ec, &claims(ADMIN_OID)),
+        sign(&ec384, &claims(ADMIN_OID)),
+    ] {
+        api.get("/app/transactions/current", &token)
+            .await
+            .expect(200);
+    }
+
+    // Each failed check, with its own message.
+    let mut c = claims(ADMIN_OID);
+    c["exp"] = json!(now() - 3600);
+    c["nbf"] = json!(now() - 7200);
+    assert_refused(api.write(&sign(&rsa, &c), "x").await, "expired");
+    let mut c = claims(ADMIN_OID);
+    c["nbf"] = json!(now() + 3600);
+    assert_refused(api.write(&sign(&rsa, &c), "x").await, "not yet valid");
+    let mut c = claims(ADMIN_OID);
+    c["aud"] = json!("https://somebody-else.example");
+    assert_refused(api.write(&sign(&rsa, &c), "x").await, "wrong audience");
+    let mut c = claims(ADMIN_OID);
+    c["iss"] = json!("https://evil.example/tenant-1/v2.0");
+    assert_refused(api.write(&sign(&rsa, &c), "x").await, "wrong issuer");
+    let mut c = claims(ADMIN_OID);
+    c["tid"] = json!("tenant-2");
+    assert_refused(api.write(&sign(&rsa, &c), "x").await, "tenant mismatch");
+    let mut c = claims(ADMIN_OID);
+    c.as_object_mut().unwrap().remove("oid");
+    assert_refused(api.write(&sign(&rsa, &c), "x").await, "missing claim oid");
+    let token = sign_as(
+        &rsa,
+        Algorithm::RS256,
+        Some("no-such-kid"),
+        &claims(ADMIN_OID),
+    );
+    assert_refused(api.write(&token, "x").await, "unknown signing key");
+    assert_refused(
+        api.write(&sign(&stranger, &claims(ADMIN_OID)), "x").await,
+        "bad signature",
+    );
+
+    // alg none, HMAC (with the public key's bytes as the "secret"), and an EC header on the
+    // RSA key: never.
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT", "kid": "rsa-1"})),
+        b64(&claims(ADMIN_OID))
+    );
+    assert_refused(api.write(&none, "x").await, "unsupported algorithm");
+    let hs = jsonwebtoken::encode(
+        &Header {
+            kid: Some("rsa-1".into()),
+            ..Header::new(Algorithm::HS256)
+        },
+        &claims(ADMIN_OID),
+        &EncodingKey::from_secret(serde_json::to_string(&rsa.jwk).unwrap().as_bytes()),
+    )
+    .unwrap();
+    assert_refused(api.write(&hs, "x").await, "unsupported algorithm");
+    let confused = format!(
+        "{}.{}.{}",
+        b64(&json!({"alg": "ES256", "kid": "rsa-1"})),
+        b64(&claims(ADMIN_OID)),
+        admin.rsplit('.').next().unwrap()
+    );
+    assert_refused(api.write(&confused, "x").await, "unsupported algorithm");
+
+    // Tampering: another principal in the payload, or a changed signature.
+    let parts: Vec<&str> = admin.split('.').collect();
+    let tampered_payload = format!("{}.{}.{}", parts[0], b64(&claims(OTHER_OID)), parts[2]);
+    assert_refused(api.write(&tampered_payload, "x").await, "bad signature");
+    let mut sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    sig[10] ^= 0x01;
+    let tampered_sig = format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(&sig));
+    assert_refused(api.write(&tampered_sig, "x").await, "bad signature");
+    for garbage in ["x", "a.b.c", "Zm9v.YmFy.YmF6"] {
+        assert_refused(api.write(garbage, "x").await, "malformed");
+    }
+
+    // A valid token of an unregistered principal: authenticated, but no role.
+    let other = sign(&ec, &claims(OTHER_OID));
+    api.write(&other, "x").await.error_code(403, "NotAllowed");
+    api.get("/app/transactions/current", &other)
+        .await
+        .error_code(403, "NotAllowed");
+
+    // The token administrator registers it as Reader: it can read, not write.
+    let patched = api
+        .send(
+            Method::PATCH,
+            &format!("/app/users/{OTHER_OID}"),
+            &admin,
+            Some(json!({ "assignedRole": "Reader" })),
+        )
+        .await
+        .ok();
+    assert_eq!(patched["assignedRole"], "Reader", "{patched}");
+    let user = api
+        .get(&format!("/app/users/{ADMIN_OID}"), &admin)
+        .await
+        .ok();
+    assert_eq!(user["assignedRole"], "Administrator", "{user}");
+    api.get(&format!("/app/transactions/{txid}"), &other)
+        .await
+        .expect(200);
+    api.write(&other, "x").await.error_code(403, "NotAllowed");
+
+    // Restart with the same flags: nothing is registered twice, tokens still work.
+    drop(server);
+    let server = Server::start(
+        &data,
+        &[
+            "--jwt-issuer",
+            ISSUER,
+            "--jwt-audience",
+            AUDIENCE,
+            "--jwt-jwks-file",
+            jwks_path.to_str().unwrap(),
+            "--admin-oid",
+            ADMIN_OID,
+        ],
+    );
+    let api = TokenClient::new(&server);
+    api.write(&admin, "after restart").await.expect(200);
+    api.get("/app/transactions/current", &other)
+        .await
+        .expect(200);
+}
+
+/// The issuer over plain HTTP on loopback: discovery document → JWKS, which the test rotates.
+struct HttpIssuer {
+    port: u16,
+    jwks: Arc<Mutex<String>>,
+    jwks_fetches: Arc<AtomicUsize>,
+}
+
+async fn http_issuer(initial_jwks: String) -> HttpIssuer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let jwks = Arc::new(Mutex::new(initial_jwks));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let (j, f) = (jwks.clone(), fetches.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (j, f) = (j.clone(), f.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let request = String::from_utf8_lossy(&buf);
+                let path = request.split_whitespace().nth(1).unwrap_or("");
+                let (status, body) = match path {
+                    "/.well-known/openid-configuration" => (
+                        "200 OK",
+                        json!({
+                            "issuer": ISSUER,
+                            "jwks_uri": format!("http://127.0.0.1:{port}/keys"),
+                        })
+                        .to_string(),
+                    ),
+                    "/keys" => {
+                        f.fetch_add(1, Ordering::SeqCst);
+                        ("200 OK", j.lock().unwrap().clone())
+                    }
+                    _ => ("404 Not Found", String::new()),
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(response.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    HttpIssuer {
+        port,
+        jwks,
+        jwks_fetches: fetches,
+    }
+}
+
+// Multi-threaded: the issuer must answer while `Server::start` blocks waiting for the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_discovery_over_http_and_key_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = new_key(dir.path(), "2026-old", Algorithm::RS256);
+    let new = new_key(dir.path(), "2026-new", Algorithm::RS256);
+    let issuer = http_issuer(jwks(&[&old])).await;
+    let discovery = format!(
+        "http://127.0.0.1:{}/.well-known/openid-configuration",
+        issuer.port
+    );
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--jwt-issuer",
+            ISSUER,
+            "--jwt-audience",
+            AUDIENCE,
+            "--jwt-oidc-discovery",
+            &discovery,
+            "--admin-oid",
+            ADMIN_OID,
+        ],
+    );
+    assert_eq!(
+        issuer.jwks_fetches.load(Ordering::SeqCst),
+        1,
+        "fetched at start"
+    );
+    let api = TokenClient::new(&server);
+    api.write(&sign(&old, &claims(ADMIN_OID)), "old key")
+        .await
+        .expect(200);
+    assert_eq!(
+        issuer.jwks_fetches.load(Ordering::SeqCst),
+        1,
+        "served from the cache"
+    );
+
+    // The issuer rotates: a token with the new kid makes the server refetch, then passes.
+    *issuer.jwks.lock().unwrap() = jwks(&[&new]);
+    api.write(&sign(&new, &claims(ADMIN_OID)), "new key")
+        .await
+        .expect(200);
+    assert_eq!(issuer.jwks_fetches.load(Ordering::SeqCst), 2, "one refetch");
+
+    // More unknown kids right after are refused without hammering the issuer (rate limit).
+    for i in 0..5 {
+        let token = sign_as(
+            &new,
+            Algorithm::RS256,
+            Some(&format!("made-up-{i}")),
+            &claims(ADMIN_OID),
+        );
+        assert_refused(api.write(&token, "x").await, "unknown signing key");
+    }
+    assert_eq!(
+        issuer.jwks_fetches.load(Ordering::SeqCst),
+        2,
+        "rate-limited"
+    );
+    // The old key is gone after the rotation.
+    assert_refused(
+        api.write(&sign(&old, &claims(ADMIN_OID)), "x").await,
+        "unknown signing key",
+    );
+}
+
+#[tokio::test]
+async fn bearer_tokens_without_an_issuer_and_bad_flag_combinations() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("plain"), &[]);
+    let api = TokenClient::new(&server);
+    let key = new_key(dir.path(), "k", Algorithm::ES256);
+    assert_refused(
+        api.write(&sign(&key, &claims(ADMIN_OID)), "x").await,
+        "no token issuer is configured on this server",
+    );
+    // Certificate users are unaffected.
+    server.admin().write_ok(None, "by certificate").await;
+    drop(server);
+
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, jwks(&[&key])).unwrap();
+    let jwks_file = jwks_path.to_str().unwrap();
+    for (args, expected) in [
+        (vec!["--jwt-audience", AUDIENCE], "--jwt-issuer"),
+        (
+            vec!["--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE],
+            "key source",
+        ),
+        (
+            vec!["--jwt-issuer", ISSUER, "--jwt-jwks-file", jwks_file],
+            "audience",
+        ),
+        (
+            vec![
+                "--jwt-issuer",
+                ISSUER,
+                "--jwt-audience",
+                AUDIENCE,
+                "--jwt-jwks-file",
+                jwks_file,
+                "--jwt-jwks-url",
+                "https://example.test/keys",
+            ],
+            "cannot be used with",
+        ),
+        (
+            vec![
+                "--jwt-issuer",
+                ISSUER,
+                "--jwt-audience",
+                AUDIENCE,
+                "--jwt-jwks-url",
+                "http://example.test/keys",
+            ],
+            "https",
+        ),
+        (
+            vec![
+                "--jwt-issuer",
+                ISSUER,
+                "--jwt-audience",
+                AUDIENCE,
+                "--jwt-jwks-file",
+                "/nonexistent/jwks.json",
+            ],
+            "/nonexistent/jwks.json",
+        ),
+    ] {
+        let data = tempfile::tempdir().unwrap();
+        let failure = match Server::try_start(data.path(), &args) {
+            Ok(_) => panic!("{args:?}: the server started"),
+            Err(f) => f,
+        };
+        assert!(
+            failure.stderr.contains(expected),
+            "{args:?}: expected {expected:?} in\n{}",
+            failure.stderr
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! Actions and roles: what each route needs, what each role allows.
+//!
+//! Every authenticated route needs one *action*, named in ACL's vocabulary
+//! `Microsoft.ConfidentialLedger/ledger/<resource>/<read|write|delete>` (acl-api.md §2.5; the
+//! service publishes only examples, so the full list below is cledger's). A caller may call a
+//! route when any of its roles allows the route's action: the union of its roles' actions.
+//!
+//! | action (prefix `Microsoft.ConfidentialLedger/ledger/`) | routes |
+//! |---|---|
+//! | `governance/read` | GET `/app/governance/constitution`, `/app/governance/members` |
+//! | `enclaveQuotes/read` | GET `/app/enclaveQuotes` |
+//! | `collections/read` | GET `/app/collections`, `/app/collections/tags` |
+//! | `transactions/read` | GET `/app/transactions`, `/app/transactions/current`, `/{id}`, `/{id}/receipt`, `/{id}/status` |
+//! | `transactions/write` | POST `/app/transactions` |
+//! | `users/read` | GET `/app/users`, `/app/users/{id}`, `/app/ledgerUsers`, `/app/ledgerUsers/{id}` |
+//! | `users/write` | PATCH `/app/users/{id}`, `/app/ledgerUsers/{id}` |
+//! | `users/delete` | DELETE `/app/users/{id}`, `/app/ledgerUsers/{id}` |
+//! | `roles/read` / `roles/write` / `roles/delete` | GET / PUT, PATCH / DELETE `/app/roles` |
+//! | `userDefinedEndpoints/read` / `write` | GET / PUT, PATCH `/app/userDefinedEndpoints[/runtimeOptions,/modules]` (501) |
+//! | `userDefinedFunctions/read` / `write` / `delete` | GET / PUT, POST `:execute` / DELETE `/app/userDefinedFunctions[/{id}]` (501) |
+//!
+//! Built-in roles: Reader = `governance/read`, `enclaveQuotes/read`, `collections/read`,
+//! `transactions/read`; Contributor =
+//! Reader + `transactions/write`; Administrator = every action. User-defined roles are stored
+//! in `public:cledger.roles` (key = role name, value = JSON array of action names).
+
+use crate::users::{Role, UserRecord};
+use ledger_core::entry::{TableWrite, tables};
+use ledger_store::{Ledger, StoreError};
+use std::collections::BTreeSet;
+
+pub const PREFIX: &str = "Microsoft.ConfidentialLedger/ledger/";
+
+macro_rules! actions {
+    ($($name:ident = $suffix:literal),* $(,)?) => {
+        $(pub const $name: &str = concat!("Microsoft.ConfidentialLedger/ledger/", $suffix);)*
+        /// Every action cledger knows, in a stable order.
+        pub const ALL_ACTIONS: &[&str] = &[$($name),*];
+    };
+}
+
+actions! {
+    GOVERNANCE_READ = "governance/read",
+    ENCLAVE_QUOTES_READ = "enclaveQuotes/read",
+    COLLECTIONS_READ = "collections/read",
+    TRANSACTIONS_READ = "transactions/read",
+    TRANSACTIONS_WRITE = "transactions/write",
+    USERS_READ = "users/read",
+    USERS_WRITE = "users/write",
+    USERS_DELETE = "users/delete",
+    ROLES_READ = "roles/read",
+    ROLES_WRITE = "roles/write",
+    ROLES_DELETE = "roles/delete",
+    UDE_READ = "userDefinedEndpoints/read",
+    UDE_WRITE = "userDefinedEndpoints/write",
+    UDF_READ = "userDefinedFunctions/read",
+    UDF_WRITE = "userDefinedFunctions/write",
+    UDF_DELETE = "userDefinedFunctions/delete",
+}
+
+/// The actions a built-in role allows.
+pub fn builtin_actions(role: Role) -> Vec<&'static str> {
+    let reader = [
+        GOVERNANCE_READ,
+        ENCLAVE_QUOTES_READ,
+        COLLECTIONS_READ,
+        TRANSACTIONS_READ,
+    ];
+    match role {
+        Role::Reader => reader.to_vec(),
+        Role::Contributor => reader.into_iter().chain([TRANSACTIONS_WRITE]).collect(),
+        Role::Administrator => ALL_ACTIONS.to_vec(),
+    }
+}
+
+pub fn is_action(name: &str) -> bool {
+    ALL_ACTIONS.contains(&name)
+}
+
+/// Longest user-defined role name.
+pub const MAX_ROLE_NAME_BYTES: usize = 128;
+/// Most user-defined roles.
+pub const MAX_ROLES: usize = 1000;
+
+/// The stored actions of a user-defined role.
+pub fn custom_role(ledger: &Ledger, name: &str) -> Result<Option<Vec<String>>, StoreError> {
+    Ok(ledger
+        .governance(tables::ROLES, name)?
+        .and_then(|v| serde_json::from_slice(&v).ok()))
+}
+
+/// Every user-defined role, sorted by name.
+pub fn custom_roles(ledger: &Ledger) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+    let mut roles: Vec<(String, Vec<String>)> = ledger
+        .governance_table(tables::ROLES)?
+        .into_iter()
+        .filter_map(|(k, v)| serde_json::from_slice(&v).ok().map(|a| (k, a)))
+        .collect();
+    roles.sort();
+    Ok(roles)
+}
+
+/// The governance write that stores (or, with `None`, removes) a user-defined role.
+pub fn role_write(name: &str, actions: Option<&[String]>) -> TableWrite {
+    TableWrite {
+        table: tables::ROLES.into(),
+        key: name.to_owned(),
+        value: actions.map(|a| serde_json::to_vec(a).expect("strings serialize")),
+    }
+}
+
+/// The union of the actions of every role `record` holds. Names that are neither built-in
+/// nor a stored role allow nothing.
+pub fn effective_actions(
+    ledger: &Ledger,
+    record: &UserRecord,
+) -> Result<BTreeSet<String>, StoreError> {
+    let mut out = BTreeSet::new();
+    for name in &record.roles {
+        match Role::parse(name) {
+            Some(role) => out.extend(builtin_actions(role).into_iter().map(str::to_owned)),
+            None => {
+                if let Some(actions) = custom_role(ledger, name)? {
+                    out.extend(actions);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_roles_nest() {
+        let r: BTreeSet<_> = builtin_actions(Role::Reader).into_iter().collect();
+        let c: BTreeSet<_> = builtin_actions(Role::Contributor).into_iter().collect();
+        let a: BTreeSet<_> = builtin_actions(Role::Administrator).into_iter().collect();
+        assert!(r.is_subset(&c) && c.is_subset(&a));
+        assert!(!r.contains(USERS_READ) && c.contains(TRANSACTIONS_WRITE));
+        assert!(ALL_ACTIONS.iter().all(|a| a.starts_with(PREFIX)));
+    }
+}
