@@ -1,5 +1,8 @@
 //! `cledger`: command-line entry point. Argument parsing and wiring only; the logic lives in
-//! the library crates (`ledger-core`, `ledger-store`, `ledger-identity`, `ledger-server`).
+//! the library crates (`ledger-core`, `ledger-store`, `ledger-identity`, `ledger-server`,
+//! `ledger-client`).
+
+mod client;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ledger_core::TxId;
@@ -17,11 +20,14 @@ use std::process::ExitCode;
 #[command(
     name = "cledger",
     version,
-    about = "A self-hosted confidential ledger, wire-compatible with Azure confidential ledger"
+    about = "A self-hosted confidential ledger, wire-compatible with Azure confidential ledger",
+    after_help = "Examples:\n  cledger serve\n  cledger identity --endpoint https://127.0.0.1:8443 --profile dev --save\n  cledger --profile dev --cert cledger-data/admin.pem notarize contract.pdf\n  cledger verify contract.pdf.evidence.json contract.pdf"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    conn: client::Connection,
 }
 
 // `serve` has many flags; the enum is built once per process, so its size does not matter.
@@ -34,20 +40,19 @@ enum Command {
     Serve(ServeArgs),
     /// Verify a ledger directory offline, without keys: every frame, every leaf, every
     /// signature and the certificate chain. Exit 0 only if everything verifies.
+    ///
+    /// --service-cert PEM: the service certificate the ledger must have been created with;
+    /// defaults to DATA_DIR/service_cert.pem when that file exists. --json: print the summary
+    /// as JSON.
     Audit {
         #[arg(long, env = "CLEDGER_DATA_DIR", default_value = "./cledger-data")]
         data_dir: PathBuf,
-        /// Service certificate (PEM) the ledger must have been created with; defaults to
-        /// DATA_DIR/service_cert.pem when that file exists.
-        #[arg(long)]
-        service_cert: Option<PathBuf>,
-        /// Print the summary as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Operate on a ledger directory directly, without a server (the server must not be running).
     #[command(subcommand)]
     Local(LocalCommand),
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 /// Settings of `cledger serve`. Precedence: flag > environment variable > --config file >
@@ -229,12 +234,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Audit {
-            data_dir,
-            service_cert,
-            json,
-        } => audit(&data_dir, service_cert, json),
+        Command::Audit { data_dir } => {
+            audit(&data_dir, cli.conn.service_cert.clone(), cli.conn.json)
+        }
         Command::Local(cmd) => local(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Client(cmd) => Ok(client::run(cmd, &cli.conn)),
     }
 }
 

@@ -1,1 +1,694 @@
-//! (being written)
+//! A typed, blocking client for the cledger / Azure confidential ledger REST API.
+//!
+//! Every TLS connection trusts exactly one root: the pinned service certificate. Every receipt
+//! the client hands out has been verified against that certificate (and against the
+//! application claims when the server revealed them). The one exception to pinning is
+//! [`fetch_identity_unverified`], the trust-on-first-use fetch of the certificate itself.
+//!
+//! [`evidence`] builds and verifies offline evidence packages (`notarize` / `verify`).
+
+pub mod evidence;
+
+use ledger_core::TxId;
+use ledger_core::receipt::{ReceiptResponse, VerifiedReceipt, verify_receipt};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::blocking::{Client as Http, RequestBuilder};
+use reqwest::{Certificate, Identity, Method};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// The api-version the client uses unless told otherwise.
+pub const DEFAULT_API_VERSION: &str = "2022-05-13";
+/// A claims-capable api-version: writes record a `LedgerEntryV1` claim and `/receipt` returns
+/// `applicationClaims`.
+pub const CLAIMS_API_VERSION: &str = "2023-01-18-preview";
+/// The first api-version with tags and `/app/ledgerUsers`.
+pub const TAGS_API_VERSION: &str = "2024-12-09-preview";
+/// The api-version used for `GET /app/users` (the operation exists from 2024-01-26-preview).
+pub const USERS_LIST_API_VERSION: &str = "2024-08-22-preview";
+/// The response header naming a write's transaction.
+pub const TXID_HEADER: &str = "x-ms-ccf-transaction-id";
+/// The default collection of an ACL ledger.
+pub const DEFAULT_COLLECTION: &str = "subledger:0";
+
+/// How long `append` waits for `Committed`, and `receipt` for `Ready`.
+const WAIT_LIMIT: Duration = Duration::from_secs(60);
+
+/// Everything but unreserved characters is percent-encoded (the server keeps `+` as `+`).
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn enc(text: &str) -> String {
+    utf8_percent_encode(text, QUERY).to_string()
+}
+
+/// How the client authenticates.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// A PEM bundle holding the client certificate and its private key.
+    Certificate(String),
+    /// A bearer token (e.g. a Microsoft Entra ID access token).
+    Token(String),
+    /// No credentials (only `/ledgerIdentity` answers such callers).
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `https://host:port`, without a path.
+    pub endpoint: String,
+    /// PEM of the ledger's service certificate: the only TLS root, and what receipts must chain to.
+    pub service_cert_pem: String,
+    pub auth: Auth,
+    /// api-version sent with every request, unless an operation needs a specific one.
+    pub api_version: String,
+}
+
+impl ClientConfig {
+    pub fn new(
+        endpoint: impl Into<String>,
+        service_cert_pem: impl Into<String>,
+        auth: Auth,
+    ) -> Self {
+        ClientConfig {
+            endpoint: endpoint.into(),
+            service_cert_pem: service_cert_pem.into(),
+            auth,
+            api_version: DEFAULT_API_VERSION.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error (`{"error":{"code","message"}}`).
+    #[error("{code} (HTTP {status}): {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// Connection, TLS or timeout failure.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// A receipt did not verify.
+    #[error("receipt verification failed: {0}")]
+    Verification(#[from] ledger_core::receipt::ReceiptError),
+    /// The server's answer was not what the API promises.
+    #[error("unexpected response: {0}")]
+    Protocol(String),
+    /// Bad client configuration (PEM that cannot be loaded, bad endpoint).
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// Local file I/O.
+    #[error("{0}")]
+    Io(String),
+    /// Waited too long for a transaction to commit or a receipt to be ready.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+impl Error {
+    /// The ACL error code when the server said no.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+impl From<reqwest::Error> for Error {
+    fn from(e: reqwest::Error) -> Self {
+        // The source chain carries the useful part (e.g. the TLS reason).
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        Error::Transport(text)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A ledger entry as the server returns it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub collection_id: String,
+    pub contents: String,
+    pub transaction_id: String,
+}
+
+/// The result of a committed write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Appended {
+    pub collection_id: String,
+    pub transaction_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TxStatus {
+    pub state: String,
+    pub transaction_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub user_id: String,
+    pub assigned_role: String,
+}
+
+/// A receipt that verified against the pinned service certificate.
+#[derive(Clone, Debug)]
+pub struct VerifiedReceiptResponse {
+    pub response: ReceiptResponse,
+    pub verified: VerifiedReceipt,
+}
+
+/// Filters of [`Client::list`].
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub collection: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub tag: Option<String>,
+}
+
+/// `sha256` of the DER of a PEM certificate, as `AA:BB:...` (like `openssl x509 -fingerprint -sha256`).
+pub fn cert_fingerprint(pem: &str) -> Result<String> {
+    use sha2::Digest as _;
+    let cert = ledger_core::x509::Cert::from_pem(pem)
+        .map_err(|e| Error::Config(format!("not a PEM certificate: {e}")))?;
+    let digest = sha2::Sha256::digest(cert.der());
+    Ok(digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
+fn base(endpoint: &str) -> Result<String> {
+    let e = endpoint.trim().trim_end_matches('/');
+    if !e.starts_with("https://") {
+        return Err(Error::Config(format!(
+            "the endpoint must be an https:// URL, not {endpoint:?}"
+        )));
+    }
+    Ok(e.to_owned())
+}
+
+/// Trust on first use: fetches the service certificate from `GET /ledgerIdentity/{ledger_id}`
+/// **without verifying the server's TLS certificate**. Compare the fingerprint out of band
+/// before pinning what this returns.
+pub fn fetch_identity_unverified(endpoint: &str, ledger_id: &str) -> Result<String> {
+    let base = base(endpoint)?;
+    let http = Http::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let url = format!(
+        "{base}/ledgerIdentity/{}?api-version={DEFAULT_API_VERSION}",
+        enc(ledger_id)
+    );
+    let body = check(http.get(url).send()?)?.1;
+    let pem = body["ledgerTlsCertificate"]
+        .as_str()
+        .ok_or_else(|| Error::Protocol("no ledgerTlsCertificate in the identity answer".into()))?;
+    cert_fingerprint(pem)?;
+    Ok(pem.to_owned())
+}
+
+fn check(resp: reqwest::blocking::Response) -> Result<(reqwest::header::HeaderMap, Value)> {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text()?;
+    if !status.is_success() {
+        let parsed: Option<Value> = serde_json::from_str(&text).ok();
+        let err = parsed.as_ref().map(|v| &v["error"]);
+        let code = err
+            .and_then(|e| e["code"].as_str())
+            .unwrap_or("HttpError")
+            .to_owned();
+        let message = err
+            .and_then(|e| e["message"].as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| text.chars().take(500).collect());
+        return Err(Error::Api {
+            status: status.as_u16(),
+            code,
+            message,
+        });
+    }
+    let body = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Protocol(format!("the body is not JSON: {e}")))?
+    };
+    Ok((headers, body))
+}
+
+fn field<T: serde::de::DeserializeOwned>(value: Value, what: &str) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| Error::Protocol(format!("{what}: {e}")))
+}
+
+/// True when api-version `v` is at least `min` (versions are date-prefixed).
+fn version_at_least(v: &str, min: &str) -> bool {
+    v.get(..10).unwrap_or(v) >= min.get(..10).unwrap_or(min)
+}
+
+pub struct Client {
+    http: Http,
+    base: String,
+    config: ClientConfig,
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Client> {
+        let base = base(&config.endpoint)?;
+        let root = Certificate::from_pem(config.service_cert_pem.as_bytes())
+            .map_err(|e| Error::Config(format!("the service certificate: {e}")))?;
+        cert_fingerprint(&config.service_cert_pem)?;
+        let mut builder = Http::builder()
+            .tls_certs_only([root])
+            .timeout(Duration::from_secs(120));
+        if let Auth::Certificate(pem) = &config.auth {
+            let identity = Identity::from_pem(pem.as_bytes()).map_err(|e| {
+                Error::Config(format!(
+                    "the client certificate bundle (certificate and private key, PEM): {e}"
+                ))
+            })?;
+            builder = builder.identity(identity);
+        }
+        Ok(Client {
+            http: builder.build()?,
+            base,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    fn url(&self, path: &str, version: &str, params: &[(&str, Option<&str>)]) -> String {
+        let mut url = format!("{}{path}?api-version={}", self.base, enc(version));
+        for (k, v) in params {
+            if let Some(v) = v {
+                url.push('&');
+                url.push_str(k);
+                url.push('=');
+                url.push_str(&enc(v));
+            }
+        }
+        url
+    }
+
+    fn request(&self, method: Method, url: &str) -> RequestBuilder {
+        let mut req = self.http.request(method, url);
+        if let Auth::Token(token) = &self.config.auth {
+            req = req.bearer_auth(token);
+        }
+        req
+    }
+
+    fn call(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<(reqwest::header::HeaderMap, Value)> {
+        let mut req = self.request(method, url);
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        check(req.send()?)
+    }
+
+    fn get(&self, path: &str, version: &str, params: &[(&str, Option<&str>)]) -> Result<Value> {
+        Ok(self
+            .call(Method::GET, &self.url(path, version, params), None)?
+            .1)
+    }
+
+    fn version(&self) -> &str {
+        &self.config.api_version
+    }
+
+    /// The configured version, raised to one with tags when tags are used.
+    fn version_for_tags(&self, tagged: bool) -> &str {
+        if tagged && !version_at_least(self.version(), TAGS_API_VERSION) {
+            TAGS_API_VERSION
+        } else {
+            self.version()
+        }
+    }
+
+    /// Writes an entry and waits until `/status` says `Committed`.
+    pub fn append(
+        &self,
+        contents: &str,
+        collection: Option<&str>,
+        tags: &[String],
+    ) -> Result<Appended> {
+        let version = self.version_for_tags(!tags.is_empty()).to_owned();
+        self.append_with_version(contents, collection, tags, &version)
+    }
+
+    /// Writes an entry with a claims-capable api-version, so that it records a
+    /// `LedgerEntryV1` application claim, and waits for commit.
+    pub fn append_with_claims(&self, contents: &str, collection: Option<&str>) -> Result<Appended> {
+        self.append_with_version(contents, collection, &[], CLAIMS_API_VERSION)
+    }
+
+    pub fn append_with_version(
+        &self,
+        contents: &str,
+        collection: Option<&str>,
+        tags: &[String],
+        version: &str,
+    ) -> Result<Appended> {
+        let tags = (!tags.is_empty()).then(|| tags.join(","));
+        let url = self.url(
+            "/app/transactions",
+            version,
+            &[("collectionId", collection), ("tags", tags.as_deref())],
+        );
+        let (headers, body) =
+            self.call(Method::POST, &url, Some(&json!({"contents": contents})))?;
+        let txid = headers
+            .get(TXID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Error::Protocol(format!("the write has no {TXID_HEADER} header")))?
+            .to_owned();
+        TxId::parse(&txid).map_err(|e| Error::Protocol(format!("bad transaction id: {e}")))?;
+        let collection_id = body["collectionId"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| collection.map(str::to_owned))
+            .unwrap_or_else(|| DEFAULT_COLLECTION.to_owned());
+        self.wait_committed(&txid)?;
+        Ok(Appended {
+            collection_id,
+            transaction_id: txid,
+        })
+    }
+
+    /// Polls `/status` until the transaction is `Committed`.
+    pub fn wait_committed(&self, txid: &str) -> Result<()> {
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(5);
+        loop {
+            match self.status(txid) {
+                Ok(s) if s.state == "Committed" => return Ok(()),
+                Ok(s) if s.state == "Pending" => {}
+                Ok(s) => {
+                    return Err(Error::Protocol(format!(
+                        "transaction {txid} is in state {}",
+                        s.state
+                    )));
+                }
+                Err(Error::Api {
+                    status: 404, code, ..
+                }) if code == "TransactionPendingOrUnknown" => {}
+                Err(e) => return Err(e),
+            }
+            if start.elapsed() > WAIT_LIMIT {
+                return Err(Error::Timeout(format!("transaction {txid} did not commit")));
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    pub fn status(&self, txid: &str) -> Result<TxStatus> {
+        let body = self.get(
+            &format!("/app/transactions/{}/status", enc(txid)),
+            self.version(),
+            &[],
+        )?;
+        field(body, "status")
+    }
+
+    pub fn get_entry(&self, txid: &str, collection: Option<&str>) -> Result<Entry> {
+        let body = self.get(
+            &format!("/app/transactions/{}", enc(txid)),
+            self.version(),
+            &[("collectionId", collection)],
+        )?;
+        field(body["entry"].clone(), "entry")
+    }
+
+    pub fn current(&self, collection: Option<&str>) -> Result<Entry> {
+        let body = self.get(
+            "/app/transactions/current",
+            self.version(),
+            &[("collectionId", collection)],
+        )?;
+        field(body, "current entry")
+    }
+
+    /// Entries of one collection in a range, following `nextLink`, page by page.
+    pub fn list(&self, query: &ListQuery) -> EntryIter<'_> {
+        let version = self.version_for_tags(query.tag.is_some());
+        let url = self.url(
+            "/app/transactions",
+            version,
+            &[
+                ("collectionId", query.collection.as_deref()),
+                ("fromTransactionId", query.from.as_deref()),
+                ("toTransactionId", query.to.as_deref()),
+                ("tag", query.tag.as_deref()),
+            ],
+        );
+        EntryIter {
+            client: self,
+            next: Some(url),
+            page: Vec::new().into_iter(),
+        }
+    }
+
+    /// All entries of [`Client::list`] in one vector.
+    pub fn list_all(&self, query: &ListQuery) -> Result<Vec<Entry>> {
+        self.list(query).collect()
+    }
+
+    fn follow(&self, link: &str) -> String {
+        if link.starts_with("https://") {
+            link.to_owned()
+        } else {
+            format!("{}/{}", self.base, link.trim_start_matches('/'))
+        }
+    }
+
+    pub fn collections(&self) -> Result<Vec<String>> {
+        let body = self.get("/app/collections", self.version(), &[])?;
+        let list = body["collections"]
+            .as_array()
+            .ok_or_else(|| Error::Protocol("no collections array".into()))?;
+        Ok(list
+            .iter()
+            .filter_map(|c| c["collectionId"].as_str().map(str::to_owned))
+            .collect())
+    }
+
+    pub fn user_get(&self, id: &str) -> Result<User> {
+        field(
+            self.get(&format!("/app/users/{}", enc(id)), self.version(), &[])?,
+            "user",
+        )
+    }
+
+    /// Creates the user or changes its role.
+    pub fn user_set_role(&self, id: &str, role: &str) -> Result<User> {
+        let url = self.url(&format!("/app/users/{}", enc(id)), self.version(), &[]);
+        let mut req = self
+            .request(Method::PATCH, &url)
+            .header("content-type", "application/merge-patch+json")
+            .body(json!({"assignedRole": role}).to_string());
+        req = req.timeout(Duration::from_secs(120));
+        field(check(req.send()?)?.1, "user")
+    }
+
+    pub fn user_remove(&self, id: &str) -> Result<()> {
+        let url = self.url(&format!("/app/users/{}", enc(id)), self.version(), &[]);
+        self.call(Method::DELETE, &url, None)?;
+        Ok(())
+    }
+
+    /// Every user (follows paging).
+    pub fn users_list(&self) -> Result<Vec<User>> {
+        let version = if version_at_least(self.version(), USERS_LIST_API_VERSION) {
+            self.version()
+        } else {
+            USERS_LIST_API_VERSION
+        };
+        let mut next = Some(self.url("/app/users", version, &[]));
+        let mut users = Vec::new();
+        while let Some(url) = next.take() {
+            let body = self.call(Method::GET, &url, None)?.1;
+            let items = body["ledgerUsers"]
+                .as_array()
+                .or_else(|| body["users"].as_array())
+                .ok_or_else(|| Error::Protocol("no users array".into()))?;
+            for item in items {
+                let role = item["assignedRole"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .or_else(|| {
+                        item["assignedRoles"].as_array().map(|r| {
+                            r.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                    });
+                users.push(User {
+                    user_id: item["userId"].as_str().unwrap_or_default().to_owned(),
+                    assigned_role: role.unwrap_or_default(),
+                });
+            }
+            next = next_link(&body).map(|l| self.follow(&l));
+        }
+        Ok(users)
+    }
+
+    /// Fetches a receipt with the configured api-version and verifies it.
+    pub fn receipt(&self, txid: &str) -> Result<VerifiedReceiptResponse> {
+        let version = self.version().to_owned();
+        self.receipt_with_version(txid, &version)
+    }
+
+    /// Fetches a receipt with `applicationClaims` (claims-capable api-version) and verifies it,
+    /// claims included.
+    pub fn receipt_with_claims(&self, txid: &str) -> Result<VerifiedReceiptResponse> {
+        self.receipt_with_version(txid, CLAIMS_API_VERSION)
+    }
+
+    /// Fetches `GET /app/transactions/{txid}/receipt` (waiting while it is `Loading`) and
+    /// verifies it against the pinned service certificate and, when present, the application
+    /// claims. A receipt that does not verify, or that proves another transaction, is an error.
+    pub fn receipt_with_version(
+        &self,
+        txid: &str,
+        version: &str,
+    ) -> Result<VerifiedReceiptResponse> {
+        let url = self.url(
+            &format!("/app/transactions/{}/receipt", enc(txid)),
+            version,
+            &[],
+        );
+        let start = Instant::now();
+        let response: ReceiptResponse = loop {
+            let body = self.call(Method::GET, &url, None)?.1;
+            let response: ReceiptResponse = field(body, "receipt")?;
+            if response.receipt.is_some() {
+                break response;
+            }
+            if start.elapsed() > WAIT_LIMIT {
+                return Err(Error::Timeout(format!(
+                    "the receipt of {txid} is not ready"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let verified = verify_receipt(
+            response.receipt.as_ref().expect("checked above"),
+            &self.config.service_cert_pem,
+            response.application_claims.as_deref(),
+        )?;
+        if verified.txid.to_string() != txid {
+            return Err(Error::Protocol(format!(
+                "asked for the receipt of {txid}, got one for {}",
+                verified.txid
+            )));
+        }
+        Ok(VerifiedReceiptResponse { response, verified })
+    }
+}
+
+fn next_link(body: &Value) -> Option<String> {
+    body["nextLink"]
+        .as_str()
+        .or_else(|| body["@nextLink"].as_str())
+        .map(str::to_owned)
+}
+
+/// Iterator over the entries of a range, fetching the next page when needed.
+pub struct EntryIter<'a> {
+    client: &'a Client,
+    next: Option<String>,
+    page: std::vec::IntoIter<Entry>,
+}
+
+impl Iterator for EntryIter<'_> {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(entry) = self.page.next() {
+                return Some(Ok(entry));
+            }
+            let url = self.next.take()?;
+            let body = match self.client.call(Method::GET, &url, None) {
+                Ok((_, body)) => body,
+                Err(e) => return Some(Err(e)),
+            };
+            if body["state"].as_str() == Some("Loading") {
+                std::thread::sleep(Duration::from_millis(100));
+                self.next = Some(url);
+                continue;
+            }
+            self.next = next_link(&body).map(|l| self.client.follow(&l));
+            let entries: Vec<Entry> = match field(body["entries"].clone(), "entries") {
+                Ok(e) => e,
+                Err(e) => return Some(Err(e)),
+            };
+            self.page = entries.into_iter();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_fully_encoded() {
+        assert_eq!(enc("a+b c/d"), "a%2Bb%20c%2Fd");
+        assert_eq!(enc("subledger:0"), "subledger%3A0");
+        assert_eq!(enc("1.2-x_~"), "1.2-x_~");
+    }
+
+    #[test]
+    fn version_comparison() {
+        assert!(version_at_least("2024-12-09-preview", TAGS_API_VERSION));
+        assert!(version_at_least("2026-02-23", TAGS_API_VERSION));
+        assert!(!version_at_least("2022-05-13", TAGS_API_VERSION));
+    }
+
+    #[test]
+    fn endpoint_must_be_https() {
+        assert!(matches!(base("http://x"), Err(Error::Config(_))));
+        assert_eq!(base("https://h:1/").unwrap(), "https://h:1");
+    }
+
+    #[test]
+    fn bad_service_cert_is_a_config_error() {
+        let config = ClientConfig::new("https://localhost:1", "nope", Auth::None);
+        assert!(matches!(Client::new(config), Err(Error::Config(_))));
+    }
+}

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod jwt;
+
 use reqwest::header::HeaderMap;
 use reqwest::{Certificate, Client, Identity, Method, StatusCode};
 use serde_json::Value;
