@@ -92,11 +92,7 @@ impl Env {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("CLEDGER_") {
-                command.env_remove(key);
-            }
-        }
+        clear_cledger_env(&mut command);
         command
             .env("HOME", self.path().join("home"))
             .env("XDG_CONFIG_HOME", self.path().join("home/.config"))

@@ -69,6 +69,15 @@ pub struct StartFailure {
     pub stderr: String,
 }
 
+/// Removes every `CLEDGER_*` variable of this process's environment from `command`.
+pub fn clear_cledger_env(command: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CLEDGER_") {
+            command.env_remove(key);
+        }
+    }
+}
+
 fn spawn(data_dir: &Path, extra: &[&str]) -> (Child, Output, mpsc::Receiver<String>) {
     let mut command = Command::new(binary());
     command
@@ -82,11 +91,7 @@ fn spawn(data_dir: &Path, extra: &[&str]) -> (Child, Output, mpsc::Receiver<Stri
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // Nothing from the developer's environment may change the server under test.
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("CLEDGER_") {
-            command.env_remove(key);
-        }
-    }
+    clear_cledger_env(&mut command);
     let mut child = command
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary().display()));
