@@ -636,3 +636,37 @@ async fn user_defined_roles_are_enforced() {
     .await
     .expect_error(400, "InvalidInput");
 }
+
+/// At most 10,000 distinct tags per collection: entries with tags already in use are still
+/// accepted at the cap; a new one is refused and nothing is written.
+#[tokio::test]
+async fn tag_capacity_is_enforced_per_collection() {
+    const CAP: usize = 10_000;
+    const PER_ENTRY: usize = 64;
+    let app = app();
+    let tag_list = |range: std::ops::Range<usize>| {
+        range.map(|i| format!("t{i}")).collect::<Vec<_>>().join(",")
+    };
+    for start in (0..CAP).step_by(PER_ENTRY) {
+        let query = format!(
+            "&collectionId=capped&tags={}",
+            tag_list(start..(start + PER_ENTRY).min(CAP))
+        );
+        app.write(TAGS, &query, "tagged").await;
+    }
+    assert_eq!(app.ledger.tags("capped").unwrap().len(), CAP);
+    app.write(TAGS, "&collectionId=capped&tags=t0,t9999", "reuses tags")
+        .await;
+    let before = app.ledger.committed();
+    app.post(
+        TAGS,
+        "&collectionId=capped&tags=t1,brand-new",
+        "one tag too many",
+    )
+    .await
+    .expect_error(400, "TagCapacityExceeded");
+    assert_eq!(app.ledger.committed(), before, "nothing was written");
+    // The cap counts per collection: another collection takes new tags.
+    app.write(TAGS, "&collectionId=other&tags=brand-new", "elsewhere")
+        .await;
+}

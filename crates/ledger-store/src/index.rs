@@ -316,6 +316,13 @@ impl Index {
         Ok(out)
     }
 
+    /// Whether any entry of `collection` carries `tag` (a point lookup, unlike [`Index::tags`]).
+    pub fn has_tag(&self, collection: &str, tag: &str) -> Result<bool, IndexError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(TAGS).map_err(err)?;
+        Ok(table.get((collection, tag)).map_err(err)?.is_some())
+    }
+
     /// Current value of a governance key.
     pub fn governance(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
         let tx = self.db.begin_read().map_err(err)?;

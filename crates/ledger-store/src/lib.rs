@@ -686,6 +686,11 @@ impl Ledger {
         Ok(self.shared.index.tags(collection)?)
     }
 
+    /// Whether `tag` is already used in `collection`.
+    pub fn has_tag(&self, collection: &str, tag: &str) -> Result<bool, StoreError> {
+        Ok(self.shared.index.has_tag(collection, tag)?)
+    }
+
     pub fn governance(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.shared.index.governance(table, key)?)
     }

@@ -214,10 +214,10 @@ pub async fn create(
         None
     };
     // Tags never disappear, so a write whose tags all exist already cannot exceed the cap.
-    let new_tags = !tags.is_empty() && {
-        let existing = state.ledger.tags(&collection)?;
-        tags.iter().any(|t| !existing.iter().any(|(e, _)| e == t))
-    };
+    let mut new_tags = false;
+    for tag in &tags {
+        new_tags |= !state.ledger.has_tag(&collection, tag)?;
+    }
     let write = WriteRequest::Entry(ApplicationEntry {
         collection_id: collection.clone(),
         contents,
@@ -244,12 +244,11 @@ pub async fn create(
             });
         }
         if new_tags {
-            let known = state.ledger.tags(&collection)?;
-            let added = tags
-                .iter()
-                .filter(|t| !known.iter().any(|(k, _)| k == *t))
-                .count();
-            if known.len() + added > MAX_TAGS_PER_COLLECTION {
+            let mut added = 0;
+            for tag in &tags {
+                added += usize::from(!state.ledger.has_tag(&collection, tag)?);
+            }
+            if state.ledger.tags(&collection)?.len() + added > MAX_TAGS_PER_COLLECTION {
                 return Err(ApiError::TagCapacityExceeded {
                     limit: MAX_TAGS_PER_COLLECTION,
                 });
