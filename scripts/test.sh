@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of the project: the Rust workspace (unit, property, crash, tamper and
-# recovery tests) and the Python compatibility suite, which checks our receipts with the
-# official azure-confidentialledger SDK and CCF's `ccf` package, both installed from PyPI
-# into a virtualenv this script creates.
+# Runs every test of the project: the Rust workspace (unit, property, crash, tamper, recovery,
+# fault-injection and SIGKILL tests), a short run of every fuzz target (cargo-fuzz on the
+# stable toolchain, installed if missing), and the Python compatibility suite, which checks
+# our receipts with the official azure-confidentialledger SDK and CCF's `ccf` package, both
+# installed from PyPI into a virtualenv this script creates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,9 @@ echo "== cargo test (workspace)"
 # same (test-unified) features, so nothing is compiled twice.
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked
+
+echo "== fuzz smoke run (5 s per target; scripts/fuzz.sh 3600 for a long run)"
+./scripts/fuzz.sh 5
 
 echo "== Python compatibility suite (official SDK + ccf)"
 if [ ! -x .venv/bin/python ]; then

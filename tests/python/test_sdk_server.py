@@ -181,6 +181,24 @@ def test_create_get_receipt_verify(live: LedgerServer, written: Written):
     assert current["collectionId"] == DEFAULT_COLLECTION
 
 
+def test_idempotency_key_through_the_sdk(live: LedgerServer, written: Written):
+    """A retried write that carries the same Idempotency-Key (per-call `headers=`) is answered
+    with the original transaction, and the ledger holds it once."""
+    client = live.client()
+    contents = "idempotent via the SDK"
+    headers = {"Idempotency-Key": "sdk-order-17"}
+    first = client.begin_create_ledger_entry({"contents": contents}, headers=headers).result()
+    again = client.begin_create_ledger_entry({"contents": contents}, headers=headers).result()
+    assert again["transactionId"] == first["transactionId"]
+    written.add(first["transactionId"], None, contents)
+    entries = list(client.list_ledger_entries())
+    assert sum(1 for e in entries if e["contents"] == contents) == 1
+    with pytest.raises(HttpResponseError) as info:
+        client.create_ledger_entry({"contents": "something else"}, headers=headers)
+    assert info.value.status_code == 409
+    assert error_code(info.value) == "IdempotencyKeyReused"
+
+
 def test_list_ledger_entries_across_pages(live: LedgerServer, written: Written):
     client = live.client()
     txids = []

@@ -150,6 +150,12 @@ pub enum ClientCommand {
         #[arg(long, requires = "out", conflicts_with = "from")]
         resume: bool,
     },
+    /// Load-test a ledger: closed-loop writes, reads, receipts and range listings over N
+    /// connections; prints throughput and latency percentiles per phase.
+    #[command(
+        after_help = "Example:\n  cledger bench --endpoint https://127.0.0.1:8443 --cert admin.pem \\\n    --service-cert service_cert.pem --connections 64 --size 256 --duration 60 --output bench.json"
+    )]
+    Bench(crate::bench::BenchArgs),
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  cledger completions bash > /etc/bash_completion.d/cledger")]
     Completions { shell: clap_complete::Shell },
@@ -339,6 +345,10 @@ fn read(path: &Path) -> Result<String, Failure> {
 }
 
 fn connect(conn: &Connection) -> Result<Client, Failure> {
+    Ok(Client::new(client_config(conn)?)?)
+}
+
+fn client_config(conn: &Connection) -> Result<ClientConfig, Failure> {
     let s = settings(conn)?;
     let endpoint = s.endpoint.ok_or_else(|| {
         Failure::usage("no endpoint: pass --endpoint URL, set CLEDGER_ENDPOINT or use --profile")
@@ -357,7 +367,7 @@ fn connect(conn: &Connection) -> Result<Client, Failure> {
     if let Some(v) = s.api_version {
         config.api_version = v;
     }
-    Ok(Client::new(config)?)
+    Ok(config)
 }
 
 // ---------- commands ----------
@@ -385,6 +395,7 @@ fn run_inner(cmd: ClientCommand, conn: &Connection) -> Result<ExitCode, Failure>
             clap_complete::generate(shell, &mut command, "cledger", &mut std::io::stdout());
         }
         ClientCommand::Verify { package, file } => return verify(conn, &package, file.as_deref()),
+        ClientCommand::Bench(args) => crate::bench::run(args, client_config(conn)?, json_mode)?,
         ClientCommand::Identity { ledger_id, save } => identity(conn, &ledger_id, save)?,
         ClientCommand::Append {
             collection,

@@ -2,6 +2,7 @@
 //! the library crates (`ledger-core`, `ledger-store`, `ledger-identity`, `ledger-server`,
 //! `ledger-client`).
 
+mod bench;
 mod client;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -47,6 +48,15 @@ enum Command {
     Audit {
         #[arg(long, env = "CLEDGER_DATA_DIR", default_value = "./cledger-data")]
         data_dir: PathBuf,
+    },
+    /// Copy a ledger directory, safely even while a server writes to it, and audit the copy.
+    /// The copy is a complete data directory: serve it to restore (see docs/OPERATIONS.md).
+    Backup {
+        #[arg(long, env = "CLEDGER_DATA_DIR", default_value = "./cledger-data")]
+        data_dir: PathBuf,
+        /// New directory for the copy.
+        #[arg(long)]
+        to: PathBuf,
     },
     /// Operate on a ledger directory directly, without a server (the server must not be running).
     #[command(subcommand)]
@@ -128,6 +138,18 @@ struct ServeArgs {
     /// Only accept tokens whose `tid` claim is this tenant id.
     #[arg(long, env = "CLEDGER_JWT_TENANT_ID", requires = "jwt_issuer")]
     jwt_tenant_id: Option<String>,
+    /// Log lines on stderr as `text` or `json` [default: text].
+    #[arg(long, env = "CLEDGER_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormatArg>,
+    /// Log filter: a level (`info`, `debug`, ...) or `tracing` directives [default: info].
+    #[arg(long, env = "CLEDGER_LOG")]
+    log_level: Option<String>,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 impl ServeArgs {
@@ -150,6 +172,11 @@ impl ServeArgs {
             jwt_oidc_discovery: self.jwt_oidc_discovery,
             jwt_user_claim: self.jwt_user_claim,
             jwt_tenant_id: self.jwt_tenant_id,
+            log_format: self.log_format.map(|f| match f {
+                LogFormatArg::Text => ledger_server::config::LogFormat::Text,
+                LogFormatArg::Json => ledger_server::config::LogFormat::Json,
+            }),
+            log_level: self.log_level,
         }
     }
 }
@@ -207,6 +234,18 @@ enum LocalCommand {
         #[arg(required = true)]
         contents: Vec<String>,
     },
+    /// Bulk-load COUNT entries of SIZE bytes (for benchmarks on large ledgers); prints the
+    /// rate. Entries are written with many in flight, so they commit in group commits.
+    Fill {
+        #[command(flatten)]
+        dir: DataDir,
+        #[arg(long, default_value = DEFAULT_COLLECTION)]
+        collection: String,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+    },
     /// Print the receipt of a committed transaction as ACL's GET .../receipt returns it.
     Receipt {
         #[command(flatten)]
@@ -237,8 +276,45 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Audit { data_dir } => {
             audit(&data_dir, cli.conn.service_cert.clone(), cli.conn.json)
         }
+        Command::Backup { data_dir, to } => backup(&data_dir, &to, cli.conn.json),
         Command::Local(cmd) => local(cmd).map(|()| ExitCode::SUCCESS),
         Command::Client(cmd) => Ok(client::run(cmd, &cli.conn)),
+    }
+}
+
+fn backup(data_dir: &Path, to: &Path, json: bool) -> Result<ExitCode, String> {
+    match ledger_store::backup::backup(data_dir, to) {
+        Ok(r) => {
+            let last = r.last.map_or_else(|| "none".to_owned(), |t| t.to_string());
+            if json {
+                let value = serde_json::json!({
+                    "ok": true, "segments": r.segments, "bytes": r.bytes, "cutBytes": r.cut_bytes,
+                    "lastTransactionId": last, "transactions": r.audit.transactions,
+                    "unsignedTail": r.audit.unsigned_tail,
+                });
+                println!("{value}");
+            } else {
+                println!(
+                    "backed up {} transactions ({} bytes in {} segment(s)) to {}; the copy verifies",
+                    r.audit.transactions,
+                    r.bytes,
+                    r.segments,
+                    to.display()
+                );
+                println!("  last transaction: {last}");
+                if r.cut_bytes > 0 {
+                    println!(
+                        "  left out {} bytes of a write still in progress",
+                        r.cut_bytes
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("backup failed: {e}");
+            Ok(ExitCode::from(1))
+        }
     }
 }
 
@@ -333,6 +409,60 @@ fn parse_txid(text: &str) -> Result<TxId, String> {
     TxId::parse(text).map_err(|e| e.to_string())
 }
 
+/// Writes `count` entries keeping up to `IN_FLIGHT` submitted, so the writer batches them.
+fn fill(ledger: &Ledger, collection: &str, count: u64, size: usize) -> Result<(), String> {
+    const IN_FLIGHT: u64 = 16_384;
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Result<TxId, String>>();
+    let start = std::time::Instant::now();
+    let (mut submitted, mut finished) = (0u64, 0u64);
+    let wait_one = |finished: &mut u64| -> Result<(), String> {
+        done_rx
+            .recv()
+            .map_err(|_| "the ledger closed".to_owned())??;
+        *finished += 1;
+        Ok(())
+    };
+    while submitted < count {
+        if submitted - finished >= IN_FLIGHT {
+            wait_one(&mut finished)?;
+            continue;
+        }
+        let mut contents = format!("fill {submitted} ");
+        contents.extend(std::iter::repeat_n(
+            'x',
+            size.saturating_sub(contents.len()),
+        ));
+        let entry = ApplicationEntry {
+            collection_id: collection.to_owned(),
+            contents,
+            tags: Vec::new(),
+            claims_key: None,
+            idempotency: None,
+        };
+        let tx = done_tx.clone();
+        let done = Box::new(move |r: Result<TxId, ledger_store::AppendError>| {
+            let _ = tx.send(r.map_err(|e| e.to_string()));
+        });
+        match ledger.submit(WriteRequest::Entry(entry), done) {
+            Ok(()) => submitted += 1,
+            Err(ledger_store::AppendError::Busy) => wait_one(&mut finished)?,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    while finished < count {
+        wait_one(&mut finished)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "wrote {count} entries of {size} bytes in {secs:.1} s ({:.0} committed writes/s); last {}",
+        count as f64 / secs,
+        ledger
+            .committed()
+            .map_or_else(String::new, |t| t.to_string())
+    );
+    Ok(())
+}
+
 fn local(cmd: LocalCommand) -> Result<(), String> {
     match cmd {
         LocalCommand::Init {
@@ -393,6 +523,7 @@ fn local(cmd: LocalCommand) -> Result<(), String> {
                     contents: text,
                     tags: tag.clone(),
                     claims_key,
+                    idempotency: None,
                 };
                 let txid = ledger
                     .append(WriteRequest::Entry(entry))
@@ -401,6 +532,12 @@ fn local(cmd: LocalCommand) -> Result<(), String> {
             }
             ledger.close();
         }
+        LocalCommand::Fill {
+            dir,
+            collection,
+            count,
+            size,
+        } => fill(&open(&dir)?, &collection, count, size)?,
         LocalCommand::Receipt { dir, txid } => {
             let txid = parse_txid(&txid)?;
             let ledger = open(&dir)?;

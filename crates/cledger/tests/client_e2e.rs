@@ -1167,3 +1167,82 @@ fn bearer_token_users_through_the_client() {
     out.code(1);
     assert!(out.all().contains("NotAllowed"), "{}", out.describe());
 }
+
+/// `cledger bench` runs every phase against a real server and reports consistent figures
+/// (a smoke run: the numbers themselves are measured by hand, see docs/PERFORMANCE.md).
+#[test]
+fn bench_smoke_run() {
+    let ledger = Ledger::start();
+    let env = Env::new();
+    let out = env.path().join("bench.json");
+    let out_arg = out.display().to_string();
+    let run = ledger.run(
+        &env,
+        &[
+            "bench",
+            "--connections",
+            "4",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--collections",
+            "2",
+            "--verify-every",
+            "2",
+            "--output",
+            &out_arg,
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.describe());
+    for phase in ["append", "read", "receipt", "list", "p99.9 ms"] {
+        assert!(run.stdout.contains(phase), "{}", run.describe());
+    }
+    let figures: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(figures["connections"], 4);
+    assert_eq!(figures["size"], 256);
+    let phases = figures["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 4, "{figures}");
+    for phase in phases {
+        assert!(phase["ops"].as_u64().unwrap() > 0, "{phase}");
+        assert_eq!(phase["errors"], json!({}), "{phase}");
+        let l = &phase["latency_ms"];
+        let p = |k: &str| l[k].as_f64().unwrap();
+        assert!(
+            0.0 < p("p50") && p("p50") <= p("p90") && p("p90") <= p("p99"),
+            "{phase}"
+        );
+        assert!(p("p99") <= p("p99_9") && p("p99_9") <= p("max"), "{phase}");
+    }
+    let receipts = &phases[2];
+    let verified = receipts["items"].as_u64().unwrap();
+    let fetched = receipts["ops"].as_u64().unwrap();
+    assert!(
+        verified > 0 && verified < fetched,
+        "every 2nd receipt verified: {receipts}"
+    );
+    assert!(phases[3]["items"].as_u64().unwrap() >= phases[3]["ops"].as_u64().unwrap());
+    // The entries it wrote are really there.
+    let list = ledger.run(&env, &["--json", "list", "--collection", "bench-1"]);
+    assert_eq!(list.code, 0, "{}", list.describe());
+    assert!(list.stdout.lines().count() > 0);
+    // --json prints the same figures on stdout instead of the table.
+    let run = ledger.run(
+        &env,
+        &[
+            "--json",
+            "bench",
+            "--connections",
+            "1",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0",
+            "--phases",
+            "append",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let figures: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(figures["phases"][0]["phase"], "append");
+}

@@ -8,6 +8,7 @@
 //! [`evidence`] builds and verifies offline evidence packages (`notarize` / `verify`).
 
 pub mod evidence;
+pub mod nonblocking;
 
 use ledger_core::TxId;
 use ledger_core::receipt::{ReceiptResponse, VerifiedReceipt, verify_receipt};
@@ -233,6 +234,15 @@ fn check(resp: reqwest::blocking::Response) -> Result<(reqwest::header::HeaderMa
     let status = resp.status();
     let headers = resp.headers().clone();
     let text = resp.text()?;
+    decode(status, headers, &text)
+}
+
+/// An answer as the API defines it: a JSON body on success, the ACL error shape otherwise.
+fn decode(
+    status: reqwest::StatusCode,
+    headers: reqwest::header::HeaderMap,
+    text: &str,
+) -> Result<(reqwest::header::HeaderMap, Value)> {
     if !status.is_success() {
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
         let err = parsed.as_ref().map(|v| &v["error"]);
@@ -257,6 +267,54 @@ fn check(resp: reqwest::blocking::Response) -> Result<(reqwest::header::HeaderMa
             .map_err(|e| Error::Protocol(format!("the body is not JSON: {e}")))?
     };
     Ok((headers, body))
+}
+
+/// `{base}{path}?api-version=..&k=v..`, skipping absent parameters.
+fn url(base: &str, path: &str, version: &str, params: &[(&str, Option<&str>)]) -> String {
+    let mut url = format!("{base}{path}?api-version={}", enc(version));
+    for (k, v) in params {
+        if let Some(v) = v {
+            url.push('&');
+            url.push_str(k);
+            url.push('=');
+            url.push_str(&enc(v));
+        }
+    }
+    url
+}
+
+/// The transaction id a write's answer names.
+fn written_txid(headers: &reqwest::header::HeaderMap) -> Result<String> {
+    let txid = headers
+        .get(TXID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::Protocol(format!("the write has no {TXID_HEADER} header")))?;
+    TxId::parse(txid).map_err(|e| Error::Protocol(format!("bad transaction id: {e}")))?;
+    Ok(txid.to_owned())
+}
+
+/// Verifies a `Ready` receipt answer against the pinned certificate and checks it proves `txid`.
+fn verified(
+    response: ReceiptResponse,
+    service_cert_pem: &str,
+    txid: &str,
+) -> Result<VerifiedReceiptResponse> {
+    let receipt = response
+        .receipt
+        .as_ref()
+        .ok_or_else(|| Error::Protocol(format!("the receipt of {txid} is not ready")))?;
+    let verified = verify_receipt(
+        receipt,
+        service_cert_pem,
+        response.application_claims.as_deref(),
+    )?;
+    if verified.txid.to_string() != txid {
+        return Err(Error::Protocol(format!(
+            "asked for the receipt of {txid}, got one for {}",
+            verified.txid
+        )));
+    }
+    Ok(VerifiedReceiptResponse { response, verified })
 }
 
 fn field<T: serde::de::DeserializeOwned>(value: Value, what: &str) -> Result<T> {
@@ -303,16 +361,7 @@ impl Client {
     }
 
     fn url(&self, path: &str, version: &str, params: &[(&str, Option<&str>)]) -> String {
-        let mut url = format!("{}{path}?api-version={}", self.base, enc(version));
-        for (k, v) in params {
-            if let Some(v) = v {
-                url.push('&');
-                url.push_str(k);
-                url.push('=');
-                url.push_str(&enc(v));
-            }
-        }
-        url
+        url(&self.base, path, version, params)
     }
 
     fn request(&self, method: Method, url: &str) -> RequestBuilder {
@@ -389,12 +438,7 @@ impl Client {
         );
         let (headers, body) =
             self.call(Method::POST, &url, Some(&json!({"contents": contents})))?;
-        let txid = headers
-            .get(TXID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Error::Protocol(format!("the write has no {TXID_HEADER} header")))?
-            .to_owned();
-        TxId::parse(&txid).map_err(|e| Error::Protocol(format!("bad transaction id: {e}")))?;
+        let txid = written_txid(&headers)?;
         let collection_id = body["collectionId"]
             .as_str()
             .map(str::to_owned)
@@ -605,18 +649,7 @@ impl Client {
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        let verified = verify_receipt(
-            response.receipt.as_ref().expect("checked above"),
-            &self.config.service_cert_pem,
-            response.application_claims.as_deref(),
-        )?;
-        if verified.txid.to_string() != txid {
-            return Err(Error::Protocol(format!(
-                "asked for the receipt of {txid}, got one for {}",
-                verified.txid
-            )));
-        }
-        Ok(VerifiedReceiptResponse { response, verified })
+        verified(response, &self.config.service_cert_pem, txid)
     }
 }
 

@@ -75,6 +75,17 @@ pub struct ApplicationEntry {
     pub tags: Vec<String>,
     /// Secret key of the `LedgerEntryV1` application claim, when the entry was written with claims.
     pub claims_key: Option<[u8; 32]>,
+    /// The idempotency key the write was made with, if any.
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+/// How an idempotent write is recognised when it is retried: a digest of the caller and the
+/// key it sent (never the raw key), and when the write was made, for the retention window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub key_digest: Hash32,
+    /// Seconds since the Unix epoch.
+    pub unix_secs: u64,
 }
 
 /// One write to an internal table; `value: None` removes the key.
@@ -180,6 +191,12 @@ pub fn encode(
                     private.extend_from_slice(key);
                 }
                 None => private.push(0),
+            }
+            // Optional trailing field: entries without a key encode exactly as before.
+            if let Some(record) = &e.idempotency {
+                private.push(1);
+                private.extend_from_slice(&record.key_digest.0);
+                private.extend_from_slice(&record.unix_secs.to_le_bytes());
             }
         }
         TxBody::Governance(writes) => {
@@ -375,12 +392,24 @@ impl<'a> EntryView<'a> {
             1 => Some(r.hash()?.0),
             _ => return Err(DecodeError::Malformed("claims flag")),
         };
+        let idempotency = if r.pos == r.bytes.len() {
+            None
+        } else {
+            match r.u8()? {
+                1 => Some(IdempotencyRecord {
+                    key_digest: r.hash()?,
+                    unix_secs: r.u64()?,
+                }),
+                _ => return Err(DecodeError::Malformed("idempotency flag")),
+            }
+        };
         r.finish()?;
         Ok(ApplicationEntry {
             collection_id,
             contents,
             tags,
             claims_key,
+            idempotency,
         })
     }
 
@@ -499,6 +528,10 @@ mod tests {
             contents: contents.into(),
             tags: vec!["a".into(), "b".into()],
             claims_key: Some([9u8; 32]),
+            idempotency: Some(IdempotencyRecord {
+                key_digest: Hash32([4u8; 32]),
+                unix_secs: 1_790_000_000,
+            }),
         })
     }
 
@@ -613,7 +646,8 @@ mod tests {
         #[test]
         fn application_round_trip(collection in "\\PC{1,20}", contents in "\\PC{0,200}",
                                   tags in proptest::collection::vec("[a-z]{1,8}", 0..4), seqno in 1u64..) {
-            let body = TxBody::Application(ApplicationEntry { collection_id: collection, contents, tags, claims_key: None });
+            let idempotency = (seqno % 2 == 0).then_some(IdempotencyRecord { key_digest: Hash32([seqno as u8; 32]), unix_secs: seqno });
+            let body = TxBody::Application(ApplicationEntry { collection_id: collection, contents, tags, claims_key: None, idempotency });
             let mut sealer = ToySealer(0x33);
             let bytes = encode(TxId::new(1, seqno).unwrap(), &body, &Hash32::ZERO, &Hash32::ZERO, &mut sealer);
             let view = EntryView::parse(&bytes).unwrap();

@@ -8,6 +8,9 @@ pub const MAX_ENTRY_BYTES_CEILING: usize = 1 << 20;
 pub const DEFAULT_MAX_COLLECTIONS: usize = 5000;
 /// Hard cap on any request body: the largest entry plus room for JSON escaping and framing.
 pub const DEFAULT_MAX_BODY_BYTES: usize = (1 << 20) + (64 << 10);
+/// Default budget of write request bytes admitted at once (bodies being read plus writes
+/// waiting for commit); beyond it writes get 503 `ServiceBusy` and memory stays bounded.
+pub const DEFAULT_MAX_PENDING_WRITE_BYTES: usize = 64 << 20;
 /// ACL's documented collection id limit, in bytes after URL decoding.
 pub const MAX_COLLECTION_ID_BYTES: usize = 256;
 
@@ -25,7 +28,17 @@ pub struct ApiConfig {
     pub max_collections: usize,
     /// Bodies larger than this are refused with 413 without being read further.
     pub max_body_bytes: usize,
+    /// Write request bytes admitted at once (see [`DEFAULT_MAX_PENDING_WRITE_BYTES`]).
+    pub max_pending_write_bytes: usize,
+    /// How long a write's idempotency key is remembered (seconds).
+    pub idempotency_retention_secs: u64,
+    /// Treat `x-ms-client-request-id` as an idempotency key when there is no
+    /// `Idempotency-Key` (the Azure SDKs send the same id on their own retries).
+    pub client_request_id_is_idempotency_key: bool,
 }
+
+/// Default idempotency retention: a day, like the IETF draft's examples and common APIs.
+pub const DEFAULT_IDEMPOTENCY_RETENTION_SECS: u64 = 24 * 60 * 60;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -37,6 +50,8 @@ pub enum ConfigError {
     MaxBodyBytes { body: usize, entry: usize },
     #[error("the service certificate is not a PEM certificate: {0}")]
     ServiceCert(String),
+    #[error("max_pending_write_bytes ({pending}) must be at least max_body_bytes ({body})")]
+    MaxPendingWriteBytes { pending: usize, body: usize },
     #[error("ledger_id must not be empty")]
     LedgerId,
 }
@@ -51,6 +66,9 @@ impl ApiConfig {
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             max_collections: DEFAULT_MAX_COLLECTIONS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_pending_write_bytes: DEFAULT_MAX_PENDING_WRITE_BYTES,
+            idempotency_retention_secs: DEFAULT_IDEMPOTENCY_RETENTION_SECS,
+            client_request_id_is_idempotency_key: false,
         }
     }
 
@@ -70,6 +88,12 @@ impl ApiConfig {
             return Err(ConfigError::MaxBodyBytes {
                 body: self.max_body_bytes,
                 entry: self.max_entry_bytes,
+            });
+        }
+        if self.max_pending_write_bytes < self.max_body_bytes {
+            return Err(ConfigError::MaxPendingWriteBytes {
+                pending: self.max_pending_write_bytes,
+                body: self.max_body_bytes,
             });
         }
         ledger_core::x509::Cert::from_pem(&self.service_cert_pem)

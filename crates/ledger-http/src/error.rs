@@ -61,6 +61,24 @@ pub enum ApiError {
     Busy,
     /// 503 `StorageUnavailable`, no `Retry-After`: the store failed or is closing.
     StorageUnavailable(String),
+    /// 503 `StorageFull` (disk or quota full), `StorageReadOnly` (read-only filesystem) or
+    /// `StorageUnavailable` (other I/O errors): a storage fault stopped writes and nothing was
+    /// written. `transient`: the store retries by itself and writes resume when the condition
+    /// clears, so the response carries `Retry-After: STORAGE_RETRY_AFTER_SECS`; otherwise the
+    /// ledger must be restarted and there is no `Retry-After`.
+    StorageFault {
+        code: &'static str,
+        message: String,
+        transient: bool,
+    },
+    /// 409 `IdempotencyKeyReused`: the idempotency key was used for a different write.
+    IdempotencyKeyReused(String),
+    /// 429 `TooManyRequests` with `Retry-After`: the caller exceeded its rate limit.
+    TooManyRequests { retry_after_secs: u64 },
+    /// 414 `UriTooLong`.
+    UriTooLong { limit: usize },
+    /// 408 `RequestTimeout`: the request (usually its body) did not arrive in time.
+    RequestTimeout { limit_secs: u64 },
     /// 500 `WriteIndeterminate`: the entry is on disk but could not be committed now.
     WriteIndeterminate(String),
     /// 500 `InternalError`: a bug in this server, not in the request.
@@ -97,7 +115,12 @@ impl ApiError {
             Unauthenticated => (StatusCode::UNAUTHORIZED, "InvalidAuthenticationInfo"),
             NotAllowed(_) => (StatusCode::FORBIDDEN, "NotAllowed"),
             Busy => (StatusCode::SERVICE_UNAVAILABLE, "ServiceBusy"),
+            TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
+            IdempotencyKeyReused(_) => (StatusCode::CONFLICT, "IdempotencyKeyReused"),
+            UriTooLong { .. } => (StatusCode::URI_TOO_LONG, "UriTooLong"),
+            RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "RequestTimeout"),
             StorageUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "StorageUnavailable"),
+            StorageFault { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             WriteIndeterminate(_) => (StatusCode::INTERNAL_SERVER_ERROR, "WriteIndeterminate"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         }
@@ -140,6 +163,17 @@ impl ApiError {
             Busy => {
                 "The ledger is busy; nothing was written. Retry after the Retry-After delay.".into()
             }
+            TooManyRequests { retry_after_secs } => format!(
+                "Too many requests from this caller; nothing was done. Retry in \
+                 {retry_after_secs} s (Retry-After)."
+            ),
+            UriTooLong { limit } => {
+                format!("The request URL is longer than the limit of {limit} bytes.")
+            }
+            RequestTimeout { limit_secs } => format!(
+                "The request did not complete within {limit_secs} s (a slow or stalled request \
+                 body); nothing was done."
+            ),
             InvalidQueryParameter(m)
             | InvalidTransactionIdParameter(m)
             | InvalidTransactionId(m)
@@ -149,14 +183,42 @@ impl ApiError {
             | InvalidInput(m)
             | UnsupportedMediaType(m)
             | LastAdministrator(m)
+            | IdempotencyKeyReused(m)
             | OperationNotInVersion(m)
             | NotSupported(m)
             | NotAllowed(m)
             | StorageUnavailable(m)
+            | StorageFault { message: m, .. }
             | WriteIndeterminate(m)
             | Internal(m) => m.clone(),
         }
     }
+}
+
+impl ApiError {
+    /// Seconds a client should wait before retrying, for the conditions that clear by
+    /// themselves; `None` for everything a retry would not fix.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::Busy => Some(1),
+            ApiError::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::StorageFault {
+                transient: true, ..
+            } => Some(STORAGE_RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
+}
+
+/// `Retry-After` of a storage fault expected to clear (the store probes every second).
+pub const STORAGE_RETRY_AFTER_SECS: u64 = 5;
+
+/// Attached to every error response's extensions, so the transport can log and count failures
+/// (authentication failures above all) without parsing bodies.
+#[derive(Debug, Clone)]
+pub struct ErrorInfo {
+    pub code: &'static str,
+    pub message: String,
 }
 
 impl IntoResponse for ApiError {
@@ -170,9 +232,13 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/json"),
         );
         // Only transient conditions carry Retry-After: azure-core retries anything that does.
-        if self == ApiError::Busy {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(secs) = self.retry_after_secs() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        response.extensions_mut().insert(ErrorInfo {
+            code,
+            message: self.message(),
+        });
         response
     }
 }
@@ -194,8 +260,33 @@ mod tests {
         let busy = ApiError::Busy.into_response();
         assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        let limited = ApiError::TooManyRequests {
+            retry_after_secs: 3,
+        }
+        .into_response();
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.headers()[header::RETRY_AFTER], "3");
+        for (code, transient) in [
+            ("StorageFull", true),
+            ("StorageReadOnly", true),
+            ("StorageUnavailable", true),
+        ] {
+            let full = ApiError::StorageFault {
+                code,
+                message: "x".into(),
+                transient,
+            }
+            .into_response();
+            assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(full.headers()[header::RETRY_AFTER], "5");
+        }
         for permanent in [
             ApiError::StorageUnavailable("x".into()),
+            ApiError::StorageFault {
+                code: "StorageUnavailable",
+                message: "x".into(),
+                transient: false,
+            },
             ApiError::WriteIndeterminate("x".into()),
             ApiError::NotAllowed("x".into()),
             ApiError::InvalidTransactionId("x".into()),

@@ -25,13 +25,21 @@ pub struct ApiState {
     /// Collections known to exist. Collections are never removed, and this process is the
     /// ledger's only writer, so a hit needs no store read.
     known_collections: Mutex<HashSet<String>>,
+    /// Bytes of write requests admitted and not yet answered (see `admit_write`).
+    write_budget: Arc<tokio::sync::Semaphore>,
+    /// Serialises writes that carry the same idempotency key.
+    pub(crate) idempotency_locks: crate::idempotency::KeyLocks,
 }
+
+/// Held while an admitted write is in progress; returns its bytes to the budget when dropped.
+pub(crate) struct WriteAdmission(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 impl ApiState {
     pub fn new(ledger: Arc<Ledger>, config: ApiConfig) -> Result<ApiState, ConfigError> {
         config.validate()?;
         let cert = ledger_core::x509::Cert::from_pem(&config.service_cert_pem)
             .map_err(|e| ConfigError::ServiceCert(e.to_string()))?;
+        let write_budget = Arc::new(tokio::sync::Semaphore::new(config.max_pending_write_bytes));
         Ok(ApiState {
             member_id: ledger_core::hash::sha256(cert.der()).to_hex(),
             constitution_digest: constitution::digest(),
@@ -39,7 +47,30 @@ impl ApiState {
             config,
             check_then_write: tokio::sync::Mutex::new(()),
             known_collections: Mutex::new(HashSet::new()),
+            write_budget,
+            idempotency_locks: Default::default(),
         })
+    }
+
+    /// Admits a write of (at most) the request's declared size, or its body limit when it
+    /// declares none, before its body is read: memory for writes stays bounded however many
+    /// clients send at once, and the excess is told to retry (503 `ServiceBusy`) at once
+    /// rather than queued without bound. Reads never pass through here.
+    pub(crate) fn admit_write(&self, headers: &axum::http::HeaderMap) -> ApiResult<WriteAdmission> {
+        let declared = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        // Oversized bodies are refused by the body reader with 413; charge them the cap here.
+        let bytes = declared
+            .unwrap_or(self.config.max_body_bytes)
+            .clamp(1, self.config.max_body_bytes);
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self.write_budget
+            .clone()
+            .try_acquire_many_owned(permits)
+            .map(WriteAdmission)
+            .map_err(|_| ApiError::Busy)
     }
 
     /// Submits a write and waits, without blocking the thread, until it is committed.
@@ -91,9 +122,39 @@ fn append_error(e: AppendError) -> ApiError {
         AppendError::Failed(reason) => ApiError::StorageUnavailable(format!(
             "The ledger cannot write ({reason}); nothing was written."
         )),
+        AppendError::Unavailable(fault) => storage_fault_error(&fault),
         AppendError::Indeterminate(reason) => ApiError::WriteIndeterminate(format!(
-            "The write is on disk but could not be committed ({reason}). It will be committed \
-             when the ledger restarts; do not send it again. The ledger accepts no writes until then."
+            "The write may be on disk but could not be committed ({reason}). If it reached the \
+             disk it is committed when storage recovers or the ledger restarts; check the status \
+             of the transaction named here before sending it again."
         )),
+    }
+}
+
+/// 503 with `StorageFull` / `StorageReadOnly` / `StorageUnavailable` for a storage fault.
+pub(crate) fn storage_fault_error(fault: &ledger_store::StorageFault) -> ApiError {
+    use ledger_store::FaultKind;
+    let (code, what) = match fault.kind {
+        FaultKind::DiskFull => ("StorageFull", "the ledger's disk is full"),
+        FaultKind::ReadOnly => ("StorageReadOnly", "the ledger's filesystem is read-only"),
+        FaultKind::Io => (
+            "StorageUnavailable",
+            "the ledger's storage reported an I/O error",
+        ),
+    };
+    let next = if fault.transient {
+        "The ledger retries by itself and accepts writes again once the condition clears; \
+         retry after the Retry-After delay."
+    } else {
+        "The ledger accepts no writes until it is restarted."
+    };
+    ApiError::StorageFault {
+        code,
+        message: format!(
+            "The ledger cannot write now: {what} ({} failed: {}); nothing was written. \
+             Reads keep working. {next}",
+            fault.operation, fault.message
+        ),
+        transient: fault.transient,
     }
 }

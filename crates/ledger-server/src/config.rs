@@ -69,6 +69,43 @@ pub struct ServeConfig {
     pub admin_oids: Vec<String>,
     /// Trusted bearer-token issuers (`[[jwt_issuers]]` tables); empty: tokens are refused.
     pub jwt_issuers: Vec<IssuerConfig>,
+    /// A connection with no request in progress for this long is closed (HTTP/1 also: the
+    /// request headers must arrive within it).
+    pub idle_timeout_secs: u64,
+    /// A request (its body above all) must be complete within this, or it gets 408.
+    pub request_timeout_secs: u64,
+    /// Largest request head (request line + headers), in bytes; at least 8192.
+    pub max_header_bytes: usize,
+    /// Longest request URL (path and query), in bytes; longer gets 414.
+    pub max_url_bytes: usize,
+    /// Write request bytes admitted at once; beyond, writes get 503 `ServiceBusy`.
+    pub max_pending_write_bytes: usize,
+    /// Requests per second each caller (client certificate or token user; anonymous callers
+    /// per IP address) may make, sustained; 0 turns rate limiting off.
+    pub rate_limit_per_second: u32,
+    /// Requests a caller may make at once above the sustained rate; 0 means the same as
+    /// `rate_limit_per_second`.
+    pub rate_limit_burst: u32,
+    /// Log format on stderr: `text` or `json`.
+    pub log_format: LogFormat,
+    /// Log filter, `tracing` `EnvFilter` syntax (`info`, `warn,cledger=debug`, ...).
+    pub log_level: String,
+    /// Serve Prometheus metrics at `/metrics` (no authentication; counts only, no contents).
+    pub metrics: bool,
+    /// How long an `Idempotency-Key` is remembered, in seconds.
+    pub idempotency_retention_secs: u64,
+    /// Also treat `x-ms-client-request-id` as an idempotency key (the Azure SDKs resend the
+    /// same id when they retry a request).
+    pub idempotency_client_request_id: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for ServeConfig {
@@ -87,6 +124,18 @@ impl Default for ServeConfig {
             shutdown_grace_secs: 10,
             admin_oids: Vec::new(),
             jwt_issuers: Vec::new(),
+            idle_timeout_secs: 60,
+            request_timeout_secs: 30,
+            max_header_bytes: 64 << 10,
+            max_url_bytes: 8 << 10,
+            max_pending_write_bytes: ledger_http::config::DEFAULT_MAX_PENDING_WRITE_BYTES,
+            rate_limit_per_second: 0,
+            rate_limit_burst: 0,
+            log_format: LogFormat::Text,
+            log_level: "info".to_owned(),
+            metrics: true,
+            idempotency_retention_secs: ledger_http::config::DEFAULT_IDEMPOTENCY_RETENTION_SECS,
+            idempotency_client_request_id: false,
         }
     }
 }
@@ -114,6 +163,8 @@ pub struct Overrides {
     pub jwt_oidc_discovery: Option<String>,
     pub jwt_user_claim: Option<String>,
     pub jwt_tenant_id: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
 }
 
 impl Overrides {
@@ -208,7 +259,15 @@ impl ServeConfig {
             jwt_oidc_discovery,
             jwt_user_claim,
             jwt_tenant_id,
+            log_format,
+            log_level,
         } = overrides;
+        if let Some(v) = log_format {
+            c.log_format = v;
+        }
+        if let Some(v) = log_level {
+            c.log_level = v;
+        }
         if let Some(v) = data_dir {
             c.data_dir = v;
         }
@@ -271,6 +330,33 @@ impl ServeConfig {
         if self.handshake_timeout_secs == 0 {
             return bad("handshake_timeout_secs must be at least 1".to_owned());
         }
+        if self.idle_timeout_secs == 0 || self.request_timeout_secs == 0 {
+            return bad("idle_timeout_secs and request_timeout_secs must be at least 1".to_owned());
+        }
+        if self.max_header_bytes < 8192 {
+            return bad(format!(
+                "max_header_bytes must be at least 8192, not {}",
+                self.max_header_bytes
+            ));
+        }
+        if self.max_url_bytes < 1024 {
+            return bad(format!(
+                "max_url_bytes must be at least 1024, not {}",
+                self.max_url_bytes
+            ));
+        }
+        if self.max_pending_write_bytes < self.max_body_bytes() {
+            return bad(format!(
+                "max_pending_write_bytes ({}) must be at least the largest request body ({} \
+                 bytes for max_entry_bytes = {})",
+                self.max_pending_write_bytes,
+                self.max_body_bytes(),
+                self.max_entry_bytes
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return bad(format!("log_level {:?}: {e}", self.log_level));
+        }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir must not be empty".to_owned());
         }
@@ -302,6 +388,14 @@ impl ServeConfig {
 
     pub(crate) fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
     }
 
     pub(crate) fn shutdown_grace(&self) -> Duration {

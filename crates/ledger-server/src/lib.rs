@@ -22,7 +22,10 @@
 pub mod auth;
 pub mod config;
 mod listener;
+pub mod metrics;
 pub mod node;
+pub mod observe;
+mod ratelimit;
 pub mod tls;
 
 use ledger_http as http;
@@ -107,9 +110,12 @@ impl Server {
     pub async fn start(config: ServeConfig) -> Result<Server, ServeError> {
         config.validate()?;
         let setup = config.clone();
-        let node = tokio::task::spawn_blocking(move || node::Node::start(&setup))
-            .await
-            .map_err(|e| ServeError::Internal(format!("startup task: {e}")))??;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let observer: Arc<dyn ledger_store::StoreObserver> = metrics.clone();
+        let node =
+            tokio::task::spawn_blocking(move || node::Node::start_observed(&setup, Some(observer)))
+                .await
+                .map_err(|e| ServeError::Internal(format!("startup task: {e}")))??;
         let tls = tls::server_config(&node.files)?;
         let api = http::ApiConfig {
             ledger_id: node.ledger_id.clone(),
@@ -118,12 +124,41 @@ impl Server {
             max_entry_bytes: config.max_entry_bytes,
             max_collections: config.max_collections,
             max_body_bytes: config.max_body_bytes(),
+            max_pending_write_bytes: config.max_pending_write_bytes,
+            idempotency_retention_secs: config.idempotency_retention_secs,
+            client_request_id_is_idempotency_key: config.idempotency_client_request_id,
         };
         let app = http::try_router(node.ledger.clone(), api)
             .map_err(|e| ServeError::InvalidSetting(e.to_string()))?;
+        // See `observe` for why the layers are in this order.
+        let app = if config.rate_limit_per_second > 0 {
+            let limiter =
+                ratelimit::RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst);
+            app.layer(axum::middleware::from_fn_with_state(
+                Arc::new(limiter),
+                observe::rate_limit,
+            ))
+        } else {
+            app
+        };
         // Always installed: with no issuer configured, a bearer token gets a clear 401.
         let validator = auth::TokenValidator::load(&config.jwt_issuers).await?;
         let app = auth::layer::with_bearer_auth(app, std::sync::Arc::new(validator));
+        let app = observe::ops_routes(
+            app,
+            node.ledger.clone(),
+            config.metrics.then(|| metrics.clone()),
+            config.data_dir.join("ledger"),
+        );
+        let app = app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(observe::ObserveState {
+                metrics: metrics.clone(),
+                ids: observe::RequestIds::new(),
+                max_url_bytes: config.max_url_bytes,
+                request_timeout: config.request_timeout(),
+            }),
+            observe::observe,
+        ));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Bind {
@@ -138,7 +173,10 @@ impl Server {
         let limits = listener::Limits {
             max_connections: config.max_connections,
             handshake_timeout: config.handshake_timeout(),
+            idle_timeout: config.idle_timeout(),
+            max_header_bytes: config.max_header_bytes,
             grace: config.shutdown_grace(),
+            connections_open: metrics.connections_open.clone(),
         };
         let task = tokio::spawn(listener::serve(
             listener,
@@ -237,12 +275,13 @@ pub async fn run(
         let _ = out.flush();
     }
     shutdown.await;
-    eprintln!("shutting down: finishing in-flight requests, then closing the ledger");
+    tracing::info!("shutting down: finishing in-flight requests, then closing the ledger");
     server.shutdown().await
 }
 
 /// `cledger serve`: builds a multi-threaded runtime and [`run`]s until SIGINT or SIGTERM.
 pub fn run_until_signal(config: ServeConfig) -> Result<(), ServeError> {
+    observe::init_logging(config.log_format, &config.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("cledger")

@@ -8,21 +8,29 @@
 //! Protection against misbehaving clients, all per connection:
 //! * a semaphore bounds open connections (excess clients wait in the kernel's accept queue);
 //! * the TLS handshake must finish within `handshake_timeout` (slowloris);
-//! * HTTP/1 request headers must arrive within the same timeout once the connection is open.
+//! * HTTP/1 request headers must arrive within the same timeout once the connection is open
+//!   or idle (hyper arms the timer whenever it waits for a request head);
+//! * request heads are bounded (`max_header_bytes`, HTTP/1 and HTTP/2), as are HTTP/2
+//!   streams per connection;
+//! * a connection with no request in progress for `idle_timeout` is closed (the watchdog
+//!   below; it matters most for HTTP/2, which hyper never times out by itself).
 //!
 //! Shutdown: stop accepting, ask every open connection to finish gracefully (HTTP/1: after the
 //! current response; HTTP/2: GOAWAY, then in-flight streams complete), and wait at most
 //! `grace` for them, including connections still in their handshake.
 
 use crate::http::Caller;
+use crate::observe::RemoteAddr;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::gauge::Gauge;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -31,7 +39,61 @@ use tower::ServiceExt;
 pub(crate) struct Limits {
     pub max_connections: usize,
     pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
     pub grace: Duration,
+    pub connections_open: Gauge,
+}
+
+/// HTTP/2 streams one connection may have open at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+
+/// Requests in progress on one connection, and when the last one started or ended.
+struct Activity {
+    born: Instant,
+    in_flight: AtomicUsize,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms
+            .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// When the connection becomes idle for too long, if nothing happens before.
+    fn idle_deadline(&self, idle_timeout: Duration) -> Option<Instant> {
+        (self.in_flight.load(Ordering::Relaxed) == 0).then(|| {
+            self.born + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle_timeout
+        })
+    }
+}
+
+/// Counts a request as in progress while alive.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.touch();
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Decrements the open-connections gauge when the connection task ends, however it ends.
+struct Open(Gauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Serves until `stop` completes, then shuts down gracefully (bounded by `limits.grace`).
@@ -56,14 +118,14 @@ pub(crate) async fn serve(
                 Err(_) => break, // never closed
             },
         };
-        let tcp = tokio::select! {
+        let (tcp, remote) = tokio::select! {
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _remote)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Usually EMFILE/ENFILE or a connection reset before accept; back off
                     // instead of spinning, and keep serving.
-                    eprintln!("accept failed: {e}");
+                    tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -74,9 +136,14 @@ pub(crate) async fn serve(
         let app = app.clone();
         let watcher = graceful.watcher();
         let handshake_timeout = limits.handshake_timeout;
+        let idle_timeout = limits.idle_timeout;
+        let max_header_bytes = limits.max_header_bytes;
         let mut closing = closing_rx.clone();
+        limits.connections_open.inc();
+        let open = Open(limits.connections_open.clone());
         tokio::spawn(async move {
             let _permit = permit;
+            let _open = open;
             let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
             let tls = tokio::select! {
                 done = handshake => match done {
@@ -91,22 +158,57 @@ pub(crate) async fn serve(
                 },
                 None => Caller::Anonymous,
             };
+            let activity = Arc::new(Activity {
+                born: Instant::now(),
+                in_flight: AtomicUsize::new(0),
+                last_ms: AtomicU64::new(0),
+            });
+            let requests = activity.clone();
             let service = tower::service_fn(move |mut request: hyper::Request<Incoming>| {
                 request.extensions_mut().insert(caller.clone());
-                app.clone().oneshot(request)
+                request.extensions_mut().insert(RemoteAddr(remote));
+                let in_flight = InFlight::new(&requests);
+                let answer = app.clone().oneshot(request);
+                async move {
+                    let response = answer.await;
+                    drop(in_flight);
+                    response
+                }
             });
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(handshake_timeout);
-            builder.http2().timer(TokioTimer::new());
+                .header_read_timeout(handshake_timeout)
+                .max_buf_size(max_header_bytes);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
             let connection = builder.serve_connection_with_upgrades(
                 TokioIo::new(tls),
                 TowerToHyperService::new(service),
             );
             // Errors here are the client's (reset, bad framing); there is nobody to tell.
-            let _ = watcher.watch(connection.into_owned()).await;
+            let served = watcher.watch(connection.into_owned());
+            let mut served = std::pin::pin!(served);
+            loop {
+                let deadline = activity
+                    .idle_deadline(idle_timeout)
+                    .unwrap_or_else(|| Instant::now() + idle_timeout);
+                tokio::select! {
+                    _ = &mut served => break,
+                    () = tokio::time::sleep_until(deadline.into()) => {
+                        if activity
+                            .idle_deadline(idle_timeout)
+                            .is_some_and(|d| d <= Instant::now())
+                        {
+                            break; // idle too long: dropping the connection closes it
+                        }
+                    }
+                }
+            }
         });
     }
     drop(listener);

@@ -67,6 +67,14 @@ pub struct StartReport {
 impl Node {
     /// Locks the data directory, then creates or opens the ledger in it. Blocking.
     pub fn start(config: &ServeConfig) -> Result<Node, ServeError> {
+        Node::start_observed(config, None)
+    }
+
+    /// [`Node::start`], with the store reporting its work to `observer` (metrics).
+    pub fn start_observed(
+        config: &ServeConfig,
+        observer: Option<std::sync::Arc<dyn ledger_store::StoreObserver>>,
+    ) -> Result<Node, ServeError> {
         let dir = &config.data_dir;
         create_private_dir(dir)?;
         let lock = DirLock::acquire(dir)?;
@@ -75,6 +83,7 @@ impl Node {
                 Some(f) => KekSource::File(f.clone()),
                 None => KekSource::DataDir,
             },
+            observer,
             ..StoreConfig::default()
         };
         let mut report = StartReport::default();

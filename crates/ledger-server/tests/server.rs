@@ -1,23 +1,16 @@
 //! In-process tests of the node: first start, restart, lock file, and a TLS round trip.
 
+mod common;
+
+use common::{Client, config};
+
 use ledger_identity::Curve;
 use ledger_server::node::{ADMIN_FILE, LOCK_FILE, Node};
-use ledger_server::{ServeConfig, ServeError, Server};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use ledger_server::{ServeError, Server};
 use std::path::Path;
-use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const USERS: &str = "public:cledger.users";
-
-fn config(dir: &Path) -> ServeConfig {
-    ServeConfig {
-        data_dir: dir.to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..ServeConfig::default()
-    }
-}
 
 fn fingerprint_of(pem_path: &Path) -> String {
     ledger_identity::certificate_fingerprint(&std::fs::read_to_string(pem_path).unwrap()).unwrap()
@@ -166,68 +159,6 @@ fn second_start_on_the_same_directory_fails_and_names_the_pid() {
     drop(first);
     // The lock goes with the node.
     Node::start(&config(tmp.path())).unwrap();
-}
-
-struct Client {
-    config: Arc<rustls::ClientConfig>,
-}
-
-impl Client {
-    fn new(service_cert_pem: &str, identity_pem: Option<&str>, alpn: &[&[u8]]) -> Client {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(service_cert_pem.as_bytes()).unwrap())
-            .unwrap();
-        let builder = rustls::ClientConfig::builder_with_provider(ledger_server::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-        let mut config = match identity_pem {
-            Some(pem) => builder
-                .with_client_auth_cert(
-                    vec![CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()],
-                    PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap(),
-                )
-                .unwrap(),
-            None => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Client {
-            config: Arc::new(config),
-        }
-    }
-
-    async fn connect(
-        &self,
-        addr: std::net::SocketAddr,
-    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tokio_rustls::TlsConnector::from(self.config.clone())
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap()
-    }
-
-    /// One HTTP/1.1 GET; returns (status, body).
-    async fn get(&self, addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-        let mut tls = self.connect(addr).await;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        tls.write_all(request.as_bytes()).await.unwrap();
-        let mut response = Vec::new();
-        tls.read_to_end(&mut response).await.unwrap();
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status line in {text:?}"));
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

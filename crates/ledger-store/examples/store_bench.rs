@@ -61,6 +61,7 @@ fn main() {
             contents: contents.clone(),
             tags: vec![],
             claims_key: None,
+            idempotency: None,
         };
         let (slots2, committed2) = (slots.clone(), committed.clone());
         let done = Box::new(move |r: Result<TxId, ledger_store::AppendError>| {

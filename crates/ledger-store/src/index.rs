@@ -10,7 +10,8 @@
 
 use ledger_core::TxId;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 /// seqno → (view, segment first seqno, frame offset, payload length)
 const LOCATIONS: TableDefinition<u64, (u64, u64, u64, u32)> = TableDefinition::new("locations");
@@ -29,11 +30,13 @@ const SIGNATURES: TableDefinition<u64, ()> = TableDefinition::new("signatures");
 const GOVERNANCE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("governance");
 /// name → value
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Idempotency key digest -> (seqno, Unix seconds of the write).
+const IDEMPOTENCY: TableDefinition<&[u8; 32], (u64, u64)> = TableDefinition::new("idempotency");
 
 const META_INDEXED_THROUGH: &str = "indexed_through";
 const META_TREE_SIZE: &str = "tree_durable_size";
 const META_FORMAT: &str = "index_format";
-const INDEX_FORMAT: u64 = 1;
+const INDEX_FORMAT: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 #[error("index database: {0}")]
@@ -58,22 +61,32 @@ pub enum IndexOp {
     Entry {
         collection: String,
         tags: Vec<String>,
+        idempotency: Option<ledger_core::entry::IdempotencyRecord>,
     },
     Governance(Vec<(String, String, Option<Vec<u8>>)>),
     Signature,
 }
 
 pub struct Index {
-    db: Database,
+    path: PathBuf,
+    /// `None` only while a reopen after a storage fault has not succeeded yet.
+    db: RwLock<Option<Database>>,
 }
 
 impl Index {
     /// Opens (or creates) the index. An index of an unknown format is reported as an error so
     /// the caller can rebuild it.
     pub fn open(path: &Path) -> Result<Index, IndexError> {
+        let db = Self::open_db(path)?;
+        Ok(Index {
+            path: path.to_owned(),
+            db: RwLock::new(Some(db)),
+        })
+    }
+
+    fn open_db(path: &Path) -> Result<Database, IndexError> {
         let db = Database::create(path).map_err(err)?;
-        let index = Index { db };
-        let mut tx = index.db.begin_write().map_err(err)?;
+        let mut tx = db.begin_write().map_err(err)?;
         tx.set_durability(Durability::Immediate).map_err(err)?;
         {
             let mut meta = tx.open_table(META).map_err(err)?;
@@ -94,11 +107,42 @@ impl Index {
             tx.open_table(GOVERNANCE).map_err(err)?;
         }
         tx.commit().map_err(err)?;
-        Ok(index)
+        Ok(db)
+    }
+
+    /// Closes and reopens the database: after an I/O error redb refuses every later operation
+    /// until it is reopened, and reopening rolls it back to its last durable commit (the
+    /// caller then replays the ledger after [`Index::indexed_through`]).
+    pub(crate) fn reopen(&self) -> Result<(), IndexError> {
+        let mut db = self.db.write().expect("index lock poisoned");
+        db.take();
+        *db = Some(Self::open_db(&self.path)?);
+        Ok(())
+    }
+
+    /// Whether the database still answers (redb latches I/O errors).
+    pub(crate) fn healthy(&self) -> bool {
+        self.indexed_through().is_ok()
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, IndexError> {
+        let db = self.db.read().expect("index lock poisoned");
+        db.as_ref()
+            .ok_or_else(|| IndexError("the index is being reopened after a storage fault".into()))?
+            .begin_read()
+            .map_err(err)
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction, IndexError> {
+        let db = self.db.read().expect("index lock poisoned");
+        db.as_ref()
+            .ok_or_else(|| IndexError("the index is being reopened after a storage fault".into()))?
+            .begin_write()
+            .map_err(err)
     }
 
     fn meta(&self, key: &str) -> Result<u64, IndexError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(META).map_err(err)?;
         Ok(table.get(key).map_err(err)?.map_or(0, |v| v.value()))
     }
@@ -121,7 +165,7 @@ impl Index {
         ops: &[(Location, IndexOp)],
         checkpoint: Option<u64>,
     ) -> Result<(), IndexError> {
-        let mut tx = self.db.begin_write().map_err(err)?;
+        let mut tx = self.begin_write()?;
         let durability = if checkpoint.is_some() {
             Durability::Immediate
         } else {
@@ -137,6 +181,7 @@ impl Index {
             let mut signatures = tx.open_table(SIGNATURES).map_err(err)?;
             let mut governance = tx.open_table(GOVERNANCE).map_err(err)?;
             let mut meta = tx.open_table(META).map_err(err)?;
+            let mut idempotency_keys = tx.open_table(IDEMPOTENCY).map_err(err)?;
             for (loc, op) in ops {
                 let seqno = loc.txid.seqno();
                 locations
@@ -149,7 +194,15 @@ impl Index {
                     IndexOp::Entry {
                         collection,
                         tags: entry_tags,
+                        idempotency,
                     } => {
+                        if let Some(record) = idempotency {
+                            // A later write with the same key (after the retention window)
+                            // takes the key over.
+                            idempotency_keys
+                                .insert(&record.key_digest.0, (seqno, record.unix_secs))
+                                .map_err(err)?;
+                        }
                         collection_entries
                             .insert((collection.as_str(), seqno), ())
                             .map_err(err)?;
@@ -197,7 +250,7 @@ impl Index {
     }
 
     pub fn location(&self, seqno: u64) -> Result<Option<Location>, IndexError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(LOCATIONS).map_err(err)?;
         Ok(table.get(seqno).map_err(err)?.and_then(|v| {
             let (view, segment, offset, payload_len) = v.value();
@@ -212,7 +265,7 @@ impl Index {
 
     /// The first signature with seqno strictly greater than `seqno`.
     pub fn signature_after(&self, seqno: u64) -> Result<Option<u64>, IndexError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(SIGNATURES).map_err(err)?;
         let mut range = table.range(seqno.saturating_add(1)..).map_err(err)?;
         Ok(range
@@ -224,7 +277,7 @@ impl Index {
 
     /// The last signature with seqno at most `seqno`.
     pub fn signature_at_or_before(&self, seqno: u64) -> Result<Option<u64>, IndexError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(SIGNATURES).map_err(err)?;
         let mut range = table.range(..=seqno).map_err(err)?;
         Ok(range
@@ -247,7 +300,7 @@ impl Index {
         if from > to {
             return Ok(Vec::new());
         }
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.begin_read()?;
         let mut out = Vec::new();
         match tag {
             None => {
@@ -276,7 +329,7 @@ impl Index {
 
     /// The newest entry of `collection` at or before `to`.
     pub fn latest_entry(&self, collection: &str, to: u64) -> Result<Option<u64>, IndexError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(COLLECTION_ENTRIES).map_err(err)?;
         let mut range = table
             .range((collection, 0)..=(collection, to))
@@ -290,7 +343,7 @@ impl Index {
 
     /// All collections with their entry counts.
     pub fn collections(&self) -> Result<Vec<(String, u64)>, IndexError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(COLLECTIONS).map_err(err)?;
         let mut out = Vec::new();
         for item in table.iter().map_err(err)? {
@@ -302,7 +355,7 @@ impl Index {
 
     /// Tags used in `collection`, with their entry counts.
     pub fn tags(&self, collection: &str) -> Result<Vec<(String, u64)>, IndexError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(TAGS).map_err(err)?;
         let mut out = Vec::new();
         for item in table.range((collection, "")..).map_err(err)? {
@@ -316,16 +369,43 @@ impl Index {
         Ok(out)
     }
 
+    /// The write made with an idempotency key digest, and its Unix seconds.
+    pub fn idempotent_write(
+        &self,
+        key_digest: &[u8; 32],
+    ) -> Result<Option<(TxId, u64)>, IndexError> {
+        let tx = self.begin_read()?;
+        let table = match tx.open_table(IDEMPOTENCY) {
+            Ok(t) => t,
+            // No idempotent write was ever indexed.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        let Some((seqno, unix_secs)) = table.get(key_digest).map_err(err)?.map(|v| v.value())
+        else {
+            return Ok(None);
+        };
+        let locations = tx.open_table(LOCATIONS).map_err(err)?;
+        let (view, ..) = locations
+            .get(seqno)
+            .map_err(err)?
+            .ok_or_else(|| err(format!("idempotency key names unindexed seqno {seqno}")))?
+            .value();
+        let txid =
+            TxId::new(view, seqno).ok_or_else(|| err("an indexed transaction has view 0"))?;
+        Ok(Some((txid, unix_secs)))
+    }
+
     /// Whether any entry of `collection` carries `tag` (a point lookup, unlike [`Index::tags`]).
     pub fn has_tag(&self, collection: &str, tag: &str) -> Result<bool, IndexError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(TAGS).map_err(err)?;
         Ok(table.get((collection, tag)).map_err(err)?.is_some())
     }
 
     /// Current value of a governance key.
     pub fn governance(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.begin_read()?;
         let t = tx.open_table(GOVERNANCE).map_err(err)?;
         Ok(t.get((table, key))
             .map_err(err)?
@@ -334,7 +414,7 @@ impl Index {
 
     /// All keys and values of a governance table.
     pub fn governance_table(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, IndexError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.begin_read()?;
         let t = tx.open_table(GOVERNANCE).map_err(err)?;
         let mut out = Vec::new();
         for item in t.range((table, "")..).map_err(err)? {

@@ -18,7 +18,9 @@
 //! and never wait for the writer.
 
 pub mod audit;
+pub mod backup;
 pub mod crypto;
+pub mod faults;
 pub mod guard;
 pub mod index;
 mod recovery;
@@ -27,6 +29,7 @@ pub mod tree;
 mod writer;
 
 pub use crypto::KekSource;
+pub use faults::{FaultInjector, FaultKind, FaultPlan, StorageFault, StorageOp};
 pub use recovery::RecoveryReport;
 
 use crypto::LedgerSecret;
@@ -41,15 +44,36 @@ use ledger_core::{TxId, merkle};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tree::TreeFiles;
-use writer::{Submission, Writer};
+use writer::{Pending, Submission, Writer};
+
+/// What the writer reports as it works, for metrics. Called on the writer thread; must not
+/// block.
+pub trait StoreObserver: Send + Sync {
+    /// A group commit reached the disk: `transactions` client/governance transactions and
+    /// `signatures` (0 or 1) appended in `bytes` bytes; `write_sync` is the time spent in
+    /// write + fdatasync.
+    fn batch_durable(
+        &self,
+        transactions: usize,
+        signatures: usize,
+        bytes: usize,
+        write_sync: Duration,
+    );
+    /// Transactions became committed; one latency per transaction, from `submit` to commit
+    /// (called once per signature that commits submitted transactions).
+    fn committed(&self, latencies: &[Duration]);
+    /// The write path hit a storage fault.
+    fn storage_fault(&self, fault: &StorageFault);
+}
 
 /// Tunables of the store. The defaults keep commit latency in single-digit milliseconds.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreConfig {
     /// Sign once this many transactions are waiting for a signature...
     pub sign_every: u64,
@@ -66,6 +90,31 @@ pub struct StoreConfig {
     pub kek: KekSource,
     /// Where the fork guard lives; default `<data dir>/fork-guard`.
     pub fork_guard_path: Option<PathBuf>,
+    /// While writes are refused after a transient storage fault, how often the writer probes
+    /// whether the failed operation works again.
+    pub fault_probe_interval: Duration,
+    /// Fails chosen write-path operations (tests); `None` in production.
+    pub faults: Option<Arc<dyn FaultInjector>>,
+    /// Receives metrics events from the writer.
+    pub observer: Option<Arc<dyn StoreObserver>>,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("sign_every", &self.sign_every)
+            .field("sign_interval", &self.sign_interval)
+            .field("max_batch", &self.max_batch)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("segment_max_bytes", &self.segment_max_bytes)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("kek", &self.kek)
+            .field("fork_guard_path", &self.fork_guard_path)
+            .field("fault_probe_interval", &self.fault_probe_interval)
+            .field("faults", &self.faults)
+            .field("observer", &self.observer.as_ref().map(|_| "StoreObserver"))
+            .finish()
+    }
 }
 
 impl Default for StoreConfig {
@@ -79,6 +128,9 @@ impl Default for StoreConfig {
             checkpoint_interval: Duration::from_secs(1),
             kek: KekSource::DataDir,
             fork_guard_path: None,
+            fault_probe_interval: Duration::from_secs(1),
+            faults: None,
+            observer: None,
         }
     }
 }
@@ -154,9 +206,14 @@ pub enum AppendError {
     /// Nothing was written.
     #[error("the write failed and was not recorded: {0}")]
     Failed(String),
-    /// The transaction is durable but no signature covers it yet; it is signed, and so
-    /// committed, when the ledger is next opened.
-    #[error("the write is on disk but could not be committed now: {0}")]
+    /// The storage refuses writes: nothing was written. With `fault.transient` the store
+    /// retries by itself and writes resume once the condition clears (space returns, the
+    /// filesystem is writable again); otherwise only reopening the ledger resumes them.
+    #[error("the ledger cannot write now, nothing was written: {0}")]
+    Unavailable(StorageFault),
+    /// The transaction may be (or is) durable but is not committed now: it is committed when
+    /// storage recovers or when the ledger is next opened, if it reached the disk.
+    #[error("the write may be on disk but could not be committed now: {0}")]
     Indeterminate(String),
 }
 
@@ -216,7 +273,10 @@ pub struct ReceiptBundle {
 pub(crate) struct Published {
     pub durable: Option<TxId>,
     pub committed: Option<TxId>,
+    /// Set when the store is poisoned (writes stopped until reopened).
     pub failure: Option<String>,
+    /// The storage fault that makes the store refuse writes (degraded or poisoned).
+    pub fault: Option<StorageFault>,
 }
 
 pub(crate) struct Shared {
@@ -228,6 +288,8 @@ pub(crate) struct Shared {
     pub secret: LedgerSecret,
     pub published: Mutex<Published>,
     pub committed_changed: Condvar,
+    /// Submissions queued and not yet taken by the writer.
+    pub queued: AtomicUsize,
 }
 
 impl Shared {
@@ -235,9 +297,14 @@ impl Shared {
         self.published.lock().expect("state lock").failure.clone()
     }
 
-    pub fn fail(&self, reason: String) {
-        let mut p = self.published.lock().expect("state lock");
-        p.failure.get_or_insert(reason);
+    /// Why writes are refused now, if they are.
+    pub fn refusal(&self) -> Option<AppendError> {
+        let p = self.published.lock().expect("state lock");
+        match (&p.fault, &p.failure) {
+            (Some(fault), _) => Some(AppendError::Unavailable(fault.clone())),
+            (None, Some(reason)) => Some(AppendError::Failed(reason.clone())),
+            (None, None) => None,
+        }
     }
 }
 
@@ -279,7 +346,7 @@ impl Ledger {
         }
         let secret = LedgerSecret::create(&secret_path, &kek)?;
         // The first segment exists (durably) before the writer starts; the writer reopens it.
-        segment::ActiveSegment::create(&ledger_dir, 1)
+        segment::ActiveSegment::create_with(&ledger_dir, 1, &faults::Faults::none())
             .map_err(|e| StoreError::io(&ledger_dir, e))?;
         let mut writes = vec![
             TableWrite {
@@ -388,41 +455,40 @@ impl Ledger {
                 durable: recovered.last,
                 committed,
                 failure: None,
+                fault: None,
             }),
             committed_changed: Condvar::new(),
+            queued: AtomicUsize::new(0),
         });
         let last_seqno = recovered.last.map_or(0, TxId::seqno);
         let signed_seqno = committed.map_or(0, TxId::seqno);
         let unsigned = (signed_seqno + 1..=last_seqno)
-            .map(|s| {
-                (
-                    TxId::new(recovered.last.expect("non-empty").view(), s).expect(">= 1"),
-                    None,
-                )
+            .map(|s| Pending {
+                txid: TxId::new(recovered.last.expect("non-empty").view(), s).expect(">= 1"),
+                done: None,
+                submitted: None,
             })
             .collect();
-        let writer = Writer {
-            shared: shared.clone(),
-            config: config.clone(),
+        let writer = Writer::new(
+            shared.clone(),
+            config.clone(),
             ledger_dir,
-            segment: active,
-            tree: recovered.tree,
+            active,
+            recovered.tree,
             guard,
+            signing_key,
             node_id,
-            view: recovered.last.map_or(1, TxId::view),
-            next_seqno: last_seqno + 1,
+            recovered.last.map_or(1, TxId::view),
+            last_seqno + 1,
             unsigned,
-            last_signature: recovered
+            recovered
                 .last_signature
                 .as_ref()
                 .map(|(t, r)| guard::SignedPoint {
                     seqno: t.seqno(),
                     root: r.root,
                 }),
-            last_signature_at: Instant::now(),
-            last_checkpoint_at: Instant::now(),
-            key: signing_key,
-        };
+        );
         let (queue, receiver) = mpsc::sync_channel(config.queue_capacity);
         let handle = std::thread::Builder::new()
             .name("cledger-writer".into())
@@ -464,21 +530,60 @@ impl Ledger {
             }
             WriteRequest::Governance(writes) => (TxBody::Governance(writes), Hash32::ZERO),
         };
-        if let Some(reason) = self.shared.failure() {
-            return Err(AppendError::Failed(reason));
+        if let Some(refused) = self.shared.refusal() {
+            return Err(refused);
         }
         let queue = self.queue.lock().expect("queue lock");
         let queue = queue.as_ref().ok_or(AppendError::Closed)?;
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
         queue
             .try_send(Submission {
                 body,
                 claims_digest,
                 done,
+                submitted: Instant::now(),
             })
-            .map_err(|e| match e {
-                TrySendError::Full(_) => AppendError::Busy,
-                TrySendError::Disconnected(_) => AppendError::Closed,
+            .map_err(|e| {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                match e {
+                    TrySendError::Full(_) => AppendError::Busy,
+                    TrySendError::Disconnected(_) => AppendError::Closed,
+                }
             })
+    }
+
+    /// The transaction written with idempotency key digest `key_digest`, and when (Unix
+    /// seconds). It may not be committed yet: callers wait for it as for their own write.
+    pub fn idempotent_write(&self, key_digest: &Hash32) -> Result<Option<(TxId, u64)>, StoreError> {
+        Ok(self.shared.index.idempotent_write(&key_digest.0)?)
+    }
+
+    /// Submissions waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// `Ok` when writes are accepted; otherwise what `submit` would answer now:
+    /// [`AppendError::Unavailable`] (degraded by a storage fault, or poisoned by one),
+    /// [`AppendError::Failed`] (stopped for another reason) or [`AppendError::Closed`].
+    pub fn write_health(&self) -> Result<(), AppendError> {
+        if let Some(refused) = self.shared.refusal() {
+            return Err(refused);
+        }
+        if self.queue.lock().expect("queue lock").is_none() {
+            return Err(AppendError::Closed);
+        }
+        Ok(())
+    }
+
+    /// The storage fault that makes the store refuse writes now, if any.
+    pub fn storage_fault(&self) -> Option<StorageFault> {
+        self.shared
+            .published
+            .lock()
+            .expect("state lock")
+            .fault
+            .clone()
     }
 
     /// Writes and waits until committed.
@@ -506,7 +611,8 @@ impl Ledger {
         self.shared.published.lock().expect("state lock").committed
     }
 
-    /// Why the store stopped accepting writes, if it did.
+    /// Why the store stopped accepting writes until it is reopened, if it did (a transient
+    /// storage fault is not a failure: see [`Ledger::write_health`]).
     pub fn failure(&self) -> Option<String> {
         self.shared.failure()
     }

@@ -277,6 +277,7 @@ pub(crate) fn index_op(body: TxBody) -> IndexOp {
         TxBody::Application(e) => IndexOp::Entry {
             collection: e.collection_id,
             tags: e.tags,
+            idempotency: e.idempotency,
         },
         TxBody::Governance(writes) => IndexOp::Governance(
             writes
@@ -303,4 +304,75 @@ fn describe(fault: &FrameFault, committed: bool) -> String {
     } else {
         fault.to_string()
     }
+}
+
+/// Brings the index up to seqno `end` from the segments, after it lost updates (a failed
+/// commit, or a reopen that rolled it back to its last checkpoint). Used by the writer while
+/// the store is running; frames are checked as on open, and nothing beyond `end` is read.
+pub(crate) fn reindex(
+    ledger_dir: &Path,
+    secret: &LedgerSecret,
+    index: &Index,
+    end: u64,
+) -> Result<u64, StoreError> {
+    let indexed_through = index.indexed_through().map_err(StoreError::Index)?;
+    if indexed_through >= end {
+        return Ok(0);
+    }
+    let segments = segment::list_segments(ledger_dir).map_err(|e| StoreError::io(ledger_dir, e))?;
+    let mut prev: Option<TxId> = None;
+    let mut ops: Vec<(Location, IndexOp)> = Vec::new();
+    let mut replayed = 0;
+    for (i, (first, path)) in segments.iter().enumerate() {
+        if *first > end {
+            break;
+        }
+        // Segments wholly at or below the watermark need no reading.
+        let next_first = segments.get(i + 1).map(|(f, _)| *f);
+        if next_first.is_some_and(|n| n <= indexed_through + 1) {
+            continue;
+        }
+        let bytes = fs::read(path).map_err(|e| StoreError::io(path, e))?;
+        // Views never decrease, so the previous frame's view (or 1) passes the sequence check.
+        let before = TxId::new(prev.map_or(1, TxId::view), first - 1);
+        let scan = segment::scan_segment(&bytes, before);
+        for frame in &scan.frames {
+            let seqno = frame.txid.seqno();
+            if seqno > end {
+                break;
+            }
+            prev = Some(frame.txid);
+            if seqno <= indexed_through {
+                continue;
+            }
+            let payload = &bytes[frame.payload_offset() as usize..frame.end() as usize];
+            let corrupt = |reason: String| StoreError::Corrupt {
+                file: path.clone(),
+                offset: frame.offset,
+                txid: frame.txid.to_string(),
+                reason,
+            };
+            let view = EntryView::parse(payload).map_err(|e| corrupt(e.to_string()))?;
+            let body = view
+                .body(Some(secret))
+                .map_err(|e| corrupt(e.to_string()))?;
+            ops.push((
+                Location {
+                    txid: frame.txid,
+                    segment: *first,
+                    offset: frame.offset,
+                    payload_len: frame.payload_len,
+                },
+                index_op(body),
+            ));
+            if ops.len() >= REPLAY_CHUNK {
+                replayed += ops.len() as u64;
+                index.apply(&ops, None).map_err(StoreError::Index)?;
+                ops.clear();
+            }
+        }
+    }
+    replayed += ops.len() as u64;
+    index.apply(&ops, None).map_err(StoreError::Index)?;
+    Ok(replayed)
 }

@@ -6,6 +6,7 @@
 //! tail, which recovery truncates) from damage followed by intact frames (corruption, which
 //! stops the open with the file, offset and txid).
 
+use crate::faults::{Faults, StorageOp, write_all_counted};
 use ledger_core::TxId;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -262,6 +263,15 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Why an append failed, and how far it got.
+#[derive(Debug)]
+pub(crate) struct AppendFailure {
+    pub op: StorageOp,
+    pub error: io::Error,
+    /// Bytes of the batch written to the file before the failure.
+    pub written: usize,
+}
+
 /// The segment being appended to.
 pub struct ActiveSegment {
     pub first_seqno: u64,
@@ -273,15 +283,37 @@ pub struct ActiveSegment {
 impl ActiveSegment {
     /// Creates a new segment durably (header written and fsync'd, directory fsync'd).
     pub fn create(dir: &Path, first_seqno: u64) -> io::Result<ActiveSegment> {
+        Self::create_with(dir, first_seqno, &Faults::none())
+    }
+
+    /// [`ActiveSegment::create`], consulting the fault injector. A failed creation removes the
+    /// half-made file (best effort; recovery removes a segment shorter than its header too), and
+    /// a header-only file left by an earlier failed attempt is replaced.
+    pub(crate) fn create_with(
+        dir: &Path,
+        first_seqno: u64,
+        faults: &Faults,
+    ) -> io::Result<ActiveSegment> {
         let path = dir.join(segment_file_name(first_seqno));
+        if fs::metadata(&path).is_ok_and(|m| m.len() <= SEGMENT_HEADER_LEN as u64) {
+            // No frame in it: a leftover of a creation that failed before.
+            fs::remove_file(&path)?;
+        }
+        faults.check(StorageOp::SegmentCreate)?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&path)?;
-        file.write_all(&encode_segment_header(first_seqno))?;
-        file.sync_all()?;
-        sync_dir(dir)?;
+        let made = file
+            .write_all(&encode_segment_header(first_seqno))
+            .and_then(|()| file.sync_all())
+            .and_then(|()| sync_dir(dir));
+        if let Err(e) = made {
+            drop(file);
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         Ok(ActiveSegment {
             first_seqno,
             path,
@@ -321,24 +353,47 @@ impl ActiveSegment {
         self.len == SEGMENT_HEADER_LEN as u64
     }
 
-    /// Appends `bytes` and makes them durable. On failure the file is cut back to its previous
-    /// length (best effort), so a later retry does not leave a gap of half-written frames.
-    pub fn append_durably(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let result = self
-            .file
-            .write_all(bytes)
-            .and_then(|()| self.file.sync_data());
-        match result {
-            Ok(()) => {
-                self.len += bytes.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = self.file.set_len(self.len);
-                let _ = self.seek_end();
-                Err(e)
-            }
+    /// Appends `bytes` and makes them durable (one `write`, one `fdatasync`). On failure the
+    /// segment's length is unchanged in memory, and the file may hold part or all of `bytes`
+    /// beyond it: the caller decides between [`ActiveSegment::truncate_back`] and giving up
+    /// (after a failed `fdatasync`, see `docs/FORMAT.md` §9).
+    pub(crate) fn append(&mut self, bytes: &[u8], faults: &Faults) -> Result<(), AppendFailure> {
+        if let Err((written, error)) =
+            write_all_counted(&mut self.file, bytes, faults, StorageOp::SegmentWrite)
+        {
+            return Err(AppendFailure {
+                op: StorageOp::SegmentWrite,
+                error,
+                written,
+            });
         }
+        if let Err(error) = faults
+            .check(StorageOp::SegmentSync)
+            .and_then(|()| self.file.sync_data())
+        {
+            return Err(AppendFailure {
+                op: StorageOp::SegmentSync,
+                error,
+                written: bytes.len(),
+            });
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Cuts the file back to the end of the last durable batch and makes that durable, so a
+    /// failed batch can never be recovered later.
+    pub(crate) fn truncate_back(&mut self, faults: &Faults) -> io::Result<()> {
+        faults.check(StorageOp::SegmentTruncate)?;
+        self.file.set_len(self.len)?;
+        self.file.sync_all()?;
+        self.seek_end()
+    }
+
+    /// Puts the write position back at the end of the durable data (after a failed write that
+    /// wrote nothing, the position is already there).
+    pub(crate) fn reset_position(&mut self) -> io::Result<()> {
+        self.seek_end()
     }
 
     /// A read handle sharing the file.

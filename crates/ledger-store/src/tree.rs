@@ -12,13 +12,14 @@
 //! durable size is recorded (in the index's metadata) only after a checkpoint fsyncs them;
 //! recovery cuts them back to that size and re-derives the rest from the ledger.
 
+use crate::faults::{Faults, StorageOp, write_all_counted};
 use ledger_core::hash::{Hash32, hash_children};
 use ledger_core::merkle::{self, Frontier, NodeSource};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 /// Levels stored on disk are the multiples of this.
 pub const TILE_STRIDE: u32 = 4;
@@ -33,6 +34,9 @@ pub struct TreeFiles {
     dir: PathBuf,
     /// Index `k` is stored level `k * TILE_STRIDE`.
     levels: RwLock<Vec<File>>,
+    /// The writer's view: bytes of each level file known to be written, and whether a failed
+    /// append may have left a partial write beyond them.
+    written: Mutex<(Vec<u64>, bool)>,
 }
 
 impl TreeFiles {
@@ -41,6 +45,7 @@ impl TreeFiles {
     pub fn open(dir: &Path, size: u64) -> io::Result<TreeFiles> {
         fs::create_dir_all(dir)?;
         let mut levels = Vec::new();
+        let mut lens = Vec::new();
         for k in 0.. {
             let level = k * TILE_STRIDE;
             let path = level_path(dir, level);
@@ -68,10 +73,12 @@ impl TreeFiles {
             }
             file.set_len(wanted * HASH_LEN)?;
             levels.push(file);
+            lens.push(wanted * HASH_LEN);
         }
         Ok(TreeFiles {
             dir: dir.to_owned(),
             levels: RwLock::new(levels),
+            written: Mutex::new((lens, false)),
         })
     }
 
@@ -97,24 +104,46 @@ impl TreeFiles {
     }
 
     /// Appends hashes of newly completed subtrees; `pending[k]` goes to stored level `k`.
-    fn append(&self, pending: &mut [Vec<u8>]) -> io::Result<()> {
-        let mut levels = self.levels.write().expect("tree lock poisoned");
+    /// What was appended is removed from `pending`; after a failure the rest stays there and a
+    /// partial write is cut off before the next attempt, so retrying never duplicates hashes.
+    fn append(&self, pending: &mut [Vec<u8>], faults: &Faults) -> io::Result<()> {
+        let mut written = self.written.lock().expect("tree lock poisoned");
+        let (lens, dirty) = &mut *written;
+        if *dirty {
+            let levels = self.levels.read().expect("tree lock poisoned");
+            for (file, len) in levels.iter().zip(lens.iter()) {
+                if file.metadata()?.len() != *len {
+                    file.set_len(*len)?;
+                }
+            }
+            *dirty = false;
+        }
         for (k, bytes) in pending.iter_mut().enumerate() {
             if bytes.is_empty() {
                 continue;
             }
-            if k == levels.len() {
+            if k == lens.len() {
                 let path = level_path(&self.dir, k as u32 * TILE_STRIDE);
-                levels.push(
-                    OpenOptions::new()
-                        .read(true)
-                        .append(true)
-                        .create(true)
-                        .open(path)?,
-                );
+                faults.check(StorageOp::TreeWrite)?;
+                let file = OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .create(true)
+                    .open(path)?;
+                let len = file.metadata()?.len();
+                if len != 0 {
+                    file.set_len(0)?;
+                }
+                self.levels.write().expect("tree lock poisoned").push(file);
+                lens.push(0);
             }
-            let mut file = &levels[k];
-            file.write_all(bytes)?;
+            let levels = self.levels.read().expect("tree lock poisoned");
+            let file = &levels[k];
+            if let Err((n, e)) = write_all_counted(file, bytes, faults, StorageOp::TreeWrite) {
+                *dirty = n > 0;
+                return Err(e);
+            }
+            lens[k] += bytes.len() as u64;
             bytes.clear();
         }
         Ok(())
@@ -122,6 +151,11 @@ impl TreeFiles {
 
     /// fsyncs every level file and the directory (new level files).
     pub fn sync(&self) -> io::Result<()> {
+        self.sync_with(&Faults::none())
+    }
+
+    pub(crate) fn sync_with(&self, faults: &Faults) -> io::Result<()> {
+        faults.check(StorageOp::TreeSync)?;
         for file in self.levels.read().expect("tree lock poisoned").iter() {
             file.sync_data()?;
         }
@@ -198,6 +232,15 @@ impl TreeWriter {
 
     /// Writes buffered hashes to the level files (no fsync: see the module docs).
     pub fn flush(&mut self, files: &TreeFiles) -> io::Result<()> {
-        files.append(&mut self.pending)
+        files.append(&mut self.pending, &Faults::none())
+    }
+
+    pub(crate) fn flush_with(&mut self, files: &TreeFiles, faults: &Faults) -> io::Result<()> {
+        files.append(&mut self.pending, faults)
+    }
+
+    /// Whether hashes are waiting to be written.
+    pub fn has_pending(&self) -> bool {
+        self.pending.iter().any(|p| !p.is_empty())
     }
 }

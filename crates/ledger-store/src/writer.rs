@@ -7,23 +7,32 @@
 //! the new commit point published; a transaction is reported committed once it is durable
 //! *and* covered by a durable signature, so its receipt can be served at once.
 //!
-//! If the append fails, nothing of the batch is published, its seqnos are not consumed, and the
-//! store stops accepting writes (reads go on): the ledger on disk is still consistent, and
-//! the operator decides what to do with the failing disk.
+//! If the append fails, nothing of the batch is published and its seqnos are not consumed.
+//! What happens next depends on the fault (`docs/FORMAT.md` §9): a full or read-only
+//! filesystem (or an `EIO` on a write that could be cut back) makes the store *degraded*: the
+//! batch is cut back off the segment, writes are refused with the fault, reads go on, and a
+//! probe every `fault_probe_interval` retries until the operation works again, then finishes
+//! whatever was left (derived files, signing the durable tail) and takes writes again. A failed
+//! `fdatasync` (`EIO`), or a failed cut-back, *poisons* the store until it is reopened: after a
+//! failed fsync the page cache cannot be trusted, so only recovery re-reading the disk can say
+//! what is there (PostgreSQL's "fsyncgate" lesson).
 
 use crate::crypto::LedgerSecret;
-use crate::guard::{ForkGuard, SignedPoint};
+use crate::faults::{FaultKind, Faults, StorageFault, StorageOp};
+use crate::guard::{ForkGuard, GuardError, SignedPoint};
 use crate::index::{IndexOp, Location};
-use crate::recovery::index_op;
-use crate::segment::{self, ActiveSegment};
+use crate::recovery::{self, index_op};
+use crate::segment::{self, ActiveSegment, AppendFailure};
 use crate::tree::TreeWriter;
 use crate::{AppendError, Completion, Shared, StoreConfig};
 use ledger_core::TxId;
 use ledger_core::entry::{self, EntryView, SignatureRecord, TxBody};
 use ledger_core::hash::Hash32;
 use ledger_core::signing::NodeSigningKey;
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -32,6 +41,34 @@ pub(crate) struct Submission {
     pub body: TxBody,
     pub claims_digest: Hash32,
     pub done: Completion,
+    pub submitted: Instant,
+}
+
+/// A durable transaction waiting for a signature (or for being published).
+pub(crate) struct Pending {
+    pub txid: TxId,
+    /// Taken when the submitter has been answered.
+    pub done: Option<Completion>,
+    pub submitted: Option<Instant>,
+}
+
+/// Durable in the segments, not yet published (derived files behind).
+struct Unpublished {
+    last: TxId,
+    /// The newest durable signature among the unpublished transactions.
+    signature: Option<TxId>,
+}
+
+enum Health {
+    Healthy,
+    /// Writes are refused until a probe succeeds.
+    Degraded {
+        fault: StorageFault,
+        next_probe: Instant,
+        probe_bytes: usize,
+    },
+    /// Writes are refused until the ledger is reopened.
+    Poisoned(AppendError),
 }
 
 pub(crate) struct Writer {
@@ -45,20 +82,92 @@ pub(crate) struct Writer {
     pub node_id: Hash32,
     pub view: u64,
     pub next_seqno: u64,
-    /// Durable transactions not yet covered by a signature, with their completions.
-    pub unsigned: Vec<(TxId, Option<Completion>)>,
+    /// Durable transactions not yet covered by a published signature, with their completions.
+    pub unsigned: Vec<Pending>,
     pub last_signature: Option<SignedPoint>,
     pub last_signature_at: Instant,
     pub last_checkpoint_at: Instant,
+    pub faults: Faults,
+    health: Health,
+    unpublished: Option<Unpublished>,
+    /// Index updates of durable transactions not yet applied.
+    index_ops: Vec<(Location, IndexOp)>,
+    /// The index lost updates (a failed commit): re-derive it from the segments.
+    index_resync: bool,
 }
 
 impl Writer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        shared: Arc<Shared>,
+        config: StoreConfig,
+        ledger_dir: PathBuf,
+        segment: ActiveSegment,
+        tree: TreeWriter,
+        guard: ForkGuard,
+        key: NodeSigningKey,
+        node_id: Hash32,
+        view: u64,
+        next_seqno: u64,
+        unsigned: Vec<Pending>,
+        last_signature: Option<SignedPoint>,
+    ) -> Writer {
+        let faults = Faults(config.faults.clone());
+        Writer {
+            shared,
+            config,
+            ledger_dir,
+            segment,
+            tree,
+            guard,
+            key,
+            node_id,
+            view,
+            next_seqno,
+            unsigned,
+            last_signature,
+            last_signature_at: Instant::now(),
+            last_checkpoint_at: Instant::now(),
+            faults,
+            health: Health::Healthy,
+            unpublished: None,
+            index_ops: Vec::new(),
+            index_resync: false,
+        }
+    }
+
+    fn received(&self, n: usize) {
+        self.shared.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+
     pub fn run(mut self, queue: Receiver<Submission>) {
         if !self.unsigned.is_empty() {
             // Durable but unsigned transactions from before a restart: sign them first.
             self.process(Vec::new(), true);
         }
         loop {
+            if let Health::Degraded { next_probe, .. } = &self.health {
+                let wait = next_probe.saturating_duration_since(Instant::now());
+                match queue.recv_timeout(wait) {
+                    Ok(s) => {
+                        self.received(1);
+                        self.refuse(s);
+                    }
+                    Err(RecvTimeoutError::Timeout) => self.try_recover(),
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+                continue;
+            }
+            if matches!(self.health, Health::Poisoned(_)) {
+                match queue.recv() {
+                    Ok(s) => {
+                        self.received(1);
+                        self.refuse(s);
+                        continue;
+                    }
+                    Err(_) => break,
+                }
+            }
             let first = if self.unsigned.is_empty() {
                 match queue.recv() {
                     Ok(s) => Some(s),
@@ -83,32 +192,69 @@ impl Writer {
                     }
                 }
             }
+            self.received(batch.len());
             // Nothing else is waiting: sign now rather than make this batch wait for the
             // interval and a second fsync. Under load the queue is never empty and the
             // count/interval cadence bounds the signing cost.
             self.process(batch, idle);
         }
         // Closing: everything submitted has been processed; sign the rest and checkpoint.
-        if !self.unsigned.is_empty() {
-            self.process(Vec::new(), true);
+        if matches!(self.health, Health::Degraded { .. }) {
+            // One last attempt; what stays unsigned is durable and is signed at the next open.
+            self.try_recover();
         }
-        self.checkpoint();
+        if matches!(self.health, Health::Healthy) {
+            if !self.unsigned.is_empty() {
+                self.process(Vec::new(), true);
+            }
+            if let Err(fault) = self.checkpoint() {
+                self.on_fault(fault, 0, Vec::new());
+            }
+        }
+    }
+
+    /// The answer to a submission while writes are refused.
+    fn refusal(&self) -> Option<AppendError> {
+        match &self.health {
+            Health::Healthy => None,
+            Health::Degraded { fault, .. } => Some(AppendError::Unavailable(fault.clone())),
+            Health::Poisoned(e) => Some(e.clone()),
+        }
+    }
+
+    fn refuse(&self, s: Submission) {
+        let e = self
+            .refusal()
+            .unwrap_or_else(|| AppendError::Failed("writes are refused".into()));
+        (s.done)(Err(e));
     }
 
     fn process(&mut self, batch: Vec<Submission>, sign_now: bool) {
-        if let Some(reason) = self.shared.failure() {
+        if let Some(e) = self.refusal() {
             for s in batch {
-                (s.done)(Err(AppendError::Failed(reason.clone())));
+                (s.done)(Err(e.clone()));
             }
             return;
         }
         let mut tree = self.tree.clone();
         let mut buf = Vec::new();
         let mut ops: Vec<(Location, IndexOp)> = Vec::with_capacity(batch.len() + 1);
-        let mut batch_txs: Vec<(TxId, Option<Completion>)> = Vec::with_capacity(batch.len());
+        let mut batch_txs: Vec<Pending> = Vec::with_capacity(batch.len());
         let mut seqno = self.next_seqno;
-        let Some(base) = self.segment_for_batch() else {
-            return self.fail_batch(batch, "could not start a new segment file");
+        let base = match self.segment_for_batch() {
+            Ok(base) => base,
+            Err(e) => {
+                let fault = StorageFault::new(StorageOp::SegmentCreate, &e, true);
+                let pending = batch
+                    .into_iter()
+                    .map(|s| Pending {
+                        txid: TxId::new(self.view, self.next_seqno).expect(">= 1"),
+                        done: Some(s.done),
+                        submitted: None,
+                    })
+                    .collect();
+                return self.on_fault(fault, 4096, pending);
+            }
         };
         for sub in batch {
             let txid = TxId::new(self.view, seqno).expect("view and seqno are >= 1");
@@ -122,7 +268,11 @@ impl Writer {
             tree.push(view.leaf());
             let loc = push_frame(&mut buf, base, self.segment.first_seqno, txid, &bytes);
             ops.push((loc, index_op(sub.body)));
-            batch_txs.push((txid, Some(sub.done)));
+            batch_txs.push(Pending {
+                txid,
+                done: Some(sub.done),
+                submitted: Some(sub.submitted),
+            });
             seqno += 1;
         }
         let pending = self.unsigned.len() + batch_txs.len();
@@ -143,7 +293,13 @@ impl Writer {
                     "refusing to sign seqno {} with root {root}: this node already signed root {} there (fork guard)",
                     g.seqno, g.root
                 );
-                return self.fail_all(batch_txs, reason);
+                // Nothing of this batch was written.
+                for p in batch_txs {
+                    if let Some(done) = p.done {
+                        done(Err(AppendError::Failed(reason.clone())));
+                    }
+                }
+                return self.poison(AppendError::Failed(reason), None, Vec::new());
             }
             let record = SignatureRecord {
                 node_id: self.node_id,
@@ -163,70 +319,313 @@ impl Writer {
         if buf.is_empty() {
             return;
         }
-        if let Err(e) = self.segment.append_durably(&buf) {
-            let reason = format!("appending to {} failed: {e}", self.segment.path.display());
-            return self.fail_all(batch_txs, reason);
+        let started = Instant::now();
+        if let Err(failure) = self.segment.append(&buf, &self.faults) {
+            return self.append_failed(failure, batch_txs, buf.len());
+        }
+        if let Some(observer) = &self.config.observer {
+            observer.batch_durable(
+                batch_txs.len(),
+                usize::from(signed.is_some()),
+                buf.len(),
+                started.elapsed(),
+            );
         }
         // Durable. Derived state next, then publish.
         self.next_seqno = seqno;
         self.tree = tree;
-        let derived = self
-            .tree
-            .flush(&self.shared.tree)
-            .map_err(|e| format!("tree files: {e}"))
-            .and_then(|()| {
-                self.shared
-                    .index
-                    .apply(&ops, None)
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(reason) = derived {
-            // The ledger holds the batch; recovery will re-derive. Stop writing until then.
-            self.unsigned.extend(batch_txs);
-            return self.fail_all(Vec::new(), reason);
-        }
-        self.unsigned.extend(batch_txs);
         let last = TxId::new(self.view, seqno - 1).expect(">= 1");
-        let mut published = self.shared.published.lock().expect("state lock");
-        published.durable = Some(last);
-        let completions = if let Some(point) = signed {
-            published.committed = Some(last);
+        if let Some(point) = signed {
             self.last_signature = Some(point);
             self.last_signature_at = Instant::now();
-            std::mem::take(&mut self.unsigned)
+        }
+        self.unsigned.extend(batch_txs);
+        self.index_ops.extend(ops);
+        let earlier_signature = self.unpublished.take().and_then(|u| u.signature);
+        self.unpublished = Some(Unpublished {
+            last,
+            signature: signed.map(|_| last).or(earlier_signature),
+        });
+        if let Err(fault) = self.finish_derived() {
+            return self.on_fault(fault, 0, Vec::new());
+        }
+        if self.last_checkpoint_at.elapsed() >= self.config.checkpoint_interval
+            && let Err(fault) = self.checkpoint()
+        {
+            self.on_fault(fault, 0, Vec::new());
+        }
+    }
+
+    /// The batch did not become durable. Decide between cutting it back (degraded) and
+    /// poisoning the store (the disk's content is unknown).
+    fn append_failed(&mut self, failure: AppendFailure, batch: Vec<Pending>, len: usize) {
+        let AppendFailure { op, error, written } = failure;
+        if op.is_sync() && FaultKind::of(&error) == FaultKind::Io {
+            // fsyncgate: the kernel may have dropped the dirty pages and will not say so again.
+            // Whether the batch is on disk is unknown until recovery reads the disk.
+            let fault = StorageFault::new(op, &error, false);
+            return self.poison(AppendError::Unavailable(fault.clone()), Some(fault), batch);
+        }
+        if written > 0 || op == StorageOp::SegmentSync {
+            if let Err(e) = self.segment.truncate_back(&self.faults) {
+                let fault = StorageFault {
+                    kind: FaultKind::of(&e),
+                    operation: StorageOp::SegmentTruncate,
+                    message: format!(
+                        "{op} failed ({error}), then cutting the failed batch back off {} failed: {e}",
+                        self.segment.path.display()
+                    ),
+                    errno: e.raw_os_error(),
+                    transient: false,
+                };
+                return self.poison(AppendError::Unavailable(fault.clone()), Some(fault), batch);
+            }
+        } else if let Err(e) = self.segment.reset_position() {
+            let fault = StorageFault::new(StorageOp::SegmentTruncate, &e, false);
+            return self.poison(AppendError::Unavailable(fault.clone()), Some(fault), batch);
+        }
+        let mut fault = StorageFault::new(op, &error, true);
+        fault.message = format!("{} ({})", fault.message, self.segment.path.display());
+        self.degrade(fault, len, batch);
+    }
+
+    fn on_fault(&mut self, fault: StorageFault, probe_bytes: usize, batch: Vec<Pending>) {
+        if fault.transient {
+            self.degrade(fault, probe_bytes, batch);
         } else {
-            Vec::new()
-        };
-        drop(published);
-        self.shared.committed_changed.notify_all();
-        for (txid, done) in completions {
-            if let Some(done) = done {
-                done(Ok(txid));
+            self.poison(AppendError::Unavailable(fault.clone()), Some(fault), batch);
+        }
+    }
+
+    /// Writes are refused until a probe succeeds. `batch` was not written; the earlier
+    /// durable-but-unsigned transactions are told so (they are signed after recovery).
+    fn degrade(&mut self, fault: StorageFault, probe_bytes: usize, batch: Vec<Pending>) {
+        if let Some(observer) = &self.config.observer {
+            observer.storage_fault(&fault);
+        }
+        // Refuse new submissions before answering anyone, so an answered caller's next write
+        // sees the fault.
+        self.shared.published.lock().expect("state lock").fault = Some(fault.clone());
+        for p in batch {
+            if let Some(done) = p.done {
+                done(Err(AppendError::Unavailable(fault.clone())));
             }
         }
-        if self.last_checkpoint_at.elapsed() >= self.config.checkpoint_interval {
-            self.checkpoint();
+        let reason = format!(
+            "{fault}; the transaction is on disk and is committed once storage recovers (or when the ledger is next opened)"
+        );
+        for p in &mut self.unsigned {
+            if let Some(done) = p.done.take() {
+                done(Err(AppendError::Indeterminate(format!(
+                    "transaction {}: {reason}",
+                    p.txid
+                ))));
+            }
         }
+        let probe_bytes = match &self.health {
+            Health::Degraded { probe_bytes: b, .. } => probe_bytes.max(*b),
+            _ => probe_bytes,
+        };
+        self.health = Health::Degraded {
+            fault,
+            next_probe: Instant::now() + self.config.fault_probe_interval,
+            probe_bytes,
+        };
+        self.shared.committed_changed.notify_all();
+    }
+
+    /// Writes are refused until the ledger is reopened. `batch` and the unsigned transactions
+    /// may or may not be on disk: they are Indeterminate.
+    fn poison(&mut self, error: AppendError, fault: Option<StorageFault>, batch: Vec<Pending>) {
+        if let (Some(observer), Some(fault)) = (&self.config.observer, &fault) {
+            observer.storage_fault(fault);
+        }
+        let reason = match &error {
+            AppendError::Unavailable(f) => f.to_string(),
+            other => other.to_string(),
+        };
+        let indeterminate = format!(
+            "{reason}; whether the transaction is on disk is decided when the ledger is next opened"
+        );
+        {
+            let mut published = self.shared.published.lock().expect("state lock");
+            published.failure.get_or_insert(reason);
+            if fault.is_some() {
+                published.fault = fault;
+            }
+        }
+        self.health = Health::Poisoned(error);
+        // Recovery on the next open signs what of them is on disk.
+        for p in batch.into_iter().chain(std::mem::take(&mut self.unsigned)) {
+            if let Some(done) = p.done {
+                done(Err(AppendError::Indeterminate(format!(
+                    "transaction {}: {indeterminate}",
+                    p.txid
+                ))));
+            }
+        }
+        self.shared.committed_changed.notify_all();
+    }
+
+    /// Brings the tree files and index up to the durable end, then publishes it.
+    fn finish_derived(&mut self) -> Result<(), StorageFault> {
+        if self.tree.has_pending() {
+            self.tree
+                .flush_with(&self.shared.tree, &self.faults)
+                .map_err(|e| StorageFault::new(StorageOp::TreeWrite, &e, true))?;
+        }
+        if self.index_resync {
+            let index = &self.shared.index;
+            let resync = self
+                .faults
+                .check(StorageOp::IndexCommit)
+                .map_err(|e| StorageFault::new(StorageOp::IndexCommit, &e, true))
+                .and_then(|()| {
+                    if index.healthy() {
+                        Ok(())
+                    } else {
+                        index
+                            .reopen()
+                            .map_err(|e| fault_from_message(StorageOp::IndexCommit, e.to_string()))
+                    }
+                })
+                .and_then(|()| {
+                    recovery::reindex(
+                        &self.ledger_dir,
+                        &self.shared.secret,
+                        index,
+                        self.next_seqno - 1,
+                    )
+                    .map_err(|e| fault_from_message(StorageOp::IndexCommit, e.to_string()))
+                });
+            resync?;
+            self.index_ops.clear();
+            self.index_resync = false;
+        } else if !self.index_ops.is_empty() {
+            let applied = self
+                .faults
+                .check(StorageOp::IndexCommit)
+                .map_err(|e| StorageFault::new(StorageOp::IndexCommit, &e, true))
+                .and_then(|()| {
+                    self.shared
+                        .index
+                        .apply(&self.index_ops, None)
+                        .map_err(|e| fault_from_message(StorageOp::IndexCommit, e.to_string()))
+                });
+            if let Err(fault) = applied {
+                // Whether redb kept part of it is not ours to guess: re-derive from the ledger.
+                self.index_resync = true;
+                return Err(fault);
+            }
+            self.index_ops.clear();
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&mut self) {
+        let Some(u) = self.unpublished.take() else {
+            return;
+        };
+        let mut published = self.shared.published.lock().expect("state lock");
+        published.durable = Some(u.last);
+        let mut completions = Vec::new();
+        if let Some(sig) = u.signature {
+            published.committed = Some(sig);
+            let covered = self
+                .unsigned
+                .partition_point(|p| p.txid.seqno() < sig.seqno());
+            completions = self.unsigned.drain(..covered).collect();
+        }
+        drop(published);
+        self.shared.committed_changed.notify_all();
+        if completions.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let latencies: Vec<Duration> = completions
+            .iter()
+            .filter_map(|p| p.submitted.map(|t| now.saturating_duration_since(t)))
+            .collect();
+        for p in completions {
+            if let Some(done) = p.done {
+                done(Ok(p.txid));
+            }
+        }
+        if let Some(observer) = &self.config.observer
+            && !latencies.is_empty()
+        {
+            observer.committed(&latencies);
+        }
+    }
+
+    /// A probe: the failed operation is retried (through the injector) and a scratch file of
+    /// the failed batch's size is written and fsync'd next to the segments. On success, what
+    /// the fault left undone is finished and writes are taken again.
+    fn try_recover(&mut self) {
+        let Health::Degraded {
+            fault, probe_bytes, ..
+        } = &self.health
+        else {
+            return;
+        };
+        let (op, probe_bytes) = (fault.operation, *probe_bytes);
+        let probe = self
+            .faults
+            .check(op)
+            .and_then(|()| self.probe_write(probe_bytes));
+        if let Err(e) = probe {
+            let still = StorageFault::new(op, &e, true);
+            self.shared.published.lock().expect("state lock").fault = Some(still.clone());
+            self.health = Health::Degraded {
+                fault: still,
+                next_probe: Instant::now() + self.config.fault_probe_interval,
+                probe_bytes,
+            };
+            return;
+        }
+        self.health = Health::Healthy;
+        if let Err(fault) = self.finish_derived() {
+            return self.on_fault(fault, probe_bytes, Vec::new());
+        }
+        if !self.unsigned.is_empty() {
+            self.process(Vec::new(), true);
+            if !matches!(self.health, Health::Healthy) {
+                return;
+            }
+        }
+        if let Err(fault) = self.checkpoint() {
+            return self.on_fault(fault, probe_bytes, Vec::new());
+        }
+        self.shared.published.lock().expect("state lock").fault = None;
+        self.shared.committed_changed.notify_all();
+    }
+
+    fn probe_write(&self, bytes: usize) -> io::Result<()> {
+        let path = self.ledger_dir.join(".write-probe");
+        let result = (|| {
+            let mut file = std::fs::File::create(&path)?;
+            file.write_all(&vec![0u8; bytes.clamp(4096, 16 << 20)])?;
+            file.sync_data()
+        })();
+        let _ = std::fs::remove_file(&path);
+        result
     }
 
     /// Returns the first seqno of the segment this batch goes into, rotating when the active
     /// segment is full.
-    fn segment_for_batch(&mut self) -> Option<u64> {
+    fn segment_for_batch(&mut self) -> io::Result<u64> {
         if self.segment.len() >= self.config.segment_max_bytes && !self.segment.is_empty() {
-            match ActiveSegment::create(&self.ledger_dir, self.next_seqno) {
-                Ok(next) => {
-                    let reader = next.reader().ok()?;
-                    self.shared
-                        .segments
-                        .write()
-                        .expect("segments lock")
-                        .push((next.first_seqno, reader));
-                    self.segment = next;
-                }
-                Err(_) => return None,
-            }
+            let next = ActiveSegment::create_with(&self.ledger_dir, self.next_seqno, &self.faults)?;
+            let reader = next.reader()?;
+            self.shared
+                .segments
+                .write()
+                .expect("segments lock")
+                .push((next.first_seqno, reader));
+            self.segment = next;
         }
-        Some(self.segment.len())
+        Ok(self.segment.len())
     }
 
     fn encode(&self, txid: TxId, body: &TxBody, claims_digest: &Hash32) -> Option<Vec<u8>> {
@@ -242,50 +641,73 @@ impl Writer {
         ))
     }
 
-    /// Makes the derived files durable and records the fork guard.
-    fn checkpoint(&mut self) {
+    /// Makes the derived files durable and records the fork guard. Skipped while derived
+    /// state is behind the ledger (a later checkpoint covers it).
+    fn checkpoint(&mut self) -> Result<(), StorageFault> {
         self.last_checkpoint_at = Instant::now();
-        let result = self
-            .shared
-            .tree
-            .sync()
-            .map_err(|e| format!("tree files: {e}"))
+        if self.tree.has_pending() || self.index_resync || !self.index_ops.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.shared.tree.sync_with(&self.faults) {
+            // A failed fsync of the tree files (EIO) means their page cache cannot be trusted;
+            // they are derived, so a reopen re-derives them, but not while running.
+            let transient = FaultKind::of(&e) != FaultKind::Io;
+            return Err(StorageFault::new(StorageOp::TreeSync, &e, transient));
+        }
+        let committed = self
+            .faults
+            .check(StorageOp::IndexCommit)
+            .map_err(|e| StorageFault::new(StorageOp::IndexCommit, &e, true))
             .and_then(|()| {
                 self.shared
                     .index
                     .apply(&[], Some(self.tree.size()))
-                    .map_err(|e| e.to_string())
-            })
-            .and_then(|()| match self.last_signature {
-                Some(point) => self.guard.record(point).map_err(|e| e.to_string()),
-                None => Ok(()),
+                    .map_err(|e| fault_from_message(StorageOp::IndexCommit, e.to_string()))
             });
-        if let Err(reason) = result {
-            self.shared.fail(format!("checkpoint failed: {reason}"));
+        if let Err(fault) = committed {
+            self.index_resync = true;
+            return Err(fault);
         }
+        if let Some(point) = self.last_signature {
+            let recorded = self
+                .faults
+                .check(StorageOp::GuardWrite)
+                .map_err(|e| StorageFault::new(StorageOp::GuardWrite, &e, true))
+                .and_then(|()| {
+                    self.guard.record(point).map_err(|e| match &e {
+                        GuardError::Io { source, .. } => {
+                            let mut f = StorageFault::new(StorageOp::GuardWrite, source, true);
+                            f.message = e.to_string();
+                            f
+                        }
+                        other => fault_from_message(StorageOp::GuardWrite, other.to_string()),
+                    })
+                });
+            recorded?;
+        }
+        Ok(())
     }
+}
 
-    fn fail_batch(&mut self, batch: Vec<Submission>, reason: &str) {
-        self.shared.fail(reason.to_owned());
-        for s in batch {
-            (s.done)(Err(AppendError::Failed(reason.to_owned())));
-        }
-    }
-
-    /// Fails this batch (not written) and the earlier durable-but-unsigned transactions, whose
-    /// fate is decided at the next open (they are signed then), so their callers are told so.
-    fn fail_all(&mut self, batch: Vec<(TxId, Option<Completion>)>, reason: String) {
-        self.shared.fail(reason.clone());
-        for (_, done) in batch {
-            if let Some(done) = done {
-                done(Err(AppendError::Failed(reason.clone())));
-            }
-        }
-        for (_, done) in std::mem::take(&mut self.unsigned) {
-            if let Some(done) = done {
-                done(Err(AppendError::Indeterminate(reason.clone())));
-            }
-        }
+/// A fault from an error known only by its message (redb wraps the OS error).
+fn fault_from_message(operation: StorageOp, message: String) -> StorageFault {
+    let errno = [
+        crate::faults::errno::ENOSPC,
+        crate::faults::errno::EDQUOT,
+        crate::faults::errno::EROFS,
+        crate::faults::errno::EIO,
+    ]
+    .into_iter()
+    .find(|n| message.contains(&format!("(os error {n})")));
+    let kind = errno.map_or(FaultKind::Io, |n| {
+        FaultKind::of(&io::Error::from_raw_os_error(n))
+    });
+    StorageFault {
+        kind,
+        operation,
+        message,
+        errno,
+        transient: true,
     }
 }
 

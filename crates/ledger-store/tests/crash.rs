@@ -103,6 +103,7 @@ fn crash_entry(run: u64, thread: u64, counter: u64) -> ApplicationEntry {
         contents,
         tags,
         claims_key,
+        idempotency: None,
     }
 }
 

@@ -131,6 +131,7 @@ fn entry(collection: &str, contents: &str, tags: &[&str]) -> ApplicationEntry {
         contents: contents.into(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
         claims_key: None,
+        idempotency: None,
     }
 }
 
@@ -330,6 +331,7 @@ fn receipts_with_claims_verify_only_with_the_recorded_claims() {
     let key = [7u8; 32];
     let with_claims = ApplicationEntry {
         claims_key: Some(key),
+        idempotency: None,
         ..entry("claims", "the claimed contents", &[])
     };
     let [(txid, _)] = append_all(&ledger, vec![with_claims]).try_into().unwrap();

@@ -424,8 +424,37 @@ impl Api {
         content_type: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Result<Resp, reqwest::Error> {
+        self.try_with_headers(method, path_and_query, &[], content_type, body)
+            .await
+    }
+
+    /// `POST path?api-version=..` of a JSON body with extra request headers.
+    pub async fn post_json_with(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Resp {
+        let body = serde_json::to_vec(body).unwrap();
+        self.try_with_headers(
+            Method::POST,
+            &versioned(path),
+            headers,
+            Some("application/json"),
+            Some(body),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: request failed: {e:?}"))
+    }
+
+    async fn try_with_headers(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<Resp, reqwest::Error> {
         let url = format!("{}{}", self.base, path_and_query);
         let mut request = self.client.request(method.clone(), &url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(ct) = content_type {
             request = request.header("content-type", ct);
         }

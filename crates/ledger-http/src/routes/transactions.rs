@@ -30,9 +30,11 @@
 //!   would store or return something other than what the client asked for.
 
 use super::RequestContext;
+use crate::auth::Caller;
 use crate::body;
 use crate::config::MAX_COLLECTION_ID_BYTES;
 use crate::error::{ApiError, ApiResult};
+use crate::idempotency;
 use crate::paging::{self, PAGE_SIZE};
 use crate::query::QueryParams;
 use crate::response;
@@ -45,7 +47,8 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use ledger_core::TxId;
-use ledger_core::entry::{ApplicationEntry, DEFAULT_COLLECTION};
+use ledger_core::entry::{ApplicationEntry, DEFAULT_COLLECTION, IdempotencyRecord};
+use ledger_core::hash::Hash32;
 use ledger_core::receipt::ReceiptResponse;
 use ledger_store::{EntryRecord, TxStatus, WriteRequest};
 use serde_json::{Value, json};
@@ -173,6 +176,7 @@ fn wrong_view(txid: TxId) -> ApiError {
 pub async fn create(
     State(state): State<Arc<ApiState>>,
     Extension(ctx): Extension<RequestContext>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     request_body: Body,
 ) -> ApiResult<Response> {
@@ -183,6 +187,7 @@ pub async fn create(
             limit: MAX_COLLECTION_ID_BYTES,
         });
     }
+    let _admitted = state.admit_write(&headers)?;
     let bytes = body::read(&headers, request_body, state.config.max_body_bytes).await?;
     let object = body::json_object(&bytes, r#"{"contents":"..."}"#)?;
     let contents = match object.get("contents") {
@@ -213,6 +218,30 @@ pub async fn create(
     } else {
         None
     };
+    let key_digest = match idempotency::request_key(
+        &headers,
+        state.config.client_request_id_is_idempotency_key,
+    )? {
+        Some(key) => {
+            let user = caller
+                .as_ref()
+                .and_then(|c| c.0.user_id())
+                .unwrap_or_default();
+            Some(idempotency::key_digest(user, &key))
+        }
+        None => None,
+    };
+    // Held until this write is answered: a concurrent retry waits, then finds it.
+    let _key_guard = match key_digest {
+        Some(digest) => Some(state.idempotency_locks.lock(digest).await),
+        None => None,
+    };
+    let now = unix_now();
+    if let Some(digest) = key_digest
+        && let Some(original) = earlier_write(&state, &digest, now).await?
+    {
+        return replay(&state, original, &collection, &contents, &tags);
+    }
     // Tags never disappear, so a write whose tags all exist already cannot exceed the cap.
     let mut new_tags = false;
     for tag in &tags {
@@ -223,6 +252,10 @@ pub async fn create(
         contents,
         tags: tags.clone(),
         claims_key,
+        idempotency: key_digest.map(|key_digest| IdempotencyRecord {
+            key_digest,
+            unix_secs: now,
+        }),
     });
     let txid = if !new_tags
         && (collection == DEFAULT_COLLECTION || state.collection_known(&collection))
@@ -259,6 +292,70 @@ pub async fn create(
         txid
     };
     Ok(response::json(txid, json!({"collectionId": collection})))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The committed write made earlier with this key, within the retention window.
+async fn earlier_write(
+    state: &Arc<ApiState>,
+    digest: &Hash32,
+    now: u64,
+) -> ApiResult<Option<TxId>> {
+    let Some((txid, written)) = state.ledger.idempotent_write(digest)? else {
+        return Ok(None);
+    };
+    if now.saturating_sub(written) > state.config.idempotency_retention_secs {
+        return Ok(None);
+    }
+    if state.ledger.status(txid) != TxStatus::Committed {
+        // Durable but not signed yet (e.g. recovered at startup): it commits shortly.
+        let ledger = state.ledger.clone();
+        let status = tokio::task::spawn_blocking(move || {
+            ledger.wait_committed(txid, std::time::Duration::from_secs(10))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("waiting for commit: {e}")))?;
+        if status != TxStatus::Committed {
+            return Err(ApiError::StorageUnavailable(format!(
+                "The write made earlier with this idempotency key ({txid}) is not committed \
+                 yet; retry shortly."
+            )));
+        }
+    }
+    Ok(Some(txid))
+}
+
+/// Answers a retried write with its original transaction, if the retry asks for the same write.
+fn replay(
+    state: &ApiState,
+    txid: TxId,
+    collection: &str,
+    contents: &str,
+    tags: &[String],
+) -> ApiResult<Response> {
+    let original = state.ledger.entry(txid)?.ok_or_else(|| {
+        ApiError::Internal(format!(
+            "the idempotency index names {txid}, which wrote no entry"
+        ))
+    })?;
+    let e = &original.entry;
+    if e.collection_id != collection || e.contents != contents || e.tags != tags {
+        return Err(ApiError::IdempotencyKeyReused(format!(
+            "This idempotency key was used for a different write ({txid}); use a new key for a \
+             new write."
+        )));
+    }
+    let mut response = response::json(txid, json!({"collectionId": e.collection_id}));
+    response.headers_mut().insert(
+        axum::http::HeaderName::from_static("idempotent-replayed"),
+        axum::http::HeaderValue::from_static("true"),
+    );
+    Ok(response)
 }
 
 /// `GET /app/transactions`: entries of one collection in an inclusive range, 100 per page.

@@ -259,7 +259,7 @@ impl KeyStore {
                     .saturating_mul(1u32 << s.failures.min(16).saturating_sub(1))
                     .min(BACKOFF_MAX);
                 s.next_allowed = now + backoff;
-                eprintln!("token keys: refresh failed (retry in {backoff:?}): {e}");
+                tracing::warn!("token keys: refresh failed (retry in {backoff:?}): {e}");
                 false
             }
         }

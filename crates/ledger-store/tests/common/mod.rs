@@ -83,6 +83,7 @@ pub fn numbered_entry(label: &str, i: u64) -> ApplicationEntry {
         contents,
         tags,
         claims_key,
+        idempotency: None,
     }
 }
 

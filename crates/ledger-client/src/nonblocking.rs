@@ -1,0 +1,147 @@
+//! The async side of the client: the few operations a load generator or an async service
+//! needs, with the same pinning and receipt verification as the blocking [`crate::Client`].
+//!
+//! One [`Client`] holds one connection pool; over HTTP/2 (chosen by ALPN) all its concurrent
+//! requests share one TLS connection. A caller that wants N connections makes N clients.
+
+use crate::{
+    Appended, Auth, ClientConfig, DEFAULT_COLLECTION, Entry, Error, Result,
+    VerifiedReceiptResponse, base, decode, field, url, verified, written_txid,
+};
+use ledger_core::receipt::ReceiptResponse;
+use reqwest::{Certificate, Identity, Method};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    config: ClientConfig,
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Client> {
+        let base = base(&config.endpoint)?;
+        let root = Certificate::from_pem(config.service_cert_pem.as_bytes())
+            .map_err(|e| Error::Config(format!("the service certificate: {e}")))?;
+        let mut builder = reqwest::Client::builder()
+            .tls_certs_only([root])
+            .timeout(Duration::from_secs(120));
+        if let Auth::Certificate(pem) = &config.auth {
+            let identity = Identity::from_pem(pem.as_bytes()).map_err(|e| {
+                Error::Config(format!(
+                    "the client certificate bundle (certificate and private key, PEM): {e}"
+                ))
+            })?;
+            builder = builder.identity(identity);
+        }
+        Ok(Client {
+            http: builder.build()?,
+            base,
+            config,
+        })
+    }
+
+    async fn call(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Value> {
+        Ok(self.call_with_headers(method, url, body).await?.1)
+    }
+
+    async fn call_with_headers(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<(reqwest::header::HeaderMap, Value)> {
+        let mut req = self.http.request(method, url);
+        if let Auth::Token(token) = &self.config.auth {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await?;
+        decode(status, headers, &text)
+    }
+
+    fn url(&self, path: &str, params: &[(&str, Option<&str>)]) -> String {
+        url(&self.base, path, &self.config.api_version, params)
+    }
+
+    /// `POST /app/transactions`. cledger answers a write only once it is committed, so the
+    /// returned transaction is `Committed`; against a server that answers earlier (Azure
+    /// confidential ledger), poll `status` before relying on it.
+    pub async fn post_entry(&self, contents: &str, collection: Option<&str>) -> Result<Appended> {
+        let url = self.url("/app/transactions", &[("collectionId", collection)]);
+        let (headers, body) = self
+            .call_with_headers(Method::POST, &url, Some(&json!({"contents": contents})))
+            .await?;
+        Ok(Appended {
+            transaction_id: written_txid(&headers)?,
+            collection_id: body["collectionId"]
+                .as_str()
+                .or(collection)
+                .unwrap_or(DEFAULT_COLLECTION)
+                .to_owned(),
+        })
+    }
+
+    pub async fn get_entry(&self, txid: &str, collection: Option<&str>) -> Result<Entry> {
+        let url = self.url(
+            &format!("/app/transactions/{}", crate::enc(txid)),
+            &[("collectionId", collection)],
+        );
+        field(
+            self.call(Method::GET, &url, None).await?["entry"].take(),
+            "entry",
+        )
+    }
+
+    /// Fetches a `Ready` receipt and verifies it (see [`crate::Client::receipt`]); a receipt
+    /// that is still `Loading` is a [`Error::Protocol`] error here (no waiting).
+    pub async fn receipt(&self, txid: &str) -> Result<VerifiedReceiptResponse> {
+        let response = self.receipt_unverified(txid).await?;
+        verified(response, &self.config.service_cert_pem, txid)
+    }
+
+    /// Fetches a receipt without checking it (for measuring the server alone).
+    pub async fn receipt_unverified(&self, txid: &str) -> Result<ReceiptResponse> {
+        let url = self.url(
+            &format!("/app/transactions/{}/receipt", crate::enc(txid)),
+            &[],
+        );
+        field(self.call(Method::GET, &url, None).await?, "receipt")
+    }
+
+    /// The transaction id of the newest entry of the default collection.
+    pub async fn current_txid(&self) -> Result<String> {
+        let url = self.url("/app/transactions/current", &[]);
+        let entry: Entry = field(self.call(Method::GET, &url, None).await?, "entry")?;
+        Ok(entry.transaction_id)
+    }
+
+    /// One page of `GET /app/transactions` for a range of a collection.
+    pub async fn list_page(
+        &self,
+        collection: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<Entry>> {
+        let url = self.url(
+            "/app/transactions",
+            &[
+                ("collectionId", collection),
+                ("fromTransactionId", Some(from)),
+                ("toTransactionId", Some(to)),
+            ],
+        );
+        field(
+            self.call(Method::GET, &url, None).await?["entries"].take(),
+            "entries",
+        )
+    }
+}

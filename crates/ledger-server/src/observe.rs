@@ -1,0 +1,328 @@
+//! What the node tells its operator: request ids, logs, the access log of refused
+//! authentication and authorization, metrics per route, the health endpoints, and the
+//! per-caller rate limit that sits between authentication and the routes.
+//!
+//! Layer order (outermost first): `observe` → bearer-token authentication → `rate_limit` →
+//! the ACL routes. `observe` is outermost so that every answer, including a 401 from the
+//! token layer and a 429 from the limiter, gets a request id, a log line and a count;
+//! `rate_limit` is inside authentication so that token users are limited by user id.
+
+use crate::http::{ApiError, Caller, ErrorInfo};
+use crate::metrics::{CodeLabels, Metrics};
+use crate::ratelimit::RateLimiter;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ledger_store::Ledger;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tracing::Instrument as _;
+
+/// The peer address of the connection a request came on (inserted by the listener).
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub SocketAddr);
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-request-id");
+const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-client-request-id");
+
+/// Request ids: a random per-process prefix and a counter, so ids are unique across restarts
+/// without a random draw per request.
+pub struct RequestIds {
+    prefix: u32,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new() -> RequestIds {
+        let mut b = [0u8; 4];
+        let _ = getrandom::fill(&mut b);
+        RequestIds {
+            prefix: u32::from_le_bytes(b),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> String {
+        format!(
+            "{:08x}-{:012x}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        RequestIds::new()
+    }
+}
+
+pub struct ObserveState {
+    pub metrics: Arc<Metrics>,
+    pub ids: RequestIds,
+    pub max_url_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+/// A client request id worth echoing and logging: short and printable (it comes from the
+/// client, so it must not be able to forge log lines or bloat them).
+fn client_request_id(request: &Request) -> Option<HeaderValue> {
+    let value = request.headers().get(&CLIENT_REQUEST_ID)?;
+    let ok = value.len() <= 128 && value.as_bytes().iter().all(|b| b.is_ascii_graphic());
+    ok.then(|| value.clone())
+}
+
+fn caller_label(request: &Request) -> String {
+    let remote = request
+        .extensions()
+        .get::<RemoteAddr>()
+        .map(|r| r.0.ip().to_string())
+        .unwrap_or_default();
+    match request.extensions().get::<Caller>() {
+        Some(Caller::Certificate { fingerprint }) => format!("cert:{fingerprint}@{remote}"),
+        Some(Caller::Token { user_id }) => format!("token:{user_id}@{remote}"),
+        _ if request.headers().contains_key(header::AUTHORIZATION) => {
+            format!("bearer@{remote}")
+        }
+        _ => format!("anonymous@{remote}"),
+    }
+}
+
+pub async fn observe(
+    State(state): State<Arc<ObserveState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let start = Instant::now();
+    let id = state.ids.next();
+    let client_id = client_request_id(&request);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let caller = caller_label(&request);
+    let url_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    let span = tracing::info_span!("request", id = %id);
+    let mut response = if url_len > state.max_url_bytes {
+        ApiError::UriTooLong {
+            limit: state.max_url_bytes,
+        }
+        .into_response()
+    } else {
+        match tokio::time::timeout(
+            state.request_timeout,
+            next.run(request).instrument(span.clone()),
+        )
+        .await
+        {
+            Ok(response) => response,
+            Err(_) => ApiError::RequestTimeout {
+                limit_secs: state.request_timeout.as_secs(),
+            }
+            .into_response(),
+        }
+    };
+    let elapsed = start.elapsed();
+    let status = response.status();
+    state
+        .metrics
+        .observe_request(&route, &method, status.as_u16(), elapsed);
+    let info = response.extensions().get::<ErrorInfo>().cloned();
+    let code = info.as_ref().map_or("", |i| i.code);
+    let client_id_text = client_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let _enter = span.enter();
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            state
+                .metrics
+                .auth_failures
+                .get_or_create(&CodeLabels {
+                    code: code.to_owned(),
+                })
+                .inc();
+            // The access log of refused callers: who, from where, what they tried, why.
+            tracing::warn!(
+                target: "cledger::access",
+                %caller, %method, path = %route, status = status.as_u16(), code,
+                reason = info.as_ref().map_or("", |i| i.message.as_str()),
+                client_request_id = client_id_text,
+                "refused"
+            );
+        }
+        s if s.is_server_error()
+            && code != "ServiceBusy"
+            && !s.eq(&StatusCode::NOT_IMPLEMENTED) =>
+        {
+            tracing::error!(
+                %caller, %method, path = %route, status = s.as_u16(), code,
+                reason = info.as_ref().map_or("", |i| i.message.as_str()),
+                client_request_id = client_id_text, ms,
+                "request failed"
+            );
+        }
+        s => {
+            if s == StatusCode::TOO_MANY_REQUESTS {
+                state.metrics.rate_limited.inc();
+            }
+            if code == "ServiceBusy" {
+                state.metrics.writes_shed.inc();
+            }
+            tracing::debug!(
+                %caller, %method, path = %route, status = s.as_u16(), code,
+                client_request_id = client_id_text, ms,
+                "request"
+            );
+        }
+    }
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert(REQUEST_ID, v);
+    }
+    if let Some(v) = client_id {
+        headers.insert(CLIENT_REQUEST_ID, v);
+    }
+    response
+}
+
+/// Refuses a request with 429 when its caller is over its rate.
+pub async fn rate_limit(
+    State(limiter): State<Arc<RateLimiter>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let key = match request
+        .extensions()
+        .get::<Caller>()
+        .and_then(Caller::user_id)
+    {
+        Some(id) => id.to_owned(),
+        None => match request.extensions().get::<RemoteAddr>() {
+            Some(addr) => format!("ip:{}", addr.0.ip()),
+            None => "anonymous".to_owned(),
+        },
+    };
+    match limiter.check(&key, Instant::now()) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => ApiError::TooManyRequests {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
+        .into_response(),
+    }
+}
+
+/// The operator routes, answered without authentication: `/healthz` (the process serves),
+/// `/readyz` (and the ledger accepts writes) and, when enabled, `/metrics`.
+pub fn ops_routes(
+    router: axum::Router,
+    ledger: Arc<Ledger>,
+    metrics: Option<Arc<Metrics>>,
+    ledger_dir: std::path::PathBuf,
+) -> axum::Router {
+    use axum::routing::get;
+    let ready_ledger = ledger.clone();
+    let router = router
+        .route(
+            "/healthz",
+            get(|| async { json(StatusCode::OK, serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let ledger = ready_ledger.clone();
+                async move { readiness(&ledger) }
+            }),
+        );
+    match metrics {
+        Some(metrics) => router.route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                let ledger = ledger.clone();
+                let dir = ledger_dir.clone();
+                async move { scrape(&metrics, &ledger, &dir) }
+            }),
+        ),
+        None => router,
+    }
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn readiness(ledger: &Ledger) -> Response {
+    match ledger.write_health().err() {
+        None => json(
+            StatusCode::OK,
+            serde_json::json!({
+                "status": "ready",
+                "committed": ledger.committed().map(|t| t.to_string()),
+            }),
+        ),
+        Some(refusal) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "unavailable", "reason": refusal.to_string()}),
+        ),
+    }
+}
+
+fn scrape(metrics: &Metrics, ledger: &Ledger, ledger_dir: &std::path::Path) -> Response {
+    metrics
+        .ledger_seqno
+        .set(ledger.committed().map_or(0, |t| t.seqno()) as i64);
+    metrics
+        .writable
+        .set(i64::from(ledger.write_health().is_ok()));
+    metrics.queue_depth.set(ledger.queue_depth() as i64);
+    metrics.ledger_bytes.set(dir_bytes(ledger_dir));
+    let mut response = metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+/// Total size of the files directly in `dir` (the segment files: a few, 64 MiB each).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Installs the process-wide log subscriber (stderr, text or JSON). Called once by the
+/// binary; in-process servers in tests log nowhere unless the test installs one.
+pub fn init_logging(format: crate::config::LogFormat, filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Text => builder.try_init(),
+        crate::config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

@@ -1,0 +1,401 @@
+//! Storage faults injected into the write path: for every write-path operation and every kind
+//! of failure (EIO, ENOSPC, EROFS, a short write then ENOSPC), writes are refused with the
+//! right error while reads go on, writes resume by themselves when the fault clears (except
+//! after a failed fdatasync: until reopen), and after reopening every acknowledged write is
+//! there with a verifying receipt, the audit passes and no seqno was used twice.
+
+mod common;
+
+use common::*;
+use ledger_core::TxId;
+use ledger_core::entry::ApplicationEntry;
+use ledger_store::faults::errno::{EIO, ENOSPC, EROFS};
+use ledger_store::{
+    AppendError, FaultKind, FaultPlan, Ledger, StorageOp, StoreConfig, WriteRequest, audit,
+};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+static INJECTED: AtomicU64 = AtomicU64::new(0);
+
+fn fault_config(plan: &Arc<FaultPlan>) -> StoreConfig {
+    StoreConfig {
+        // Small segments rotate every few dozen entries, so segment creation is exercised.
+        segment_max_bytes: 4 << 10,
+        // A checkpoint after every batch, so tree fsyncs, index commits and the fork guard are.
+        checkpoint_interval: Duration::ZERO,
+        fault_probe_interval: Duration::from_millis(20),
+        faults: Some(plan.clone()),
+        ..StoreConfig::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Errno(i32),
+    /// Half of the buffer really written, then ENOSPC.
+    Short,
+}
+
+impl Mode {
+    fn kind(self) -> FaultKind {
+        match self {
+            Mode::Errno(EIO) => FaultKind::Io,
+            Mode::Errno(EROFS) => FaultKind::ReadOnly,
+            Mode::Errno(_) | Mode::Short => FaultKind::DiskFull,
+        }
+    }
+
+    fn arm(self, plan: &FaultPlan, op: StorageOp) {
+        match self {
+            Mode::Errno(e) => plan.fail(op, e),
+            Mode::Short => plan.short_write(op, ENOSPC),
+        }
+    }
+}
+
+const OPS: [StorageOp; 7] = [
+    StorageOp::SegmentWrite,
+    StorageOp::SegmentSync,
+    StorageOp::SegmentCreate,
+    StorageOp::TreeWrite,
+    StorageOp::TreeSync,
+    StorageOp::IndexCommit,
+    StorageOp::GuardWrite,
+];
+
+const MODES: [Mode; 4] = [
+    Mode::Errno(EIO),
+    Mode::Errno(ENOSPC),
+    Mode::Errno(EROFS),
+    Mode::Short,
+];
+
+/// Only a failed fsync with EIO leaves the disk's content unknown (fsyncgate).
+fn poisons(op: StorageOp, mode: Mode) -> bool {
+    op.is_sync() && matches!(mode, Mode::Errno(EIO))
+}
+
+fn entry(label: &str, i: u64) -> ApplicationEntry {
+    numbered_entry(label, i)
+}
+
+/// Reads every acknowledged entry and its receipt until told to stop; returns the number of
+/// rounds. Any read failure fails the test.
+fn reader(
+    ledger: &Ledger,
+    acked: &Mutex<Vec<(TxId, ApplicationEntry)>>,
+    stop: &AtomicBool,
+    cert: &str,
+) -> u64 {
+    let mut rounds = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let snapshot = acked.lock().unwrap().clone();
+        assert_entries_intact(ledger, &snapshot);
+        if let Some((txid, _)) = snapshot.last() {
+            verify_receipt_of(ledger, *txid, cert);
+        }
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    rounds
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn check_after_reopen(dir: &Path, acked: &[(TxId, ApplicationEntry)], cert: &str) {
+    let (ledger, _) = reopen_ok(dir, StoreConfig::default());
+    assert_entries_intact(&ledger, acked);
+    for (txid, _) in acked {
+        verify_receipt_of(&ledger, *txid, cert);
+    }
+    let seqnos: HashSet<u64> = acked.iter().map(|(t, _)| t.seqno()).collect();
+    assert_eq!(seqnos.len(), acked.len(), "a seqno was acknowledged twice");
+    // The ledger takes writes after recovery.
+    let txid = ledger
+        .append(WriteRequest::Entry(entry("after-reopen", 0)))
+        .expect("writes work after reopening");
+    assert!(txid.seqno() > acked.iter().map(|(t, _)| t.seqno()).max().unwrap_or(0));
+    ledger.close();
+    drop(ledger);
+    let report = audit::audit(dir, Some(cert)).unwrap_or_else(|e| panic!("audit failed: {e}"));
+    assert_eq!(report.unsigned_tail, 0);
+    // Frames are consecutive (ledger_frames checks every segment); no seqno twice on disk.
+    let frames = ledger_frames(dir);
+    for (i, f) in frames.iter().enumerate() {
+        assert_eq!(f.txid.seqno(), i as u64 + 1);
+    }
+}
+
+fn run_case(op: StorageOp, mode: Mode) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plan = FaultPlan::new();
+    let (ledger, files) = create_ledger(dir, fault_config(&plan));
+    let cert = files.service_cert_pem.clone();
+    let acked: Mutex<Vec<(TxId, ApplicationEntry)>> = Mutex::new(append_each(&ledger, "before", 3));
+    let stop = AtomicBool::new(false);
+    let case = format!("{op:?} × {mode:?}");
+    let started = Instant::now();
+    eprintln!("case {case}");
+    std::thread::scope(|scope| {
+        let reads = scope.spawn(|| reader(&ledger, &acked, &stop, &cert));
+        mode.arm(&plan, op);
+        // Write until the fault shows (segment creation needs a rotation first).
+        let mut first_error = None;
+        for i in 0..400 {
+            let e = entry("during", i);
+            match ledger.append(WriteRequest::Entry(e.clone())) {
+                Ok(txid) => acked.lock().unwrap().push((txid, e)),
+                Err(err) => {
+                    first_error = Some(err);
+                    break;
+                }
+            }
+        }
+        let first_error = first_error.unwrap_or_else(|| panic!("{case}: no write failed"));
+        match &first_error {
+            AppendError::Unavailable(fault) => {
+                assert_eq!(fault.operation, op, "{case}: {fault}");
+                assert_eq!(fault.kind, mode.kind(), "{case}: {fault}");
+            }
+            // The batch was durable when the derived files failed, or its fate is unknown.
+            AppendError::Indeterminate(_) => {}
+            other => panic!("{case}: unexpected error {other:?}"),
+        }
+        // Writes are refused fast, with the fault.
+        let health = ledger.write_health().expect_err("writes are refused");
+        let AppendError::Unavailable(fault) = &health else {
+            panic!("{case}: write_health says {health:?}");
+        };
+        assert_eq!(fault.operation, op, "{case}: {fault}");
+        assert_eq!(fault.kind, mode.kind(), "{case}: {fault}");
+        assert_eq!(fault.transient, !poisons(op, mode), "{case}: {fault}");
+        let refused = ledger.append(WriteRequest::Entry(entry("refused", 0)));
+        assert!(
+            matches!(&refused, Err(AppendError::Unavailable(f)) if f.operation == op),
+            "{case}: {refused:?}"
+        );
+        // Still refused while the fault lasts (probes keep failing).
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(
+            ledger.write_health().is_err(),
+            "{case}: recovered while faulty"
+        );
+        plan.clear();
+        if poisons(op, mode) {
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(
+                matches!(ledger.write_health(), Err(AppendError::Unavailable(f)) if !f.transient),
+                "{case}: a failed fsync must stop writes until reopen"
+            );
+            assert!(ledger.failure().is_some());
+        } else {
+            wait_for(
+                &format!("{case}: writes to resume"),
+                Duration::from_secs(5),
+                || ledger.write_health().is_ok(),
+            );
+            assert!(ledger.failure().is_none());
+            let more = append_each(&ledger, "after", 3);
+            acked.lock().unwrap().extend(more);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let rounds = reads.join().expect("reads never fail");
+        assert!(rounds > 0);
+    });
+    INJECTED.fetch_add(plan.injected(), Ordering::Relaxed);
+    ledger.close();
+    drop(ledger);
+    let acked = acked.into_inner().unwrap();
+    check_after_reopen(dir, &acked, &files.service_cert_pem);
+    eprintln!("case {case}: ok in {:?}", started.elapsed());
+}
+
+#[test]
+fn every_operation_and_fault_kind() {
+    let started = Instant::now();
+    let before = INJECTED.load(Ordering::Relaxed);
+    for op in OPS {
+        for mode in MODES {
+            run_case(op, mode);
+        }
+    }
+    eprintln!(
+        "faults: {} cases, {} faults injected, {:?}",
+        OPS.len() * MODES.len(),
+        INJECTED.load(Ordering::Relaxed) - before,
+        started.elapsed()
+    );
+}
+
+/// A short write whose cut-back fails leaves the disk's content unknown: the batch is
+/// Indeterminate and the store is poisoned; reopening truncates the torn tail.
+#[test]
+fn failed_cut_back_poisons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plan = FaultPlan::new();
+    let (ledger, files) = create_ledger(dir, fault_config(&plan));
+    let acked = append_each(&ledger, "before", 3);
+    plan.short_write(StorageOp::SegmentWrite, ENOSPC);
+    plan.fail(StorageOp::SegmentTruncate, EIO);
+    let r = ledger.append(WriteRequest::Entry(entry("torn", 0)));
+    assert!(matches!(r, Err(AppendError::Indeterminate(_))), "{r:?}");
+    let health = ledger.write_health();
+    assert!(
+        matches!(&health, Err(AppendError::Unavailable(f)) if !f.transient && f.operation == StorageOp::SegmentTruncate),
+        "{health:?}"
+    );
+    plan.clear();
+    std::thread::sleep(Duration::from_millis(60));
+    assert!(ledger.write_health().is_err());
+    assert_entries_intact(&ledger, &acked);
+    INJECTED.fetch_add(plan.injected(), Ordering::Relaxed);
+    eprintln!(
+        "failed_cut_back_poisons: {} faults injected",
+        plan.injected()
+    );
+    drop(ledger);
+    // Half a batch is on disk: recovery cuts it off as a torn tail (or, should the half end
+    // on a frame boundary, signs the whole frames): either way the audit passes below.
+    let (ledger, report) = reopen_ok(dir, StoreConfig::default());
+    eprintln!("recovery after the failed cut-back: {report:?}");
+    drop(ledger);
+    check_after_reopen(dir, &acked, &files.service_cert_pem);
+}
+
+/// Transactions made durable without a signature before the disk filled up are reported
+/// Indeterminate, and are signed (committed) by the writer once space returns.
+#[test]
+fn durable_unsigned_tail_is_signed_after_recovery() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plan = FaultPlan::new();
+    let config = StoreConfig {
+        max_batch: 4,
+        sign_every: 1_000_000,
+        sign_interval: Duration::from_secs(3600),
+        ..fault_config(&plan)
+    };
+    let (ledger, files) = create_ledger(dir, config);
+    let acked_before = append_each(&ledger, "before", 2);
+    // The first three batches reach the disk; the fourth fails with ENOSPC.
+    plan.fail_after(StorageOp::SegmentWrite, ENOSPC, 3);
+    let (tx, rx) = mpsc::channel();
+    let n = 40u64;
+    let mut refused_at_submit = 0;
+    for i in 0..n {
+        let tx = tx.clone();
+        let done = Box::new(move |r| {
+            let _ = tx.send((i, r));
+        });
+        let e = ApplicationEntry {
+            collection_id: "tail".into(),
+            ..entry("tail", i)
+        };
+        if ledger.submit(WriteRequest::Entry(e), done).is_err() {
+            refused_at_submit += 1;
+        }
+    }
+    drop(tx);
+    let mut ok = 0;
+    let mut indeterminate = 0;
+    let mut unavailable = 0;
+    for (_, r) in rx.iter() {
+        match r {
+            Ok(_) => ok += 1,
+            Err(AppendError::Indeterminate(_)) => indeterminate += 1,
+            Err(AppendError::Unavailable(f)) => {
+                assert_eq!(f.kind, FaultKind::DiskFull);
+                unavailable += 1;
+            }
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(ok + indeterminate + unavailable + refused_at_submit, n);
+    assert!(unavailable + refused_at_submit > 0);
+    plan.clear();
+    wait_for("writes to resume", Duration::from_secs(5), || {
+        ledger.write_health().is_ok()
+    });
+    // Everything that reached the disk is committed now: the acknowledged and the
+    // indeterminate ones, and nothing else.
+    let stored = ledger.entries("tail", None, 0, u64::MAX, 1000).unwrap();
+    assert_eq!(
+        stored.len() as u64,
+        ok + indeterminate,
+        "ok {ok}, indeterminate {indeterminate}"
+    );
+    eprintln!(
+        "durable_unsigned_tail: {ok} ok, {indeterminate} indeterminate then committed, {} refused; {} faults injected",
+        unavailable + refused_at_submit,
+        plan.injected()
+    );
+    INJECTED.fetch_add(plan.injected(), Ordering::Relaxed);
+    let mut acked = acked_before;
+    acked.extend(stored.into_iter().map(|r| (r.txid, r.entry)));
+    drop(ledger);
+    check_after_reopen(dir, &acked, &files.service_cert_pem);
+}
+
+/// The observer hears about durable batches, commits and faults; the queue depth is reported.
+#[test]
+fn observer_and_queue_depth() {
+    #[derive(Default)]
+    struct Counts {
+        batches: AtomicU64,
+        transactions: AtomicU64,
+        signatures: AtomicU64,
+        committed: AtomicU64,
+        faults: Mutex<Vec<ledger_store::StorageFault>>,
+    }
+    impl ledger_store::StoreObserver for Counts {
+        fn batch_durable(&self, t: usize, s: usize, bytes: usize, _: Duration) {
+            assert!(bytes > 0);
+            self.batches.fetch_add(1, Ordering::Relaxed);
+            self.transactions.fetch_add(t as u64, Ordering::Relaxed);
+            self.signatures.fetch_add(s as u64, Ordering::Relaxed);
+        }
+        fn committed(&self, latencies: &[Duration]) {
+            self.committed
+                .fetch_add(latencies.len() as u64, Ordering::Relaxed);
+        }
+        fn storage_fault(&self, fault: &ledger_store::StorageFault) {
+            self.faults.lock().unwrap().push(fault.clone());
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let counts = Arc::new(Counts::default());
+    let config = StoreConfig {
+        observer: Some(counts.clone()),
+        ..fault_config(&plan)
+    };
+    let (ledger, _) = create_ledger(tmp.path(), config);
+    assert_eq!(ledger.queue_depth(), 0);
+    append_numbered(&ledger, "obs", 50);
+    // Genesis + 50 entries (the genesis is submitted too).
+    assert_eq!(counts.transactions.load(Ordering::Relaxed), 51);
+    assert_eq!(counts.committed.load(Ordering::Relaxed), 51);
+    assert!(counts.signatures.load(Ordering::Relaxed) >= 1);
+    assert!(ledger.write_health().is_ok());
+    plan.fail(StorageOp::SegmentSync, ENOSPC);
+    assert!(ledger.append(WriteRequest::Entry(entry("x", 0))).is_err());
+    let faults = counts.faults.lock().unwrap().clone();
+    assert_eq!(faults.len(), 1);
+    assert_eq!(faults[0].kind, FaultKind::DiskFull);
+    assert_eq!(faults[0].operation, StorageOp::SegmentSync);
+    assert_eq!(ledger.queue_depth(), 0);
+    plan.clear();
+    INJECTED.fetch_add(plan.injected(), Ordering::Relaxed);
+}

@@ -1,0 +1,135 @@
+//! Segment files: scanning arbitrary bytes as a segment, and encoding arbitrary frames.
+//!
+//! Properties:
+//! * scanning never panics; accepted frames are contiguous from the header, carry consecutive
+//!   seqnos after `prev` with non-decreasing views, and each re-encodes to exactly its bytes;
+//!   a scan without damage covers the whole input;
+//! * encode -> scan of non-empty payloads is the identity (txids and payload bytes);
+//! * flipping any single bit of a valid segment is detected.
+#![no_main]
+
+use arbitrary::Arbitrary;
+use ledger_core::TxId;
+use ledger_store::segment::{
+    FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, Scan, encode_frame, encode_segment_header, scan_segment,
+};
+use libfuzzer_sys::fuzz_target;
+
+#[derive(Arbitrary, Debug)]
+enum Input {
+    /// Arbitrary bytes after a valid header (so frames get looked at), or as a whole file.
+    Scan {
+        with_header: bool,
+        prev: Option<(u64, u64)>,
+        bytes: Vec<u8>,
+    },
+    /// Frames we encode ourselves.
+    RoundTrip {
+        prev: Option<(u64, u64)>,
+        /// (view increment, payload)
+        frames: Vec<(u8, Vec<u8>)>,
+        flip_bit: Option<u32>,
+    },
+}
+
+fn prev_txid(prev: Option<(u64, u64)>) -> Option<TxId> {
+    // Keep seqnos away from u64::MAX so `prev + frames` cannot overflow in the round trip.
+    prev.and_then(|(v, s)| TxId::new(v % (1 << 40), s % (1 << 40)))
+}
+
+/// The invariants of any scan of `bytes`.
+fn check_scan(bytes: &[u8], prev: Option<TxId>, scan: &Scan) {
+    let mut expected_offset = SEGMENT_HEADER_LEN as u64;
+    let mut last = prev;
+    for frame in &scan.frames {
+        assert_eq!(frame.offset, expected_offset, "frames are contiguous");
+        assert_eq!(
+            frame.txid.seqno(),
+            last.map_or(1, |t| t.seqno() + 1),
+            "consecutive seqnos"
+        );
+        if let Some(l) = last {
+            assert!(frame.txid.view() >= l.view(), "views never decrease");
+        }
+        let start = frame.offset as usize;
+        let end = frame.end() as usize;
+        assert!(end <= bytes.len());
+        assert!(frame.payload_len >= 1);
+        let mut reencoded = Vec::new();
+        encode_frame(
+            &mut reencoded,
+            frame.txid,
+            &bytes[start + FRAME_HEADER_LEN..end],
+        );
+        assert_eq!(reencoded, &bytes[start..end], "an accepted frame re-encodes to itself");
+        expected_offset = frame.end();
+        last = Some(frame.txid);
+    }
+    match &scan.damage {
+        None => {
+            assert_eq!(expected_offset, bytes.len() as u64, "undamaged scan covers all");
+            let first = prev.map_or(1, |t| t.seqno() + 1);
+            assert_eq!(&bytes[..SEGMENT_HEADER_LEN], encode_segment_header(first));
+        }
+        Some(d) => {
+            if d.offset != 0 {
+                assert_eq!(d.offset, expected_offset, "damage starts where frames stop");
+            } else {
+                assert!(scan.frames.is_empty());
+            }
+        }
+    }
+}
+
+fuzz_target!(|input: Input| match input {
+    Input::Scan {
+        with_header,
+        prev,
+        bytes,
+    } => {
+        let prev = prev_txid(prev);
+        let data = if with_header {
+            let mut data = encode_segment_header(prev.map_or(1, |t| t.seqno() + 1)).to_vec();
+            data.extend_from_slice(&bytes);
+            data
+        } else {
+            bytes
+        };
+        let scan = scan_segment(&data, prev);
+        check_scan(&data, prev, &scan);
+    }
+    Input::RoundTrip {
+        prev,
+        frames,
+        flip_bit,
+    } => {
+        let prev = prev_txid(prev);
+        let first = prev.map_or(1, |t| t.seqno() + 1);
+        let mut view = prev.map_or(1, |t| t.view());
+        let mut data = encode_segment_header(first).to_vec();
+        let mut expected = Vec::new();
+        for (i, (step, payload)) in frames.iter().filter(|(_, p)| !p.is_empty()).enumerate() {
+            view += u64::from(*step);
+            let txid = TxId::new(view, first + i as u64).unwrap();
+            expected.push((txid, data.len(), payload));
+            encode_frame(&mut data, txid, payload);
+        }
+        let scan = scan_segment(&data, prev);
+        check_scan(&data, prev, &scan);
+        assert!(scan.damage.is_none(), "{:?}", scan.damage);
+        assert_eq!(scan.frames.len(), expected.len());
+        for (frame, (txid, offset, payload)) in scan.frames.iter().zip(&expected) {
+            assert_eq!(frame.txid, *txid);
+            assert_eq!(frame.offset, *offset as u64);
+            let start = frame.payload_offset() as usize;
+            assert_eq!(&data[start..frame.end() as usize], payload.as_slice());
+        }
+        if let Some(bit) = flip_bit {
+            let bit = bit as usize % (data.len() * 8);
+            data[bit / 8] ^= 1 << (bit % 8);
+            let scan = scan_segment(&data, prev);
+            check_scan(&data, prev, &scan);
+            assert!(scan.damage.is_some(), "bit {bit} flipped undetected");
+        }
+    }
+});
