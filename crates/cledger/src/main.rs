@@ -5,6 +5,11 @@
 mod bench;
 mod client;
 
+// The server allocates and frees many small buffers per request across threads; glibc's
+// malloc spent ~10% of the server's CPU on that under load (perf, docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ledger_core::TxId;
 use ledger_core::entry::{ApplicationEntry, DEFAULT_COLLECTION};

@@ -59,7 +59,7 @@ async fn json_logs_name_refused_callers_and_carry_request_ids() {
             .starts_with(&format!("cert:{stranger_id}@127.0.0.1")),
         "{forbidden}"
     );
-    assert_eq!(forbidden["span"]["id"], request_id.as_str(), "{forbidden}");
+    assert_eq!(forbidden["request_id"], request_id.as_str(), "{forbidden}");
     let unauthenticated = refusals.iter().find(|l| l["status"] == 401).unwrap();
     assert_eq!(unauthenticated["code"], "InvalidAuthenticationInfo");
 

@@ -199,6 +199,25 @@ pub fn cert_fingerprint(pem: &str) -> Result<String> {
         .join(":"))
 }
 
+/// Per-request timeout of both clients.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The one trusted root (the pinned service certificate) and the client identity, if any.
+fn tls_material(config: &ClientConfig) -> Result<(Certificate, Option<Identity>)> {
+    let root = Certificate::from_pem(config.service_cert_pem.as_bytes())
+        .map_err(|e| Error::Config(format!("the service certificate: {e}")))?;
+    cert_fingerprint(&config.service_cert_pem)?;
+    let identity = match &config.auth {
+        Auth::Certificate(pem) => Some(Identity::from_pem(pem.as_bytes()).map_err(|e| {
+            Error::Config(format!(
+                "the client certificate bundle (certificate and private key, PEM): {e}"
+            ))
+        })?),
+        _ => None,
+    };
+    Ok((root, identity))
+}
+
 fn base(endpoint: &str) -> Result<String> {
     let e = endpoint.trim().trim_end_matches('/');
     if !e.starts_with("https://") {
@@ -335,18 +354,11 @@ pub struct Client {
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Client> {
         let base = base(&config.endpoint)?;
-        let root = Certificate::from_pem(config.service_cert_pem.as_bytes())
-            .map_err(|e| Error::Config(format!("the service certificate: {e}")))?;
-        cert_fingerprint(&config.service_cert_pem)?;
+        let (root, identity) = tls_material(&config)?;
         let mut builder = Http::builder()
             .tls_certs_only([root])
-            .timeout(Duration::from_secs(120));
-        if let Auth::Certificate(pem) = &config.auth {
-            let identity = Identity::from_pem(pem.as_bytes()).map_err(|e| {
-                Error::Config(format!(
-                    "the client certificate bundle (certificate and private key, PEM): {e}"
-                ))
-            })?;
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(identity) = identity {
             builder = builder.identity(identity);
         }
         Ok(Client {
@@ -563,7 +575,7 @@ impl Client {
             .request(Method::PATCH, &url)
             .header("content-type", "application/merge-patch+json")
             .body(json!({"assignedRole": role}).to_string());
-        req = req.timeout(Duration::from_secs(120));
+        req = req.timeout(REQUEST_TIMEOUT);
         field(check(req.send()?)?.1, "user")
     }
 

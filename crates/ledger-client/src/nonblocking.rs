@@ -5,13 +5,12 @@
 //! requests share one TLS connection. A caller that wants N connections makes N clients.
 
 use crate::{
-    Appended, Auth, ClientConfig, DEFAULT_COLLECTION, Entry, Error, Result,
-    VerifiedReceiptResponse, base, decode, field, url, verified, written_txid,
+    Appended, Auth, ClientConfig, DEFAULT_COLLECTION, Entry, REQUEST_TIMEOUT, Result,
+    VerifiedReceiptResponse, base, decode, field, tls_material, url, verified, written_txid,
 };
 use ledger_core::receipt::ReceiptResponse;
-use reqwest::{Certificate, Identity, Method};
+use reqwest::Method;
 use serde_json::{Value, json};
-use std::time::Duration;
 
 pub struct Client {
     http: reqwest::Client,
@@ -22,17 +21,11 @@ pub struct Client {
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Client> {
         let base = base(&config.endpoint)?;
-        let root = Certificate::from_pem(config.service_cert_pem.as_bytes())
-            .map_err(|e| Error::Config(format!("the service certificate: {e}")))?;
+        let (root, identity) = tls_material(&config)?;
         let mut builder = reqwest::Client::builder()
             .tls_certs_only([root])
-            .timeout(Duration::from_secs(120));
-        if let Auth::Certificate(pem) = &config.auth {
-            let identity = Identity::from_pem(pem.as_bytes()).map_err(|e| {
-                Error::Config(format!(
-                    "the client certificate bundle (certificate and private key, PEM): {e}"
-                ))
-            })?;
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(identity) = identity {
             builder = builder.identity(identity);
         }
         Ok(Client {
@@ -102,7 +95,7 @@ impl Client {
     }
 
     /// Fetches a `Ready` receipt and verifies it (see [`crate::Client::receipt`]); a receipt
-    /// that is still `Loading` is a [`Error::Protocol`] error here (no waiting).
+    /// that is still `Loading` is a [`crate::Error::Protocol`] error here (no waiting).
     pub async fn receipt(&self, txid: &str) -> Result<VerifiedReceiptResponse> {
         let response = self.receipt_unverified(txid).await?;
         verified(response, &self.config.service_cert_pem, txid)

@@ -111,13 +111,15 @@ pub fn role_of(ledger: &Ledger, user_id: &str) -> Result<Option<Role>, ApiError>
     Ok(record_of(ledger, user_id)?.and_then(|r| r.role()))
 }
 
-/// Decides whether `caller` may call `method path` (route template `route`).
+/// Decides whether `caller` may call `method path` (route template `route`). `record_of`
+/// returns a user's stored record (the gate passes a cached [`record_of`]).
 pub fn authorize(
     ledger: &Ledger,
     caller: &Caller,
     method: &Method,
     route: &str,
     path: &str,
+    record_of: impl FnOnce(&str) -> Result<Option<UserRecord>, ApiError>,
 ) -> Result<(), ApiError> {
     let required = match access(method, route) {
         Some(Access::Public) => return Ok(()),
@@ -131,9 +133,9 @@ pub fn authorize(
     let user_id = caller.user_id().ok_or(ApiError::Unauthenticated)?;
     let denied =
         |why: String| ApiError::NotAllowed(format!("Not allowed to call {method} {path}: {why}"));
-    match record_of(ledger, user_id)? {
+    match record_of(user_id)? {
         Some(record) if !record.roles.is_empty() => {
-            if roles::effective_actions(ledger, &record)?.contains(required) {
+            if roles::allows(ledger, &record, required)? {
                 Ok(())
             } else {
                 Err(denied(format!(

@@ -36,7 +36,9 @@ fn with_txid(txid: TxId, mut response: Response, is_json: bool) -> Response {
             HeaderValue::from_static("application/json"),
         );
     }
-    if let Ok(value) = HeaderValue::from_str(&txid.to_string()) {
+    if let Ok(mut value) = HeaderValue::from_str(&txid.to_string()) {
+        // Nearly unique per response: not worth a slot in HTTP/2's header compression table.
+        value.set_sensitive(true);
         headers.insert(TRANSACTION_ID_HEADER, value);
     }
     response

@@ -27,7 +27,6 @@
 use crate::users::{Role, UserRecord};
 use ledger_core::entry::{TableWrite, tables};
 use ledger_store::{Ledger, StoreError};
-use std::collections::BTreeSet;
 
 pub const PREFIX: &str = "Microsoft.ConfidentialLedger/ledger/";
 
@@ -109,29 +108,25 @@ pub fn role_write(name: &str, actions: Option<&[String]>) -> TableWrite {
     }
 }
 
-/// The union of the actions of every role `record` holds. Names that are neither built-in
-/// nor a stored role allow nothing.
-pub fn effective_actions(
-    ledger: &Ledger,
-    record: &UserRecord,
-) -> Result<BTreeSet<String>, StoreError> {
-    let mut out = BTreeSet::new();
+/// Whether any of the user's roles grants `action`; stops at the first that does, and
+/// allocates nothing for built-in roles (this runs on every request).
+pub fn allows(ledger: &Ledger, record: &UserRecord, action: &str) -> Result<bool, StoreError> {
     for name in &record.roles {
-        match Role::parse(name) {
-            Some(role) => out.extend(builtin_actions(role).into_iter().map(str::to_owned)),
-            None => {
-                if let Some(actions) = custom_role(ledger, name)? {
-                    out.extend(actions);
-                }
-            }
+        let granted = match Role::parse(name) {
+            Some(role) => builtin_actions(role).contains(&action),
+            None => custom_role(ledger, name)?.is_some_and(|a| a.iter().any(|x| x == action)),
+        };
+        if granted {
+            return Ok(true);
         }
     }
-    Ok(out)
+    Ok(false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn builtin_roles_nest() {

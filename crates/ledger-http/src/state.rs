@@ -9,6 +9,7 @@
 use crate::config::{ApiConfig, ConfigError};
 use crate::constitution;
 use crate::error::{ApiError, ApiResult};
+use crate::users::UserRecord;
 use ledger_core::TxId;
 use ledger_store::{AppendError, Ledger, WriteRequest};
 use std::collections::HashSet;
@@ -29,7 +30,22 @@ pub struct ApiState {
     write_budget: Arc<tokio::sync::Semaphore>,
     /// Serialises writes that carry the same idempotency key.
     pub(crate) idempotency_locks: crate::idempotency::KeyLocks,
+    /// Users' records as the gate reads them on every request (see `user_record`).
+    users: Mutex<UserCache>,
 }
+
+/// Cached user records (`None`: not a user), valid for one generation of governance state.
+#[derive(Default)]
+struct UserCache {
+    generation: u64,
+    /// A governance write ended indeterminate: it may commit later (when storage recovers),
+    /// outside any generation change, so nothing is cached until the next start.
+    disabled: bool,
+    records: std::collections::HashMap<String, Option<UserRecord>>,
+}
+
+/// Most users cached; unknown callers (random certificates) must not grow it without bound.
+const MAX_CACHED_USERS: usize = 10_000;
 
 /// Held while an admitted write is in progress; returns its bytes to the budget when dropped.
 pub(crate) struct WriteAdmission(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
@@ -49,6 +65,7 @@ impl ApiState {
             known_collections: Mutex::new(HashSet::new()),
             write_budget,
             idempotency_locks: Default::default(),
+            users: Mutex::default(),
         })
     }
 
@@ -73,8 +90,48 @@ impl ApiState {
             .map_err(|_| ApiError::Busy)
     }
 
+    /// A user's stored record, from the cache when possible. This process is the ledger's only
+    /// writer and every governance write goes through [`ApiState::commit`], which starts a new
+    /// generation once the write is decided; a record read during an older generation is never
+    /// cached, so a change of roles takes effect for the next request.
+    pub(crate) fn user_record(&self, user_id: &str) -> ApiResult<Option<UserRecord>> {
+        let generation = {
+            let cache = self.users.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(record) = cache.records.get(user_id) {
+                return Ok(record.clone());
+            }
+            cache.generation
+        };
+        let record = crate::auth::record_of(&self.ledger, user_id)?;
+        let mut cache = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if !cache.disabled
+            && cache.generation == generation
+            && cache.records.len() < MAX_CACHED_USERS
+        {
+            cache.records.insert(user_id.to_owned(), record.clone());
+        }
+        Ok(record)
+    }
+
+    fn governance_changed(&self, indeterminate: bool) {
+        let mut cache = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        cache.generation += 1;
+        cache.records.clear();
+        cache.disabled |= indeterminate;
+    }
+
     /// Submits a write and waits, without blocking the thread, until it is committed.
     pub(crate) async fn commit(&self, request: WriteRequest) -> ApiResult<TxId> {
+        let governance = matches!(request, WriteRequest::Governance(_));
+        let result = self.commit_inner(request).await;
+        if governance {
+            let indeterminate = matches!(result, Err(ApiError::WriteIndeterminate(_)));
+            self.governance_changed(indeterminate);
+        }
+        result
+    }
+
+    async fn commit_inner(&self, request: WriteRequest) -> ApiResult<TxId> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.ledger
             .submit(

@@ -110,7 +110,9 @@ pub async fn observe(
         .uri()
         .path_and_query()
         .map_or(0, |pq| pq.as_str().len());
-    let span = tracing::info_span!("request", id = %id);
+    // A span only when debugging: at the default level the few events we log carry the
+    // request id themselves, and a span per request would cost on every request.
+    let span = tracing::debug_span!("request", id = %id);
     let mut response = if url_len > state.max_url_bytes {
         ApiError::UriTooLong {
             limit: state.max_url_bytes,
@@ -155,7 +157,7 @@ pub async fn observe(
             // The access log of refused callers: who, from where, what they tried, why.
             tracing::warn!(
                 target: "cledger::access",
-                %caller, %method, path = %route, status = status.as_u16(), code,
+                request_id = %id, %caller, %method, path = %route, status = status.as_u16(), code,
                 reason = info.as_ref().map_or("", |i| i.message.as_str()),
                 client_request_id = client_id_text,
                 "refused"
@@ -166,7 +168,7 @@ pub async fn observe(
             && !s.eq(&StatusCode::NOT_IMPLEMENTED) =>
         {
             tracing::error!(
-                %caller, %method, path = %route, status = s.as_u16(), code,
+                request_id = %id, %caller, %method, path = %route, status = s.as_u16(), code,
                 reason = info.as_ref().map_or("", |i| i.message.as_str()),
                 client_request_id = client_id_text, ms,
                 "request failed"
@@ -180,14 +182,17 @@ pub async fn observe(
                 state.metrics.writes_shed.inc();
             }
             tracing::debug!(
-                %caller, %method, path = %route, status = s.as_u16(), code,
+                request_id = %id, %caller, %method, path = %route, status = s.as_u16(), code,
                 client_request_id = client_id_text, ms,
                 "request"
             );
         }
     }
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Ok(mut v) = HeaderValue::from_str(&id) {
+        // Unique per response: keep it out of HTTP/2's header compression table, where it
+        // would only evict useful entries.
+        v.set_sensitive(true);
         headers.insert(REQUEST_ID, v);
     }
     if let Some(v) = client_id {

@@ -35,6 +35,10 @@ const IDEMPOTENCY: TableDefinition<&[u8; 32], (u64, u64)> = TableDefinition::new
 
 const META_INDEXED_THROUGH: &str = "indexed_through";
 const META_TREE_SIZE: &str = "tree_durable_size";
+/// redb's page cache. Its default (1 GiB) made a node serving a 10M-entry ledger reach
+/// ~860 MB RSS; index pages beyond this are read through the OS page cache instead, which
+/// the kernel can reclaim (docs/PERFORMANCE.md).
+const INDEX_CACHE_BYTES: usize = 64 << 20;
 const META_FORMAT: &str = "index_format";
 const INDEX_FORMAT: u64 = 2;
 
@@ -85,7 +89,10 @@ impl Index {
     }
 
     fn open_db(path: &Path) -> Result<Database, IndexError> {
-        let db = Database::create(path).map_err(err)?;
+        let db = redb::Builder::new()
+            .set_cache_size(INDEX_CACHE_BYTES)
+            .create(path)
+            .map_err(err)?;
         let mut tx = db.begin_write().map_err(err)?;
         tx.set_durability(Durability::Immediate).map_err(err)?;
         {

@@ -160,6 +160,7 @@ async fn gate(State(state): State<Arc<ApiState>>, mut request: Request, next: Ne
             &policy_method,
             &route,
             request.uri().path(),
+            |id| state.user_record(id),
         )?;
         Ok::<_, ApiError>(RequestContext { version, query })
     })();
