@@ -10,7 +10,8 @@
 # per write (from /proc and getrusage), which is what bounds throughput on a 2-core machine.
 # `reads` serves DATA_DIR (e.g. filled by `cledger local fill --count 10000000`), measures the
 # time from start to `/readyz` answering 200, then read/receipt/list phases on random
-# sequence numbers of the whole ledger (--existing) and the server's peak RSS.
+# sequence numbers of the whole ledger (--existing), one phase at a time with the CPU each side
+# used per operation, and the server's peak RSS.
 # Raw JSON of every run goes to benches/results/.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,6 +44,21 @@ start_server() { # DATA_DIR; sets server_pid, writes seconds until /readyz said 
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# Adds the server's and the generator's CPU per operation to a bench JSON file.
+cpu_per_op() { # FILE TICKS_BEFORE TICKS_AFTER HZ GEN_CPU_FILE SECONDS
+    python3 - "$@" <<'EOF'
+import json, sys
+f, before, after, hz, gen, secs = sys.argv[1:]
+d = json.load(open(f))
+p = d["phases"][0]
+u, s = map(float, open(gen).read().split()[-2:])
+total_ops = p["ops_per_sec"] * (float(secs) + 2)  # the warm-up used CPU too
+d["server_cpu_us_per_op"] = (int(after) - int(before)) / int(hz) / total_ops * 1e6
+d["generator_cpu_us_per_op"] = (u + s) / total_ops * 1e6
+json.dump(d, open(f, "w"), indent=1)
+EOF
+}
+
 conn() { echo --endpoint "https://127.0.0.1:$PORT" --cert "$1/admin.pem" --service-cert "$1/service_cert.pem"; }
 
 case "${1:-}" in
@@ -58,17 +74,7 @@ append)
             /usr/bin/time -f "%U %S" -o "$WORK/gen.cpu" "$BIN" bench $(conn "$WORK/data") \
                 --phases append --connections "$c" --duration "$SECS" --warmup 2 --output "$f" >/dev/null 2>&1
             after=$(cpu_ticks "$server_pid")
-            python3 - "$f" "$before" "$after" "$hz" "$WORK/gen.cpu" "$SECS" <<'EOF'
-import json, sys
-f, before, after, hz, gen, secs = sys.argv[1:]
-d = json.load(open(f))
-p = d["phases"][0]
-u, s = map(float, open(gen).read().split()[-2:])
-total_ops = p["ops_per_sec"] * (float(secs) + 2)  # the warm-up used CPU too
-d["server_cpu_us_per_op"] = (int(after) - int(before)) / int(hz) / total_ops * 1e6
-d["generator_cpu_us_per_op"] = (u + s) / total_ops * 1e6
-json.dump(d, open(f, "w"), indent=1)
-EOF
+            cpu_per_op "$f" "$before" "$after" "$hz" "$WORK/gen.cpu" "$SECS"
         done
     done
     python3 - "$OUT" "$RUNS" "${CONNS[@]}" <<'EOF'
@@ -90,21 +96,33 @@ reads)
     DATA="${2:?DATA_DIR}"; RUNS="${3:-3}"; SECS="${4:-15}"; C="${5:-64}"
     start_server "$DATA"
     echo "start to ready: $(cat "$WORK/ready") s"
-    for r in $(seq 1 "$RUNS"); do
-        "$BIN" bench $(conn "$DATA") --existing --phases read,receipt,list --verify-every 100 \
-            --connections "$C" --duration "$SECS" --warmup 2 --output "$OUT/reads-r$r.json" >/dev/null 2>&1
+    hz=$(getconf CLK_TCK)
+    for phase in read receipt list; do
+        for r in $(seq 1 "$RUNS"); do
+            f="$OUT/reads-$phase-r$r.json"
+            before=$(cpu_ticks "$server_pid")
+            /usr/bin/time -f "%U %S" -o "$WORK/gen.cpu" "$BIN" bench $(conn "$DATA") --existing \
+                --phases "$phase" --verify-every 100 --connections "$C" --duration "$SECS" \
+                --warmup 2 --output "$f" >/dev/null 2>&1
+            after=$(cpu_ticks "$server_pid")
+            cpu_per_op "$f" "$before" "$after" "$hz" "$WORK/gen.cpu" "$SECS"
+        done
     done
     echo "server peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/$server_pid/status")"
     python3 - "$OUT" "$RUNS" <<'EOF'
 import json, statistics, sys
 out, runs = sys.argv[1], int(sys.argv[2])
-rs = [json.load(open(f"{out}/reads-r{r}.json")) for r in range(1, runs + 1)]
-for i, name in enumerate(["read", "receipt", "list"]):
-    ph = [r["phases"][i] for r in rs]
+med = statistics.median
+print(f"{'phase':>8} {'per s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'srv us/op':>9} {'gen us/op':>9}  runs")
+for name in ["read", "receipt", "list"]:
+    rs = [json.load(open(f"{out}/reads-{name}-r{r}.json")) for r in range(1, runs + 1)]
+    ph = [r["phases"][0] for r in rs]
     rates = [p["ops_per_sec"] for p in ph]
     errors = sum(sum(p["errors"].values()) for p in ph)
-    print(f"{name:>8} {statistics.median(rates):>9.0f}/s  p50 {statistics.median([p['latency_ms']['p50'] for p in ph]):.2f} ms"
-          f"  p99 {statistics.median([p['latency_ms']['p99'] for p in ph]):.2f} ms  errors {errors}  runs {', '.join(f'{x:.0f}' for x in rates)}")
+    print(f"{name:>8} {med(rates):>9.0f} {med([p['latency_ms']['p50'] for p in ph]):>7.2f} "
+          f"{med([p['latency_ms']['p99'] for p in ph]):>7.2f} {errors:>6} "
+          f"{med([r['server_cpu_us_per_op'] for r in rs]):>9.1f} {med([r['generator_cpu_us_per_op'] for r in rs]):>9.1f}"
+          f"  {', '.join(f'{x:.0f}' for x in rates)}")
 EOF
     ;;
 *)
