@@ -284,6 +284,13 @@ impl<'a> EntryView<'a> {
         if kind != TxKind::Application && !private.is_empty() {
             return Err(DecodeError::UnexpectedPrivate(kind_name(kind)));
         }
+        // Everything a user writes is private; a public part of an application entry is not
+        // something any writer produces, so it is refused rather than carried along unseen.
+        if kind == TxKind::Application && !public.is_empty() {
+            return Err(DecodeError::Malformed(
+                "application entry (public section must be empty)",
+            ));
+        }
         if kind == TxKind::Application && private.len() < SEAL_OVERHEAD {
             return Err(DecodeError::Malformed(
                 "application entry (private section too short)",
@@ -620,6 +627,15 @@ mod tests {
         assert_eq!(
             EntryView::parse(&v2).unwrap_err(),
             DecodeError::UnknownVersion(2)
+        );
+        // An application entry with a public part (P = 1, one byte): refused.
+        let mut public = bytes[..HEADER_LEN - 4].to_vec();
+        public.extend_from_slice(&1u32.to_le_bytes());
+        public.push(0xAB);
+        public.extend_from_slice(&bytes[HEADER_LEN..]);
+        assert_eq!(
+            EntryView::parse(&public).unwrap_err(),
+            DecodeError::Malformed("application entry (public section must be empty)")
         );
         let mut k9 = bytes.clone();
         k9[1] = 9;
