@@ -5,7 +5,7 @@
 
 mod support;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::*;
 
 const KEY: &str = "Idempotency-Key";
@@ -160,13 +160,6 @@ async fn client_request_id_when_configured_and_the_retention_window() {
         .expect(200)
         .txid();
     assert_ne!(c, a);
-    let entries: Value = admin.get("/app/transactions").await.ok();
-    let n = entries["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["contents"] == "sdk write")
-        .count();
-    assert_eq!(n, 2);
+    assert_eq!(copies(&admin, "sdk write").await, 2);
     server.terminate();
 }

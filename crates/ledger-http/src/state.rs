@@ -74,10 +74,8 @@ impl ApiState {
     /// clients send at once, and the excess is told to retry (503 `ServiceBusy`) at once
     /// rather than queued without bound. Reads never pass through here.
     pub(crate) fn admit_write(&self, headers: &axum::http::HeaderMap) -> ApiResult<WriteAdmission> {
-        let declared = headers
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
+        let declared =
+            crate::body::declared_length(headers).map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         // Oversized bodies are refused by the body reader with 413; charge them the cap here.
         let bytes = declared
             .unwrap_or(self.config.max_body_bytes)
