@@ -1,4 +1,5 @@
-//! Segment files: scanning arbitrary bytes as a segment, and encoding arbitrary frames.
+//! Segment files: scanning arbitrary bytes as a segment, and encoding arbitrary frames, in
+//! both frame layouts (version 1, and version 2 whose view is read from the entry).
 //!
 //! Properties:
 //! * scanning never panics; accepted frames are contiguous from the header, carry consecutive
@@ -10,8 +11,10 @@
 
 use arbitrary::Arbitrary;
 use ledger_core::TxId;
+use ledger_core::entry::FORMAT_VERSION;
 use ledger_store::segment::{
-    FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, Scan, encode_frame, encode_segment_header, scan_segment,
+    FrameLayout, SEGMENT_HEADER_LEN, Scan, encode_frame, encode_frame_v1,
+    encode_segment_header_version, scan_segment,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -19,17 +22,41 @@ use libfuzzer_sys::fuzz_target;
 enum Input {
     /// Arbitrary bytes after a valid header (so frames get looked at), or as a whole file.
     Scan {
-        with_header: bool,
+        /// 0: the bytes are the whole file; 1 or 2: after a valid header of that version.
+        header: u8,
         prev: Option<(u64, u64)>,
         bytes: Vec<u8>,
     },
     /// Frames we encode ourselves.
     RoundTrip {
+        version_1: bool,
         prev: Option<(u64, u64)>,
         /// (view increment, payload)
         frames: Vec<(u8, Vec<u8>)>,
         flip_bit: Option<u32>,
     },
+}
+
+/// A version-2 frame's payload must start like an entry: format version, a kind, and the view
+/// as a LEB128 varint (all the scanner reads of it).
+fn entry_like(view: u64, rest: &[u8]) -> Vec<u8> {
+    let mut out = vec![FORMAT_VERSION, 1 + rest[0] % 3];
+    let mut v = view;
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out.extend_from_slice(rest);
+    out
+}
+
+fn encode_frame_for(version_1: bool, out: &mut Vec<u8>, txid: TxId, payload: &[u8]) {
+    if version_1 {
+        encode_frame_v1(out, txid, payload);
+    } else {
+        encode_frame(out, payload);
+    }
 }
 
 fn prev_txid(prev: Option<(u64, u64)>) -> Option<TxId> {
@@ -56,11 +83,11 @@ fn check_scan(bytes: &[u8], prev: Option<TxId>, scan: &Scan) {
         assert!(end <= bytes.len());
         assert!(frame.payload_len >= 1);
         let mut reencoded = Vec::new();
-        encode_frame(
-            &mut reencoded,
-            frame.txid,
-            &bytes[start + FRAME_HEADER_LEN..end],
-        );
+        let payload = &bytes[frame.payload_offset() as usize..end];
+        match scan.layout.expect("frames were accepted") {
+            FrameLayout::V1 => encode_frame_v1(&mut reencoded, frame.txid, payload),
+            FrameLayout::V2 => encode_frame(&mut reencoded, payload),
+        }
         assert_eq!(reencoded, &bytes[start..end], "an accepted frame re-encodes to itself");
         expected_offset = frame.end();
         last = Some(frame.txid);
@@ -69,7 +96,14 @@ fn check_scan(bytes: &[u8], prev: Option<TxId>, scan: &Scan) {
         None => {
             assert_eq!(expected_offset, bytes.len() as u64, "undamaged scan covers all");
             let first = prev.map_or(1, |t| t.seqno() + 1);
-            assert_eq!(&bytes[..SEGMENT_HEADER_LEN], encode_segment_header(first));
+            let version = match scan.layout.expect("an undamaged scan read the header") {
+                FrameLayout::V1 => 1,
+                FrameLayout::V2 => 2,
+            };
+            assert_eq!(
+                &bytes[..SEGMENT_HEADER_LEN],
+                encode_segment_header_version(first, version)
+            );
         }
         Some(d) => {
             if d.offset != 0 {
@@ -83,13 +117,14 @@ fn check_scan(bytes: &[u8], prev: Option<TxId>, scan: &Scan) {
 
 fuzz_target!(|input: Input| match input {
     Input::Scan {
-        with_header,
+        header,
         prev,
         bytes,
     } => {
         let prev = prev_txid(prev);
-        let data = if with_header {
-            let mut data = encode_segment_header(prev.map_or(1, |t| t.seqno() + 1)).to_vec();
+        let data = if header % 3 != 0 {
+            let first = prev.map_or(1, |t| t.seqno() + 1);
+            let mut data = encode_segment_header_version(first, u32::from(header % 3)).to_vec();
             data.extend_from_slice(&bytes);
             data
         } else {
@@ -99,6 +134,7 @@ fuzz_target!(|input: Input| match input {
         check_scan(&data, prev, &scan);
     }
     Input::RoundTrip {
+        version_1,
         prev,
         frames,
         flip_bit,
@@ -106,13 +142,20 @@ fuzz_target!(|input: Input| match input {
         let prev = prev_txid(prev);
         let first = prev.map_or(1, |t| t.seqno() + 1);
         let mut view = prev.map_or(1, |t| t.view());
-        let mut data = encode_segment_header(first).to_vec();
+        let version = if version_1 { 1 } else { 2 };
+        let mut data = encode_segment_header_version(first, version).to_vec();
         let mut expected = Vec::new();
         for (i, (step, payload)) in frames.iter().filter(|(_, p)| !p.is_empty()).enumerate() {
             view += u64::from(*step);
             let txid = TxId::new(view, first + i as u64).unwrap();
-            expected.push((txid, data.len(), payload));
-            encode_frame(&mut data, txid, payload);
+            let payload = if version_1 {
+                payload.clone()
+            } else {
+                entry_like(view, payload)
+            };
+            let offset = data.len();
+            encode_frame_for(version_1, &mut data, txid, &payload);
+            expected.push((txid, offset, payload));
         }
         let scan = scan_segment(&data, prev);
         check_scan(&data, prev, &scan);

@@ -67,7 +67,7 @@ async fn json_logs_name_refused_callers_and_carry_request_ids() {
     assert!(!stderr.contains("\"status\":200"), "{stderr}");
     for secret in [
         "PRIVATE KEY",
-        &read_text(&dir.path().join("keys/kek")).trim().to_owned(),
+        read_text(&dir.path().join("keys/kek")).trim(),
     ] {
         assert!(!stderr.contains(secret), "the log shows a secret");
     }

@@ -263,7 +263,7 @@ fn decode(
     text: &str,
 ) -> Result<(reqwest::header::HeaderMap, Value)> {
     if !status.is_success() {
-        let parsed: Option<Value> = serde_json::from_str(&text).ok();
+        let parsed: Option<Value> = serde_json::from_str(text).ok();
         let err = parsed.as_ref().map(|v| &v["error"]);
         let code = err
             .and_then(|e| e["code"].as_str())
@@ -282,7 +282,7 @@ fn decode(
     let body = if text.trim().is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(&text)
+        serde_json::from_str(text)
             .map_err(|e| Error::Protocol(format!("the body is not JSON: {e}")))?
     };
     Ok((headers, body))

@@ -308,11 +308,11 @@ fn bench_entries(c: &mut Criterion) {
     });
     let bytes = entry::encode(txid, &body, &ce, &Hash32::ZERO, &mut PlainSealer);
     g.bench_function("parse_app_256B", |bench| {
-        bench.iter(|| EntryView::parse(black_box(&bytes)).unwrap())
+        bench.iter(|| EntryView::parse(black_box(&bytes), 4711).unwrap())
     });
     g.bench_function("parse_decode_app_256B", |bench| {
         bench.iter(|| {
-            EntryView::parse(black_box(&bytes))
+            EntryView::parse(black_box(&bytes), 4711)
                 .unwrap()
                 .application(&PlainSealer)
                 .unwrap()
@@ -320,7 +320,7 @@ fn bench_entries(c: &mut Criterion) {
     });
     // The leaf of a stored entry: SHA-256 of the whole entry plus the leaf hash.
     g.bench_function("leaf_app_256B", |bench| {
-        bench.iter(|| EntryView::parse(black_box(&bytes)).unwrap().leaf())
+        bench.iter(|| EntryView::parse(black_box(&bytes), 4711).unwrap().leaf())
     });
     let secret = CommitSecret::derive(&[3; 32]);
     g.bench_function("commit_evidence", |bench| {

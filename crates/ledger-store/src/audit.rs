@@ -9,6 +9,7 @@
 //! exact transaction that was altered even when its frame checksum was forged.
 
 use crate::segment::{self, FrameLocation};
+use crate::tree::{self, FrameRecord};
 use ledger_core::entry::{self, EntryView, TxKind};
 use ledger_core::hash::Hash32;
 use ledger_core::merkle::Frontier;
@@ -76,7 +77,7 @@ pub fn audit(
             format!("{} holds no segment files", ledger_dir.display()),
         ));
     }
-    let stored_leaves = File::open(data_dir.join("tree").join("level-00.hashes")).ok();
+    let stored_records = File::open(data_dir.join("tree").join(tree::FRAMES_FILE)).ok();
     let mut state = AuditState {
         report: AuditReport {
             segments: segments.len(),
@@ -85,7 +86,7 @@ pub fn audit(
         frontier: Frontier::new(),
         service_cert: None,
         nodes: HashMap::new(),
-        stored_leaves,
+        stored_records,
         completed: Vec::new(),
     };
     state.frontier.push(Hash32::ZERO, &mut state.completed);
@@ -146,7 +147,8 @@ struct AuditState {
     service_cert: Option<String>,
     /// node id → certificate PEM, as registered by governance transactions.
     nodes: HashMap<Hash32, String>,
-    stored_leaves: Option<File>,
+    /// `tree/frames.idx`, when present: each record keeps two bytes of the leaf.
+    stored_records: Option<File>,
     completed: Vec<(u32, u64, Hash32)>,
 }
 
@@ -164,7 +166,8 @@ impl AuditState {
                 reason,
             )
         };
-        let view = EntryView::parse(payload).map_err(|e| fail(e.to_string()))?;
+        let view =
+            EntryView::parse(payload, frame.txid.seqno()).map_err(|e| fail(e.to_string()))?;
         if view.txid != frame.txid {
             return Err(fail(format!(
                 "the entry names txid {} but its frame says {}",
@@ -172,13 +175,16 @@ impl AuditState {
             )));
         }
         let leaf = view.leaf();
-        if let Some(file) = &self.stored_leaves {
-            let mut stored = [0u8; 32];
-            // Stored leaves may be missing past the last checkpoint; compare what is there.
-            if file
-                .read_exact_at(&mut stored, frame.txid.seqno() * 32)
-                .is_ok()
-                && stored != leaf.0
+        if let Some(file) = &self.stored_records {
+            let mut stored = [0u8; tree::RECORD_LEN as usize];
+            // Records may be missing past the last checkpoint; compare what is there.
+            let record = file
+                .read_exact_at(&mut stored, frame.txid.seqno() * tree::RECORD_LEN)
+                .ok()
+                .and_then(|()| FrameRecord::decode(&stored));
+            if let Some(record) = record
+                && record.offset == frame.offset
+                && !record.matches_leaf(&leaf)
             {
                 return Err(fail(
                     "the entry's bytes differ from when it was written (its leaf hash changed)"

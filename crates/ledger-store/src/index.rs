@@ -1,6 +1,7 @@
-//! Indexes over the ledger, kept in one redb database (`index.redb`): where each transaction
-//! lives, which entries belong to each collection and tag, where the signatures are, and the
-//! current value of every governance table key.
+//! Indexes over the ledger, kept in one redb database (`index.redb`): which entries belong to
+//! each collection (except the default one) and tag, where the signatures are, the current
+//! value of every governance table key, and idempotency keys. Where each transaction's frame
+//! is lives in `tree/frames.idx` (see `tree`), at 8 bytes per transaction.
 //!
 //! All of it is derived from the segments. The writer commits index updates without fsync
 //! (redb `Durability::None`) and a checkpoint makes them durable together with the
@@ -9,12 +10,11 @@
 //! from scratch the same way.
 
 use ledger_core::TxId;
+use ledger_core::entry::DEFAULT_COLLECTION;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-/// seqno → (view, segment first seqno, frame offset, payload length)
-const LOCATIONS: TableDefinition<u64, (u64, u64, u64, u32)> = TableDefinition::new("locations");
 /// (collection, seqno) → ()
 const COLLECTION_ENTRIES: TableDefinition<(&str, u64), ()> =
     TableDefinition::new("collection_entries");
@@ -30,8 +30,9 @@ const SIGNATURES: TableDefinition<u64, ()> = TableDefinition::new("signatures");
 const GOVERNANCE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("governance");
 /// name → value
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Idempotency key digest -> (seqno, Unix seconds of the write).
-const IDEMPOTENCY: TableDefinition<&[u8; 32], (u64, u64)> = TableDefinition::new("idempotency");
+/// key digest → (seqno, view, Unix seconds of the write).
+const IDEMPOTENCY: TableDefinition<&[u8; 32], (u64, u64, u64)> =
+    TableDefinition::new("idempotency");
 
 const META_INDEXED_THROUGH: &str = "indexed_through";
 const META_TREE_SIZE: &str = "tree_durable_size";
@@ -40,7 +41,9 @@ const META_TREE_SIZE: &str = "tree_durable_size";
 /// the kernel can reclaim (docs/PERFORMANCE.md).
 const INDEX_CACHE_BYTES: usize = 64 << 20;
 const META_FORMAT: &str = "index_format";
-const INDEX_FORMAT: u64 = 2;
+/// 3: no per-transaction locations (they are in `tree/frames.idx`), and entries of the default
+/// collection are not listed in `collection_entries`.
+const INDEX_FORMAT: u64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 #[error("index database: {0}")]
@@ -48,15 +51,6 @@ pub struct IndexError(String);
 
 fn err(e: impl std::fmt::Display) -> IndexError {
     IndexError(e.to_string())
-}
-
-/// Where a transaction's frame is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Location {
-    pub txid: TxId,
-    pub segment: u64,
-    pub offset: u64,
-    pub payload_len: u32,
 }
 
 /// Index updates of one transaction.
@@ -105,7 +99,6 @@ impl Index {
                 Some(INDEX_FORMAT) => {}
                 Some(other) => return Err(IndexError(format!("unknown index format {other}"))),
             }
-            tx.open_table(LOCATIONS).map_err(err)?;
             tx.open_table(COLLECTION_ENTRIES).map_err(err)?;
             tx.open_table(TAG_ENTRIES).map_err(err)?;
             tx.open_table(COLLECTIONS).map_err(err)?;
@@ -169,7 +162,7 @@ impl Index {
     /// caller fsyncs the tree files first).
     pub fn apply(
         &self,
-        ops: &[(Location, IndexOp)],
+        ops: &[(TxId, IndexOp)],
         checkpoint: Option<u64>,
     ) -> Result<(), IndexError> {
         let mut tx = self.begin_write()?;
@@ -180,7 +173,6 @@ impl Index {
         };
         tx.set_durability(durability).map_err(err)?;
         {
-            let mut locations = tx.open_table(LOCATIONS).map_err(err)?;
             let mut collection_entries = tx.open_table(COLLECTION_ENTRIES).map_err(err)?;
             let mut tag_entries = tx.open_table(TAG_ENTRIES).map_err(err)?;
             let mut collections = tx.open_table(COLLECTIONS).map_err(err)?;
@@ -189,14 +181,8 @@ impl Index {
             let mut governance = tx.open_table(GOVERNANCE).map_err(err)?;
             let mut meta = tx.open_table(META).map_err(err)?;
             let mut idempotency_keys = tx.open_table(IDEMPOTENCY).map_err(err)?;
-            for (loc, op) in ops {
-                let seqno = loc.txid.seqno();
-                locations
-                    .insert(
-                        seqno,
-                        (loc.txid.view(), loc.segment, loc.offset, loc.payload_len),
-                    )
-                    .map_err(err)?;
+            for (txid, op) in ops {
+                let seqno = txid.seqno();
                 match op {
                     IndexOp::Entry {
                         collection,
@@ -207,12 +193,19 @@ impl Index {
                             // A later write with the same key (after the retention window)
                             // takes the key over.
                             idempotency_keys
-                                .insert(&record.key_digest.0, (seqno, record.unix_secs))
+                                .insert(
+                                    &record.key_digest.0,
+                                    (seqno, txid.view(), record.unix_secs),
+                                )
                                 .map_err(err)?;
                         }
-                        collection_entries
-                            .insert((collection.as_str(), seqno), ())
-                            .map_err(err)?;
+                        // The default collection is listed from the frame records instead:
+                        // most entries are in it, and a row each would cost ~50 bytes.
+                        if collection != DEFAULT_COLLECTION {
+                            collection_entries
+                                .insert((collection.as_str(), seqno), ())
+                                .map_err(err)?;
+                        }
                         let n = collections
                             .get(collection.as_str())
                             .map_err(err)?
@@ -246,7 +239,7 @@ impl Index {
                 }
             }
             if let Some((last, _)) = ops.last() {
-                meta.insert(META_INDEXED_THROUGH, last.txid.seqno())
+                meta.insert(META_INDEXED_THROUGH, last.seqno())
                     .map_err(err)?;
             }
             if let Some(tree_size) = checkpoint {
@@ -254,20 +247,6 @@ impl Index {
             }
         }
         tx.commit().map_err(err)
-    }
-
-    pub fn location(&self, seqno: u64) -> Result<Option<Location>, IndexError> {
-        let tx = self.begin_read()?;
-        let table = tx.open_table(LOCATIONS).map_err(err)?;
-        Ok(table.get(seqno).map_err(err)?.and_then(|v| {
-            let (view, segment, offset, payload_len) = v.value();
-            TxId::new(view, seqno).map(|txid| Location {
-                txid,
-                segment,
-                offset,
-                payload_len,
-            })
-        }))
     }
 
     /// The first signature with seqno strictly greater than `seqno`.
@@ -295,7 +274,8 @@ impl Index {
     }
 
     /// Seqnos of entries in `collection` (optionally with `tag`) within `from..=to`, ascending,
-    /// at most `limit` of them.
+    /// at most `limit` of them. Entries of the default collection without a tag are not in
+    /// this index (the caller reads the frame records).
     pub fn entries(
         &self,
         collection: &str,
@@ -334,7 +314,7 @@ impl Index {
         Ok(out)
     }
 
-    /// The newest entry of `collection` at or before `to`.
+    /// The newest entry of `collection` at or before `to` (not for the default collection).
     pub fn latest_entry(&self, collection: &str, to: u64) -> Result<Option<u64>, IndexError> {
         let tx = self.begin_read()?;
         let table = tx.open_table(COLLECTION_ENTRIES).map_err(err)?;
@@ -388,16 +368,10 @@ impl Index {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(err(e)),
         };
-        let Some((seqno, unix_secs)) = table.get(key_digest).map_err(err)?.map(|v| v.value())
+        let Some((seqno, view, unix_secs)) = table.get(key_digest).map_err(err)?.map(|v| v.value())
         else {
             return Ok(None);
         };
-        let locations = tx.open_table(LOCATIONS).map_err(err)?;
-        let (view, ..) = locations
-            .get(seqno)
-            .map_err(err)?
-            .ok_or_else(|| err(format!("idempotency key names unindexed seqno {seqno}")))?
-            .value();
         let txid =
             TxId::new(view, seqno).ok_or_else(|| err("an indexed transaction has view 0"))?;
         Ok(Some((txid, unix_secs)))

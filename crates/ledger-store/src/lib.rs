@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! ledger/<first seqno>.seg   segments: the ledger itself, fsync'd per batch
+//! tree/frames.idx            where each transaction's frame is (derived, checkpointed)
 //! tree/level-LL.hashes       Merkle subtree hashes (derived, checkpointed)
 //! index.redb                 indexes and governance state (derived, checkpointed)
 //! keys/ledger_secret         the ledger secret, wrapped by the key-encryption key
@@ -23,6 +24,7 @@ pub mod crypto;
 pub mod faults;
 pub mod guard;
 pub mod index;
+mod reader;
 mod recovery;
 pub mod segment;
 pub mod tree;
@@ -41,15 +43,15 @@ use ledger_core::hash::Hash32;
 use ledger_core::receipt::{Receipt, ReceiptParts};
 use ledger_core::signing::NodeSigningKey;
 use ledger_core::{TxId, merkle};
-use std::fs::{self, File};
-use std::os::unix::fs::FileExt;
+use reader::{Segments, Transactions};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tree::TreeFiles;
+use tree::{EntryClass, TreeFiles, TreeNodes};
 use writer::{Pending, Submission, Writer};
 
 /// What the writer reports as it works, for metrics. Called on the writer thread; must not
@@ -280,9 +282,8 @@ pub(crate) struct Published {
 }
 
 pub(crate) struct Shared {
-    pub ledger_dir: PathBuf,
-    /// Read handles of every segment, by first seqno (ascending).
-    pub segments: RwLock<Vec<(u64, File)>>,
+    /// Read handles of every segment.
+    pub segments: Segments,
     pub tree: TreeFiles,
     pub index: Index,
     pub secret: LedgerSecret,
@@ -430,24 +431,17 @@ impl Ledger {
             return Err(StoreError::NotALedger(dir.to_owned()));
         }
 
-        let mut readers = Vec::new();
-        for (first, path) in &recovered.segments {
-            readers.push((
-                *first,
-                File::open(path).map_err(|e| StoreError::io(path, e))?,
-            ));
-        }
-        let (last_first, last_path) = recovered
-            .segments
-            .last()
-            .cloned()
-            .expect("recovery found segments");
-        let active = segment::ActiveSegment::reopen(&last_path, last_first, recovered.active_len)
-            .map_err(|e| StoreError::io(&last_path, e))?;
+        let (last_first, last_path, last_layout) = recovered.active.clone();
+        let active = segment::ActiveSegment::reopen(
+            &last_path,
+            last_first,
+            recovered.active_len,
+            last_layout,
+        )
+        .map_err(|e| StoreError::io(&last_path, e))?;
         let committed = recovered.last_signature.as_ref().map(|(t, _)| *t);
         let shared = Arc::new(Shared {
-            ledger_dir: ledger_dir.clone(),
-            segments: RwLock::new(readers),
+            segments: recovered.segments,
             tree: tree_files,
             index,
             secret,
@@ -646,65 +640,55 @@ impl Ledger {
         if durable.is_none_or(|d| seqno > d.seqno()) {
             return TxStatus::Unknown;
         }
-        match self.shared.index.location(seqno) {
-            Ok(Some(loc)) if loc.txid == txid => {
+        match self.stored(seqno) {
+            Ok((stored, _)) if stored == txid => {
                 if committed.is_some_and(|c| seqno <= c.seqno()) {
                     TxStatus::Committed
                 } else {
                     TxStatus::Pending
                 }
             }
-            Ok(Some(_)) => TxStatus::Invalid,
-            // Durable but not indexed yet: the writer publishes only after indexing, so this
-            // is a transaction of the current batch.
-            _ => TxStatus::Pending,
+            Ok(_) => TxStatus::Invalid,
+            // Durable but not recorded yet: the writer publishes only after writing the
+            // records, so this is a transaction of the current batch.
+            Err(_) => TxStatus::Pending,
         }
     }
 
-    fn committed_location(&self, txid: TxId) -> Result<Option<index::Location>, StoreError> {
+    fn transactions(&self) -> Transactions<'_> {
+        Transactions {
+            tree: &self.shared.tree,
+            segments: &self.shared.segments,
+        }
+    }
+
+    /// The txid and stored bytes of the transaction at `seqno` (which must be durable).
+    fn stored(&self, seqno: u64) -> Result<(TxId, Vec<u8>), StoreError> {
+        let bytes = self.transactions().payload(seqno)?;
+        let view = entry::peek_view(&bytes).map_err(|e| StoreError::Decode {
+            txid: TxId::new(1, seqno).expect("seqno >= 1"),
+            reason: e.to_string(),
+        })?;
+        let txid = TxId::new(view, seqno).ok_or_else(|| StoreError::Decode {
+            txid: TxId::new(1, seqno).expect("seqno >= 1"),
+            reason: "the entry has view 0".into(),
+        })?;
+        Ok((txid, bytes))
+    }
+
+    /// The stored bytes of committed transaction `txid` (None if it is not committed, or the
+    /// seqno holds a transaction of another view).
+    fn committed_bytes(&self, txid: TxId) -> Result<Option<Vec<u8>>, StoreError> {
         if self.committed().is_none_or(|c| txid.seqno() > c.seqno()) {
             return Ok(None);
         }
-        Ok(self
-            .shared
-            .index
-            .location(txid.seqno())?
-            .filter(|l| l.txid == txid))
-    }
-
-    fn read_payload(&self, loc: &index::Location) -> Result<Vec<u8>, StoreError> {
-        let segments = self.shared.segments.read().expect("segments lock");
-        let i = segments.partition_point(|(first, _)| *first <= loc.segment);
-        let (first, file) = i
-            .checked_sub(1)
-            .map(|i| &segments[i])
-            .filter(|(f, _)| *f == loc.segment)
-            .ok_or_else(|| StoreError::Corrupt {
-                file: self.shared.ledger_dir.clone(),
-                offset: loc.offset,
-                txid: loc.txid.to_string(),
-                reason: format!("the index names segment {} which is not open", loc.segment),
-            })?;
-        let mut buf = vec![0u8; loc.payload_len as usize];
-        file.read_exact_at(&mut buf, loc.offset + segment::FRAME_HEADER_LEN as u64)
-            .map_err(|e| {
-                StoreError::io(
-                    &self
-                        .shared
-                        .ledger_dir
-                        .join(segment::segment_file_name(*first)),
-                    e,
-                )
-            })?;
-        Ok(buf)
+        let (stored, bytes) = self.stored(txid.seqno())?;
+        Ok((stored == txid).then_some(bytes))
     }
 
     /// The stored bytes of a committed transaction (what its write-set digest covers).
     pub fn transaction_bytes(&self, txid: TxId) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.committed_location(txid)? {
-            Some(loc) => self.read_payload(&loc).map(Some),
-            None => Ok(None),
-        }
+        self.committed_bytes(txid)
     }
 
     fn decode_entry(
@@ -713,7 +697,7 @@ impl Ledger {
         bytes: &[u8],
     ) -> Result<Option<ApplicationEntry>, StoreError> {
         let decode = |reason: String| StoreError::Decode { txid, reason };
-        let view = EntryView::parse(bytes).map_err(|e| decode(e.to_string()))?;
+        let view = EntryView::parse(bytes, txid.seqno()).map_err(|e| decode(e.to_string()))?;
         if view.kind != entry::TxKind::Application {
             return Ok(None);
         }
@@ -733,27 +717,14 @@ impl Ledger {
     }
 
     fn entry_at(&self, seqno: u64) -> Result<EntryRecord, StoreError> {
-        let loc = self
-            .shared
-            .index
-            .location(seqno)?
-            .ok_or_else(|| StoreError::Corrupt {
-                file: self.shared.ledger_dir.clone(),
-                offset: 0,
-                txid: format!("(seqno {seqno})"),
-                reason: "indexed entry has no location".into(),
-            })?;
-        let bytes = self.read_payload(&loc)?;
+        let (txid, bytes) = self.stored(seqno)?;
         let entry = self
-            .decode_entry(loc.txid, &bytes)?
+            .decode_entry(txid, &bytes)?
             .ok_or_else(|| StoreError::Decode {
-                txid: loc.txid,
+                txid,
                 reason: "indexed as an entry but is not one".into(),
             })?;
-        Ok(EntryRecord {
-            txid: loc.txid,
-            entry,
-        })
+        Ok(EntryRecord { txid, entry })
     }
 
     /// Committed entries of `collection` (and `tag`) with seqnos in `from..=to`, ascending, at
@@ -767,17 +738,74 @@ impl Ledger {
         limit: usize,
     ) -> Result<Vec<EntryRecord>, StoreError> {
         let to = to.min(self.committed().map_or(0, TxId::seqno));
-        let seqnos = self
-            .shared
-            .index
-            .entries(collection, tag, from, to, limit)?;
+        let seqnos = if collection == entry::DEFAULT_COLLECTION && tag.is_none() {
+            self.default_collection_entries(from, to, limit, false)?
+        } else {
+            self.shared
+                .index
+                .entries(collection, tag, from, to, limit)?
+        };
         seqnos.into_iter().map(|s| self.entry_at(s)).collect()
+    }
+
+    /// Seqnos of default-collection entries in `from..=to` (ascending, or descending from `to`
+    /// when `newest_first`), at most `limit`, found by reading the frame records in chunks.
+    fn default_collection_entries(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<Vec<u64>, StoreError> {
+        const CHUNK: u64 = 8192;
+        let from = from.max(1);
+        let to = to.min(self.shared.tree.records_written().saturating_sub(1));
+        let mut out = Vec::new();
+        if from > to || limit == 0 {
+            return Ok(out);
+        }
+        let mut window = if newest_first {
+            (to.saturating_sub(CHUNK - 1).max(from), to)
+        } else {
+            (from, to.min(from + CHUNK - 1))
+        };
+        loop {
+            let (lo, hi) = window;
+            let records = self
+                .shared
+                .tree
+                .records(lo, hi - lo + 1)
+                .map_err(|e| StoreError::Tree(e.to_string()))?;
+            let hits = records
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.class == EntryClass::DefaultCollectionEntry)
+                .map(|(i, _)| lo + i as u64);
+            if newest_first {
+                out.extend(hits.rev().take(limit - out.len()));
+                if out.len() == limit || lo == from {
+                    return Ok(out);
+                }
+                window = ((lo - 1).saturating_sub(CHUNK - 1).max(from), lo - 1);
+            } else {
+                out.extend(hits.take(limit - out.len()));
+                if out.len() == limit || hi == to {
+                    return Ok(out);
+                }
+                window = (hi + 1, to.min(hi + CHUNK));
+            }
+        }
     }
 
     /// The newest committed entry of `collection`.
     pub fn latest_entry(&self, collection: &str) -> Result<Option<EntryRecord>, StoreError> {
         let to = self.committed().map_or(0, TxId::seqno);
-        match self.shared.index.latest_entry(collection, to)? {
+        let latest = if collection == entry::DEFAULT_COLLECTION {
+            self.default_collection_entries(1, to, 1, true)?.pop()
+        } else {
+            self.shared.index.latest_entry(collection, to)?
+        };
+        match latest {
             Some(seqno) => self.entry_at(seqno).map(Some),
             None => Ok(None),
         }
@@ -823,12 +851,11 @@ impl Ledger {
     /// (so a transaction's receipt never changes). `None` if `txid` is not committed, or is the
     /// newest signature transaction, which no signature covers yet.
     pub fn receipt(&self, txid: TxId) -> Result<Option<ReceiptBundle>, StoreError> {
-        let Some(loc) = self.committed_location(txid)? else {
+        let Some(bytes) = self.committed_bytes(txid)? else {
             return Ok(None);
         };
-        let bytes = self.read_payload(&loc)?;
         let decode = |reason: String| StoreError::Decode { txid, reason };
-        let view = EntryView::parse(&bytes).map_err(|e| decode(e.to_string()))?;
+        let view = EntryView::parse(&bytes, txid.seqno()).map_err(|e| decode(e.to_string()))?;
         let evidence = self.shared.secret.commit_secret().evidence(txid);
         if evidence.digest() != view.commit_evidence_digest {
             return Err(decode(
@@ -845,22 +872,19 @@ impl Ledger {
                 "committed but no signature follows it in the index".into(),
             ));
         };
-        let sig_loc = self
-            .shared
-            .index
-            .location(sig_seqno)?
-            .ok_or_else(|| decode("signature not indexed".into()))?;
-        let sig_bytes = self.read_payload(&sig_loc)?;
-        let signature = EntryView::parse(&sig_bytes)
+        let (sig_txid, sig_bytes) = self.stored(sig_seqno)?;
+        let signature = EntryView::parse(&sig_bytes, sig_seqno)
             .and_then(|v| v.signature())
             .map_err(|e| StoreError::Decode {
-                txid: sig_loc.txid,
+                txid: sig_txid,
                 reason: e.to_string(),
             })?;
         let node_cert_pem = self
             .node_certificate(&signature.node_id)?
             .ok_or(StoreError::UnknownNode(signature.node_id))?;
-        let path = merkle::inclusion_path(&self.shared.tree, txid.seqno(), sig_seqno)
+        let transactions = self.transactions();
+        let nodes = TreeNodes::new(&self.shared.tree, &transactions);
+        let path = merkle::inclusion_path(&nodes, txid.seqno(), sig_seqno)
             .map_err(|e| StoreError::Tree(e.to_string()))?;
         let application_claims = match self.decode_entry(txid, &bytes)? {
             Some(ApplicationEntry {
@@ -896,7 +920,9 @@ impl Ledger {
     /// size up to the committed end.
     pub fn root_at(&self, size: u64) -> Result<Hash32, StoreError> {
         self.check_size(size)?;
-        merkle::root(&self.shared.tree, size).map_err(|e| StoreError::Tree(e.to_string()))
+        let transactions = self.transactions();
+        merkle::root(&TreeNodes::new(&self.shared.tree, &transactions), size)
+            .map_err(|e| StoreError::Tree(e.to_string()))
     }
 
     /// Consistency proof between two committed tree sizes.
@@ -906,8 +932,13 @@ impl Ledger {
         new_size: u64,
     ) -> Result<Vec<Hash32>, StoreError> {
         self.check_size(new_size)?;
-        merkle::consistency_proof(&self.shared.tree, old_size, new_size)
-            .map_err(|e| StoreError::Tree(e.to_string()))
+        let transactions = self.transactions();
+        merkle::consistency_proof(
+            &TreeNodes::new(&self.shared.tree, &transactions),
+            old_size,
+            new_size,
+        )
+        .map_err(|e| StoreError::Tree(e.to_string()))
     }
 
     fn check_size(&self, size: u64) -> Result<(), StoreError> {

@@ -9,13 +9,15 @@
 use crate::StoreError;
 use crate::crypto::LedgerSecret;
 use crate::guard::{ForkGuard, SignedPoint};
-use crate::index::{Index, IndexOp, Location};
-use crate::segment::{self, FrameFault, FrameLocation, SEGMENT_HEADER_LEN};
-use crate::tree::{TreeFiles, TreeWriter};
+use crate::index::{Index, IndexOp};
+use crate::reader::{Segments, Transactions};
+use crate::segment::{self, FrameFault, FrameLayout, FrameLocation, SEGMENT_HEADER_LEN};
+use crate::tree::{EntryClass, FrameRecord, TreeFiles, TreeNodes, TreeWriter};
 use ledger_core::entry::{EntryView, SignatureRecord, TxBody};
 use ledger_core::hash::Hash32;
 use ledger_core::{TxId, merkle};
-use std::fs;
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// What recovery found and did; shown to operators on start.
@@ -39,7 +41,10 @@ pub(crate) struct Recovered {
     pub report: RecoveryReport,
     pub last: Option<TxId>,
     pub last_signature: Option<(TxId, SignatureRecord)>,
-    pub segments: Vec<(u64, PathBuf)>,
+    /// Read handles of the segments kept.
+    pub segments: Segments,
+    /// The last segment (first seqno, path, layout), where appending resumes.
+    pub active: (u64, PathBuf, FrameLayout),
     /// End offset of the last intact frame in the last segment.
     pub active_len: u64,
     pub tree: TreeWriter,
@@ -73,13 +78,20 @@ pub(crate) fn recover(
     if force_tree_rebuild {
         tree_size = 0;
     }
+    // The frontier's lowest subtrees are recomputed from the entries, so the segments are
+    // opened for reading first (their frames are checked below; a damaged one fails the
+    // resume, and the tree is then rebuilt while the scan names the damage).
+    let resume_segments = Segments::open(ledger_dir.to_owned(), &with_layouts(&segments))?;
     let opened = TreeFiles::open(tree_dir, tree_size)
         .map_err(|e| e.to_string())
         .and_then(|files| {
-            Ok((
-                TreeWriter::resume(&files, tree_size).map_err(|e| e.to_string())?,
-                files,
-            ))
+            let reader = Transactions {
+                tree: &files,
+                segments: &resume_segments,
+            };
+            let tree = TreeWriter::resume(&TreeNodes::new(&files, &reader), tree_size)
+                .map_err(|e| e.to_string())?;
+            Ok((tree, files))
         });
     let (mut tree, tree_files) = match opened {
         Ok(opened) => opened,
@@ -91,13 +103,13 @@ pub(crate) fn recover(
         Err(e) => return Err(StoreError::Tree(e)),
     };
     if tree.size() == 0 {
-        tree.push(Hash32::ZERO);
+        tree.push(Hash32::ZERO, FrameRecord::NONE);
     }
     let tree_start = tree.size();
 
     let mut prev: Option<TxId> = None;
     let mut last_signature = None;
-    let mut ops: Vec<(Location, IndexOp)> = Vec::new();
+    let mut ops: Vec<(TxId, IndexOp)> = Vec::new();
     let mut active_len = SEGMENT_HEADER_LEN as u64;
     let mut kept_segments = Vec::new();
     let last_index = segments.len() - 1;
@@ -150,37 +162,35 @@ pub(crate) fn recover(
                 txid: frame.txid.to_string(),
                 reason,
             };
-            let view = EntryView::parse(payload).map_err(|e| corrupt(e.to_string()))?;
+            let seqno = frame.txid.seqno();
+            let view = EntryView::parse(payload, seqno).map_err(|e| corrupt(e.to_string()))?;
             if view.txid != frame.txid {
                 return Err(corrupt(format!(
                     "entry names txid {} but its frame says {}",
                     view.txid, frame.txid
                 )));
             }
-            let seqno = frame.txid.seqno();
+            let body = if seqno > indexed_through
+                || seqno >= tree_start
+                || view.kind == ledger_core::entry::TxKind::Signature
+            {
+                Some(
+                    view.body(Some(secret))
+                        .map_err(|e| corrupt(e.to_string()))?,
+                )
+            } else {
+                None
+            };
             if seqno >= tree_start {
-                tree.push(view.leaf());
+                let leaf = view.leaf();
+                let class = EntryClass::of(body.as_ref().expect("decoded above"));
+                tree.push(leaf, FrameRecord::new(frame.offset, class, &leaf));
             }
-            let body =
-                if seqno > indexed_through || view.kind == ledger_core::entry::TxKind::Signature {
-                    Some(
-                        view.body(Some(secret))
-                            .map_err(|e| corrupt(e.to_string()))?,
-                    )
-                } else {
-                    None
-                };
             if let Some(TxBody::Signature(record)) = &body {
                 last_signature = Some((frame.txid, record.clone()));
             }
             if seqno > indexed_through {
-                let loc = Location {
-                    txid: frame.txid,
-                    segment: *first,
-                    offset: frame.offset,
-                    payload_len: frame.payload_len,
-                };
-                ops.push((loc, index_op(body.expect("decoded above"))));
+                ops.push((frame.txid, index_op(body.expect("decoded above"))));
                 if ops.len() >= REPLAY_CHUNK {
                     report.index_replayed += ops.len() as u64;
                     index.apply(&ops, None).map_err(StoreError::Index)?;
@@ -189,7 +199,7 @@ pub(crate) fn recover(
             }
             prev = Some(frame.txid);
         }
-        kept_segments.push((*first, path.clone()));
+        kept_segments.push((*first, path.clone(), scan.layout.unwrap_or(FrameLayout::V2)));
         // The end of the last kept segment, which is where appending resumes. (Not only when
         // `is_last`: a half-created last segment is removed above, and then the one before it
         // is the active segment.)
@@ -217,13 +227,20 @@ pub(crate) fn recover(
     report.tree_rebuilt = force_tree_rebuild;
     report.last_signature = last_signature.as_ref().map(|(t, _)| *t);
 
+    let segments = Segments::open(ledger_dir.to_owned(), &kept_segments)?;
+    let reader = Transactions {
+        tree: &tree_files,
+        segments: &segments,
+    };
+    let nodes = TreeNodes::new(&tree_files, &reader);
     // The tree must reproduce the last signed root; a mismatch means the tree files are stale
     // (e.g. from another ledger), so re-derive them once before declaring the ledger damaged.
     if let Some((sig_txid, record)) = &last_signature {
-        let root = merkle::root(&tree_files, sig_txid.seqno())
-            .map_err(|e| StoreError::Tree(e.to_string()))?;
+        let root =
+            merkle::root(&nodes, sig_txid.seqno()).map_err(|e| StoreError::Tree(e.to_string()))?;
         if root != record.root {
             if !force_tree_rebuild {
+                drop(nodes);
                 drop(tree_files);
                 TreeFiles::reset(tree_dir).map_err(|e| StoreError::io(tree_dir, e))?;
                 return recover(ledger_dir, secret, index, tree_dir, guard, true);
@@ -231,17 +248,23 @@ pub(crate) fn recover(
             return Err(StoreError::SignatureMismatch { txid: *sig_txid });
         }
     }
-    check_guard(guard, &tree_files, prev)?;
+    check_guard(guard, &nodes, prev)?;
+    drop(nodes);
     tree_files.sync().map_err(|e| StoreError::io(tree_dir, e))?;
     index
         .apply(&[], Some(tree.size()))
         .map_err(StoreError::Index)?;
+    let active = kept_segments
+        .last()
+        .cloned()
+        .ok_or_else(|| StoreError::NotALedger(ledger_dir.to_owned()))?;
     Ok((
         Recovered {
             report,
             last: prev,
             last_signature,
-            segments: kept_segments,
+            segments,
+            active,
             active_len,
             tree,
         },
@@ -250,7 +273,11 @@ pub(crate) fn recover(
 }
 
 /// Refuses a ledger that ends before, or disagrees with, the last root this node signed.
-fn check_guard(guard: &ForkGuard, tree: &TreeFiles, last: Option<TxId>) -> Result<(), StoreError> {
+fn check_guard(
+    guard: &ForkGuard,
+    tree: &impl merkle::NodeSource<Error = std::io::Error>,
+    last: Option<TxId>,
+) -> Result<(), StoreError> {
     let Some(SignedPoint { seqno, root }) = guard.last() else {
         return Ok(());
     };
@@ -321,7 +348,7 @@ pub(crate) fn reindex(
     }
     let segments = segment::list_segments(ledger_dir).map_err(|e| StoreError::io(ledger_dir, e))?;
     let mut prev: Option<TxId> = None;
-    let mut ops: Vec<(Location, IndexOp)> = Vec::new();
+    let mut ops: Vec<(TxId, IndexOp)> = Vec::new();
     let mut replayed = 0;
     for (i, (first, path)) in segments.iter().enumerate() {
         if *first > end {
@@ -352,19 +379,11 @@ pub(crate) fn reindex(
                 txid: frame.txid.to_string(),
                 reason,
             };
-            let view = EntryView::parse(payload).map_err(|e| corrupt(e.to_string()))?;
+            let view = EntryView::parse(payload, seqno).map_err(|e| corrupt(e.to_string()))?;
             let body = view
                 .body(Some(secret))
                 .map_err(|e| corrupt(e.to_string()))?;
-            ops.push((
-                Location {
-                    txid: frame.txid,
-                    segment: *first,
-                    offset: frame.offset,
-                    payload_len: frame.payload_len,
-                },
-                index_op(body),
-            ));
+            ops.push((frame.txid, index_op(body)));
             if ops.len() >= REPLAY_CHUNK {
                 replayed += ops.len() as u64;
                 index.apply(&ops, None).map_err(StoreError::Index)?;
@@ -375,4 +394,21 @@ pub(crate) fn reindex(
     replayed += ops.len() as u64;
     index.apply(&ops, None).map_err(StoreError::Index)?;
     Ok(replayed)
+}
+
+/// The frame layout of each segment, from its header (a damaged header is reported by the scan;
+/// here it reads as the current layout).
+fn with_layouts(segments: &[(u64, PathBuf)]) -> Vec<(u64, PathBuf, FrameLayout)> {
+    segments
+        .iter()
+        .map(|(first, path)| {
+            let mut header = [0u8; SEGMENT_HEADER_LEN];
+            let version = File::open(path)
+                .and_then(|mut f| f.read_exact(&mut header))
+                .ok()
+                .and_then(|()| segment::check_segment_header(&header, *first).ok());
+            let layout = version.map_or(FrameLayout::V2, FrameLayout::of);
+            (*first, path.clone(), layout)
+        })
+        .collect()
 }

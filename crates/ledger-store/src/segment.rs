@@ -1,10 +1,17 @@
 //! Segment files: the ledger itself, and the only data fsync'd on the write path.
 //!
 //! A segment is a 32-byte header followed by frames, written only by appending; `docs/FORMAT.md`
-//! gives the byte layout. Each frame carries its own length, CRC-32C and txid, so a segment can
-//! be scanned without any other file, and a reader can tell an interrupted final write (a torn
+//! gives the byte layout. Each frame carries its own length and CRC-32C, so a segment can be
+//! scanned without any other file, and a reader can tell an interrupted final write (a torn
 //! tail, which recovery truncates) from damage followed by intact frames (corruption, which
 //! stops the open with the file, offset and txid).
+//!
+//! Two frame layouts exist, chosen by the segment header's version. Version 2 (written now) is
+//! `length || CRC-32C(payload) || payload`: the seqno is the frame's position (the segment's
+//! first seqno plus the number of frames before it) and the view is the entry's own, so neither
+//! is stored twice. Version 1 (older ledgers, still read) also repeated view and seqno in a
+//! 24-byte header. A ledger upgraded in place keeps its version-1 segments and appends to new
+//! version-2 ones.
 
 use crate::faults::{Faults, StorageOp, write_all_counted};
 use ledger_core::TxId;
@@ -13,9 +20,13 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"CLEDGSEG";
-pub const SEGMENT_VERSION: u32 = 1;
+/// The segment format written now.
+pub const SEGMENT_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_LEN: usize = 32;
-pub const FRAME_HEADER_LEN: usize = 24;
+/// Frame header of version-2 segments: length and checksum.
+pub const FRAME_HEADER_LEN: usize = 8;
+/// Frame header of version-1 segments: length, checksum, view and seqno.
+pub const FRAME_HEADER_LEN_V1: usize = 24;
 /// Upper bound on one frame's payload; a length field above it is damage, not data.
 pub const MAX_PAYLOAD_LEN: u32 = 64 << 20;
 const SEGMENT_SUFFIX: &str = ".seg";
@@ -26,17 +37,31 @@ pub fn segment_file_name(first_seqno: u64) -> String {
 }
 
 pub fn encode_segment_header(first_seqno: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    encode_segment_header_version(first_seqno, SEGMENT_VERSION)
+}
+
+/// A segment header of an older `version` (for tests and fixtures of older ledgers).
+pub fn encode_segment_header_version(first_seqno: u64, version: u32) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
     h[..8].copy_from_slice(SEGMENT_MAGIC);
-    h[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h[16..24].copy_from_slice(&first_seqno.to_le_bytes());
     let crc = crc32c::crc32c(&h[..24]);
     h[24..28].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-/// Appends one frame to `out`.
-pub fn encode_frame(out: &mut Vec<u8>, txid: TxId, payload: &[u8]) {
+/// Appends one version-2 frame to `out`. The payload must be an entry (its view is read back
+/// from it when the segment is scanned).
+pub fn encode_frame(out: &mut Vec<u8>, payload: &[u8]) {
+    let len = u32::try_from(payload.len()).expect("payloads are bounded far below 4 GiB");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Appends one version-1 frame to `out` (for tests and fixtures of older ledgers).
+pub fn encode_frame_v1(out: &mut Vec<u8>, txid: TxId, payload: &[u8]) {
     let len = u32::try_from(payload.len()).expect("payloads are bounded far below 4 GiB");
     let start = out.len();
     out.extend_from_slice(&len.to_le_bytes());
@@ -54,12 +79,13 @@ pub struct FrameLocation {
     pub txid: TxId,
     /// Offset of the frame header.
     pub offset: u64,
+    pub header_len: u32,
     pub payload_len: u32,
 }
 
 impl FrameLocation {
     pub fn payload_offset(&self) -> u64 {
-        self.offset + FRAME_HEADER_LEN as u64
+        self.offset + u64::from(self.header_len)
     }
     pub fn end(&self) -> u64 {
         self.payload_offset() + u64::from(self.payload_len)
@@ -74,7 +100,11 @@ pub enum FrameFault {
     BadLength(u32),
     PastEndOfFile,
     ChecksumMismatch,
-    UnexpectedTxId { found: String },
+    UnexpectedTxId {
+        found: String,
+    },
+    /// A version-2 frame whose payload does not start like an entry.
+    UnreadableEntry(String),
 }
 
 impl std::fmt::Display for FrameFault {
@@ -88,6 +118,7 @@ impl std::fmt::Display for FrameFault {
             FrameFault::UnexpectedTxId { found } => {
                 write!(f, "frame has txid {found} out of sequence")
             }
+            FrameFault::UnreadableEntry(why) => write!(f, "frame holds no readable entry ({why})"),
         }
     }
 }
@@ -107,6 +138,8 @@ pub struct Damage {
 #[derive(Debug)]
 pub struct Scan {
     pub first_seqno: u64,
+    /// The frame layout of the segment; `None` when its header is damaged.
+    pub layout: Option<FrameLayout>,
     pub frames: Vec<FrameLocation>,
     pub damage: Option<Damage>,
 }
@@ -118,30 +151,35 @@ pub fn scan_segment(bytes: &[u8], prev: Option<TxId>) -> Scan {
     let expected_first = prev.map_or(1, |t| t.seqno() + 1);
     let mut scan = Scan {
         first_seqno: expected_first,
+        layout: None,
         frames: Vec::new(),
         damage: None,
     };
-    if let Err(what) = check_segment_header(bytes, expected_first) {
-        scan.damage = Some(Damage {
-            offset: 0,
-            expected_seqno: expected_first,
-            fault: FrameFault::BadSegmentHeader(what),
-            reaches_end: false,
-        });
-        return scan;
-    }
+    let layout = match check_segment_header(bytes, expected_first) {
+        Ok(version) => FrameLayout::of(version),
+        Err(what) => {
+            scan.damage = Some(Damage {
+                offset: 0,
+                expected_seqno: expected_first,
+                fault: FrameFault::BadSegmentHeader(what),
+                reaches_end: false,
+            });
+            return scan;
+        }
+    };
+    scan.layout = Some(layout);
     let mut pos = SEGMENT_HEADER_LEN;
     let mut last = prev;
     while pos < bytes.len() {
         let expected = last.map_or(1, |t| t.seqno() + 1);
-        match check_frame(bytes, pos, last) {
+        match layout.check_frame(bytes, pos, last) {
             Ok(loc) => {
                 pos = loc.end() as usize;
                 last = Some(loc.txid);
                 scan.frames.push(loc);
             }
             Err(fault) => {
-                let reaches_end = !intact_frame_after(bytes, pos, last);
+                let reaches_end = !layout.intact_frame_after(bytes, pos, last);
                 scan.damage = Some(Damage {
                     offset: pos as u64,
                     expected_seqno: expected,
@@ -155,7 +193,8 @@ pub fn scan_segment(bytes: &[u8], prev: Option<TxId>) -> Scan {
     scan
 }
 
-fn check_segment_header(bytes: &[u8], expected_first: u64) -> Result<(), &'static str> {
+/// Checks a segment header and returns its format version.
+pub fn check_segment_header(bytes: &[u8], expected_first: u64) -> Result<u32, &'static str> {
     let h = bytes
         .get(..SEGMENT_HEADER_LEN)
         .ok_or("file shorter than the header")?;
@@ -168,65 +207,123 @@ fn check_segment_header(bytes: &[u8], expected_first: u64) -> Result<(), &'stati
     if h[28..32] != [0u8; 4] {
         return Err("reserved bytes are not zero");
     }
-    if le_u32(&h[8..12]) != SEGMENT_VERSION {
+    let version = le_u32(&h[8..12]);
+    if version != 1 && version != SEGMENT_VERSION {
         return Err("unknown version");
     }
     if le_u64(&h[16..24]) != expected_first {
         return Err("first seqno does not continue the previous segment");
     }
-    Ok(())
+    Ok(version)
 }
 
-/// Checks the frame at `pos`, which must follow `prev`.
-fn check_frame(bytes: &[u8], pos: usize, prev: Option<TxId>) -> Result<FrameLocation, FrameFault> {
-    let header = bytes
-        .get(pos..pos + FRAME_HEADER_LEN)
-        .ok_or(FrameFault::ShortHeader)?;
-    let len = le_u32(&header[0..4]);
-    if len == 0 || len > MAX_PAYLOAD_LEN {
-        return Err(FrameFault::BadLength(len));
-    }
-    let end = pos + FRAME_HEADER_LEN + len as usize;
-    if end > bytes.len() {
-        return Err(FrameFault::PastEndOfFile);
-    }
-    if crc32c::crc32c(&bytes[pos + 8..end]) != le_u32(&header[4..8]) {
-        return Err(FrameFault::ChecksumMismatch);
-    }
-    let (view, seqno) = (le_u64(&header[8..16]), le_u64(&header[16..24]));
-    let expected = prev.map_or(1, |t| t.seqno() + 1);
-    let in_sequence = seqno == expected && prev.is_none_or(|t| view >= t.view());
-    let txid = TxId::new(view, seqno).filter(|_| in_sequence);
-    let txid = txid.ok_or_else(|| FrameFault::UnexpectedTxId {
-        found: format!("{view}.{seqno}"),
-    })?;
-    Ok(FrameLocation {
-        txid,
-        offset: pos as u64,
-        payload_len: len,
-    })
+/// The checksum covers everything after the length and checksum fields (in version 1 that
+/// includes view and seqno).
+const CHECKSUMMED_FROM: usize = 8;
+
+/// How the frames of a segment are laid out, by segment version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameLayout {
+    /// `length || CRC-32C(view, seqno, payload) || view || seqno || payload`.
+    V1,
+    /// `length || CRC-32C(payload) || payload`.
+    V2,
 }
 
-/// Whether any intact frame starts after `pos`. A torn append leaves garbage only at the end;
-/// an intact frame beyond the damage means the damage is in the middle of the data. Damage to
-/// a length field hides where the next frame starts, so every later offset is a candidate;
-/// candidates must carry a plausible seqno before their checksum is computed, which keeps the
-/// search linear in practice.
-fn intact_frame_after(bytes: &[u8], pos: usize, prev: Option<TxId>) -> bool {
-    let expected = prev.map_or(1, |t| t.seqno() + 1);
-    let max_frames = (bytes.len() - pos) as u64 / (FRAME_HEADER_LEN as u64 + 1) + 1;
-    (pos + 1..bytes.len().saturating_sub(FRAME_HEADER_LEN - 1)).any(|p| {
-        let seqno = le_u64(&bytes[p + 16..p + 24]);
-        let plausible = seqno >= expected && seqno - expected <= max_frames;
-        plausible && {
-            let len = le_u32(&bytes[p..p + 4]);
-            let end = p + FRAME_HEADER_LEN + len as usize;
-            len != 0
-                && len <= MAX_PAYLOAD_LEN
-                && end <= bytes.len()
-                && crc32c::crc32c(&bytes[p + 8..end]) == le_u32(&bytes[p + 4..p + 8])
+impl FrameLayout {
+    /// The layout of a segment of `version` (already checked by [`check_segment_header`]).
+    pub fn of(version: u32) -> FrameLayout {
+        if version == 1 {
+            FrameLayout::V1
+        } else {
+            FrameLayout::V2
         }
-    })
+    }
+
+    pub fn header_len(self) -> usize {
+        match self {
+            FrameLayout::V1 => FRAME_HEADER_LEN_V1,
+            FrameLayout::V2 => FRAME_HEADER_LEN,
+        }
+    }
+
+    /// Checks the frame at `pos`, which must follow `prev`.
+    fn check_frame(
+        self,
+        bytes: &[u8],
+        pos: usize,
+        prev: Option<TxId>,
+    ) -> Result<FrameLocation, FrameFault> {
+        let header_len = self.header_len();
+        let header = bytes
+            .get(pos..pos + header_len)
+            .ok_or(FrameFault::ShortHeader)?;
+        let len = le_u32(&header[0..4]);
+        if len == 0 || len > MAX_PAYLOAD_LEN {
+            return Err(FrameFault::BadLength(len));
+        }
+        let end = pos + header_len + len as usize;
+        if end > bytes.len() {
+            return Err(FrameFault::PastEndOfFile);
+        }
+        if crc32c::crc32c(&bytes[pos + CHECKSUMMED_FROM..end]) != le_u32(&header[4..8]) {
+            return Err(FrameFault::ChecksumMismatch);
+        }
+        let expected = prev.map_or(1, |t| t.seqno() + 1);
+        let (view, seqno) = match self {
+            FrameLayout::V1 => (le_u64(&header[8..16]), le_u64(&header[16..24])),
+            FrameLayout::V2 => {
+                let view = ledger_core::entry::peek_view(&bytes[pos + header_len..end])
+                    .map_err(|e| FrameFault::UnreadableEntry(e.to_string()))?;
+                (view, expected)
+            }
+        };
+        let in_sequence = seqno == expected && prev.is_none_or(|t| view >= t.view());
+        let txid = TxId::new(view, seqno).filter(|_| in_sequence);
+        let txid = txid.ok_or_else(|| FrameFault::UnexpectedTxId {
+            found: format!("{view}.{seqno}"),
+        })?;
+        Ok(FrameLocation {
+            txid,
+            offset: pos as u64,
+            header_len: header_len as u32,
+            payload_len: len,
+        })
+    }
+
+    /// Whether any intact frame starts after `pos`. A torn append leaves garbage only at the
+    /// end; an intact frame beyond the damage means the damage is in the middle of the data.
+    /// Damage to a length field hides where the next frame starts, so every later offset is a
+    /// candidate; a candidate must look like a frame (a plausible seqno in version 1, an entry
+    /// version and kind in version 2) before its checksum is computed, which keeps the search
+    /// linear in practice.
+    fn intact_frame_after(self, bytes: &[u8], pos: usize, prev: Option<TxId>) -> bool {
+        let expected = prev.map_or(1, |t| t.seqno() + 1);
+        let header_len = self.header_len();
+        let max_frames = (bytes.len() - pos) as u64 / (header_len as u64 + 1) + 1;
+        (pos + 1..bytes.len().saturating_sub(header_len - 1)).any(|p| {
+            let plausible = match self {
+                FrameLayout::V1 => {
+                    let seqno = le_u64(&bytes[p + 16..p + 24]);
+                    seqno >= expected && seqno - expected <= max_frames
+                }
+                FrameLayout::V2 => bytes
+                    .get(p + header_len..p + header_len + 2)
+                    .is_some_and(|b| {
+                        b[0] == ledger_core::entry::FORMAT_VERSION && (1..=3).contains(&b[1])
+                    }),
+            };
+            plausible && {
+                let len = le_u32(&bytes[p..p + 4]);
+                let end = p + header_len + len as usize;
+                len != 0
+                    && len <= MAX_PAYLOAD_LEN
+                    && end <= bytes.len()
+                    && crc32c::crc32c(&bytes[p + CHECKSUMMED_FROM..end])
+                        == le_u32(&bytes[p + 4..p + 8])
+            }
+        })
+    }
 }
 
 fn le_u32(b: &[u8]) -> u32 {
@@ -276,6 +373,7 @@ pub(crate) struct AppendFailure {
 pub struct ActiveSegment {
     pub first_seqno: u64,
     pub path: PathBuf,
+    pub layout: FrameLayout,
     file: File,
     len: u64,
 }
@@ -317,14 +415,21 @@ impl ActiveSegment {
         Ok(ActiveSegment {
             first_seqno,
             path,
+            layout: FrameLayout::V2,
             file,
             len: SEGMENT_HEADER_LEN as u64,
         })
     }
 
     /// Reopens an existing segment for appending after its last intact frame at `len`,
-    /// truncating anything beyond (a torn tail already reported by recovery).
-    pub fn reopen(path: &Path, first_seqno: u64, len: u64) -> io::Result<ActiveSegment> {
+    /// truncating anything beyond (a torn tail already reported by recovery). The writer only
+    /// appends version-2 frames: a reopened version-1 segment is closed by starting a new one.
+    pub fn reopen(
+        path: &Path,
+        first_seqno: u64,
+        len: u64,
+        layout: FrameLayout,
+    ) -> io::Result<ActiveSegment> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         if file.metadata()?.len() != len {
             file.set_len(len)?;
@@ -333,6 +438,7 @@ impl ActiveSegment {
         let mut segment = ActiveSegment {
             first_seqno,
             path: path.to_owned(),
+            layout,
             file,
             len,
         };
@@ -406,68 +512,103 @@ impl ActiveSegment {
 mod tests {
     use super::*;
 
-    fn build(n: u64, start: u64) -> Vec<u8> {
-        let mut bytes = encode_segment_header(start).to_vec();
+    /// A payload that starts like a format-2 entry of `view` (all the scanner reads of it).
+    fn payload(view: u8, seqno: u64) -> Vec<u8> {
+        let mut p = vec![ledger_core::entry::FORMAT_VERSION, 3, view];
+        p.extend(std::iter::repeat_n(seqno as u8, 10 + (seqno % 7) as usize));
+        p
+    }
+
+    fn build_layout(layout: FrameLayout, n: u64, start: u64) -> Vec<u8> {
+        let version = if layout == FrameLayout::V1 { 1 } else { 2 };
+        let mut bytes = encode_segment_header_version(start, version).to_vec();
         for s in start..start + n {
-            let payload = vec![s as u8; 10 + (s % 7) as usize];
-            encode_frame(&mut bytes, TxId::new(1, s).unwrap(), &payload);
+            match layout {
+                FrameLayout::V1 => {
+                    encode_frame_v1(&mut bytes, TxId::new(1, s).unwrap(), &payload(1, s))
+                }
+                FrameLayout::V2 => encode_frame(&mut bytes, &payload(1, s)),
+            }
         }
         bytes
+    }
+
+    fn build(n: u64, start: u64) -> Vec<u8> {
+        build_layout(FrameLayout::V2, n, start)
     }
 
     fn prev_of(start: u64) -> Option<TxId> {
         TxId::new(1, start - 1)
     }
 
+    const LAYOUTS: [FrameLayout; 2] = [FrameLayout::V1, FrameLayout::V2];
+
     #[test]
     fn clean_segment_scans_fully() {
-        let bytes = build(20, 5);
-        let scan = scan_segment(&bytes, prev_of(5));
-        assert_eq!(scan.frames.len(), 20);
-        assert_eq!(scan.damage, None);
-        assert_eq!(scan.frames.last().unwrap().end(), bytes.len() as u64);
+        for layout in LAYOUTS {
+            let bytes = build_layout(layout, 20, 5);
+            let scan = scan_segment(&bytes, prev_of(5));
+            assert_eq!(scan.layout, Some(layout));
+            assert_eq!(scan.frames.len(), 20);
+            assert_eq!(scan.damage, None);
+            assert_eq!(scan.frames.last().unwrap().end(), bytes.len() as u64);
+            assert_eq!(scan.frames[3].txid, TxId::new(1, 8).unwrap());
+        }
+    }
+
+    #[test]
+    fn version_2_frames_are_eight_bytes_of_header() {
+        let mut bytes = Vec::new();
+        encode_frame(&mut bytes, &payload(1, 1));
+        assert_eq!(bytes.len(), FRAME_HEADER_LEN + payload(1, 1).len());
     }
 
     #[test]
     fn every_truncation_is_a_torn_tail() {
-        let bytes = build(6, 1);
-        let scan = scan_segment(&bytes, None);
-        let boundaries: Vec<u64> = scan.frames.iter().map(|f| f.end()).collect();
-        for cut in SEGMENT_HEADER_LEN..bytes.len() {
-            let scan = scan_segment(&bytes[..cut], None);
-            let intact = boundaries.iter().filter(|&&b| b <= cut as u64).count();
-            assert_eq!(scan.frames.len(), intact);
-            match scan.damage {
-                None => assert!(boundaries.contains(&(cut as u64)) || cut == SEGMENT_HEADER_LEN),
-                Some(d) => assert!(d.reaches_end, "cut at {cut}: {d:?}"),
+        for layout in LAYOUTS {
+            let bytes = build_layout(layout, 6, 1);
+            let scan = scan_segment(&bytes, None);
+            let boundaries: Vec<u64> = scan.frames.iter().map(|f| f.end()).collect();
+            for cut in SEGMENT_HEADER_LEN..bytes.len() {
+                let scan = scan_segment(&bytes[..cut], None);
+                let intact = boundaries.iter().filter(|&&b| b <= cut as u64).count();
+                assert_eq!(scan.frames.len(), intact);
+                match scan.damage {
+                    None => {
+                        assert!(boundaries.contains(&(cut as u64)) || cut == SEGMENT_HEADER_LEN)
+                    }
+                    Some(d) => assert!(d.reaches_end, "cut at {cut}: {d:?}"),
+                }
             }
         }
     }
 
     #[test]
     fn every_byte_flip_is_detected_and_classified() {
-        let bytes = build(6, 1);
-        let frames = scan_segment(&bytes, None).frames;
-        let last_start = frames.last().unwrap().offset as usize;
-        for i in 0..bytes.len() {
-            for bit in [0x01u8, 0x80] {
-                let mut bad = bytes.clone();
-                bad[i] ^= bit;
-                let scan = scan_segment(&bad, None);
-                let damage = scan
-                    .damage
-                    .unwrap_or_else(|| panic!("flip at {i} undetected"));
-                // Damage before the last frame has intact frames after it; only the last frame's
-                // damage looks like a torn tail.
-                if i < SEGMENT_HEADER_LEN {
-                    assert_eq!(damage.offset, 0);
-                } else if i < last_start {
-                    assert!(
-                        !damage.reaches_end,
-                        "flip at {i} misread as torn: {damage:?}"
-                    );
-                } else {
-                    assert!(damage.reaches_end, "flip at {i}: {damage:?}");
+        for layout in LAYOUTS {
+            let bytes = build_layout(layout, 6, 1);
+            let frames = scan_segment(&bytes, None).frames;
+            let last_start = frames.last().unwrap().offset as usize;
+            for i in 0..bytes.len() {
+                for bit in [0x01u8, 0x80] {
+                    let mut bad = bytes.clone();
+                    bad[i] ^= bit;
+                    let scan = scan_segment(&bad, None);
+                    let damage = scan
+                        .damage
+                        .unwrap_or_else(|| panic!("{layout:?}: flip at {i} undetected"));
+                    // Damage before the last frame has intact frames after it; only the last
+                    // frame's damage looks like a torn tail.
+                    if i < SEGMENT_HEADER_LEN {
+                        assert_eq!(damage.offset, 0);
+                    } else if i < last_start {
+                        assert!(
+                            !damage.reaches_end,
+                            "{layout:?}: flip at {i} misread as torn: {damage:?}"
+                        );
+                    } else {
+                        assert!(damage.reaches_end, "{layout:?}: flip at {i}: {damage:?}");
+                    }
                 }
             }
         }
@@ -475,14 +616,31 @@ mod tests {
 
     #[test]
     fn sequence_gaps_are_damage() {
-        let mut bytes = encode_segment_header(1).to_vec();
-        encode_frame(&mut bytes, TxId::new(1, 1).unwrap(), b"a");
-        encode_frame(&mut bytes, TxId::new(1, 3).unwrap(), b"b");
+        let mut bytes = encode_segment_header_version(1, 1).to_vec();
+        encode_frame_v1(&mut bytes, TxId::new(1, 1).unwrap(), b"a");
+        encode_frame_v1(&mut bytes, TxId::new(1, 3).unwrap(), b"b");
         let scan = scan_segment(&bytes, None);
         assert_eq!(scan.frames.len(), 1);
         assert!(matches!(
             scan.damage.unwrap().fault,
             FrameFault::UnexpectedTxId { .. }
+        ));
+        // Version 2 has no seqno to get wrong, but views must not go backwards.
+        let mut bytes = encode_segment_header(1).to_vec();
+        encode_frame(&mut bytes, &payload(3, 1));
+        encode_frame(&mut bytes, &payload(2, 2));
+        let scan = scan_segment(&bytes, None);
+        assert_eq!(scan.frames.len(), 1);
+        assert!(matches!(
+            scan.damage.unwrap().fault,
+            FrameFault::UnexpectedTxId { .. }
+        ));
+        // A version-2 frame must hold an entry.
+        let mut bytes = encode_segment_header(1).to_vec();
+        encode_frame(&mut bytes, b"not an entry");
+        assert!(matches!(
+            scan_segment(&bytes, None).damage.unwrap().fault,
+            FrameFault::UnreadableEntry(_)
         ));
         // A segment must continue its predecessor.
         let scan = scan_segment(&build(2, 9), prev_of(5));
@@ -494,10 +652,12 @@ mod tests {
 
     #[test]
     fn zero_filled_tail_is_torn() {
-        let mut bytes = build(3, 1);
-        bytes.extend_from_slice(&[0u8; 100]);
-        let d = scan_segment(&bytes, None).damage.unwrap();
-        assert!(d.reaches_end);
-        assert_eq!(d.expected_seqno, 4);
+        for layout in LAYOUTS {
+            let mut bytes = build_layout(layout, 3, 1);
+            bytes.extend_from_slice(&[0u8; 100]);
+            let d = scan_segment(&bytes, None).damage.unwrap();
+            assert!(d.reaches_end);
+            assert_eq!(d.expected_seqno, 4);
+        }
     }
 }

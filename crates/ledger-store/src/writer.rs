@@ -20,10 +20,12 @@
 use crate::crypto::LedgerSecret;
 use crate::faults::{FaultKind, Faults, StorageFault, StorageOp};
 use crate::guard::{ForkGuard, GuardError, SignedPoint};
-use crate::index::{IndexOp, Location};
+use crate::index::IndexOp;
+use crate::reader::SegmentFile;
 use crate::recovery::{self, index_op};
+use crate::segment::FrameLayout;
 use crate::segment::{self, ActiveSegment, AppendFailure};
-use crate::tree::TreeWriter;
+use crate::tree::{EntryClass, FrameRecord, TreeWriter};
 use crate::{AppendError, Completion, Shared, StoreConfig};
 use ledger_core::TxId;
 use ledger_core::entry::{self, EntryView, SignatureRecord, TxBody};
@@ -91,7 +93,7 @@ pub(crate) struct Writer {
     health: Health,
     unpublished: Option<Unpublished>,
     /// Index updates of durable transactions not yet applied.
-    index_ops: Vec<(Location, IndexOp)>,
+    index_ops: Vec<(TxId, IndexOp)>,
     /// The index lost updates (a failed commit): re-derive it from the segments.
     index_resync: bool,
 }
@@ -238,7 +240,7 @@ impl Writer {
         }
         let mut tree = self.tree.clone();
         let mut buf = Vec::new();
-        let mut ops: Vec<(Location, IndexOp)> = Vec::with_capacity(batch.len() + 1);
+        let mut ops: Vec<(TxId, IndexOp)> = Vec::with_capacity(batch.len() + 1);
         let mut batch_txs: Vec<Pending> = Vec::with_capacity(batch.len());
         let mut seqno = self.next_seqno;
         let base = match self.segment_for_batch() {
@@ -264,10 +266,15 @@ impl Writer {
                 )));
                 continue;
             };
-            let view = EntryView::parse(&bytes).expect("we just encoded it");
-            tree.push(view.leaf());
-            let loc = push_frame(&mut buf, base, self.segment.first_seqno, txid, &bytes);
-            ops.push((loc, index_op(sub.body)));
+            let leaf = EntryView::parse(&bytes, seqno)
+                .expect("we just encoded it")
+                .leaf();
+            let offset = push_frame(&mut buf, base, &bytes);
+            tree.push(
+                leaf,
+                FrameRecord::new(offset, EntryClass::of(&sub.body), &leaf),
+            );
+            ops.push((txid, index_op(sub.body)));
             batch_txs.push(Pending {
                 txid,
                 done: Some(sub.done),
@@ -310,9 +317,12 @@ impl Writer {
             let bytes = self
                 .encode(txid, &body, &Hash32::ZERO)
                 .expect("signatures have no private part");
-            tree.push(EntryView::parse(&bytes).expect("just encoded").leaf());
-            let loc = push_frame(&mut buf, base, self.segment.first_seqno, txid, &bytes);
-            ops.push((loc, IndexOp::Signature));
+            let leaf = EntryView::parse(&bytes, seqno)
+                .expect("just encoded")
+                .leaf();
+            let offset = push_frame(&mut buf, base, &bytes);
+            tree.push(leaf, FrameRecord::new(offset, EntryClass::Signature, &leaf));
+            ops.push((txid, IndexOp::Signature));
             signed = Some(SignedPoint { seqno, root });
             seqno += 1;
         }
@@ -612,17 +622,18 @@ impl Writer {
         result
     }
 
-    /// Returns the first seqno of the segment this batch goes into, rotating when the active
-    /// segment is full.
+    /// Returns the offset at which this batch goes into the active segment, rotating when the
+    /// active segment is full or is a version-1 segment of a ledger written by an older
+    /// release (frames of one layout per segment).
     fn segment_for_batch(&mut self) -> io::Result<u64> {
-        if self.segment.len() >= self.config.segment_max_bytes && !self.segment.is_empty() {
+        let full = self.segment.len() >= self.config.segment_max_bytes && !self.segment.is_empty();
+        if full || self.segment.layout != FrameLayout::V2 {
             let next = ActiveSegment::create_with(&self.ledger_dir, self.next_seqno, &self.faults)?;
-            let reader = next.reader()?;
-            self.shared
-                .segments
-                .write()
-                .expect("segments lock")
-                .push((next.first_seqno, reader));
+            self.shared.segments.push(SegmentFile {
+                first_seqno: next.first_seqno,
+                layout: next.layout,
+                file: next.reader()?,
+            });
             self.segment = next;
         }
         Ok(self.segment.len())
@@ -711,15 +722,11 @@ fn fault_from_message(operation: StorageOp, message: String) -> StorageFault {
     }
 }
 
-fn push_frame(buf: &mut Vec<u8>, base: u64, segment: u64, txid: TxId, payload: &[u8]) -> Location {
+/// Appends a frame to the batch and returns its offset in the segment.
+fn push_frame(buf: &mut Vec<u8>, base: u64, payload: &[u8]) -> u64 {
     let offset = base + buf.len() as u64;
-    segment::encode_frame(buf, txid, payload);
-    Location {
-        txid,
-        segment,
-        offset,
-        payload_len: payload.len() as u32,
-    }
+    segment::encode_frame(buf, payload);
+    offset
 }
 
 /// Default cadence: sign at least every `SIGN_EVERY` transactions or `SIGN_INTERVAL`.

@@ -120,11 +120,7 @@ fn a_torn_final_frame_is_cut_and_everything_before_it_survives() {
         [donor.payload_offset() as usize..donor.end as usize]
         .to_vec();
     let mut next_frame = Vec::new();
-    encode_frame(
-        &mut next_frame,
-        TxId::new(1, end + 1).unwrap(),
-        &donor_payload,
-    );
+    encode_frame(&mut next_frame, &donor_payload);
     let mut rng = XorShift::new(test_seed(Some(17)));
     let random: Vec<u8> = (0..300).map(|_| rng.next_u64() as u8).collect();
 
@@ -327,8 +323,8 @@ fn derived_files_are_rebuilt_from_the_segments() {
             true,
         ),
         (
-            "leaf level truncated",
-            |d| truncate_to_half(&d.join("tree/level-00.hashes")),
+            "frame records truncated",
+            |d| truncate_to_half(&d.join("tree/frames.idx")),
             false,
             true,
         ),

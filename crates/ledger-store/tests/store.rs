@@ -435,7 +435,7 @@ fn roots_and_consistency_proofs_agree_with_the_verifier() {
     // Each signature transaction at seqno s signed the root of the first s leaves.
     for sig in signature_txids(tmp.path()) {
         let bytes = ledger.transaction_bytes(sig).unwrap().unwrap();
-        let record = ledger_core::entry::EntryView::parse(&bytes)
+        let record = ledger_core::entry::EntryView::parse(&bytes, sig.seqno())
             .unwrap()
             .signature()
             .unwrap();

@@ -298,14 +298,31 @@ fn a_forged_entry_with_a_valid_checksum_fails_the_audit_at_that_entry() {
 
     // Observed behaviour of `Ledger::open`, which checks frame checksums but re-derives nothing
     // it already has: with the index and tree files intact, it opens. The forged entry cannot
-    // be read (its AES-GCM tag fails) and so has no receipt; every other entry, and its
-    // receipt (whose path uses the stored, original leaf), is still served.
+    // be read (its AES-GCM tag fails) and so has no receipt. Leaves are not stored: the lowest
+    // levels of a path are recomputed from the entries of the leaf's run of 16, so the
+    // receipts of the forged entry's neighbours in that run do not verify (a forgery is never
+    // covered by a receipt that verifies), while entries of other runs are served as before.
     let (ledger, _) = reopen(&forged.dir, tamper_config()).expect("open re-checks only checksums");
     assert!(matches!(ledger.entry(target), Err(StoreError::Decode { txid, .. }) if txid == target));
     assert!(
         matches!(ledger.receipt(target), Err(StoreError::Decode { txid, .. }) if txid == target)
     );
-    for neighbour in [target.seqno() - 1, target.seqno() + 1] {
+    // A neighbour whose receipt is anchored at a signature over the forged leaf, with the
+    // forged leaf (or the level-1 subtree holding it) on its path.
+    let run_start = target.seqno() & !15;
+    let in_run = if target.seqno() == run_start {
+        run_start + 1
+    } else {
+        target.seqno() - 1
+    };
+    if let Some(bundle) = ledger.receipt(TxId::new(1, in_run).unwrap()).unwrap() {
+        let verified = verify_receipt(&bundle.receipt, &cert, None);
+        assert!(
+            verified.is_err(),
+            "the receipt of {in_run}, beside the forgery, verified"
+        );
+    }
+    for neighbour in [run_start - 1, run_start + 16] {
         verify_receipt_of(&ledger, TxId::new(1, neighbour).unwrap(), &cert);
     }
     ledger.close();
@@ -315,9 +332,10 @@ fn a_forged_entry_with_a_valid_checksum_fails_the_audit_at_that_entry() {
         Err(StoreError::Corrupt { txid, .. }) => assert_eq!(txid, target.to_string()),
         other => panic!("open with a rebuilt index: {:?}", other.map(|(_, r)| r)),
     }
-    // Rebuilding the tree recomputes every leaf: the last signed root no longer matches.
+    // Rebuilding the tree decrypts every entry again too (its record says which collection
+    // it is in): open names the forged one.
     match reopen(&no_tree, tamper_config()) {
-        Err(StoreError::SignatureMismatch { txid }) => assert_eq!(txid, forged.last_signature),
+        Err(StoreError::Corrupt { txid, .. }) => assert_eq!(txid, target.to_string()),
         other => panic!("open with a rebuilt tree: {:?}", other.map(|(_, r)| r)),
     }
 }

@@ -11,7 +11,7 @@ use ledger_core::receipt::{VerifiedReceipt, verify_receipt};
 use ledger_core::signing::NodeSigningKey;
 use ledger_identity::Curve;
 use ledger_identity::files::NodeFiles;
-use ledger_store::segment::{self, FRAME_HEADER_LEN};
+use ledger_store::segment;
 use ledger_store::{
     AppendError, Genesis, Ledger, NodeIdentity, RecoveryReport, StoreConfig, StoreError,
     WriteRequest,
@@ -22,7 +22,7 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Segments small enough that a few hundred entries span several files.
-pub const SMALL_SEGMENT: u64 = 16 << 10;
+pub const SMALL_SEGMENT: u64 = 8 << 10;
 
 /// The default configuration with a given segment size.
 pub fn config_with_segments(segment_max_bytes: u64) -> StoreConfig {
@@ -223,11 +223,12 @@ pub struct FrameInfo {
     pub end: u64,
     pub txid: TxId,
     pub kind: TxKind,
+    pub header_len: u64,
 }
 
 impl FrameInfo {
     pub fn payload_offset(&self) -> u64 {
-        self.offset + FRAME_HEADER_LEN as u64
+        self.offset + self.header_len
     }
 }
 
@@ -241,7 +242,7 @@ pub fn ledger_frames(data_dir: &Path) -> Vec<FrameInfo> {
         assert_eq!(scan.damage, None, "{} is damaged", path.display());
         for frame in scan.frames {
             let payload = &bytes[frame.payload_offset() as usize..frame.end() as usize];
-            let kind = EntryView::parse(payload)
+            let kind = EntryView::parse(payload, frame.txid.seqno())
                 .expect("stored entries parse")
                 .kind;
             frames.push(FrameInfo {
@@ -251,6 +252,7 @@ pub fn ledger_frames(data_dir: &Path) -> Vec<FrameInfo> {
                 end: frame.end(),
                 txid: frame.txid,
                 kind,
+                header_len: u64::from(frame.header_len),
             });
             prev = Some(frame.txid);
         }

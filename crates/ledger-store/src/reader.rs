@@ -1,0 +1,253 @@
+//! Reading transactions back from the segments: which segment holds a seqno, and the checked
+//! payload of the frame at a recorded offset (the offsets come from `tree/frames.idx`).
+//!
+//! Every read checks the frame's length and CRC-32C again, so a block that went bad after the
+//! ledger was opened is reported as corruption rather than served.
+
+use crate::StoreError;
+use crate::segment::{self, FRAME_HEADER_LEN_V1, FrameLayout, MAX_PAYLOAD_LEN};
+use crate::tree::{EntryClass, FrameRecord, LeafReader, TreeFiles};
+use ledger_core::entry::EntryView;
+use ledger_core::hash::Hash32;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+/// Bytes read beyond a frame header in the hope of getting the whole frame in one `pread`
+/// (typical entries are a few hundred bytes).
+const READ_AHEAD: usize = 1024;
+
+/// One segment open for reading.
+pub(crate) struct SegmentFile {
+    pub first_seqno: u64,
+    pub layout: FrameLayout,
+    pub file: File,
+}
+
+/// Read handles of every segment, by first seqno (ascending).
+pub(crate) struct Segments {
+    ledger_dir: PathBuf,
+    files: RwLock<Vec<SegmentFile>>,
+}
+
+impl Segments {
+    pub fn open(
+        ledger_dir: PathBuf,
+        list: &[(u64, PathBuf, FrameLayout)],
+    ) -> Result<Segments, StoreError> {
+        let mut files = Vec::with_capacity(list.len());
+        for (first, path, layout) in list {
+            files.push(SegmentFile {
+                first_seqno: *first,
+                layout: *layout,
+                file: File::open(path).map_err(|e| StoreError::io(path, e))?,
+            });
+        }
+        Ok(Segments {
+            ledger_dir,
+            files: RwLock::new(files),
+        })
+    }
+
+    /// Adds a segment the writer just created. A segment with the same first seqno (an empty
+    /// one the writer replaced) is replaced.
+    pub fn push(&self, segment: SegmentFile) {
+        let mut files = self.files.write().expect("segments lock");
+        if files
+            .last()
+            .is_some_and(|s| s.first_seqno == segment.first_seqno)
+        {
+            files.pop();
+        }
+        files.push(segment);
+    }
+
+    fn path(&self, first_seqno: u64) -> PathBuf {
+        self.ledger_dir
+            .join(segment::segment_file_name(first_seqno))
+    }
+
+    /// The payloads of consecutive transactions `first ..` whose frames start at `offsets`,
+    /// reading each segment's share with one `pread` where possible.
+    pub fn read_frames(&self, first: u64, offsets: &[u64]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let files = self.files.read().expect("segments lock");
+        let mut out = Vec::with_capacity(offsets.len());
+        let mut i = 0;
+        while i < offsets.len() {
+            let seqno = first + i as u64;
+            let k = files.partition_point(|s| s.first_seqno <= seqno);
+            let segment = k
+                .checked_sub(1)
+                .map(|k| &files[k])
+                .ok_or_else(|| self.corrupt(seqno, 0, "no segment holds it".into()))?;
+            // Frames of this segment: up to the next segment's first seqno.
+            let end = files
+                .get(k)
+                .map_or(offsets.len(), |next| {
+                    ((next.first_seqno - first) as usize).min(offsets.len())
+                })
+                .max(i + 1);
+            let run = &offsets[i..end];
+            let start = run[0];
+            let last = *run.last().expect("non-empty");
+            let span =
+                (last.saturating_sub(start)) as usize + segment.layout.header_len() + READ_AHEAD;
+            let buf = self.read_at(segment, start, span)?;
+            for (j, &offset) in run.iter().enumerate() {
+                let at = (offset.checked_sub(start)).map(|a| a as usize);
+                let frame = at.and_then(|at| buf.get(at..));
+                out.push(self.payload(segment, first + (i + j) as u64, offset, frame)?);
+            }
+            i = end;
+        }
+        Ok(out)
+    }
+
+    /// The payload of the frame of `seqno` at `offset`.
+    pub fn read_frame(&self, seqno: u64, offset: u64) -> Result<Vec<u8>, StoreError> {
+        Ok(self
+            .read_frames(seqno, &[offset])?
+            .pop()
+            .expect("one frame"))
+    }
+
+    /// Reads up to `len` bytes at `offset` (fewer at the end of the file).
+    fn read_at(
+        &self,
+        segment: &SegmentFile,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut buf = vec![0u8; len];
+        let mut got = 0;
+        while got < len {
+            match segment.file.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(StoreError::io(&self.path(segment.first_seqno), e)),
+            }
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    /// Checks the frame whose bytes start `prefix` (possibly only partly read) and returns its
+    /// payload, reading the rest of it when the prefix is short.
+    fn payload(
+        &self,
+        segment: &SegmentFile,
+        seqno: u64,
+        offset: u64,
+        prefix: Option<&[u8]>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let header_len = segment.layout.header_len();
+        let owned;
+        let prefix = match prefix {
+            Some(p) if p.len() >= header_len => p,
+            _ => {
+                owned = self.read_at(segment, offset, header_len + READ_AHEAD)?;
+                &owned
+            }
+        };
+        let header = prefix.get(..header_len).ok_or_else(|| {
+            self.corrupt(
+                seqno,
+                offset,
+                "the file ends inside the frame header".into(),
+            )
+        })?;
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+        if len == 0 || len > MAX_PAYLOAD_LEN {
+            return Err(self.corrupt(seqno, offset, format!("impossible frame length {len}")));
+        }
+        let total = header_len + len as usize;
+        let frame = if prefix.len() >= total {
+            prefix[..total].to_vec()
+        } else {
+            let whole = self.read_at(segment, offset, total)?;
+            if whole.len() < total {
+                return Err(self.corrupt(
+                    seqno,
+                    offset,
+                    "the frame extends past the end of the file".into(),
+                ));
+            }
+            whole
+        };
+        let crc = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&frame[8..]) != crc {
+            return Err(self.corrupt(seqno, offset, "frame checksum mismatch".into()));
+        }
+        if segment.layout == FrameLayout::V1 {
+            let stored = u64::from_le_bytes(frame[16..24].try_into().expect("8 bytes"));
+            if stored != seqno {
+                return Err(self.corrupt(
+                    seqno,
+                    offset,
+                    format!("the frame there holds seqno {stored}"),
+                ));
+            }
+            return Ok(frame[FRAME_HEADER_LEN_V1..].to_vec());
+        }
+        Ok(frame[header_len..].to_vec())
+    }
+
+    fn corrupt(&self, seqno: u64, offset: u64, reason: String) -> StoreError {
+        StoreError::Corrupt {
+            file: self.ledger_dir.clone(),
+            offset,
+            txid: format!("(seqno {seqno})"),
+            reason,
+        }
+    }
+}
+
+/// Reads transactions through their frame records.
+pub(crate) struct Transactions<'a> {
+    pub tree: &'a TreeFiles,
+    pub segments: &'a Segments,
+}
+
+impl Transactions<'_> {
+    /// The record of `seqno`, which must have been written.
+    pub fn record(&self, seqno: u64) -> Result<FrameRecord, StoreError> {
+        self.tree
+            .record(seqno)
+            .map_err(|e| StoreError::Tree(e.to_string()))?
+            .filter(|r| r.class != EntryClass::NoTransaction)
+            .ok_or_else(|| StoreError::Tree(format!("no frame record for seqno {seqno}")))
+    }
+
+    /// The stored entry bytes of `seqno`.
+    pub fn payload(&self, seqno: u64) -> Result<Vec<u8>, StoreError> {
+        let record = self.record(seqno)?;
+        self.segments.read_frame(seqno, record.offset)
+    }
+}
+
+impl LeafReader for Transactions<'_> {
+    fn leaves(&self, first: u64, count: u64) -> io::Result<Vec<Hash32>> {
+        let records = self.tree.records(first, count)?;
+        let mut leaves = Vec::with_capacity(records.len());
+        // Leaf 0 has no transaction: it is 32 zero bytes.
+        let skip = usize::from(first == 0);
+        if skip == 1 {
+            leaves.push(Hash32::ZERO);
+        }
+        let offsets: Vec<u64> = records[skip..].iter().map(|r| r.offset).collect();
+        let start = first + skip as u64;
+        let payloads = self
+            .segments
+            .read_frames(start, &offsets)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        for (i, payload) in payloads.iter().enumerate() {
+            let view = EntryView::parse(payload, start + i as u64)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            leaves.push(view.leaf());
+        }
+        Ok(leaves)
+    }
+}
