@@ -664,31 +664,17 @@ impl Ledger {
 
     /// The txid and stored bytes of the transaction at `seqno` (which must be durable).
     fn stored(&self, seqno: u64) -> Result<(TxId, Vec<u8>), StoreError> {
-        let bytes = self.transactions().payload(seqno)?;
-        let view = entry::peek_view(&bytes).map_err(|e| StoreError::Decode {
-            txid: TxId::new(1, seqno).expect("seqno >= 1"),
-            reason: e.to_string(),
-        })?;
-        let txid = TxId::new(view, seqno).ok_or_else(|| StoreError::Decode {
-            txid: TxId::new(1, seqno).expect("seqno >= 1"),
-            reason: "the entry has view 0".into(),
-        })?;
-        Ok((txid, bytes))
+        self.transactions().read(seqno)
     }
 
-    /// The stored bytes of committed transaction `txid` (None if it is not committed, or the
-    /// seqno holds a transaction of another view).
-    fn committed_bytes(&self, txid: TxId) -> Result<Option<Vec<u8>>, StoreError> {
+    /// The stored bytes of committed transaction `txid` (what its write-set digest covers);
+    /// None if it is not committed, or its seqno holds a transaction of another view.
+    pub fn transaction_bytes(&self, txid: TxId) -> Result<Option<Vec<u8>>, StoreError> {
         if self.committed().is_none_or(|c| txid.seqno() > c.seqno()) {
             return Ok(None);
         }
         let (stored, bytes) = self.stored(txid.seqno())?;
         Ok((stored == txid).then_some(bytes))
-    }
-
-    /// The stored bytes of a committed transaction (what its write-set digest covers).
-    pub fn transaction_bytes(&self, txid: TxId) -> Result<Option<Vec<u8>>, StoreError> {
-        self.committed_bytes(txid)
     }
 
     fn decode_entry(
@@ -851,7 +837,7 @@ impl Ledger {
     /// (so a transaction's receipt never changes). `None` if `txid` is not committed, or is the
     /// newest signature transaction, which no signature covers yet.
     pub fn receipt(&self, txid: TxId) -> Result<Option<ReceiptBundle>, StoreError> {
-        let Some(bytes) = self.committed_bytes(txid)? else {
+        let Some(bytes) = self.transaction_bytes(txid)? else {
             return Ok(None);
         };
         let decode = |reason: String| StoreError::Decode { txid, reason };

@@ -7,7 +7,8 @@
 use crate::StoreError;
 use crate::segment::{self, FRAME_HEADER_LEN_V1, FrameLayout, MAX_PAYLOAD_LEN};
 use crate::tree::{EntryClass, FrameRecord, LeafReader, TreeFiles};
-use ledger_core::entry::EntryView;
+use ledger_core::TxId;
+use ledger_core::entry::{self, EntryView};
 use ledger_core::hash::Hash32;
 use std::fs::File;
 use std::io;
@@ -221,10 +222,18 @@ impl Transactions<'_> {
             .ok_or_else(|| StoreError::Tree(format!("no frame record for seqno {seqno}")))
     }
 
-    /// The stored entry bytes of `seqno`.
-    pub fn payload(&self, seqno: u64) -> Result<Vec<u8>, StoreError> {
+    /// The txid and stored entry bytes of `seqno`.
+    pub fn read(&self, seqno: u64) -> Result<(TxId, Vec<u8>), StoreError> {
         let record = self.record(seqno)?;
-        self.segments.read_frame(seqno, record.offset)
+        let bytes = self.segments.read_frame(seqno, record.offset)?;
+        let txid = entry::peek_view(&bytes)
+            .ok()
+            .and_then(|view| TxId::new(view, seqno))
+            .ok_or_else(|| {
+                let reason = "the frame holds no readable entry".into();
+                self.segments.corrupt(seqno, record.offset, reason)
+            })?;
+        Ok((txid, bytes))
     }
 }
 
