@@ -347,7 +347,7 @@ impl Ledger {
         }
         let secret = LedgerSecret::create(&secret_path, &kek)?;
         // The first segment exists (durably) before the writer starts; the writer reopens it.
-        segment::ActiveSegment::create_with(&ledger_dir, 1, &faults::Faults::none())
+        segment::ActiveSegment::create(&ledger_dir, 1)
             .map_err(|e| StoreError::io(&ledger_dir, e))?;
         let mut writes = vec![
             TableWrite {

@@ -5,7 +5,7 @@
 //! ledger was opened is reported as corruption rather than served.
 
 use crate::StoreError;
-use crate::segment::{self, FRAME_HEADER_LEN_V1, FrameLayout, MAX_PAYLOAD_LEN};
+use crate::segment::{self, FrameFault, FrameLayout};
 use crate::tree::{EntryClass, FrameRecord, LeafReader, TreeFiles};
 use ledger_core::TxId;
 use ledger_core::entry::{self, EntryView};
@@ -144,56 +144,26 @@ impl Segments {
         offset: u64,
         prefix: Option<&[u8]>,
     ) -> Result<Vec<u8>, StoreError> {
-        let header_len = segment.layout.header_len();
+        let layout = segment.layout;
         let owned;
         let prefix = match prefix {
-            Some(p) if p.len() >= header_len => p,
+            Some(p) if p.len() >= layout.header_len() => p,
             _ => {
-                owned = self.read_at(segment, offset, header_len + READ_AHEAD)?;
+                owned = self.read_at(segment, offset, layout.header_len() + READ_AHEAD)?;
                 &owned
             }
         };
-        let header = prefix.get(..header_len).ok_or_else(|| {
-            self.corrupt(
-                seqno,
-                offset,
-                "the file ends inside the frame header".into(),
-            )
-        })?;
-        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
-        if len == 0 || len > MAX_PAYLOAD_LEN {
-            return Err(self.corrupt(seqno, offset, format!("impossible frame length {len}")));
-        }
-        let total = header_len + len as usize;
+        let corrupt = |fault: FrameFault| self.corrupt(seqno, offset, fault.to_string());
+        let total = layout.header_len() + layout.declared_len(prefix).map_err(corrupt)? as usize;
+        let whole;
         let frame = if prefix.len() >= total {
-            prefix[..total].to_vec()
+            &prefix[..total]
         } else {
-            let whole = self.read_at(segment, offset, total)?;
-            if whole.len() < total {
-                return Err(self.corrupt(
-                    seqno,
-                    offset,
-                    "the frame extends past the end of the file".into(),
-                ));
-            }
-            whole
+            whole = self.read_at(segment, offset, total)?;
+            &whole
         };
-        let crc = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
-        if crc32c::crc32c(&frame[8..]) != crc {
-            return Err(self.corrupt(seqno, offset, "frame checksum mismatch".into()));
-        }
-        if segment.layout == FrameLayout::V1 {
-            let stored = u64::from_le_bytes(frame[16..24].try_into().expect("8 bytes"));
-            if stored != seqno {
-                return Err(self.corrupt(
-                    seqno,
-                    offset,
-                    format!("the frame there holds seqno {stored}"),
-                ));
-            }
-            return Ok(frame[FRAME_HEADER_LEN_V1..].to_vec());
-        }
-        Ok(frame[header_len..].to_vec())
+        let location = layout.check_frame_of(frame, seqno).map_err(corrupt)?;
+        Ok(frame[location.payload_offset() as usize..].to_vec())
     }
 
     fn corrupt(&self, seqno: u64, offset: u64, reason: String) -> StoreError {

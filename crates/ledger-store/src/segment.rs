@@ -247,6 +247,30 @@ impl FrameLayout {
         }
     }
 
+    /// The payload length the frame header at the start of `bytes` declares, if it is a
+    /// possible one (checked before anything that size is read or allocated).
+    pub(crate) fn declared_len(self, bytes: &[u8]) -> Result<u32, FrameFault> {
+        let header = bytes
+            .get(..self.header_len())
+            .ok_or(FrameFault::ShortHeader)?;
+        let len = le_u32(&header[0..4]);
+        if len == 0 || len > MAX_PAYLOAD_LEN {
+            return Err(FrameFault::BadLength(len));
+        }
+        Ok(len)
+    }
+
+    /// Checks a frame read back on its own (`bytes` start with it), which must be the frame
+    /// of `seqno`: the same checks as a scan, with the predecessor's view unknown.
+    pub(crate) fn check_frame_of(
+        self,
+        bytes: &[u8],
+        seqno: u64,
+    ) -> Result<FrameLocation, FrameFault> {
+        // Views are >= 1, so a predecessor of view 1 constrains only the seqno.
+        self.check_frame(bytes, 0, TxId::new(1, seqno - 1))
+    }
+
     /// Checks the frame at `pos`, which must follow `prev`.
     fn check_frame(
         self,
@@ -255,13 +279,8 @@ impl FrameLayout {
         prev: Option<TxId>,
     ) -> Result<FrameLocation, FrameFault> {
         let header_len = self.header_len();
-        let header = bytes
-            .get(pos..pos + header_len)
-            .ok_or(FrameFault::ShortHeader)?;
-        let len = le_u32(&header[0..4]);
-        if len == 0 || len > MAX_PAYLOAD_LEN {
-            return Err(FrameFault::BadLength(len));
-        }
+        let len = self.declared_len(&bytes[pos..])?;
+        let header = &bytes[pos..pos + header_len];
         let end = pos + header_len + len as usize;
         if end > bytes.len() {
             return Err(FrameFault::PastEndOfFile);
