@@ -4,34 +4,13 @@
 //! once the filesystem is grown writes succeed again without restarting the server. Needs root
 //! (mount); without it the test says SKIPPED loudly and passes.
 
+#[path = "../../ledger-store/tests/common/mount.rs"]
+mod mount;
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use mount::{Mount, mount};
 use std::time::{Duration, Instant};
 use support::*;
-
-/// Unmounts (lazily) when dropped; declared before the server so the server is killed first.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn mount(args: &[&str], dir: &Path) -> Result<(), String> {
-    let out = Command::new("mount")
-        .args(args)
-        .arg(dir)
-        .output()
-        .map_err(|e| format!("running mount: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
-}
 
 #[tokio::test]
 async fn full_disk_refuses_writes_keeps_reads_and_recovers() {

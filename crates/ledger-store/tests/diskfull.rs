@@ -6,35 +6,12 @@
 
 mod common;
 
+use common::mount::{Mount, mount};
 use common::*;
 use ledger_core::TxId;
 use ledger_core::entry::ApplicationEntry;
 use ledger_store::{AppendError, FaultKind, Ledger, StoreConfig, WriteRequest, audit};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Unmounts (lazily) when dropped, so a failing test leaves no mount behind.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn mount(args: &[&str], dir: &Path) -> Result<(), String> {
-    let out = Command::new("mount")
-        .args(args)
-        .arg(dir)
-        .output()
-        .map_err(|e| format!("running mount: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
-}
 
 fn config() -> StoreConfig {
     StoreConfig {

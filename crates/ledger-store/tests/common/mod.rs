@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod mount;
+
 use ledger_core::TxId;
 use ledger_core::entry::{ApplicationEntry, EntryView, TxKind};
 use ledger_core::hash::sha256;
