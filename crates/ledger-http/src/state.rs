@@ -178,6 +178,11 @@ fn append_error(e: AppendError) -> ApiError {
             "The ledger cannot write ({reason}); nothing was written."
         )),
         AppendError::Unavailable(fault) => storage_fault_error(&fault),
+        // A follower's store; the HTTP layer does not run on one yet (replication forwards or
+        // redirects writes to the primary).
+        e @ (AppendError::NotPrimary | AppendError::Refused(_)) => ApiError::StorageUnavailable(
+            format!("This node cannot take the write ({e}); nothing was written."),
+        ),
         AppendError::Indeterminate(reason) => ApiError::WriteIndeterminate(format!(
             "The write may be on disk but could not be committed ({reason}). If it reached the \
              disk it is committed when storage recovers or the ledger restarts; check the status \

@@ -24,9 +24,11 @@ pub mod crypto;
 pub mod faults;
 pub mod guard;
 pub mod index;
+mod log;
 mod reader;
 mod recovery;
 pub mod segment;
+mod sequencer;
 pub mod tree;
 mod writer;
 
@@ -47,12 +49,13 @@ use reader::{Segments, Transactions};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tree::{EntryClass, TreeFiles, TreeNodes};
-use writer::{Pending, Submission, Writer};
+use writer::{Command, Control, Submission, Writer, WriterStart};
 
 /// What the writer reports as it works, for metrics. Called on the writer thread; must not
 /// block.
@@ -74,9 +77,25 @@ pub trait StoreObserver: Send + Sync {
     fn storage_fault(&self, fault: &StorageFault);
 }
 
+/// Who moves this node's commit point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// One node: it sequences and signs its clients' writes, and a transaction is committed as
+    /// soon as a signature after it is durable here.
+    #[default]
+    Standalone,
+    /// A replica: it takes a primary's encoded transactions unchanged
+    /// ([`Ledger::append_encoded`]), never signs, and commits only through
+    /// [`Ledger::commit_through`] (what consensus has committed). Clients' writes are refused
+    /// with [`AppendError::NotPrimary`].
+    Follower,
+}
+
 /// Tunables of the store. The defaults keep commit latency in single-digit milliseconds.
 #[derive(Clone)]
 pub struct StoreConfig {
+    /// Who moves the commit point (see [`Role`]).
+    pub role: Role,
     /// Sign once this many transactions are waiting for a signature...
     pub sign_every: u64,
     /// ...or once this long has passed since the last signature, whichever comes first.
@@ -104,6 +123,7 @@ pub struct StoreConfig {
 impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig")
+            .field("role", &self.role)
             .field("sign_every", &self.sign_every)
             .field("sign_interval", &self.sign_interval)
             .field("max_batch", &self.max_batch)
@@ -122,6 +142,7 @@ impl std::fmt::Debug for StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            role: Role::Standalone,
             sign_every: writer::SIGN_EVERY,
             sign_interval: writer::SIGN_INTERVAL,
             max_batch: 8192,
@@ -187,6 +208,8 @@ pub enum StoreError {
     UnknownNode(Hash32),
     #[error("the ledger stopped accepting writes: {0}")]
     Append(#[from] AppendError),
+    #[error("a follower cannot create a ledger: it receives its primary's ledger")]
+    FollowerCannotCreate,
 }
 
 impl StoreError {
@@ -217,6 +240,29 @@ pub enum AppendError {
     /// storage recovers or when the ledger is next opened, if it reached the disk.
     #[error("the write may be on disk but could not be committed now: {0}")]
     Indeterminate(String),
+    /// This node is a follower: writes go to the primary.
+    #[error("this node is not the primary; send writes to the primary")]
+    NotPrimary,
+    /// A follower refused what it was asked to append or commit; nothing was written.
+    #[error("{0}")]
+    Refused(FollowerRefusal),
+}
+
+/// Why a follower's log refused a primary's transactions or a commit point.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FollowerRefusal {
+    #[error("only a follower takes encoded transactions or a commit point from outside")]
+    NotFollower,
+    #[error("transaction {got} is out of sequence: the next seqno here is {expected}")]
+    OutOfSequence { expected: u64, got: TxId },
+    #[error("transaction {got} goes back to an older view than {view}")]
+    ViewRegressed { view: u64, got: TxId },
+    #[error("transaction {txid} is malformed: {reason}")]
+    Malformed { txid: TxId, reason: String },
+    #[error("signature transaction {txid} signs a root that differs from this node's tree")]
+    RootMismatch { txid: TxId },
+    #[error("cannot commit through seqno {seqno}: only {durable} is durable here")]
+    BeyondDurable { seqno: u64, durable: u64 },
 }
 
 /// Called once, on the writer thread, when a submitted transaction is committed or has failed.
@@ -311,7 +357,8 @@ impl Shared {
 
 pub struct Ledger {
     shared: Arc<Shared>,
-    queue: Mutex<Option<SyncSender<Submission>>>,
+    role: Role,
+    queue: Mutex<Option<SyncSender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -331,6 +378,9 @@ impl Ledger {
         node: NodeIdentity,
         genesis: Genesis,
     ) -> Result<Ledger, StoreError> {
+        if config.role == Role::Follower {
+            return Err(StoreError::FollowerCannotCreate);
+        }
         let ledger_dir = dir.join(LEDGER_DIR);
         if ledger_dir.exists()
             && !segment::list_segments(&ledger_dir)
@@ -454,49 +504,53 @@ impl Ledger {
             committed_changed: Condvar::new(),
             queued: AtomicUsize::new(0),
         });
-        let last_seqno = recovered.last.map_or(0, TxId::seqno);
-        let signed_seqno = committed.map_or(0, TxId::seqno);
-        let unsigned = (signed_seqno + 1..=last_seqno)
-            .map(|s| Pending {
-                txid: TxId::new(recovered.last.expect("non-empty").view(), s).expect(">= 1"),
-                done: None,
-                submitted: None,
-            })
-            .collect();
+        let last_signature = recovered.last_signature.as_ref().map(|(t, r)| {
+            (
+                *t,
+                guard::SignedPoint {
+                    seqno: t.seqno(),
+                    root: r.root,
+                },
+            )
+        });
+        let sequencer = sequencer::Sequencer::new(
+            recovered.last,
+            recovered.tree,
+            signing_key,
+            node_id,
+            last_signature.map(|(_, p)| p),
+            config.sign_every,
+            config.sign_interval,
+        );
         let writer = Writer::new(
             shared.clone(),
             config.clone(),
-            ledger_dir,
-            active,
-            recovered.tree,
-            guard,
-            signing_key,
-            node_id,
-            recovered.last.map_or(1, TxId::view),
-            last_seqno + 1,
-            unsigned,
-            recovered
-                .last_signature
-                .as_ref()
-                .map(|(t, r)| guard::SignedPoint {
-                    seqno: t.seqno(),
-                    root: r.root,
-                }),
+            WriterStart {
+                log: log::SegmentLog::new(ledger_dir.clone(), active, config.segment_max_bytes),
+                ledger_dir,
+                sequencer,
+                guard,
+                committed: last_signature,
+                uncommitted_ops: recovered.uncommitted_ops,
+            },
         );
-        let (queue, receiver) = mpsc::sync_channel(config.queue_capacity);
+        let (queue, receiver): (_, Receiver<Command>) = mpsc::sync_channel(config.queue_capacity);
         let handle = std::thread::Builder::new()
             .name("cledger-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| StoreError::io(dir, e))?;
         let ledger = Ledger {
+            role: config.role,
             shared,
             queue: Mutex::new(Some(queue)),
             writer: Mutex::new(Some(handle)),
         };
 
-        // The genesis transaction, or registering a node key this ledger has not seen yet.
+        // The genesis transaction, or registering a node key this ledger has not seen yet (a
+        // follower's key is registered by its primary).
         let first_writes = match genesis {
             Some(writes) => Some(writes),
+            None if config.role == Role::Follower => None,
             None if ledger.node_certificate(&node_id)?.as_deref()
                 != Some(node_cert_pem.as_str()) =>
             {
@@ -524,6 +578,9 @@ impl Ledger {
             }
             WriteRequest::Governance(writes) => (TxBody::Governance(writes), Hash32::ZERO),
         };
+        if self.role == Role::Follower {
+            return Err(AppendError::NotPrimary);
+        }
         if let Some(refused) = self.shared.refusal() {
             return Err(refused);
         }
@@ -531,12 +588,12 @@ impl Ledger {
         let queue = queue.as_ref().ok_or(AppendError::Closed)?;
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         queue
-            .try_send(Submission {
+            .try_send(Command::Submit(Submission {
                 body,
                 claims_digest,
                 done,
                 submitted: Instant::now(),
-            })
+            }))
             .map_err(|e| {
                 self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                 match e {
@@ -544,6 +601,37 @@ impl Ledger {
                     TrySendError::Disconnected(_) => AppendError::Closed,
                 }
             })
+    }
+
+    /// A follower's append: the primary's encoded transactions, byte for byte, made durable
+    /// here (one write, one fsync). Each must be the next seqno; they are checked (decoding,
+    /// commit evidence, signatures against this node's tree) before anything is written.
+    /// Returns the newest durable txid. Nothing appended is visible to readers until
+    /// [`Ledger::commit_through`] commits it.
+    pub fn append_encoded(&self, txs: Vec<(TxId, Vec<u8>)>) -> Result<Option<TxId>, AppendError> {
+        self.control(|reply| Control::AppendEncoded { txs, reply })
+    }
+
+    /// A follower's commit point: commits every durable transaction through the last
+    /// signature at or before `seqno` (a transaction is committed only once a signature covers
+    /// it), applying their index and governance changes. Returns the committed txid.
+    pub fn commit_through(&self, seqno: u64) -> Result<Option<TxId>, AppendError> {
+        self.control(|reply| Control::CommitThrough { seqno, reply })
+    }
+
+    fn control<T>(&self, make: impl FnOnce(writer::Reply<T>) -> Control) -> Result<T, AppendError> {
+        if self.role != Role::Follower {
+            return Err(AppendError::Refused(FollowerRefusal::NotFollower));
+        }
+        let (reply, answer) = mpsc::sync_channel(1);
+        {
+            let queue = self.queue.lock().expect("queue lock");
+            let queue = queue.as_ref().ok_or(AppendError::Closed)?;
+            queue
+                .send(Command::Control(make(reply)))
+                .map_err(|_| AppendError::Closed)?;
+        }
+        answer.recv().unwrap_or(Err(AppendError::Closed))
     }
 
     /// The transaction written with idempotency key digest `key_digest`, and when (Unix

@@ -48,6 +48,9 @@ pub(crate) struct Recovered {
     /// End offset of the last intact frame in the last segment.
     pub active_len: u64,
     pub tree: TreeWriter,
+    /// Index changes of the durable transactions after the last signature: not committed, so
+    /// not in the index (the writer applies them when a signature commits them).
+    pub uncommitted_ops: Vec<(TxId, IndexOp)>,
 }
 
 const REPLAY_CHUNK: usize = 10_000;
@@ -190,8 +193,10 @@ pub(crate) fn recover(
                 last_signature = Some((frame.txid, record.clone()));
             }
             if seqno > indexed_through {
+                let is_signature = view.kind == ledger_core::entry::TxKind::Signature;
                 ops.push((frame.txid, index_op(body.expect("decoded above"))));
-                if ops.len() >= REPLAY_CHUNK {
+                // Only what a signature covers is committed, so only that is indexed.
+                if is_signature && ops.len() >= REPLAY_CHUNK {
                     report.index_replayed += ops.len() as u64;
                     index.apply(&ops, None).map_err(StoreError::Index)?;
                     ops.clear();
@@ -219,6 +224,8 @@ pub(crate) fn recover(
         TreeFiles::reset(tree_dir).map_err(|e| StoreError::io(tree_dir, e))?;
         return recover(ledger_dir, secret, index, tree_dir, guard, true);
     }
+    let signed_through = last_signature.as_ref().map_or(0, |(t, _)| t.seqno());
+    let uncommitted_ops = ops.split_off(ops.partition_point(|(t, _)| t.seqno() <= signed_through));
     report.index_replayed += ops.len() as u64;
     index.apply(&ops, None).map_err(StoreError::Index)?;
     report.segments = kept_segments.len();
@@ -267,6 +274,7 @@ pub(crate) fn recover(
             active,
             active_len,
             tree,
+            uncommitted_ops,
         },
         tree_files,
     ))

@@ -1,13 +1,17 @@
-//! The writer: one thread that sequences, encodes and durably appends transactions in groups.
+//! The writer: one thread that owns the write path and runs its three stages in order —
+//! the [`Sequencer`] (seqnos, encoding, sealing, leaves, signatures), the [`SegmentLog`] (one
+//! `write` and one `fdatasync` per batch: *durable here*), and the commit point,
+//! [`Writer::commit`] (*committed*): the only code that applies index and governance changes,
+//! advances the committed txid and completes waiting requests. A reader sees nothing that is
+//! not committed.
 //!
-//! Per batch: assign seqnos, encode and seal each transaction, compute its leaf, add a
-//! signature transaction when it is due (the queue is empty, or `sign_every` transactions or
-//! `sign_interval` have passed since the last one), then one `write` and one
-//! `fdatasync` for the whole batch. Only after that are the tree files and indexes updated and
-//! the new commit point published; a transaction is reported committed once it is durable
-//! *and* covered by a durable signature, so its receipt can be served at once.
+//! What moves the commit point depends on the node's [`Role`]. A standalone node commits
+//! through each signature as soon as it is durable, so a write is acknowledged after one
+//! fsync. A follower takes a primary's encoded transactions unchanged
+//! ([`Control::AppendEncoded`]) and commits only when told how far consensus has committed
+//! ([`Control::CommitThrough`]), always at a signature, as CCF does.
 //!
-//! If the append fails, nothing of the batch is published and its seqnos are not consumed.
+//! If an append fails, nothing of the batch is published and its seqnos are not consumed.
 //! What happens next depends on the fault (`docs/FORMAT.md` §9): a full or read-only
 //! filesystem (or an `EIO` on a write that could be cut back) makes the store *degraded*: the
 //! batch is cut back off the segment, writes are refused with the fault, reads go on, and a
@@ -17,25 +21,21 @@
 //! failed fsync the page cache cannot be trusted, so only recovery re-reading the disk can say
 //! what is there (PostgreSQL's "fsyncgate" lesson).
 
-use crate::crypto::LedgerSecret;
 use crate::faults::{FaultKind, Faults, StorageFault, StorageOp};
 use crate::guard::{ForkGuard, GuardError, SignedPoint};
 use crate::index::IndexOp;
-use crate::reader::SegmentFile;
-use crate::recovery::{self, index_op};
-use crate::segment::FrameLayout;
-use crate::segment::{self, ActiveSegment, AppendFailure};
-use crate::tree::{EntryClass, FrameRecord, TreeWriter};
-use crate::{AppendError, Completion, Shared, StoreConfig};
+use crate::log::{AppendOutcome, SegmentLog};
+use crate::recovery;
+use crate::sequencer::{SequenceError, Sequenced, Sequencer};
+use crate::{AppendError, Completion, FollowerRefusal, Role, Shared, StoreConfig};
 use ledger_core::TxId;
-use ledger_core::entry::{self, EntryView, SignatureRecord, TxBody};
+use ledger_core::entry::TxBody;
 use ledger_core::hash::Hash32;
-use ledger_core::signing::NodeSigningKey;
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
 /// A transaction waiting to be sequenced.
@@ -46,7 +46,7 @@ pub(crate) struct Submission {
     pub submitted: Instant,
 }
 
-/// A durable transaction waiting for a signature (or for being published).
+/// A durable transaction waiting to be committed.
 pub(crate) struct Pending {
     pub txid: TxId,
     /// Taken when the submitter has been answered.
@@ -54,11 +54,31 @@ pub(crate) struct Pending {
     pub submitted: Option<Instant>,
 }
 
-/// Durable in the segments, not yet published (derived files behind).
-struct Unpublished {
-    last: TxId,
-    /// The newest durable signature among the unpublished transactions.
-    signature: Option<TxId>,
+/// Where the writer sends the answer to a [`Command`] other than a submission.
+pub(crate) type Reply<T> = SyncSender<Result<T, AppendError>>;
+
+/// What the writer thread is asked to do.
+pub(crate) enum Command {
+    /// A client's write (a primary's): sequenced, made durable, committed.
+    Submit(Submission),
+    /// Anything else; handled between batches.
+    Control(Control),
+}
+
+/// Requests that drive a follower's log.
+pub(crate) enum Control {
+    /// Append a primary's encoded transactions unchanged; answered with the newest durable
+    /// txid once they are durable.
+    AppendEncoded {
+        txs: Vec<(TxId, Vec<u8>)>,
+        reply: Reply<Option<TxId>>,
+    },
+    /// Commit through the last durable signature at or before `seqno`; answered with the
+    /// committed txid.
+    CommitThrough {
+        seqno: u64,
+        reply: Reply<Option<TxId>>,
+    },
 }
 
 enum Health {
@@ -73,77 +93,83 @@ enum Health {
     Poisoned(AppendError),
 }
 
-pub(crate) struct Writer {
-    pub shared: Arc<Shared>,
-    pub config: StoreConfig,
+/// A signature transaction and the root it signs.
+type SignatureAt = (TxId, SignedPoint);
+
+/// Where the writer starts from: what recovery found.
+pub(crate) struct WriterStart {
     pub ledger_dir: PathBuf,
-    pub segment: ActiveSegment,
-    pub tree: TreeWriter,
+    pub log: SegmentLog,
+    pub sequencer: Sequencer,
     pub guard: ForkGuard,
-    pub key: NodeSigningKey,
-    pub node_id: Hash32,
-    pub view: u64,
-    pub next_seqno: u64,
-    /// Durable transactions not yet covered by a published signature, with their completions.
-    pub unsigned: Vec<Pending>,
-    pub last_signature: Option<SignedPoint>,
-    pub last_signature_at: Instant,
-    pub last_checkpoint_at: Instant,
-    pub faults: Faults,
+    /// The newest durable signature, committed by recovery.
+    pub committed: Option<SignatureAt>,
+    /// Index changes of the durable transactions after it (not committed yet).
+    pub uncommitted_ops: Vec<(TxId, IndexOp)>,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    config: StoreConfig,
+    ledger_dir: PathBuf,
+    sequencer: Sequencer,
+    log: SegmentLog,
+    guard: ForkGuard,
+    faults: Faults,
     health: Health,
-    unpublished: Option<Unpublished>,
-    /// Index updates of durable transactions not yet applied.
+    /// Durable transactions not yet committed, with their submitters' completions.
+    uncommitted: Vec<Pending>,
+    /// Durable signatures not yet committed, ascending.
+    uncommitted_signatures: Vec<SignatureAt>,
+    /// The signature through which transactions may be committed now; `committed` catches up
+    /// with it in [`Writer::commit`] (it lags only while the index cannot be written).
+    commit_target: Option<SignatureAt>,
+    /// The newest committed signature (what checkpoints record in the fork guard).
+    committed: Option<SignatureAt>,
+    /// Index updates of durable transactions not yet applied: those not yet committed, and
+    /// committed ones a failed index commit left behind.
     index_ops: Vec<(TxId, IndexOp)>,
     /// The index lost updates (a failed commit): re-derive it from the segments.
     index_resync: bool,
+    /// A batch is durable but the tree files and the published durable txid do not show it.
+    durable_unpublished: bool,
+    last_checkpoint_at: Instant,
 }
 
 impl Writer {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        shared: Arc<Shared>,
-        config: StoreConfig,
-        ledger_dir: PathBuf,
-        segment: ActiveSegment,
-        tree: TreeWriter,
-        guard: ForkGuard,
-        key: NodeSigningKey,
-        node_id: Hash32,
-        view: u64,
-        next_seqno: u64,
-        unsigned: Vec<Pending>,
-        last_signature: Option<SignedPoint>,
-    ) -> Writer {
+    pub fn new(shared: Arc<Shared>, config: StoreConfig, start: WriterStart) -> Writer {
         let faults = Faults(config.faults.clone());
         Writer {
             shared,
             config,
-            ledger_dir,
-            segment,
-            tree,
-            guard,
-            key,
-            node_id,
-            view,
-            next_seqno,
-            unsigned,
-            last_signature,
-            last_signature_at: Instant::now(),
-            last_checkpoint_at: Instant::now(),
+            ledger_dir: start.ledger_dir,
+            sequencer: start.sequencer,
+            log: start.log,
+            guard: start.guard,
             faults,
             health: Health::Healthy,
-            unpublished: None,
-            index_ops: Vec::new(),
+            uncommitted: Vec::new(),
+            uncommitted_signatures: Vec::new(),
+            commit_target: start.committed,
+            committed: start.committed,
+            index_ops: start.uncommitted_ops,
             index_resync: false,
+            durable_unpublished: false,
+            last_checkpoint_at: Instant::now(),
         }
+    }
+
+    /// Whether this node signs (a follower only takes signatures from its primary).
+    fn signs(&self) -> bool {
+        self.config.role == Role::Standalone
     }
 
     fn received(&self, n: usize) {
         self.shared.queued.fetch_sub(n, Ordering::Relaxed);
     }
 
-    pub fn run(mut self, queue: Receiver<Submission>) {
-        if !self.unsigned.is_empty() {
+    pub fn run(mut self, queue: Receiver<Command>) {
+        if self.signs() && self.sequencer.unsigned() > 0 {
             // Durable but unsigned transactions from before a restart: sign them first.
             self.process(Vec::new(), true);
         }
@@ -151,10 +177,7 @@ impl Writer {
             if let Health::Degraded { next_probe, .. } = &self.health {
                 let wait = next_probe.saturating_duration_since(Instant::now());
                 match queue.recv_timeout(wait) {
-                    Ok(s) => {
-                        self.received(1);
-                        self.refuse(s);
-                    }
+                    Ok(command) => self.refuse(command),
                     Err(RecvTimeoutError::Timeout) => self.try_recover(),
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
@@ -162,43 +185,57 @@ impl Writer {
             }
             if matches!(self.health, Health::Poisoned(_)) {
                 match queue.recv() {
-                    Ok(s) => {
-                        self.received(1);
-                        self.refuse(s);
+                    Ok(command) => {
+                        self.refuse(command);
                         continue;
                     }
                     Err(_) => break,
                 }
             }
-            let first = if self.unsigned.is_empty() {
-                match queue.recv() {
-                    Ok(s) => Some(s),
-                    Err(_) => break,
-                }
-            } else {
-                let deadline = self.last_signature_at + self.config.sign_interval;
-                match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(s) => Some(s),
+            let first = if self.signs() && self.sequencer.unsigned() > 0 {
+                let wait = self
+                    .sequencer
+                    .signature_deadline()
+                    .saturating_duration_since(Instant::now());
+                match queue.recv_timeout(wait) {
+                    Ok(command) => Some(command),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
+            } else {
+                match queue.recv() {
+                    Ok(command) => Some(command),
+                    Err(_) => break,
+                }
             };
-            let mut batch: Vec<Submission> = first.into_iter().collect();
+            let mut batch = Vec::new();
+            let mut control = None;
+            match first {
+                Some(Command::Submit(s)) => batch.push(s),
+                Some(Command::Control(c)) => control = Some(c),
+                None => {}
+            }
             let mut idle = false;
-            while batch.len() < self.config.max_batch {
+            while control.is_none() && batch.len() < self.config.max_batch {
                 match queue.try_recv() {
-                    Ok(s) => batch.push(s),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
-                        idle = true;
-                        break;
-                    }
+                    Ok(Command::Submit(s)) => batch.push(s),
+                    Ok(Command::Control(c)) => control = Some(c),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => idle = true,
+                }
+                if idle {
+                    break;
                 }
             }
             self.received(batch.len());
-            // Nothing else is waiting: sign now rather than make this batch wait for the
-            // interval and a second fsync. Under load the queue is never empty and the
-            // count/interval cadence bounds the signing cost.
-            self.process(batch, idle);
+            if control.is_none() || !batch.is_empty() {
+                // Nothing else is waiting: sign now rather than make this batch wait for the
+                // interval and a second fsync. Under load the queue is never empty and the
+                // count/interval cadence bounds the signing cost.
+                self.process(batch, idle);
+            }
+            if let Some(command) = control {
+                self.control(command);
+            }
         }
         // Closing: everything submitted has been processed; sign the rest and checkpoint.
         if matches!(self.health, Health::Degraded { .. }) {
@@ -206,7 +243,7 @@ impl Writer {
             self.try_recover();
         }
         if matches!(self.health, Health::Healthy) {
-            if !self.unsigned.is_empty() {
+            if self.signs() && self.sequencer.unsigned() > 0 {
                 self.process(Vec::new(), true);
             }
             if let Err(fault) = self.checkpoint() {
@@ -215,7 +252,7 @@ impl Writer {
         }
     }
 
-    /// The answer to a submission while writes are refused.
+    /// The answer to anything asked while writes are refused.
     fn refusal(&self) -> Option<AppendError> {
         match &self.health {
             Health::Healthy => None,
@@ -224,13 +261,24 @@ impl Writer {
         }
     }
 
-    fn refuse(&self, s: Submission) {
+    fn refuse(&self, command: Command) {
         let e = self
             .refusal()
             .unwrap_or_else(|| AppendError::Failed("writes are refused".into()));
-        (s.done)(Err(e));
+        match command {
+            Command::Submit(s) => {
+                self.received(1);
+                (s.done)(Err(e));
+            }
+            Command::Control(
+                Control::AppendEncoded { reply, .. } | Control::CommitThrough { reply, .. },
+            ) => {
+                let _ = reply.send(Err(e));
+            }
+        }
     }
 
+    /// A primary's batch: sequence it, make it durable, commit what a signature covers.
     fn process(&mut self, batch: Vec<Submission>, sign_now: bool) {
         if let Some(e) = self.refusal() {
             for s in batch {
@@ -238,19 +286,25 @@ impl Writer {
             }
             return;
         }
-        let mut tree = self.tree.clone();
-        let mut buf = Vec::new();
-        let mut ops: Vec<(TxId, IndexOp)> = Vec::with_capacity(batch.len() + 1);
-        let mut batch_txs: Vec<Pending> = Vec::with_capacity(batch.len());
-        let mut seqno = self.next_seqno;
-        let base = match self.segment_for_batch() {
+        if !self.signs() {
+            for s in batch {
+                (s.done)(Err(AppendError::NotPrimary));
+            }
+            return;
+        }
+        let base = match self.log.position_for_batch(
+            self.sequencer.next_seqno(),
+            &self.shared.segments,
+            &self.faults,
+        ) {
             Ok(base) => base,
             Err(e) => {
                 let fault = StorageFault::new(StorageOp::SegmentCreate, &e, true);
+                let txid = self.sequencer.next_txid();
                 let pending = batch
                     .into_iter()
                     .map(|s| Pending {
-                        txid: TxId::new(self.view, self.next_seqno).expect(">= 1"),
+                        txid,
                         done: Some(s.done),
                         submitted: None,
                     })
@@ -258,104 +312,123 @@ impl Writer {
                 return self.on_fault(fault, 4096, pending);
             }
         };
-        for sub in batch {
-            let txid = TxId::new(self.view, seqno).expect("view and seqno are >= 1");
-            let Some(bytes) = self.encode(txid, &sub.body, &sub.claims_digest) else {
-                (sub.done)(Err(AppendError::Failed(
-                    "the OS random number generator failed".into(),
-                )));
-                continue;
-            };
-            let leaf = EntryView::parse(&bytes, seqno)
-                .expect("we just encoded it")
-                .leaf();
-            let offset = push_frame(&mut buf, base, &bytes);
-            tree.push(
-                leaf,
-                FrameRecord::new(offset, EntryClass::of(&sub.body), &leaf),
-            );
-            ops.push((txid, index_op(sub.body)));
-            batch_txs.push(Pending {
-                txid,
-                done: Some(sub.done),
-                submitted: Some(sub.submitted),
-            });
-            seqno += 1;
-        }
-        let pending = self.unsigned.len() + batch_txs.len();
-        let due = pending as u64 >= self.config.sign_every
-            || self.last_signature_at.elapsed() >= self.config.sign_interval
-            || sign_now;
-        let mut signed = None;
-        if pending > 0 && due {
-            let txid = TxId::new(self.view, seqno).expect("view and seqno are >= 1");
-            // A signature at seqno s signs the root of leaves 0..s, i.e. everything before it.
-            let root = tree.root().expect("leaf 0 is always present");
-            if let Some(g) = self
-                .guard
-                .last()
-                .filter(|g| g.seqno == seqno && g.root != root)
-            {
-                let reason = format!(
-                    "refusing to sign seqno {} with root {root}: this node already signed root {} there (fork guard)",
-                    g.seqno, g.root
-                );
+        let sequenced =
+            self.sequencer
+                .sequence(batch, base, sign_now, &self.shared.secret, &self.guard);
+        match sequenced {
+            Ok(sequenced) => self.make_durable(sequenced),
+            Err((SequenceError::ForkGuard(reason), txs)) => {
                 // Nothing of this batch was written.
-                for p in batch_txs {
+                for p in txs {
                     if let Some(done) = p.done {
                         done(Err(AppendError::Failed(reason.clone())));
                     }
                 }
-                return self.poison(AppendError::Failed(reason), None, Vec::new());
+                self.poison(AppendError::Failed(reason), None, Vec::new());
             }
-            let record = SignatureRecord {
-                node_id: self.node_id,
-                root,
-                signature: self.key.sign_root(&root),
-            };
-            let body = TxBody::Signature(record);
-            let bytes = self
-                .encode(txid, &body, &Hash32::ZERO)
-                .expect("signatures have no private part");
-            let leaf = EntryView::parse(&bytes, seqno)
-                .expect("just encoded")
-                .leaf();
-            let offset = push_frame(&mut buf, base, &bytes);
-            tree.push(leaf, FrameRecord::new(offset, EntryClass::Signature, &leaf));
-            ops.push((txid, IndexOp::Signature));
-            signed = Some(SignedPoint { seqno, root });
-            seqno += 1;
         }
-        if buf.is_empty() {
+    }
+
+    /// A request other than a submission.
+    fn control(&mut self, control: Control) {
+        if self.refusal().is_some() {
+            return self.refuse(Command::Control(control));
+        }
+        match control {
+            Control::AppendEncoded { txs, reply } => {
+                let _ = reply.send(self.append_encoded(&txs));
+            }
+            Control::CommitThrough { seqno, reply } => {
+                let _ = reply.send(self.commit_through(seqno));
+            }
+        }
+    }
+
+    fn append_encoded(&mut self, txs: &[(TxId, Vec<u8>)]) -> Result<Option<TxId>, AppendError> {
+        if self.signs() {
+            return Err(AppendError::Refused(FollowerRefusal::NotFollower));
+        }
+        if txs.is_empty() {
+            return Ok(self.sequencer.last());
+        }
+        let next = self.sequencer.next_seqno();
+        let base = self
+            .log
+            .position_for_batch(next, &self.shared.segments, &self.faults)
+            .map_err(|e| {
+                let fault = StorageFault::new(StorageOp::SegmentCreate, &e, true);
+                self.on_fault(fault.clone(), 4096, Vec::new());
+                AppendError::Unavailable(fault)
+            })?;
+        let sequenced = self
+            .sequencer
+            .accept(txs, base, &self.shared.secret)
+            .map_err(AppendError::Refused)?;
+        self.make_durable(sequenced);
+        match self.refusal() {
+            Some(e) => Err(e),
+            None => Ok(self.sequencer.last()),
+        }
+    }
+
+    fn commit_through(&mut self, seqno: u64) -> Result<Option<TxId>, AppendError> {
+        if self.signs() {
+            return Err(AppendError::Refused(FollowerRefusal::NotFollower));
+        }
+        let durable = self.sequencer.last().map_or(0, TxId::seqno);
+        if seqno > durable {
+            return Err(AppendError::Refused(FollowerRefusal::BeyondDurable {
+                seqno,
+                durable,
+            }));
+        }
+        let covered = self
+            .uncommitted_signatures
+            .partition_point(|(t, _)| t.seqno() <= seqno);
+        if covered > 0 {
+            self.commit_target = Some(self.uncommitted_signatures[covered - 1]);
+        }
+        if let Err(fault) = self.finish_derived() {
+            self.on_fault(fault.clone(), 0, Vec::new());
+            return Err(AppendError::Unavailable(fault));
+        }
+        Ok(self.committed.map(|(t, _)| t))
+    }
+
+    /// Appends a sequenced batch to the log; once durable, moves the sequencer on, brings the
+    /// derived files up and (standalone) commits through the batch's signature.
+    fn make_durable(&mut self, mut batch: Sequenced) {
+        if batch.frames.is_empty() {
             return;
         }
         let started = Instant::now();
-        if let Err(failure) = self.segment.append(&buf, &self.faults) {
-            return self.append_failed(failure, batch_txs, buf.len());
+        if let Err(outcome) = self.log.append(&batch.frames, &self.faults) {
+            let (len, txs) = (batch.frames.len(), batch.txs);
+            return match outcome {
+                AppendOutcome::CutBack(fault) => self.degrade(fault, len, txs),
+                AppendOutcome::Unknown(fault) => {
+                    self.poison(AppendError::Unavailable(fault.clone()), Some(fault), txs)
+                }
+            };
         }
         if let Some(observer) = &self.config.observer {
             observer.batch_durable(
-                batch_txs.len(),
-                usize::from(signed.is_some()),
-                buf.len(),
+                batch.ops.len() - batch.signatures.len(),
+                batch.signatures.len(),
+                batch.frames.len(),
                 started.elapsed(),
             );
         }
-        // Durable. Derived state next, then publish.
-        self.next_seqno = seqno;
-        self.tree = tree;
-        let last = TxId::new(self.view, seqno - 1).expect(">= 1");
-        if let Some(point) = signed {
-            self.last_signature = Some(point);
-            self.last_signature_at = Instant::now();
+        // Durable. Derived state next, then the commit point.
+        self.sequencer.advance(&mut batch);
+        self.uncommitted.append(&mut batch.txs);
+        self.index_ops.append(&mut batch.ops);
+        self.uncommitted_signatures.append(&mut batch.signatures);
+        self.durable_unpublished = true;
+        if self.signs() {
+            // A standalone node's durable signature is committed: no one else must agree.
+            self.commit_target = self.uncommitted_signatures.last().copied();
         }
-        self.unsigned.extend(batch_txs);
-        self.index_ops.extend(ops);
-        let earlier_signature = self.unpublished.take().and_then(|u| u.signature);
-        self.unpublished = Some(Unpublished {
-            last,
-            signature: signed.map(|_| last).or(earlier_signature),
-        });
         if let Err(fault) = self.finish_derived() {
             return self.on_fault(fault, 0, Vec::new());
         }
@@ -364,39 +437,6 @@ impl Writer {
         {
             self.on_fault(fault, 0, Vec::new());
         }
-    }
-
-    /// The batch did not become durable. Decide between cutting it back (degraded) and
-    /// poisoning the store (the disk's content is unknown).
-    fn append_failed(&mut self, failure: AppendFailure, batch: Vec<Pending>, len: usize) {
-        let AppendFailure { op, error, written } = failure;
-        if op.is_sync() && FaultKind::of(&error) == FaultKind::Io {
-            // fsyncgate: the kernel may have dropped the dirty pages and will not say so again.
-            // Whether the batch is on disk is unknown until recovery reads the disk.
-            let fault = StorageFault::new(op, &error, false);
-            return self.poison(AppendError::Unavailable(fault.clone()), Some(fault), batch);
-        }
-        if written > 0 || op == StorageOp::SegmentSync {
-            if let Err(e) = self.segment.truncate_back(&self.faults) {
-                let fault = StorageFault {
-                    kind: FaultKind::of(&e),
-                    operation: StorageOp::SegmentTruncate,
-                    message: format!(
-                        "{op} failed ({error}), then cutting the failed batch back off {} failed: {e}",
-                        self.segment.path.display()
-                    ),
-                    errno: e.raw_os_error(),
-                    transient: false,
-                };
-                return self.poison(AppendError::Unavailable(fault.clone()), Some(fault), batch);
-            }
-        } else if let Err(e) = self.segment.reset_position() {
-            let fault = StorageFault::new(StorageOp::SegmentTruncate, &e, false);
-            return self.poison(AppendError::Unavailable(fault.clone()), Some(fault), batch);
-        }
-        let mut fault = StorageFault::new(op, &error, true);
-        fault.message = format!("{} ({})", fault.message, self.segment.path.display());
-        self.degrade(fault, len, batch);
     }
 
     fn on_fault(&mut self, fault: StorageFault, probe_bytes: usize, batch: Vec<Pending>) {
@@ -408,7 +448,7 @@ impl Writer {
     }
 
     /// Writes are refused until a probe succeeds. `batch` was not written; the earlier
-    /// durable-but-unsigned transactions are told so (they are signed after recovery).
+    /// durable-but-uncommitted transactions are told so (they are committed after recovery).
     fn degrade(&mut self, fault: StorageFault, probe_bytes: usize, batch: Vec<Pending>) {
         if let Some(observer) = &self.config.observer {
             observer.storage_fault(&fault);
@@ -424,7 +464,7 @@ impl Writer {
         let reason = format!(
             "{fault}; the transaction is on disk and is committed once storage recovers (or when the ledger is next opened)"
         );
-        for p in &mut self.unsigned {
+        for p in &mut self.uncommitted {
             if let Some(done) = p.done.take() {
                 done(Err(AppendError::Indeterminate(format!(
                     "transaction {}: {reason}",
@@ -444,8 +484,8 @@ impl Writer {
         self.shared.committed_changed.notify_all();
     }
 
-    /// Writes are refused until the ledger is reopened. `batch` and the unsigned transactions
-    /// may or may not be on disk: they are Indeterminate.
+    /// Writes are refused until the ledger is reopened. `batch` and the uncommitted
+    /// transactions may or may not be on disk: they are Indeterminate.
     fn poison(&mut self, error: AppendError, fault: Option<StorageFault>, batch: Vec<Pending>) {
         if let (Some(observer), Some(fault)) = (&self.config.observer, &fault) {
             observer.storage_fault(fault);
@@ -466,7 +506,10 @@ impl Writer {
         }
         self.health = Health::Poisoned(error);
         // Recovery on the next open signs what of them is on disk.
-        for p in batch.into_iter().chain(std::mem::take(&mut self.unsigned)) {
+        for p in batch
+            .into_iter()
+            .chain(std::mem::take(&mut self.uncommitted))
+        {
             if let Some(done) = p.done {
                 done(Err(AppendError::Indeterminate(format!(
                     "transaction {}: {indeterminate}",
@@ -477,17 +520,37 @@ impl Writer {
         self.shared.committed_changed.notify_all();
     }
 
-    /// Brings the tree files and index up to the durable end, then publishes it.
+    /// Brings the tree files up to the durable end and publishes it, then commits through
+    /// the commit target.
     fn finish_derived(&mut self) -> Result<(), StorageFault> {
-        if self.tree.has_pending() {
-            self.tree
+        if self.sequencer.tree().has_pending() {
+            self.sequencer
+                .tree()
                 .flush_with(&self.shared.tree, &self.faults)
                 .map_err(|e| StorageFault::new(StorageOp::TreeWrite, &e, true))?;
         }
+        if self.durable_unpublished {
+            // Published only once the frame records exist: a reader finds a durable
+            // transaction's frame through them.
+            self.shared.published.lock().expect("state lock").durable = self.sequencer.last();
+            self.durable_unpublished = false;
+            self.shared.committed_changed.notify_all();
+        }
+        self.commit()
+    }
+
+    /// The commit point: applies the index and governance changes of every transaction
+    /// through the commit target, then publishes it as committed and answers its submitters.
+    fn commit(&mut self) -> Result<(), StorageFault> {
+        let Some((target, point)) = self.commit_target else {
+            return Ok(());
+        };
+        let through = self
+            .index_ops
+            .partition_point(|(t, _)| t.seqno() <= target.seqno());
         if self.index_resync {
             let index = &self.shared.index;
-            let resync = self
-                .faults
+            self.faults
                 .check(StorageOp::IndexCommit)
                 .map_err(|e| StorageFault::new(StorageOp::IndexCommit, &e, true))
                 .and_then(|()| {
@@ -500,18 +563,12 @@ impl Writer {
                     }
                 })
                 .and_then(|()| {
-                    recovery::reindex(
-                        &self.ledger_dir,
-                        &self.shared.secret,
-                        index,
-                        self.next_seqno - 1,
-                    )
-                    .map_err(|e| fault_from_message(StorageOp::IndexCommit, e.to_string()))
-                });
-            resync?;
-            self.index_ops.clear();
+                    recovery::reindex(&self.ledger_dir, &self.shared.secret, index, target.seqno())
+                        .map_err(|e| fault_from_message(StorageOp::IndexCommit, e.to_string()))
+                })?;
+            self.index_ops.drain(..through);
             self.index_resync = false;
-        } else if !self.index_ops.is_empty() {
+        } else if through > 0 {
             let applied = self
                 .faults
                 .check(StorageOp::IndexCommit)
@@ -519,7 +576,7 @@ impl Writer {
                 .and_then(|()| {
                     self.shared
                         .index
-                        .apply(&self.index_ops, None)
+                        .apply(&self.index_ops[..through], None)
                         .map_err(|e| fault_from_message(StorageOp::IndexCommit, e.to_string()))
                 });
             if let Err(fault) = applied {
@@ -527,30 +584,27 @@ impl Writer {
                 self.index_resync = true;
                 return Err(fault);
             }
-            self.index_ops.clear();
+            self.index_ops.drain(..through);
         }
-        self.publish();
-        Ok(())
-    }
-
-    fn publish(&mut self) {
-        let Some(u) = self.unpublished.take() else {
-            return;
-        };
-        let mut published = self.shared.published.lock().expect("state lock");
-        published.durable = Some(u.last);
-        let mut completions = Vec::new();
-        if let Some(sig) = u.signature {
-            published.committed = Some(sig);
-            let covered = self
-                .unsigned
-                .partition_point(|p| p.txid.seqno() < sig.seqno());
-            completions = self.unsigned.drain(..covered).collect();
+        if self
+            .committed
+            .is_some_and(|(c, _)| c.seqno() >= target.seqno())
+        {
+            return Ok(());
         }
-        drop(published);
+        self.committed = Some((target, point));
+        let covered = self
+            .uncommitted_signatures
+            .partition_point(|(t, _)| t.seqno() <= target.seqno());
+        self.uncommitted_signatures.drain(..covered);
+        let covered = self
+            .uncommitted
+            .partition_point(|p| p.txid.seqno() < target.seqno());
+        let completions: Vec<Pending> = self.uncommitted.drain(..covered).collect();
+        self.shared.published.lock().expect("state lock").committed = Some(target);
         self.shared.committed_changed.notify_all();
         if completions.is_empty() {
-            return;
+            return Ok(());
         }
         let now = Instant::now();
         let latencies: Vec<Duration> = completions
@@ -567,6 +621,7 @@ impl Writer {
         {
             observer.committed(&latencies);
         }
+        Ok(())
     }
 
     /// A probe: the failed operation is retried (through the injector) and a scratch file of
@@ -583,7 +638,7 @@ impl Writer {
         let probe = self
             .faults
             .check(op)
-            .and_then(|()| self.probe_write(probe_bytes));
+            .and_then(|()| self.log.probe(probe_bytes));
         if let Err(e) = probe {
             let still = StorageFault::new(op, &e, true);
             self.shared.published.lock().expect("state lock").fault = Some(still.clone());
@@ -598,7 +653,7 @@ impl Writer {
         if let Err(fault) = self.finish_derived() {
             return self.on_fault(fault, probe_bytes, Vec::new());
         }
-        if !self.unsigned.is_empty() {
+        if self.signs() && self.sequencer.unsigned() > 0 {
             self.process(Vec::new(), true);
             if !matches!(self.health, Health::Healthy) {
                 return;
@@ -611,52 +666,18 @@ impl Writer {
         self.shared.committed_changed.notify_all();
     }
 
-    fn probe_write(&self, bytes: usize) -> io::Result<()> {
-        let path = self.ledger_dir.join(".write-probe");
-        let result = (|| {
-            let mut file = std::fs::File::create(&path)?;
-            file.write_all(&vec![0u8; bytes.clamp(4096, 16 << 20)])?;
-            file.sync_data()
-        })();
-        let _ = std::fs::remove_file(&path);
-        result
-    }
-
-    /// Returns the offset at which this batch goes into the active segment, rotating when the
-    /// active segment is full or is a version-1 segment of a ledger written by an older
-    /// release (frames of one layout per segment).
-    fn segment_for_batch(&mut self) -> io::Result<u64> {
-        let full = self.segment.len() >= self.config.segment_max_bytes && !self.segment.is_empty();
-        if full || self.segment.layout != FrameLayout::V2 {
-            let next = ActiveSegment::create_with(&self.ledger_dir, self.next_seqno, &self.faults)?;
-            self.shared.segments.push(SegmentFile {
-                first_seqno: next.first_seqno,
-                layout: next.layout,
-                file: next.reader()?,
-            });
-            self.segment = next;
-        }
-        Ok(self.segment.len())
-    }
-
-    fn encode(&self, txid: TxId, body: &TxBody, claims_digest: &Hash32) -> Option<Vec<u8>> {
-        let secret: &LedgerSecret = &self.shared.secret;
-        let evidence = secret.commit_secret().evidence(txid);
-        let mut sealer = secret.sealer().ok()?;
-        Some(entry::encode(
-            txid,
-            body,
-            &evidence.digest(),
-            claims_digest,
-            &mut sealer,
-        ))
-    }
-
-    /// Makes the derived files durable and records the fork guard. Skipped while derived
-    /// state is behind the ledger (a later checkpoint covers it).
+    /// Makes the derived files durable and records the newest committed signature in the
+    /// fork guard. Skipped while derived state is behind the ledger (a later checkpoint
+    /// covers it).
     fn checkpoint(&mut self) -> Result<(), StorageFault> {
         self.last_checkpoint_at = Instant::now();
-        if self.tree.has_pending() || self.index_resync || !self.index_ops.is_empty() {
+        let committed_behind =
+            self.commit_target.map(|(t, _)| t.seqno()) != self.committed.map(|(t, _)| t.seqno());
+        if self.sequencer.tree().has_pending()
+            || self.index_resync
+            || self.durable_unpublished
+            || committed_behind
+        {
             return Ok(());
         }
         if let Err(e) = self.shared.tree.sync_with(&self.faults) {
@@ -665,6 +686,7 @@ impl Writer {
             let transient = FaultKind::of(&e) != FaultKind::Io;
             return Err(StorageFault::new(StorageOp::TreeSync, &e, transient));
         }
+        let tree_size = self.sequencer.tree().size();
         let committed = self
             .faults
             .check(StorageOp::IndexCommit)
@@ -672,14 +694,14 @@ impl Writer {
             .and_then(|()| {
                 self.shared
                     .index
-                    .apply(&[], Some(self.tree.size()))
+                    .apply(&[], Some(tree_size))
                     .map_err(|e| fault_from_message(StorageOp::IndexCommit, e.to_string()))
             });
         if let Err(fault) = committed {
             self.index_resync = true;
             return Err(fault);
         }
-        if let Some(point) = self.last_signature {
+        if let Some((_, point)) = self.committed {
             let recorded = self
                 .faults
                 .check(StorageOp::GuardWrite)
@@ -720,13 +742,6 @@ fn fault_from_message(operation: StorageOp, message: String) -> StorageFault {
         errno,
         transient: true,
     }
-}
-
-/// Appends a frame to the batch and returns its offset in the segment.
-fn push_frame(buf: &mut Vec<u8>, base: u64, payload: &[u8]) -> u64 {
-    let offset = base + buf.len() as u64;
-    segment::encode_frame(buf, payload);
-    offset
 }
 
 /// Default cadence: sign at least every `SIGN_EVERY` transactions or `SIGN_INTERVAL`.

@@ -1,0 +1,298 @@
+//! The sequencer: the first stage of the write path. It gives transactions their seqnos,
+//! encodes and seals them, computes their leaves, and adds a signature transaction when one is
+//! due — or, on a follower, checks and takes the primary's already-encoded transactions
+//! unchanged. It touches no file: what it produces is a [`Sequenced`] batch of frames for the
+//! log, and its own state (next seqno, Merkle frontier, last signature) moves on only when the
+//! writer says that batch is durable ([`Sequencer::advance`]), so a batch that fails to reach
+//! the disk leaves no trace here and its seqnos are used again.
+
+use crate::crypto::LedgerSecret;
+use crate::guard::{ForkGuard, SignedPoint};
+use crate::index::IndexOp;
+use crate::recovery::index_op;
+use crate::segment;
+use crate::tree::{EntryClass, FrameRecord, TreeWriter};
+use crate::writer::{Pending, Submission};
+use crate::{AppendError, FollowerRefusal};
+use ledger_core::TxId;
+use ledger_core::entry::{self, EntryView, SignatureRecord, TxBody};
+use ledger_core::hash::Hash32;
+use ledger_core::signing::NodeSigningKey;
+use std::time::{Duration, Instant};
+
+/// A batch ready for the log: its frames, and what becomes true once they are durable.
+pub(crate) struct Sequenced {
+    /// The frames of every transaction of the batch, as appended to the log.
+    pub frames: Vec<u8>,
+    /// Submitted transactions and their completions (signatures and a follower's
+    /// transactions have none).
+    pub txs: Vec<Pending>,
+    /// Index and governance changes, applied when the transactions are committed.
+    pub ops: Vec<(TxId, IndexOp)>,
+    /// Signature transactions in the batch (at most one on a primary).
+    pub signatures: Vec<(TxId, SignedPoint)>,
+    /// The frontier once the batch is in the tree.
+    pub tree: TreeWriter,
+    /// The last transaction of the batch (None for an empty batch).
+    pub last: Option<TxId>,
+}
+
+/// Why a primary could not sequence a batch.
+pub(crate) enum SequenceError {
+    /// Signing here would contradict a root this node signed before: the store must stop.
+    ForkGuard(String),
+}
+
+pub(crate) struct Sequencer {
+    view: u64,
+    next_seqno: u64,
+    /// The newest durable transaction.
+    last: Option<TxId>,
+    tree: TreeWriter,
+    key: NodeSigningKey,
+    node_id: Hash32,
+    /// The newest durable signature transaction (this node's, or a primary's on a follower).
+    last_signature: Option<SignedPoint>,
+    last_signature_at: Instant,
+    sign_every: u64,
+    sign_interval: Duration,
+}
+
+impl Sequencer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        last: Option<TxId>,
+        tree: TreeWriter,
+        key: NodeSigningKey,
+        node_id: Hash32,
+        last_signature: Option<SignedPoint>,
+        sign_every: u64,
+        sign_interval: Duration,
+    ) -> Sequencer {
+        Sequencer {
+            view: last.map_or(1, TxId::view),
+            next_seqno: last.map_or(1, |t| t.seqno() + 1),
+            last,
+            tree,
+            key,
+            node_id,
+            last_signature,
+            last_signature_at: Instant::now(),
+            sign_every,
+            sign_interval,
+        }
+    }
+
+    pub fn next_seqno(&self) -> u64 {
+        self.next_seqno
+    }
+
+    /// The txid the next transaction gets.
+    pub fn next_txid(&self) -> TxId {
+        TxId::new(self.view, self.next_seqno).expect("view and seqno are >= 1")
+    }
+
+    /// The newest durable transaction.
+    pub fn last(&self) -> Option<TxId> {
+        self.last
+    }
+
+    pub fn tree(&mut self) -> &mut TreeWriter {
+        &mut self.tree
+    }
+
+    /// Durable transactions that no durable signature covers yet.
+    pub fn unsigned(&self) -> u64 {
+        (self.next_seqno - 1).saturating_sub(self.last_signature.map_or(0, |s| s.seqno))
+    }
+
+    /// When a signature becomes due by the interval rule.
+    pub fn signature_deadline(&self) -> Instant {
+        self.last_signature_at + self.sign_interval
+    }
+
+    /// Sequences `batch` (a primary's submissions) into frames starting at log offset `base`.
+    /// A signature over everything before it is added when one is due: `sign_now` (the queue
+    /// is drained), `sign_every` unsigned transactions, or `sign_interval` since the last one.
+    /// A submission that cannot be encoded is answered at once and takes no seqno.
+    pub fn sequence(
+        &self,
+        batch: Vec<Submission>,
+        base: u64,
+        sign_now: bool,
+        secret: &LedgerSecret,
+        guard: &ForkGuard,
+    ) -> Result<Sequenced, (SequenceError, Vec<Pending>)> {
+        let mut out = self.empty_batch(batch.len() + 1);
+        let mut seqno = self.next_seqno;
+        for sub in batch {
+            let txid = TxId::new(self.view, seqno).expect("view and seqno are >= 1");
+            let Some(bytes) = encode(secret, txid, &sub.body, &sub.claims_digest) else {
+                (sub.done)(Err(AppendError::Failed(
+                    "the OS random number generator failed".into(),
+                )));
+                continue;
+            };
+            let class = EntryClass::of(&sub.body);
+            out.push_frame(base, txid, &bytes, class);
+            out.ops.push((txid, index_op(sub.body)));
+            out.txs.push(Pending {
+                txid,
+                done: Some(sub.done),
+                submitted: Some(sub.submitted),
+            });
+            seqno += 1;
+        }
+        let unsigned = self.unsigned() + out.txs.len() as u64;
+        let due = sign_now
+            || unsigned >= self.sign_every
+            || self.last_signature_at.elapsed() >= self.sign_interval;
+        if unsigned > 0 && due {
+            let txid = TxId::new(self.view, seqno).expect("view and seqno are >= 1");
+            // A signature at seqno s signs the root of leaves 0..s, i.e. everything before it.
+            let root = out.tree.root().expect("leaf 0 is always present");
+            if let Some(g) = guard.last().filter(|g| g.seqno == seqno && g.root != root) {
+                let reason = format!(
+                    "refusing to sign seqno {} with root {root}: this node already signed root {} there (fork guard)",
+                    g.seqno, g.root
+                );
+                return Err((SequenceError::ForkGuard(reason), out.txs));
+            }
+            let body = TxBody::Signature(SignatureRecord {
+                node_id: self.node_id,
+                root,
+                signature: self.key.sign_root(&root),
+            });
+            let bytes = encode(secret, txid, &body, &Hash32::ZERO)
+                .expect("signatures have no private part");
+            out.push_frame(base, txid, &bytes, EntryClass::Signature);
+            out.ops.push((txid, IndexOp::Signature));
+            out.signatures.push((txid, SignedPoint { seqno, root }));
+        }
+        Ok(out)
+    }
+
+    /// Takes a primary's encoded transactions unchanged (a follower's append): each must be
+    /// the next seqno, in a view no older than the last one, decode (with the ledger secret),
+    /// and every signature must sign exactly the root of the transactions before it here.
+    pub fn accept(
+        &self,
+        txs: &[(TxId, Vec<u8>)],
+        base: u64,
+        secret: &LedgerSecret,
+    ) -> Result<Sequenced, FollowerRefusal> {
+        let mut out = self.empty_batch(txs.len());
+        let mut view = self.view;
+        for (expected, (txid, bytes)) in (self.next_seqno..).zip(txs) {
+            if txid.seqno() != expected {
+                return Err(FollowerRefusal::OutOfSequence {
+                    expected,
+                    got: *txid,
+                });
+            }
+            if txid.view() < view {
+                return Err(FollowerRefusal::ViewRegressed { view, got: *txid });
+            }
+            let malformed = |reason: String| FollowerRefusal::Malformed {
+                txid: *txid,
+                reason,
+            };
+            if bytes.is_empty() || bytes.len() > segment::MAX_PAYLOAD_LEN as usize {
+                return Err(malformed(format!(
+                    "{} bytes does not fit a frame (1 to {} bytes)",
+                    bytes.len(),
+                    segment::MAX_PAYLOAD_LEN
+                )));
+            }
+            let parsed =
+                EntryView::parse(bytes, txid.seqno()).map_err(|e| malformed(e.to_string()))?;
+            if parsed.txid != *txid {
+                return Err(malformed(format!("the entry names txid {}", parsed.txid)));
+            }
+            let evidence = secret.commit_secret().evidence(*txid);
+            if evidence.digest() != parsed.commit_evidence_digest {
+                return Err(malformed(
+                    "its commit evidence was not made with this ledger's secret".into(),
+                ));
+            }
+            let body = parsed
+                .body(Some(secret))
+                .map_err(|e| malformed(e.to_string()))?;
+            if let TxBody::Signature(record) = &body {
+                let root = out.tree.root().expect("leaf 0 is always present");
+                if record.root != root {
+                    return Err(FollowerRefusal::RootMismatch { txid: *txid });
+                }
+                out.signatures.push((
+                    *txid,
+                    SignedPoint {
+                        seqno: txid.seqno(),
+                        root,
+                    },
+                ));
+            }
+            let class = EntryClass::of(&body);
+            out.push_frame(base, *txid, bytes, class);
+            out.ops.push((*txid, index_op(body)));
+            view = txid.view();
+        }
+        Ok(out)
+    }
+
+    /// The batch is durable: move on past it.
+    pub fn advance(&mut self, batch: &mut Sequenced) {
+        let Some(last) = batch.last else {
+            return;
+        };
+        self.view = last.view();
+        self.next_seqno = last.seqno() + 1;
+        self.last = Some(last);
+        std::mem::swap(&mut self.tree, &mut batch.tree);
+        if let Some((_, point)) = batch.signatures.last() {
+            self.last_signature = Some(*point);
+            self.last_signature_at = Instant::now();
+        }
+    }
+
+    fn empty_batch(&self, capacity: usize) -> Sequenced {
+        Sequenced {
+            frames: Vec::new(),
+            txs: Vec::with_capacity(capacity),
+            ops: Vec::with_capacity(capacity),
+            signatures: Vec::new(),
+            tree: self.tree.clone(),
+            last: None,
+        }
+    }
+}
+
+impl Sequenced {
+    /// Appends `bytes` as the frame of `txid` at log offset `base + frames so far`, and its
+    /// leaf to the tree.
+    fn push_frame(&mut self, base: u64, txid: TxId, bytes: &[u8], class: EntryClass) {
+        let leaf = EntryView::parse(bytes, txid.seqno())
+            .expect("encoded or checked by the sequencer")
+            .leaf();
+        let offset = base + self.frames.len() as u64;
+        segment::encode_frame(&mut self.frames, bytes);
+        self.tree.push(leaf, FrameRecord::new(offset, class, &leaf));
+        self.last = Some(txid);
+    }
+}
+
+fn encode(
+    secret: &LedgerSecret,
+    txid: TxId,
+    body: &TxBody,
+    claims_digest: &Hash32,
+) -> Option<Vec<u8>> {
+    let evidence = secret.commit_secret().evidence(txid);
+    let mut sealer = secret.sealer().ok()?;
+    Some(entry::encode(
+        txid,
+        body,
+        &evidence.digest(),
+        claims_digest,
+        &mut sealer,
+    ))
+}

@@ -1,0 +1,361 @@
+//! The commit point: "durable here" and "committed" are two moments. A follower takes a
+//! primary's encoded transactions unchanged, and nothing of them — entries, lists, counts,
+//! governance (users and roles), receipts — is visible until `commit_through` commits them,
+//! always at a signature. Bad input to a follower is refused and writes nothing.
+
+mod common;
+
+use common::*;
+use ledger_core::TxId;
+use ledger_core::entry::{ApplicationEntry, TableWrite, tables};
+use ledger_store::audit::audit;
+use ledger_store::{
+    AppendError, FollowerRefusal, Ledger, Role, StoreConfig, TxStatus, WriteRequest,
+};
+use std::path::Path;
+
+fn follower_config() -> StoreConfig {
+    StoreConfig {
+        role: Role::Follower,
+        ..StoreConfig::default()
+    }
+}
+
+fn open_follower(dir: &Path) -> Ledger {
+    reopen(dir, follower_config())
+        .unwrap_or_else(|e| panic!("follower opens: {e}"))
+        .0
+}
+
+/// Every transaction of `primary` after `after`, as (txid, stored bytes): what a primary
+/// replicates. All transactions of a standalone ledger are in view 1.
+fn transactions_after(primary: &Ledger, after: u64) -> Vec<(TxId, Vec<u8>)> {
+    let end = primary.committed().expect("primary committed").seqno();
+    (after + 1..=end)
+        .map(|s| {
+            let txid = TxId::new(1, s).expect("seqno >= 1");
+            let bytes = primary
+                .transaction_bytes(txid)
+                .expect("readable")
+                .expect("committed on the primary");
+            (txid, bytes)
+        })
+        .collect()
+}
+
+fn user_write(user: &str, role: &str) -> WriteRequest {
+    WriteRequest::Governance(vec![TableWrite {
+        table: tables::USERS.into(),
+        key: user.into(),
+        value: Some(format!(r#"{{"assignedRole":"{role}"}}"#).into_bytes()),
+    }])
+}
+
+fn entry_in(collection: &str, i: u64) -> ApplicationEntry {
+    ApplicationEntry {
+        collection_id: collection.into(),
+        contents: format!("replicated #{i}"),
+        tags: vec!["t".into()],
+        claims_key: None,
+        idempotency: None,
+    }
+}
+
+/// A primary with some history, and a follower holding a copy of it (same keys).
+struct Pair {
+    _tmp: tempfile::TempDir,
+    primary_dir: std::path::PathBuf,
+    follower_dir: std::path::PathBuf,
+    service_cert: String,
+}
+
+fn pair() -> Pair {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let primary_dir = tmp.path().join("primary");
+    let follower_dir = tmp.path().join("follower");
+    let (primary, files) = create_ledger(&primary_dir, StoreConfig::default());
+    append_each(&primary, "history", 4);
+    primary.close();
+    drop(primary);
+    copy_dir(&primary_dir, &follower_dir);
+    Pair {
+        _tmp: tmp,
+        primary_dir,
+        follower_dir,
+        service_cert: files.service_cert_pem,
+    }
+}
+
+#[test]
+fn follower_shows_nothing_until_commit_through_a_signature() {
+    let p = pair();
+    let (primary, _) = reopen_ok(&p.primary_dir, StoreConfig::default());
+    let follower = open_follower(&p.follower_dir);
+    let start = follower.committed().expect("follower has history");
+    assert_eq!(start, primary.committed().expect("primary has history"));
+
+    // The primary commits a role change and tagged entries in a new collection.
+    let user_txid = primary
+        .append(user_write("alice", "Reader"))
+        .expect("commits");
+    let written: Vec<(TxId, ApplicationEntry)> = (0..3)
+        .map(|i| {
+            let e = entry_in("replicated", i);
+            (
+                primary
+                    .append(WriteRequest::Entry(e.clone()))
+                    .expect("commits"),
+                e,
+            )
+        })
+        .collect();
+    let txs = transactions_after(&primary, start.seqno());
+    let last = txs.last().expect("new transactions").0;
+
+    // Durable on the follower, not committed: nothing of it can be seen.
+    let durable = follower
+        .append_encoded(txs.clone())
+        .expect("follower appends");
+    assert_eq!(durable, Some(last));
+    assert_eq!(follower.committed(), Some(start));
+    assert_eq!(follower.status(user_txid), TxStatus::Pending);
+    assert_eq!(
+        follower.governance(tables::USERS, "alice").expect("reads"),
+        None
+    );
+    for (txid, _) in &written {
+        assert_eq!(follower.status(*txid), TxStatus::Pending);
+        assert!(follower.entry(*txid).expect("reads").is_none());
+        assert!(follower.receipt(*txid).expect("reads").is_none());
+    }
+    assert!(
+        follower
+            .entries("replicated", None, 1, u64::MAX, 100)
+            .expect("lists")
+            .is_empty()
+    );
+    assert!(
+        follower
+            .latest_entry("replicated")
+            .expect("reads")
+            .is_none()
+    );
+    assert!(
+        !follower
+            .collections()
+            .expect("lists")
+            .iter()
+            .any(|(c, _)| c == "replicated"),
+        "an uncommitted collection is counted"
+    );
+    assert!(!follower.has_tag("replicated", "t").expect("reads"));
+
+    // A commit point before the first new signature commits nothing new.
+    let first_signature = signature_txids(&p.follower_dir)
+        .into_iter()
+        .find(|t| t.seqno() > start.seqno())
+        .expect("a signature was replicated");
+    assert_eq!(
+        follower.commit_through(first_signature.seqno() - 1),
+        Ok(Some(start))
+    );
+    assert_eq!(
+        follower.governance(tables::USERS, "alice").expect("reads"),
+        None
+    );
+
+    // Through the last signature: everything is visible, and the same as on the primary.
+    assert_eq!(follower.commit_through(last.seqno()), Ok(Some(last)));
+    assert_eq!(follower.committed(), Some(last));
+    assert_eq!(
+        follower.governance(tables::USERS, "alice").expect("reads"),
+        primary.governance(tables::USERS, "alice").expect("reads")
+    );
+    assert_entries_intact(&follower, &written);
+    assert_eq!(
+        follower
+            .entries("replicated", Some("t"), 1, u64::MAX, 100)
+            .expect("lists"),
+        primary
+            .entries("replicated", Some("t"), 1, u64::MAX, 100)
+            .expect("lists")
+    );
+    assert_eq!(
+        follower.collections().expect("lists"),
+        primary.collections().expect("lists")
+    );
+    for (txid, _) in &written {
+        assert_eq!(
+            receipt_json(&follower, *txid),
+            receipt_json(&primary, *txid)
+        );
+        verify_receipt_of(&follower, *txid, &p.service_cert);
+    }
+
+    // Writes go to the primary.
+    assert_eq!(
+        follower.append(WriteRequest::Entry(entry_in("x", 9))),
+        Err(AppendError::NotPrimary)
+    );
+    // And a standalone node takes no primary's bytes.
+    assert_eq!(
+        primary.append_encoded(Vec::new()),
+        Err(AppendError::Refused(FollowerRefusal::NotFollower))
+    );
+    assert_eq!(
+        primary.commit_through(1),
+        Err(AppendError::Refused(FollowerRefusal::NotFollower))
+    );
+
+    // The follower holds the primary's ledger, byte for byte.
+    assert_eq!(
+        transactions_after(&follower, 0),
+        transactions_after(&primary, 0)
+    );
+    follower.close();
+    drop(follower);
+    audit(&p.follower_dir, Some(&p.service_cert)).unwrap_or_else(|e| panic!("audit: {e}"));
+    let follower = open_follower(&p.follower_dir);
+    assert_eq!(follower.committed(), Some(last));
+    assert_entries_intact(&follower, &written);
+}
+
+#[test]
+fn an_unsigned_tail_is_indexed_only_once_a_signature_commits_it() {
+    let p = pair();
+    let (primary, _) = reopen_ok(&p.primary_dir, StoreConfig::default());
+    let follower = open_follower(&p.follower_dir);
+    let start = follower.committed().expect("history").seqno();
+    let user_txid = primary
+        .append(user_write("bob", "Administrator"))
+        .expect("commits");
+    let mut txs = transactions_after(&primary, start);
+    // Everything but the signature that covers it: durable, never committable as it is.
+    assert_eq!(
+        txs.pop().map(|(t, _)| t.seqno()),
+        Some(user_txid.seqno() + 1)
+    );
+    follower.append_encoded(txs).expect("appends");
+    assert_eq!(
+        follower
+            .commit_through(user_txid.seqno())
+            .expect("no signature"),
+        Some(TxId::new(1, start).expect(">= 1"))
+    );
+    assert_eq!(
+        follower.governance(tables::USERS, "bob").expect("reads"),
+        None
+    );
+    follower.close();
+    drop(follower);
+
+    // Reopened, recovery does not index the unsigned tail either...
+    let follower = open_follower(&p.follower_dir);
+    assert_eq!(follower.status(user_txid), TxStatus::Pending);
+    assert_eq!(
+        follower.governance(tables::USERS, "bob").expect("reads"),
+        None
+    );
+    follower.close();
+    drop(follower);
+
+    // ...until a standalone node signs it at open, which commits it.
+    let (standalone, report) = reopen_ok(&p.follower_dir, StoreConfig::default());
+    assert_eq!(report.last_signature.map(TxId::seqno), Some(start));
+    assert_eq!(
+        standalone.wait_committed(user_txid, std::time::Duration::from_secs(10)),
+        TxStatus::Committed
+    );
+    assert!(
+        standalone
+            .governance(tables::USERS, "bob")
+            .expect("reads")
+            .is_some()
+    );
+}
+
+#[test]
+fn a_follower_refuses_bad_input_and_writes_nothing() {
+    let p = pair();
+    let (primary, _) = reopen_ok(&p.primary_dir, StoreConfig::default());
+    let follower = open_follower(&p.follower_dir);
+    let start = follower.committed().expect("history");
+    let entry_txid = primary
+        .append(WriteRequest::Entry(entry_in("c", 1)))
+        .expect("commits");
+    let user_txid = primary
+        .append(user_write("carol", "Contributor"))
+        .expect("commits");
+    let good = transactions_after(&primary, start.seqno());
+
+    let refused = |txs: Vec<(TxId, Vec<u8>)>| match follower.append_encoded(txs) {
+        Err(AppendError::Refused(r)) => r,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    // A gap.
+    assert!(matches!(
+        refused(good[1..].to_vec()),
+        FollowerRefusal::OutOfSequence { .. }
+    ));
+    // A txid that is not what the bytes say (another view).
+    let mut renamed = good.clone();
+    renamed[0].0 = TxId::new(2, renamed[0].0.seqno()).expect(">= 1");
+    assert!(matches!(
+        refused(renamed),
+        FollowerRefusal::Malformed { .. }
+    ));
+    // A sealed entry altered in transit: its private section no longer opens.
+    let mut altered = good.clone();
+    let i = altered
+        .iter()
+        .position(|(t, _)| *t == entry_txid)
+        .expect("sent");
+    let n = altered[i].1.len();
+    altered[i].1[n - 1] ^= 1;
+    assert!(matches!(
+        refused(altered),
+        FollowerRefusal::Malformed { .. }
+    ));
+    // A public governance write altered: it decodes, but the signature after it no longer
+    // signs this tree.
+    let mut forged = good.clone();
+    let i = forged
+        .iter()
+        .position(|(t, _)| *t == user_txid)
+        .expect("sent");
+    let bytes = &mut forged[i].1;
+    let at = bytes
+        .windows(b"Contributor".len())
+        .position(|w| w == b"Contributor")
+        .expect("role in the public section");
+    bytes[at..at + 11].copy_from_slice(b"Administrat");
+    assert!(matches!(
+        refused(forged),
+        FollowerRefusal::RootMismatch { .. }
+    ));
+    // Empty or oversized frames.
+    let mut empty = good.clone();
+    empty[0].1.clear();
+    assert!(matches!(refused(empty), FollowerRefusal::Malformed { .. }));
+    // A commit point beyond what is durable.
+    let beyond = good.last().expect("sent").0.seqno();
+    assert_eq!(
+        follower.commit_through(beyond),
+        Err(AppendError::Refused(FollowerRefusal::BeyondDurable {
+            seqno: beyond,
+            durable: start.seqno()
+        }))
+    );
+
+    // Nothing of any of that was written; the real transactions still go in.
+    assert_eq!(follower.status(entry_txid), TxStatus::Unknown);
+    let durable = follower.append_encoded(good.clone()).expect("appends");
+    assert_eq!(durable, Some(good.last().expect("sent").0));
+    assert_eq!(
+        follower.commit_through(beyond),
+        Ok(Some(good.last().expect("sent").0))
+    );
+    assert!(follower.entry(entry_txid).expect("reads").is_some());
+    follower.close();
+    audit(&p.follower_dir, Some(&p.service_cert)).unwrap_or_else(|e| panic!("audit: {e}"));
+}
