@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Runs every test of the project: the Rust workspace (unit, property, crash, tamper, recovery,
-# fault-injection and SIGKILL tests), a short run of every fuzz target (cargo-fuzz on the
+# Runs every test of the project: formatting and lints (rustfmt, clippy with warnings as
+# errors), the Rust workspace (unit, property, crash, tamper, recovery, fault-injection and
+# SIGKILL tests), a short run of every fuzz target (cargo-fuzz on the
 # stable toolchain, installed if missing), and the Python compatibility suite, which checks
 # our receipts with the official azure-confidentialledger SDK and CCF's `ccf` package, both
 # installed from PyPI into a virtualenv this script creates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check, cargo clippy (warnings are errors)"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test (workspace)"
 # Build every target first: the cledger binary the Python suite drives is then built with the

@@ -14,7 +14,7 @@ use crate::routes::paths;
 use crate::users::{Role, UserRecord};
 use axum::http::Method;
 use ledger_core::entry::tables;
-use ledger_store::Ledger;
+use ledger_store::LedgerHandle;
 
 /// The authenticated identity of a request, inserted as a request extension by the transport.
 /// A request without this extension is [`Caller::Anonymous`].
@@ -100,21 +100,21 @@ pub fn access(method: &Method, route: &str) -> Option<Access> {
 }
 
 /// The caller's stored user record, read from the ledger's users table.
-pub fn record_of(ledger: &Ledger, user_id: &str) -> Result<Option<UserRecord>, ApiError> {
+pub fn record_of(ledger: &dyn LedgerHandle, user_id: &str) -> Result<Option<UserRecord>, ApiError> {
     Ok(ledger
         .governance(tables::USERS, user_id)?
         .and_then(|v| UserRecord::parse(&v)))
 }
 
 /// The caller's highest built-in role, read from the ledger's users table.
-pub fn role_of(ledger: &Ledger, user_id: &str) -> Result<Option<Role>, ApiError> {
+pub fn role_of(ledger: &dyn LedgerHandle, user_id: &str) -> Result<Option<Role>, ApiError> {
     Ok(record_of(ledger, user_id)?.and_then(|r| r.role()))
 }
 
 /// Decides whether `caller` may call `method path` (route template `route`). `record_of`
 /// returns a user's stored record (the gate passes a cached [`record_of`]).
 pub fn authorize(
-    ledger: &Ledger,
+    ledger: &dyn LedgerHandle,
     caller: &Caller,
     method: &Method,
     route: &str,

@@ -41,14 +41,14 @@ pub use routes::paths;
 pub use state::ApiState;
 pub use version::ApiVersion;
 
-use ledger_store::Ledger;
+use ledger_store::LedgerHandle;
 use std::sync::Arc;
 
 /// The complete app for `ledger` with `config`.
 ///
 /// # Panics
 /// If `config` is invalid (see [`ApiConfig::validate`]); use [`try_router`] to handle that.
-pub fn router(ledger: Arc<Ledger>, config: ApiConfig) -> axum::Router {
+pub fn router(ledger: Arc<dyn LedgerHandle>, config: ApiConfig) -> axum::Router {
     match try_router(ledger, config) {
         Ok(router) => router,
         Err(e) => panic!("invalid ledger-http configuration: {e}"),
@@ -56,7 +56,10 @@ pub fn router(ledger: Arc<Ledger>, config: ApiConfig) -> axum::Router {
 }
 
 /// [`router`], returning configuration errors instead of panicking.
-pub fn try_router(ledger: Arc<Ledger>, config: ApiConfig) -> Result<axum::Router, ConfigError> {
+pub fn try_router(
+    ledger: Arc<dyn LedgerHandle>,
+    config: ApiConfig,
+) -> Result<axum::Router, ConfigError> {
     Ok(routes::build(Arc::new(ApiState::new(ledger, config)?)))
 }
 

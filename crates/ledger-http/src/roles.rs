@@ -26,7 +26,7 @@
 
 use crate::users::{Role, UserRecord};
 use ledger_core::entry::{TableWrite, tables};
-use ledger_store::{Ledger, StoreError};
+use ledger_store::{LedgerHandle, StoreError};
 
 pub const PREFIX: &str = "Microsoft.ConfidentialLedger/ledger/";
 
@@ -82,14 +82,17 @@ pub const MAX_ROLE_NAME_BYTES: usize = 128;
 pub const MAX_ROLES: usize = 1000;
 
 /// The stored actions of a user-defined role.
-pub fn custom_role(ledger: &Ledger, name: &str) -> Result<Option<Vec<String>>, StoreError> {
+pub fn custom_role(
+    ledger: &dyn LedgerHandle,
+    name: &str,
+) -> Result<Option<Vec<String>>, StoreError> {
     Ok(ledger
         .governance(tables::ROLES, name)?
         .and_then(|v| serde_json::from_slice(&v).ok()))
 }
 
 /// Every user-defined role, sorted by name.
-pub fn custom_roles(ledger: &Ledger) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+pub fn custom_roles(ledger: &dyn LedgerHandle) -> Result<Vec<(String, Vec<String>)>, StoreError> {
     let mut roles: Vec<(String, Vec<String>)> = ledger
         .governance_table(tables::ROLES)?
         .into_iter()
@@ -110,7 +113,11 @@ pub fn role_write(name: &str, actions: Option<&[String]>) -> TableWrite {
 
 /// Whether any of the user's roles grants `action`; stops at the first that does, and
 /// allocates nothing for built-in roles (this runs on every request).
-pub fn allows(ledger: &Ledger, record: &UserRecord, action: &str) -> Result<bool, StoreError> {
+pub fn allows(
+    ledger: &dyn LedgerHandle,
+    record: &UserRecord,
+    action: &str,
+) -> Result<bool, StoreError> {
     for name in &record.roles {
         let granted = match Role::parse(name) {
             Some(role) => builtin_actions(role).contains(&action),

@@ -11,12 +11,12 @@ use crate::constitution;
 use crate::error::{ApiError, ApiResult};
 use crate::users::UserRecord;
 use ledger_core::TxId;
-use ledger_store::{AppendError, Ledger, WriteRequest};
+use ledger_store::{AppendError, LedgerHandle, WriteRequest};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 pub struct ApiState {
-    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) ledger: Arc<dyn LedgerHandle>,
     pub(crate) config: ApiConfig,
     /// Hex SHA-256 of the service certificate's DER: the one member's id.
     pub(crate) member_id: String,
@@ -51,7 +51,7 @@ const MAX_CACHED_USERS: usize = 10_000;
 pub(crate) struct WriteAdmission(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 impl ApiState {
-    pub fn new(ledger: Arc<Ledger>, config: ApiConfig) -> Result<ApiState, ConfigError> {
+    pub fn new(ledger: Arc<dyn LedgerHandle>, config: ApiConfig) -> Result<ApiState, ConfigError> {
         config.validate()?;
         let cert = ledger_core::x509::Cert::from_pem(&config.service_cert_pem)
             .map_err(|e| ConfigError::ServiceCert(e.to_string()))?;
@@ -100,7 +100,7 @@ impl ApiState {
             }
             cache.generation
         };
-        let record = crate::auth::record_of(&self.ledger, user_id)?;
+        let record = crate::auth::record_of(&*self.ledger, user_id)?;
         let mut cache = self.users.lock().unwrap_or_else(|p| p.into_inner());
         if !cache.disabled
             && cache.generation == generation

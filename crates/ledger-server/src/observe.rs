@@ -14,7 +14,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use ledger_store::Ledger;
+use ledger_store::LedgerHandle;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -231,7 +231,7 @@ pub async fn rate_limit(
 /// `/readyz` (and the ledger accepts writes) and, when enabled, `/metrics`.
 pub fn ops_routes(
     router: axum::Router,
-    ledger: Arc<Ledger>,
+    ledger: Arc<dyn LedgerHandle>,
     metrics: Option<Arc<Metrics>>,
     ledger_dir: std::path::PathBuf,
 ) -> axum::Router {
@@ -246,7 +246,7 @@ pub fn ops_routes(
             "/readyz",
             get(move || {
                 let ledger = ready_ledger.clone();
-                async move { readiness(&ledger) }
+                async move { readiness(&*ledger) }
             }),
         );
     match metrics {
@@ -256,7 +256,7 @@ pub fn ops_routes(
                 let metrics = metrics.clone();
                 let ledger = ledger.clone();
                 let dir = ledger_dir.clone();
-                async move { scrape(&metrics, &ledger, &dir) }
+                async move { scrape(&metrics, &*ledger, &dir) }
             }),
         ),
         None => router,
@@ -272,7 +272,7 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response {
     response
 }
 
-fn readiness(ledger: &Ledger) -> Response {
+fn readiness(ledger: &dyn LedgerHandle) -> Response {
     match ledger.write_health().err() {
         None => json(
             StatusCode::OK,
@@ -288,7 +288,7 @@ fn readiness(ledger: &Ledger) -> Response {
     }
 }
 
-fn scrape(metrics: &Metrics, ledger: &Ledger, ledger_dir: &std::path::Path) -> Response {
+fn scrape(metrics: &Metrics, ledger: &dyn LedgerHandle, ledger_dir: &std::path::Path) -> Response {
     metrics
         .ledger_seqno
         .set(ledger.committed().map_or(0, |t| t.seqno()) as i64);

@@ -23,6 +23,7 @@ pub mod backup;
 pub mod crypto;
 pub mod faults;
 pub mod guard;
+mod handle;
 pub mod index;
 mod log;
 mod reader;
@@ -34,6 +35,7 @@ mod writer;
 
 pub use crypto::KekSource;
 pub use faults::{FaultInjector, FaultKind, FaultPlan, StorageFault, StorageOp};
+pub use handle::LedgerHandle;
 pub use recovery::RecoveryReport;
 
 use crypto::LedgerSecret;

@@ -155,7 +155,7 @@ async fn gate(State(state): State<Arc<ApiState>>, mut request: Request, next: Ne
             .cloned()
             .unwrap_or(Caller::Anonymous);
         auth::authorize(
-            &state.ledger,
+            &*state.ledger,
             &caller,
             &policy_method,
             &route,

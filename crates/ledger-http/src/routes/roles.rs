@@ -59,7 +59,7 @@ fn lookup(state: &ApiState, name: &str) -> ApiResult<Option<(String, Vec<String>
     if let Some(role) = Role::parse(name) {
         return Ok(Some(builtin(role)));
     }
-    Ok(roles::custom_role(&state.ledger, name)?.map(|a| (name.to_owned(), a)))
+    Ok(roles::custom_role(&*state.ledger, name)?.map(|a| (name.to_owned(), a)))
 }
 
 fn unknown_role(name: &str) -> ApiError {
@@ -89,7 +89,7 @@ pub async fn get(
         }
         None => {
             let mut all: Vec<(String, Vec<String>)> = Role::ALL.into_iter().map(builtin).collect();
-            all.extend(roles::custom_roles(&state.ledger)?);
+            all.extend(roles::custom_roles(&*state.ledger)?);
             Value::Array(all.iter().map(|(n, a)| role_json(n, a)).collect())
         }
     };
@@ -190,7 +190,7 @@ async fn upsert(
     let bytes = body::read(&headers, request_body, state.config.max_body_bytes).await?;
     let given = parse_roles(&bytes)?;
     let _guard = state.check_then_write.lock().await;
-    let existing = roles::custom_roles(&state.ledger)?;
+    let existing = roles::custom_roles(&*state.ledger)?;
     let mut added = 0;
     for (name, _) in &given {
         let exists = existing.iter().any(|(n, _)| n == name);
@@ -256,7 +256,7 @@ pub async fn delete(
         )));
     }
     let _guard = state.check_then_write.lock().await;
-    if roles::custom_role(&state.ledger, &name)?.is_none() {
+    if roles::custom_role(&*state.ledger, &name)?.is_none() {
         return Err(unknown_role(&name));
     }
     let holders = state

@@ -314,7 +314,7 @@ pub async fn patch_multi(
     if let Some(names) = &requested {
         for name in names {
             if Role::parse(name).is_none()
-                && crate::roles::custom_role(&state.ledger, name)?.is_none()
+                && crate::roles::custom_role(&*state.ledger, name)?.is_none()
             {
                 return Err(ApiError::InvalidInput(format!(
                     "'{name}' is not a role; use Administrator, Contributor, Reader or a role \

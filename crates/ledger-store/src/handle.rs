@@ -1,0 +1,131 @@
+//! The seam between a ledger and what serves it: [`LedgerHandle`] is everything the HTTP
+//! personality (and the node around it) asks of a ledger. A single node serves a [`Ledger`]
+//! directly; a replicated ledger implements the same trait over its local store (forwarding
+//! writes to the primary, reading committed state here), so the personality does not change.
+
+use crate::{
+    AppendError, Completion, EntryRecord, Ledger, ReceiptBundle, StoreError, TxStatus, WriteRequest,
+};
+use ledger_core::TxId;
+use ledger_core::hash::Hash32;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A ledger as its clients see it. Every read answers from committed state only.
+pub trait LedgerHandle: Send + Sync {
+    /// Queues a write; `done` is called once, when it is committed or has failed.
+    fn submit(&self, request: WriteRequest, done: Completion) -> Result<(), AppendError>;
+
+    /// Writes and blocks until committed.
+    fn append(&self, request: WriteRequest) -> Result<TxId, AppendError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(
+            request,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )?;
+        rx.recv().unwrap_or(Err(AppendError::Closed))
+    }
+
+    /// `Ok` when writes are accepted; otherwise what `submit` would answer now.
+    fn write_health(&self) -> Result<(), AppendError>;
+    /// Submissions waiting to be sequenced.
+    fn queue_depth(&self) -> usize;
+    /// Why writes stopped until a restart, if they did.
+    fn failure(&self) -> Option<String>;
+    /// Stops accepting writes, commits what was submitted, and waits for it.
+    fn close(&self);
+
+    /// The last committed transaction.
+    fn committed(&self) -> Option<TxId>;
+    fn status(&self, txid: TxId) -> TxStatus;
+    /// Blocks until `txid` is committed or `timeout` passes; the status then.
+    fn wait_committed(&self, txid: TxId, timeout: Duration) -> TxStatus;
+
+    fn entry(&self, txid: TxId) -> Result<Option<EntryRecord>, StoreError>;
+    fn entries(
+        &self,
+        collection: &str,
+        tag: Option<&str>,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<EntryRecord>, StoreError>;
+    fn latest_entry(&self, collection: &str) -> Result<Option<EntryRecord>, StoreError>;
+    fn collections(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    fn tags(&self, collection: &str) -> Result<Vec<(String, u64)>, StoreError>;
+    fn has_tag(&self, collection: &str, tag: &str) -> Result<bool, StoreError>;
+    fn receipt(&self, txid: TxId) -> Result<Option<ReceiptBundle>, StoreError>;
+    fn idempotent_write(&self, key_digest: &Hash32) -> Result<Option<(TxId, u64)>, StoreError>;
+
+    fn governance(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn governance_table(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+}
+
+impl LedgerHandle for Ledger {
+    fn submit(&self, request: WriteRequest, done: Completion) -> Result<(), AppendError> {
+        Ledger::submit(self, request, done)
+    }
+    fn append(&self, request: WriteRequest) -> Result<TxId, AppendError> {
+        Ledger::append(self, request)
+    }
+    fn write_health(&self) -> Result<(), AppendError> {
+        Ledger::write_health(self)
+    }
+    fn queue_depth(&self) -> usize {
+        Ledger::queue_depth(self)
+    }
+    fn failure(&self) -> Option<String> {
+        Ledger::failure(self)
+    }
+    fn close(&self) {
+        Ledger::close(self)
+    }
+    fn committed(&self) -> Option<TxId> {
+        Ledger::committed(self)
+    }
+    fn status(&self, txid: TxId) -> TxStatus {
+        Ledger::status(self, txid)
+    }
+    fn wait_committed(&self, txid: TxId, timeout: Duration) -> TxStatus {
+        Ledger::wait_committed(self, txid, timeout)
+    }
+    fn entry(&self, txid: TxId) -> Result<Option<EntryRecord>, StoreError> {
+        Ledger::entry(self, txid)
+    }
+    fn entries(
+        &self,
+        collection: &str,
+        tag: Option<&str>,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<EntryRecord>, StoreError> {
+        Ledger::entries(self, collection, tag, from, to, limit)
+    }
+    fn latest_entry(&self, collection: &str) -> Result<Option<EntryRecord>, StoreError> {
+        Ledger::latest_entry(self, collection)
+    }
+    fn collections(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ledger::collections(self)
+    }
+    fn tags(&self, collection: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        Ledger::tags(self, collection)
+    }
+    fn has_tag(&self, collection: &str, tag: &str) -> Result<bool, StoreError> {
+        Ledger::has_tag(self, collection, tag)
+    }
+    fn receipt(&self, txid: TxId) -> Result<Option<ReceiptBundle>, StoreError> {
+        Ledger::receipt(self, txid)
+    }
+    fn idempotent_write(&self, key_digest: &Hash32) -> Result<Option<(TxId, u64)>, StoreError> {
+        Ledger::idempotent_write(self, key_digest)
+    }
+    fn governance(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ledger::governance(self, table, key)
+    }
+    fn governance_table(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Ledger::governance_table(self, table)
+    }
+}
