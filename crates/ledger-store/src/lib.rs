@@ -9,7 +9,8 @@
 //! tree/frames.idx            where each transaction's frame is (derived, checkpointed)
 //! tree/level-LL.hashes       Merkle subtree hashes (derived, checkpointed)
 //! index.redb                 indexes and governance state (derived, checkpointed)
-//! keys/ledger_secret         the ledger secret, wrapped by the key-encryption key
+//! keys/ledger_secret         the first ledger secret, wrapped by the key-encryption key
+//!                            (later ones are recorded in the ledger, see `crypto`)
 //! keys/kek                   the generated key-encryption key (embedded default only)
 //! fork-guard                 last signed (seqno, root) (path configurable)
 //! ```
@@ -34,7 +35,7 @@ pub use crypto::KekSource;
 pub use faults::{FaultInjector, FaultKind, FaultPlan, StorageFault, StorageOp};
 pub use recovery::RecoveryReport;
 
-use crypto::LedgerSecret;
+use crypto::{KeyRing, LedgerSecret};
 use guard::ForkGuard;
 use index::Index;
 use ledger_core::claims::{self, ApplicationClaim};
@@ -99,6 +100,11 @@ pub struct StoreConfig {
     pub faults: Option<Arc<dyn FaultInjector>>,
     /// Receives metrics events from the writer.
     pub observer: Option<Arc<dyn StoreObserver>>,
+    /// Key-use budget: the most private sections one data key seals (its rotation record
+    /// included, at least 2) before the writer rotates to a new ledger secret (FORMAT.md §5.1).
+    /// Default [`crypto::DEFAULT_KEY_ROTATION_EVERY`] (2^24), far below the 2^32 NIST allows
+    /// for random nonces.
+    pub key_rotation_every: u64,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -115,6 +121,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("fault_probe_interval", &self.fault_probe_interval)
             .field("faults", &self.faults)
             .field("observer", &self.observer.as_ref().map(|_| "StoreObserver"))
+            .field("key_rotation_every", &self.key_rotation_every)
             .finish()
     }
 }
@@ -133,6 +140,7 @@ impl Default for StoreConfig {
             fault_probe_interval: Duration::from_secs(1),
             faults: None,
             observer: None,
+            key_rotation_every: crypto::DEFAULT_KEY_ROTATION_EVERY,
         }
     }
 }
@@ -183,6 +191,15 @@ pub enum StoreError {
     Tree(String),
     #[error("transaction {txid} could not be decoded: {reason}")]
     Decode { txid: TxId, reason: String },
+    #[error(
+        "the ledger secret rotation in transaction {txid} ({file} at offset {offset}) is refused: {source}"
+    )]
+    KeyRotation {
+        file: PathBuf,
+        offset: u64,
+        txid: TxId,
+        source: crypto::RotationError,
+    },
     #[error("the ledger has no certificate for node {0}")]
     UnknownNode(Hash32),
     #[error("the ledger stopped accepting writes: {0}")]
@@ -217,6 +234,10 @@ pub enum AppendError {
     /// storage recovers or when the ledger is next opened, if it reached the disk.
     #[error("the write may be on disk but could not be committed now: {0}")]
     Indeterminate(String),
+    /// A governance write names a table only the store itself writes (the ledger secret
+    /// rotations); nothing was written.
+    #[error("table {0} is written by the ledger itself; nothing was written")]
+    ReservedTable(String),
 }
 
 /// Called once, on the writer thread, when a submitted transaction is committed or has failed.
@@ -286,7 +307,8 @@ pub(crate) struct Shared {
     pub segments: Segments,
     pub tree: TreeFiles,
     pub index: Index,
-    pub secret: LedgerSecret,
+    /// Every data key version, by the seqno from which it applies; the commit secret.
+    pub keys: KeyRing,
     pub published: Mutex<Published>,
     pub committed_changed: Condvar,
     /// Submissions queued and not yet taken by the writer.
@@ -399,6 +421,8 @@ impl Ledger {
             .clone()
             .unwrap_or_else(|| dir.join(GUARD_FILE));
         let guard = ForkGuard::load(&guard_path)?;
+        // Recovery adds the versions recorded in the ledger to the ring as it scans.
+        let keys = KeyRing::new(secret);
         // A missing index is built from scratch, like one that had to be discarded.
         let index_missing = !index_path.exists();
         let mut index_rebuilt = false;
@@ -413,7 +437,7 @@ impl Ledger {
                 }
                 Err(e) => return Err(e.into()),
             };
-            match recovery::recover(&ledger_dir, &secret, &index, &tree_dir, &guard, false) {
+            match recovery::recover(&ledger_dir, &keys, &index, &tree_dir, &guard, false) {
                 Err(StoreError::IndexAhead { .. }) if !index_rebuilt => {
                     drop(index);
                     remove_if_exists(&index_path)?;
@@ -424,6 +448,9 @@ impl Ledger {
         };
         let mut report = recovered.report;
         report.index_rebuilt |= index_rebuilt || index_missing;
+        if let Some((_, _, bytes)) = &report.truncated_tail {
+            keys.charge_torn_tail(*bytes);
+        }
         if genesis.is_none() && recovered.last.is_none() {
             // `create` was interrupted before its genesis transaction was durable (recovery may
             // have removed a half-created first segment): there is no ledger to open, and
@@ -444,7 +471,7 @@ impl Ledger {
             segments: recovered.segments,
             tree: tree_files,
             index,
-            secret,
+            keys,
             published: Mutex::new(Published {
                 durable: recovered.last,
                 committed,
@@ -522,7 +549,12 @@ impl Ledger {
                 };
                 (TxBody::Application(e), digest)
             }
-            WriteRequest::Governance(writes) => (TxBody::Governance(writes), Hash32::ZERO),
+            WriteRequest::Governance(writes) => {
+                if let Some(w) = writes.iter().find(|w| w.table == crypto::LEDGER_SECRETS) {
+                    return Err(AppendError::ReservedTable(w.table.clone()));
+                }
+                (TxBody::Governance(writes), Hash32::ZERO)
+            }
         };
         if let Some(refused) = self.shared.refusal() {
             return Err(refused);
@@ -598,6 +630,12 @@ impl Ledger {
         if let Some(handle) = self.writer.lock().expect("writer lock").take() {
             let _ = handle.join();
         }
+    }
+
+    /// The first seqno of each data key version, version 0 first (FORMAT.md §5.1): version
+    /// `v` seals the private sections of seqnos from its first up to the next version's.
+    pub fn key_versions(&self) -> Vec<u64> {
+        self.shared.keys.first_seqnos()
     }
 
     /// The last committed transaction.
@@ -687,7 +725,7 @@ impl Ledger {
         if view.kind != entry::TxKind::Application {
             return Ok(None);
         }
-        view.application(&self.shared.secret)
+        view.application(&*self.shared.keys.opener(txid.seqno()))
             .map(Some)
             .map_err(|e| decode(e.to_string()))
     }
@@ -842,7 +880,7 @@ impl Ledger {
         };
         let decode = |reason: String| StoreError::Decode { txid, reason };
         let view = EntryView::parse(&bytes, txid.seqno()).map_err(|e| decode(e.to_string()))?;
-        let evidence = self.shared.secret.commit_secret().evidence(txid);
+        let evidence = self.shared.keys.commit_secret().evidence(txid);
         if evidence.digest() != view.commit_evidence_digest {
             return Err(decode(
                 "stored commit evidence digest does not match the ledger secret".into(),

@@ -17,7 +17,7 @@
 //! failed fsync the page cache cannot be trusted, so only recovery re-reading the disk can say
 //! what is there (PostgreSQL's "fsyncgate" lesson).
 
-use crate::crypto::LedgerSecret;
+use crate::crypto::Sealing;
 use crate::faults::{FaultKind, Faults, StorageFault, StorageOp};
 use crate::guard::{ForkGuard, GuardError, SignedPoint};
 use crate::index::IndexOp;
@@ -28,7 +28,7 @@ use crate::segment::{self, ActiveSegment, AppendFailure};
 use crate::tree::{EntryClass, FrameRecord, TreeWriter};
 use crate::{AppendError, Completion, Shared, StoreConfig};
 use ledger_core::TxId;
-use ledger_core::entry::{self, EntryView, SignatureRecord, TxBody};
+use ledger_core::entry::{self, EntryView, Sealer, SignatureRecord, TxBody};
 use ledger_core::hash::Hash32;
 use ledger_core::signing::NodeSigningKey;
 use std::io::{self, Write};
@@ -96,6 +96,8 @@ pub(crate) struct Writer {
     index_ops: Vec<(TxId, IndexOp)>,
     /// The index lost updates (a failed commit): re-derive it from the segments.
     index_resync: bool,
+    /// The data key that seals now and its budget (rotated by [`Writer::rotation_before`]).
+    keys: Sealing,
 }
 
 impl Writer {
@@ -115,6 +117,7 @@ impl Writer {
         last_signature: Option<SignedPoint>,
     ) -> Writer {
         let faults = Faults(config.faults.clone());
+        let keys = shared.keys.sealing(config.key_rotation_every);
         Writer {
             shared,
             config,
@@ -135,6 +138,7 @@ impl Writer {
             unpublished: None,
             index_ops: Vec::new(),
             index_resync: false,
+            keys,
         }
     }
 
@@ -239,6 +243,7 @@ impl Writer {
             return;
         }
         let mut tree = self.tree.clone();
+        let mut keys = self.keys.clone();
         let mut buf = Vec::new();
         let mut ops: Vec<(TxId, IndexOp)> = Vec::with_capacity(batch.len() + 1);
         let mut batch_txs: Vec<Pending> = Vec::with_capacity(batch.len());
@@ -259,28 +264,39 @@ impl Writer {
             }
         };
         for sub in batch {
-            let txid = TxId::new(self.view, seqno).expect("view and seqno are >= 1");
-            let Some(bytes) = self.encode(txid, &sub.body, &sub.claims_digest) else {
-                (sub.done)(Err(AppendError::Failed(
-                    "the OS random number generator failed".into(),
-                )));
-                continue;
+            // Key-use budget: a rotation transaction goes first when this entry's seal would
+            // pass the current key's budget (FORMAT.md §5.1).
+            let rotation = match rotation_before(&mut keys, seqno, &sub) {
+                Ok(rotation) => rotation,
+                Err(e) => {
+                    (sub.done)(Err(AppendError::Failed(e.to_string())));
+                    continue;
+                }
             };
-            let leaf = EntryView::parse(&bytes, seqno)
-                .expect("we just encoded it")
-                .leaf();
-            let offset = push_frame(&mut buf, base, &bytes);
-            tree.push(
-                leaf,
-                FrameRecord::new(offset, EntryClass::of(&sub.body), &leaf),
-            );
-            ops.push((txid, index_op(sub.body)));
-            batch_txs.push(Pending {
-                txid,
-                done: Some(sub.done),
-                submitted: Some(sub.submitted),
-            });
-            seqno += 1;
+            for sub in rotation.into_iter().chain([sub]) {
+                let txid = TxId::new(self.view, seqno).expect("view and seqno are >= 1");
+                let Some(bytes) = self.encode(&keys, txid, &sub.body, &sub.claims_digest) else {
+                    (sub.done)(Err(AppendError::Failed(
+                        "the OS random number generator failed".into(),
+                    )));
+                    continue;
+                };
+                let leaf = EntryView::parse(&bytes, seqno)
+                    .expect("we just encoded it")
+                    .leaf();
+                let offset = push_frame(&mut buf, base, &bytes);
+                tree.push(
+                    leaf,
+                    FrameRecord::new(offset, EntryClass::of(&sub.body), &leaf),
+                );
+                ops.push((txid, index_op(sub.body)));
+                batch_txs.push(Pending {
+                    txid,
+                    done: Some(sub.done),
+                    submitted: Some(sub.submitted),
+                });
+                seqno += 1;
+            }
         }
         let pending = self.unsigned.len() + batch_txs.len();
         let due = pending as u64 >= self.config.sign_every
@@ -315,7 +331,7 @@ impl Writer {
             };
             let body = TxBody::Signature(record);
             let bytes = self
-                .encode(txid, &body, &Hash32::ZERO)
+                .encode(&keys, txid, &body, &Hash32::ZERO)
                 .expect("signatures have no private part");
             let leaf = EntryView::parse(&bytes, seqno)
                 .expect("just encoded")
@@ -331,6 +347,8 @@ impl Writer {
         }
         let started = Instant::now();
         if let Err(failure) = self.segment.append(&buf, &self.faults) {
+            // The batch's seqnos will be sealed again: what it sealed counts against the key.
+            self.keys.discard(seqno - self.next_seqno);
             return self.append_failed(failure, batch_txs, buf.len());
         }
         if let Some(observer) = &self.config.observer {
@@ -344,6 +362,9 @@ impl Writer {
         // Durable. Derived state next, then publish.
         self.next_seqno = seqno;
         self.tree = tree;
+        // New key versions join the ring before anything sealed under them is published.
+        keys.publish_to(&self.shared.keys);
+        self.keys = keys;
         let last = TxId::new(self.view, seqno - 1).expect(">= 1");
         if let Some(point) = signed {
             self.last_signature = Some(point);
@@ -502,7 +523,7 @@ impl Writer {
                 .and_then(|()| {
                     recovery::reindex(
                         &self.ledger_dir,
-                        &self.shared.secret,
+                        &self.shared.keys,
                         index,
                         self.next_seqno - 1,
                     )
@@ -639,16 +660,30 @@ impl Writer {
         Ok(self.segment.len())
     }
 
-    fn encode(&self, txid: TxId, body: &TxBody, claims_digest: &Hash32) -> Option<Vec<u8>> {
-        let secret: &LedgerSecret = &self.shared.secret;
-        let evidence = secret.commit_secret().evidence(txid);
-        let mut sealer = secret.sealer().ok()?;
+    fn encode(
+        &self,
+        keys: &Sealing,
+        txid: TxId,
+        body: &TxBody,
+        claims_digest: &Hash32,
+    ) -> Option<Vec<u8>> {
+        let evidence = self.shared.keys.commit_secret().evidence(txid);
+        // Only application entries seal (and draw a nonce), so encoding a rotation or a
+        // signature cannot fail after the key has moved on.
+        let mut sealer = match body {
+            TxBody::Application(_) => Some(keys.sealer().ok()?),
+            TxBody::Governance(_) | TxBody::Signature(_) => None,
+        };
+        let sealer: &mut dyn Sealer = match &mut sealer {
+            Some(sealer) => sealer,
+            None => &mut NothingToSeal,
+        };
         Some(entry::encode(
             txid,
             body,
             &evidence.digest(),
             claims_digest,
-            &mut sealer,
+            sealer,
         ))
     }
 
@@ -697,6 +732,38 @@ impl Writer {
             recorded?;
         }
         Ok(())
+    }
+}
+
+/// The governance transaction recording a new data key, to be sequenced at `seqno` before
+/// `sub`, when `sub` seals and its seal would pass the current key's budget (FORMAT.md §5.1);
+/// `keys` then seals from `seqno + 1` with the new key. An error (no new secret could be drawn)
+/// means `sub` must not be sealed under the spent key.
+fn rotation_before(
+    keys: &mut Sealing,
+    seqno: u64,
+    sub: &Submission,
+) -> Result<Option<Submission>, crate::crypto::KeyError> {
+    if !matches!(sub.body, TxBody::Application(_)) || !keys.rotation_due(seqno) {
+        return Ok(None);
+    }
+    let write = keys.rotate(seqno)?;
+    Ok(Some(Submission {
+        body: TxBody::Governance(vec![write]),
+        claims_digest: Hash32::ZERO,
+        // Nobody waits for it: it commits with the entries around it.
+        done: Box::new(|_| {}),
+        submitted: sub.submitted,
+    }))
+}
+
+/// The sealer of a transaction without a private section (governance writes, signatures):
+/// `entry::encode` calls a sealer for application entries only.
+struct NothingToSeal;
+
+impl Sealer for NothingToSeal {
+    fn seal(&mut self, _aad: &[u8], _plaintext: &[u8]) -> Vec<u8> {
+        unreachable!("entry::encode seals application entries only")
     }
 }
 
