@@ -1,5 +1,6 @@
-//! Encryption at rest: the ledger secret, the key-encryption key (KEK) that wraps it, and the
-//! AES-256-GCM sealer for private entry sections.
+//! Encryption at rest: the ledger secret, the key-encryption key (KEK) that wraps it, the
+//! AES-256-GCM sealer for private entry sections, and the data key versions that bound how
+//! much one key seals.
 //!
 //! The ledger secret never touches disk in the clear: `keys/ledger_secret` holds it sealed
 //! under the KEK. The KEK comes from a file or an environment variable chosen by the operator;
@@ -33,6 +34,7 @@ use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 const NONCE_LEN: usize = 12;
@@ -50,9 +52,9 @@ pub const ROTATION_RECORD_LEN: usize = 32 + SEAL_OVERHEAD;
 /// 2^32 limit keeps for a single key) for any ledger under 2^41 entries. A rotation costs one
 /// small governance transaction per 16.7 million entries.
 pub const DEFAULT_KEY_ROTATION_EVERY: u64 = 1 << 24;
-/// A lower bound on the bytes of a frame that holds a sealed entry (8 of frame header, 37 of
-/// entry header, 28 of nonce and tag, 3 of plaintext fields): used to bound how many seals a
-/// torn tail cut at recovery may have held.
+/// A lower bound on the bytes of a frame that holds a sealed entry (at least 76: 8 of frame
+/// header, 37 of entry header, 28 of nonce and tag, 3 of plaintext fields), to bound how many
+/// seals a torn tail cut at recovery may have held.
 const MIN_SEALED_FRAME: u64 = 64;
 
 /// Where the key-encryption key comes from.
@@ -311,7 +313,7 @@ pub struct KeyRing {
     versions: RwLock<Vec<KeyVersion>>,
     /// Seals under the newest version that the ledger does not hold (a torn tail cut at
     /// open); the writer counts them against that version's budget.
-    discarded: std::sync::atomic::AtomicU64,
+    discarded: AtomicU64,
 }
 
 impl fmt::Debug for KeyRing {
@@ -396,8 +398,7 @@ impl KeyRing {
             first_seqno: seqno + 1,
             key: Arc::new(DataKey::from_bytes(&secret)),
         });
-        self.discarded
-            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.discarded.store(0, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -410,8 +411,7 @@ impl KeyRing {
             .max(1);
         if keep < versions.len() {
             versions.truncate(keep);
-            self.discarded
-                .store(0, std::sync::atomic::Ordering::Relaxed);
+            self.discarded.store(0, Ordering::Relaxed);
         }
     }
 
@@ -419,10 +419,8 @@ impl KeyRing {
     /// the newest version's budget: a cut frame's ciphertext may have been seen on disk, and its
     /// seqno will be sealed again.
     pub fn charge_torn_tail(&self, bytes: u64) {
-        self.discarded.fetch_add(
-            bytes.div_ceil(MIN_SEALED_FRAME),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.discarded
+            .fetch_add(bytes.div_ceil(MIN_SEALED_FRAME), Ordering::Relaxed);
     }
 
     /// The writer's sealing state, starting from the newest version, with `budget` seals per
@@ -434,7 +432,7 @@ impl KeyRing {
             version: versions.len() as u64 - 1,
             first_seqno: newest.first_seqno,
             key: newest.key.clone(),
-            discarded: self.discarded.load(std::sync::atomic::Ordering::Relaxed),
+            discarded: self.discarded.load(Ordering::Relaxed),
             budget: budget.max(2),
             made: Vec::new(),
         }
@@ -446,8 +444,7 @@ impl KeyRing {
             return;
         }
         self.write().extend(made);
-        self.discarded
-            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.discarded.store(0, Ordering::Relaxed);
     }
 }
 

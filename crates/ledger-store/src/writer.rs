@@ -1,6 +1,7 @@
 //! The writer: one thread that sequences, encodes and durably appends transactions in groups.
 //!
-//! Per batch: assign seqnos, encode and seal each transaction, compute its leaf, add a
+//! Per batch: assign seqnos, encode and seal each transaction (first recording a new data key
+//! when the current one's budget is spent, `crypto::Sealing`), compute its leaf, add a
 //! signature transaction when it is due (the queue is empty, or `sign_every` transactions or
 //! `sign_interval` have passed since the last one), then one `write` and one
 //! `fdatasync` for the whole batch. Only after that are the tree files and indexes updated and
@@ -96,7 +97,7 @@ pub(crate) struct Writer {
     index_ops: Vec<(TxId, IndexOp)>,
     /// The index lost updates (a failed commit): re-derive it from the segments.
     index_resync: bool,
-    /// The data key that seals now and its budget (rotated by [`Writer::rotation_before`]).
+    /// The data key that seals now and its budget (rotated by [`rotation_before`]).
     keys: Sealing,
 }
 
@@ -263,40 +264,45 @@ impl Writer {
                 return self.on_fault(fault, 4096, pending);
             }
         };
-        for sub in batch {
+        let mut batch = batch.into_iter();
+        // An entry that waits while the rotation sequenced before it takes its seqno.
+        let mut held = None;
+        while let Some(sub) = held.take().or_else(|| batch.next()) {
             // Key-use budget: a rotation transaction goes first when this entry's seal would
             // pass the current key's budget (FORMAT.md §5.1).
-            let rotation = match rotation_before(&mut keys, seqno, &sub) {
-                Ok(rotation) => rotation,
+            let sub = match rotation_before(&mut keys, seqno, &sub) {
+                Ok(None) => sub,
+                Ok(Some(rotation)) => {
+                    held = Some(sub);
+                    rotation
+                }
                 Err(e) => {
                     (sub.done)(Err(AppendError::Failed(e.to_string())));
                     continue;
                 }
             };
-            for sub in rotation.into_iter().chain([sub]) {
-                let txid = TxId::new(self.view, seqno).expect("view and seqno are >= 1");
-                let Some(bytes) = self.encode(&keys, txid, &sub.body, &sub.claims_digest) else {
-                    (sub.done)(Err(AppendError::Failed(
-                        "the OS random number generator failed".into(),
-                    )));
-                    continue;
-                };
-                let leaf = EntryView::parse(&bytes, seqno)
-                    .expect("we just encoded it")
-                    .leaf();
-                let offset = push_frame(&mut buf, base, &bytes);
-                tree.push(
-                    leaf,
-                    FrameRecord::new(offset, EntryClass::of(&sub.body), &leaf),
-                );
-                ops.push((txid, index_op(sub.body)));
-                batch_txs.push(Pending {
-                    txid,
-                    done: Some(sub.done),
-                    submitted: Some(sub.submitted),
-                });
-                seqno += 1;
-            }
+            let txid = TxId::new(self.view, seqno).expect("view and seqno are >= 1");
+            let Some(bytes) = self.encode(&keys, txid, &sub.body, &sub.claims_digest) else {
+                (sub.done)(Err(AppendError::Failed(
+                    "the OS random number generator failed".into(),
+                )));
+                continue;
+            };
+            let leaf = EntryView::parse(&bytes, seqno)
+                .expect("we just encoded it")
+                .leaf();
+            let offset = push_frame(&mut buf, base, &bytes);
+            tree.push(
+                leaf,
+                FrameRecord::new(offset, EntryClass::of(&sub.body), &leaf),
+            );
+            ops.push((txid, index_op(sub.body)));
+            batch_txs.push(Pending {
+                txid,
+                done: Some(sub.done),
+                submitted: Some(sub.submitted),
+            });
+            seqno += 1;
         }
         let pending = self.unsigned.len() + batch_txs.len();
         let due = pending as u64 >= self.config.sign_every
