@@ -340,6 +340,7 @@ fn audit(data_dir: &Path, service_cert: Option<PathBuf>, json: bool) -> Result<E
                     "ok": true, "segments": r.segments, "transactions": r.transactions,
                     "entries": r.entries, "governance": r.governance, "signatures": r.signatures,
                     "lastVerifiedTransactionId": last, "unsignedTail": r.unsigned_tail, "nodes": r.nodes,
+                    "keyRotations": r.key_rotations,
                 });
                 println!("{value}");
             } else {
@@ -348,8 +349,8 @@ fn audit(data_dir: &Path, service_cert: Option<PathBuf>, json: bool) -> Result<E
                     r.transactions, r.segments
                 );
                 println!(
-                    "  entries {}, governance {}, signatures {}, nodes {}",
-                    r.entries, r.governance, r.signatures, r.nodes
+                    "  entries {}, governance {}, signatures {}, nodes {}, key rotations {}",
+                    r.entries, r.governance, r.signatures, r.nodes, r.key_rotations
                 );
                 println!("  last verified transaction: {last}");
                 if r.unsigned_tail > 0 {

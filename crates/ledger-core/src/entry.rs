@@ -100,6 +100,9 @@ pub mod tables {
     pub const ROLES: &str = "public:cledger.roles";
     /// Key: setting name; value: JSON.
     pub const CONFIG: &str = "public:cledger.config";
+    /// Key: data key version (decimal, from 1); value: the new ledger secret, sealed under the
+    /// previous version's key. Written by the store's writer only, never by clients.
+    pub const LEDGER_SECRETS: &str = "public:cledger.ledger_secrets";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

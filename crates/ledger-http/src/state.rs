@@ -183,6 +183,9 @@ fn append_error(e: AppendError) -> ApiError {
         e @ (AppendError::NotPrimary | AppendError::Refused(_)) => ApiError::StorageUnavailable(
             format!("This node cannot take the write ({e}); nothing was written."),
         ),
+        AppendError::ReservedTable(table) => {
+            ApiError::InvalidInput(format!("Table {table} is written by the ledger itself."))
+        }
         AppendError::Indeterminate(reason) => ApiError::WriteIndeterminate(format!(
             "The write may be on disk but could not be committed ({reason}). If it reached the \
              disk it is committed when storage recovers or the ledger restarts; check the status \

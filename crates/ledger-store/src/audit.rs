@@ -2,12 +2,14 @@
 //! without any key — checksums and sequence, every leaf recomputed from the stored bytes
 //! (ciphertext included), every signature transaction's root against the recomputed tree, its
 //! ECDSA signature, and the signing node's certificate chain up to the service certificate
-//! recorded at genesis (and, if given, pinned by the caller).
+//! recorded at genesis (and, if given, pinned by the caller); ledger secret rotations are
+//! checked for form and order (their secrets stay sealed).
 //!
 //! It reads only: it never truncates a torn tail or touches derived files. When the tree files
 //! are present it also compares each recomputed leaf with the stored one, which names the
 //! exact transaction that was altered even when its frame checksum was forged.
 
+use crate::crypto;
 use crate::segment::{self, FrameLocation};
 use crate::tree::{self, FrameRecord};
 use ledger_core::entry::{self, EntryView, TxKind};
@@ -32,6 +34,8 @@ pub struct AuditReport {
     /// Transactions after the last signature (durable, not yet signed).
     pub unsigned_tail: u64,
     pub nodes: usize,
+    /// Ledger secret rotations recorded (checked for form and order; their secrets are sealed).
+    pub key_rotations: u64,
 }
 
 /// The first problem found.
@@ -196,7 +200,15 @@ impl AuditState {
             TxKind::Application => self.report.entries += 1,
             TxKind::Governance => {
                 self.report.governance += 1;
-                for w in view.governance_writes().map_err(|e| fail(e.to_string()))? {
+                let writes = view.governance_writes().map_err(|e| fail(e.to_string()))?;
+                // A ledger secret rotation: the next key version, alone in its transaction.
+                if crypto::rotation_record(&writes, self.report.key_rotations + 1)
+                    .map_err(|e| fail(format!("ledger secret rotation refused: {e}")))?
+                    .is_some()
+                {
+                    self.report.key_rotations += 1;
+                }
+                for w in writes {
                     let text = || {
                         w.value
                             .as_ref()

@@ -9,7 +9,8 @@
 //! tree/frames.idx            where each transaction's frame is (derived, checkpointed)
 //! tree/level-LL.hashes       Merkle subtree hashes (derived, checkpointed)
 //! index.redb                 indexes and governance state (derived, checkpointed)
-//! keys/ledger_secret         the ledger secret, wrapped by the key-encryption key
+//! keys/ledger_secret         the first ledger secret, wrapped by the key-encryption key
+//!                            (later ones are recorded in the ledger, see `crypto`)
 //! keys/kek                   the generated key-encryption key (embedded default only)
 //! fork-guard                 last signed (seqno, root) (path configurable)
 //! ```
@@ -38,7 +39,7 @@ pub use faults::{FaultInjector, FaultKind, FaultPlan, StorageFault, StorageOp};
 pub use handle::LedgerHandle;
 pub use recovery::RecoveryReport;
 
-use crypto::LedgerSecret;
+use crypto::{KeyRing, LedgerSecret};
 use guard::ForkGuard;
 use index::Index;
 use ledger_core::claims::{self, ApplicationClaim};
@@ -120,6 +121,11 @@ pub struct StoreConfig {
     pub faults: Option<Arc<dyn FaultInjector>>,
     /// Receives metrics events from the writer.
     pub observer: Option<Arc<dyn StoreObserver>>,
+    /// Key-use budget: the most private sections one data key seals (its rotation record
+    /// included, at least 2) before the writer rotates to a new ledger secret (FORMAT.md §5.1).
+    /// Default [`crypto::DEFAULT_KEY_ROTATION_EVERY`] (2^24), far below the 2^32 NIST allows
+    /// for random nonces.
+    pub key_rotation_every: u64,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -137,6 +143,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("fault_probe_interval", &self.fault_probe_interval)
             .field("faults", &self.faults)
             .field("observer", &self.observer.as_ref().map(|_| "StoreObserver"))
+            .field("key_rotation_every", &self.key_rotation_every)
             .finish()
     }
 }
@@ -156,6 +163,7 @@ impl Default for StoreConfig {
             fault_probe_interval: Duration::from_secs(1),
             faults: None,
             observer: None,
+            key_rotation_every: crypto::DEFAULT_KEY_ROTATION_EVERY,
         }
     }
 }
@@ -206,6 +214,15 @@ pub enum StoreError {
     Tree(String),
     #[error("transaction {txid} could not be decoded: {reason}")]
     Decode { txid: TxId, reason: String },
+    #[error(
+        "the ledger secret rotation in transaction {txid} ({file} at offset {offset}) is refused: {source}"
+    )]
+    KeyRotation {
+        file: PathBuf,
+        offset: u64,
+        txid: TxId,
+        source: crypto::RotationError,
+    },
     #[error("the ledger has no certificate for node {0}")]
     UnknownNode(Hash32),
     #[error("the ledger stopped accepting writes: {0}")]
@@ -248,6 +265,10 @@ pub enum AppendError {
     /// A follower refused what it was asked to append or commit; nothing was written.
     #[error("{0}")]
     Refused(FollowerRefusal),
+    /// A governance write names a table only the store itself writes (the ledger secret
+    /// rotations); nothing was written.
+    #[error("table {0} is written by the ledger itself; nothing was written")]
+    ReservedTable(String),
 }
 
 /// Why a follower's log refused a primary's transactions or a commit point.
@@ -265,6 +286,8 @@ pub enum FollowerRefusal {
     RootMismatch { txid: TxId },
     #[error("cannot commit through seqno {seqno}: only {durable} is durable here")]
     BeyondDurable { seqno: u64, durable: u64 },
+    #[error("cannot cut the log back to seqno {seqno}: {committed} is committed")]
+    BelowCommitted { seqno: u64, committed: u64 },
 }
 
 /// Called once, on the writer thread, when a submitted transaction is committed or has failed.
@@ -334,7 +357,8 @@ pub(crate) struct Shared {
     pub segments: Segments,
     pub tree: TreeFiles,
     pub index: Index,
-    pub secret: LedgerSecret,
+    /// Every data key version, by the seqno from which it applies; the commit secret.
+    pub keys: KeyRing,
     pub published: Mutex<Published>,
     pub committed_changed: Condvar,
     /// Submissions queued and not yet taken by the writer.
@@ -451,6 +475,8 @@ impl Ledger {
             .clone()
             .unwrap_or_else(|| dir.join(GUARD_FILE));
         let guard = ForkGuard::load(&guard_path)?;
+        // Recovery adds the versions recorded in the ledger to the ring as it scans.
+        let keys = KeyRing::new(secret);
         // A missing index is built from scratch, like one that had to be discarded.
         let index_missing = !index_path.exists();
         let mut index_rebuilt = false;
@@ -465,7 +491,7 @@ impl Ledger {
                 }
                 Err(e) => return Err(e.into()),
             };
-            match recovery::recover(&ledger_dir, &secret, &index, &tree_dir, &guard, false) {
+            match recovery::recover(&ledger_dir, &keys, &index, &tree_dir, &guard, false) {
                 Err(StoreError::IndexAhead { .. }) if !index_rebuilt => {
                     drop(index);
                     remove_if_exists(&index_path)?;
@@ -476,6 +502,9 @@ impl Ledger {
         };
         let mut report = recovered.report;
         report.index_rebuilt |= index_rebuilt || index_missing;
+        if let Some((_, _, bytes)) = &report.truncated_tail {
+            keys.charge_torn_tail(*bytes);
+        }
         if genesis.is_none() && recovered.last.is_none() {
             // `create` was interrupted before its genesis transaction was durable (recovery may
             // have removed a half-created first segment): there is no ledger to open, and
@@ -496,7 +525,7 @@ impl Ledger {
             segments: recovered.segments,
             tree: tree_files,
             index,
-            secret,
+            keys,
             published: Mutex::new(Published {
                 durable: recovered.last,
                 committed,
@@ -523,6 +552,7 @@ impl Ledger {
             last_signature.map(|(_, p)| p),
             config.sign_every,
             config.sign_interval,
+            shared.keys.sealing(config.key_rotation_every),
         );
         let writer = Writer::new(
             shared.clone(),
@@ -578,7 +608,12 @@ impl Ledger {
                 };
                 (TxBody::Application(e), digest)
             }
-            WriteRequest::Governance(writes) => (TxBody::Governance(writes), Hash32::ZERO),
+            WriteRequest::Governance(writes) => {
+                if let Some(w) = writes.iter().find(|w| w.table == crypto::LEDGER_SECRETS) {
+                    return Err(AppendError::ReservedTable(w.table.clone()));
+                }
+                (TxBody::Governance(writes), Hash32::ZERO)
+            }
         };
         if self.role == Role::Follower {
             return Err(AppendError::NotPrimary);
@@ -619,6 +654,14 @@ impl Ledger {
     /// it), applying their index and governance changes. Returns the committed txid.
     pub fn commit_through(&self, seqno: u64) -> Result<Option<TxId>, AppendError> {
         self.control(|reply| Control::CommitThrough { seqno, reply })
+    }
+
+    /// A follower's rollback: cuts off every durable transaction after `seqno` (a suffix a
+    /// former primary did not get committed), from the segments, the tree files and the key
+    /// ring, so that different transactions can take those seqnos. Refused below the commit
+    /// point. Returns the newest durable txid.
+    pub fn truncate_after(&self, seqno: u64) -> Result<Option<TxId>, AppendError> {
+        self.control(|reply| Control::TruncateAfter { seqno, reply })
     }
 
     fn control<T>(&self, make: impl FnOnce(writer::Reply<T>) -> Control) -> Result<T, AppendError> {
@@ -688,6 +731,12 @@ impl Ledger {
         if let Some(handle) = self.writer.lock().expect("writer lock").take() {
             let _ = handle.join();
         }
+    }
+
+    /// The first seqno of each data key version, version 0 first (FORMAT.md §5.1): version
+    /// `v` seals the private sections of seqnos from its first up to the next version's.
+    pub fn key_versions(&self) -> Vec<u64> {
+        self.shared.keys.first_seqnos()
     }
 
     /// The last committed transaction.
@@ -777,7 +826,7 @@ impl Ledger {
         if view.kind != entry::TxKind::Application {
             return Ok(None);
         }
-        view.application(&self.shared.secret)
+        view.application(&*self.shared.keys.opener(txid.seqno()))
             .map(Some)
             .map_err(|e| decode(e.to_string()))
     }
@@ -932,7 +981,7 @@ impl Ledger {
         };
         let decode = |reason: String| StoreError::Decode { txid, reason };
         let view = EntryView::parse(&bytes, txid.seqno()).map_err(|e| decode(e.to_string()))?;
-        let evidence = self.shared.secret.commit_secret().evidence(txid);
+        let evidence = self.shared.keys.commit_secret().evidence(txid);
         if evidence.digest() != view.commit_evidence_digest {
             return Err(decode(
                 "stored commit evidence digest does not match the ledger secret".into(),

@@ -7,7 +7,7 @@
 
 use crate::faults::{FaultKind, Faults, StorageFault, StorageOp};
 use crate::reader::{SegmentFile, Segments};
-use crate::segment::{ActiveSegment, AppendFailure, FrameLayout};
+use crate::segment::{self, ActiveSegment, AppendFailure, FrameLayout};
 use std::io::{self, Write};
 use std::path::PathBuf;
 
@@ -92,6 +92,43 @@ impl SegmentLog {
         let mut fault = StorageFault::new(op, &error, true);
         fault.message = format!("{} ({})", fault.message, self.active.path.display());
         Err(AppendOutcome::CutBack(fault))
+    }
+
+    /// Cuts the log back so that it ends with seqno `seqno`; `next_offset` is where the frame
+    /// of `seqno + 1` starts in its segment. Later segments are removed newest first and the
+    /// directory synced before the holding segment is cut, so a crash at any point leaves a
+    /// ledger that is a prefix of the one before (never one with a gap), and running the cut
+    /// again finishes it.
+    pub fn truncate_after(
+        &mut self,
+        seqno: u64,
+        next_offset: u64,
+        segments: &Segments,
+    ) -> io::Result<()> {
+        let target = seqno + 1;
+        let list = segment::list_segments(&self.dir)?;
+        let holder = list
+            .iter()
+            .rposition(|(first, _)| *first <= target)
+            .ok_or_else(|| io::Error::other(format!("no segment holds seqno {target}")))?;
+        // A segment that starts exactly at the cut goes whole (seqno 1's never does).
+        let (keep, cut_at) = if list[holder].0 == target && holder > 0 {
+            (holder - 1, None)
+        } else {
+            (holder, Some(next_offset))
+        };
+        for (_, path) in list[keep + 1..].iter().rev() {
+            std::fs::remove_file(path)?;
+        }
+        segment::sync_dir(&self.dir)?;
+        let (first, path) = &list[keep];
+        let layout = segments.retain_through(*first).unwrap_or(FrameLayout::V2);
+        let len = match cut_at {
+            Some(offset) => offset,
+            None => std::fs::metadata(path)?.len(),
+        };
+        self.active = ActiveSegment::reopen(path, *first, len, layout)?;
+        Ok(())
     }
 
     /// Whether writing works again: a scratch file of `bytes` (the failed batch's size) is

@@ -65,6 +65,14 @@ impl Segments {
         files.push(segment);
     }
 
+    /// Forgets the segments that start after `first_seqno` (removed when a suffix of the
+    /// ledger was cut off). Returns the layout of the last segment kept.
+    pub fn retain_through(&self, first_seqno: u64) -> Option<FrameLayout> {
+        let mut files = self.files.write().expect("segments lock");
+        files.retain(|s| s.first_seqno <= first_seqno);
+        files.last().map(|s| s.layout)
+    }
+
     fn path(&self, first_seqno: u64) -> PathBuf {
         self.ledger_dir
             .join(segment::segment_file_name(first_seqno))

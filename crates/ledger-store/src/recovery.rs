@@ -7,7 +7,7 @@
 //! (recomputed leaves against signed roots) are the auditor's job (`audit`), which needs no keys.
 
 use crate::StoreError;
-use crate::crypto::LedgerSecret;
+use crate::crypto::KeyRing;
 use crate::guard::{ForkGuard, SignedPoint};
 use crate::index::{Index, IndexOp};
 use crate::reader::{Segments, Transactions};
@@ -59,7 +59,7 @@ const REPLAY_CHUNK: usize = 10_000;
 /// tree to be re-derived from the first transaction.
 pub(crate) fn recover(
     ledger_dir: &Path,
-    secret: &LedgerSecret,
+    keys: &KeyRing,
     index: &Index,
     tree_dir: &Path,
     guard: &ForkGuard,
@@ -73,6 +73,8 @@ pub(crate) fn recover(
         segments: segments.len(),
         ..Default::default()
     };
+    // The scan below rebuilds the key ring from the rotation transactions it keeps.
+    keys.truncate_after(0);
 
     // First pass over the files: checksums, sequence, torn tail. Collects frame locations
     // lazily per segment so memory stays at one segment's bytes.
@@ -101,7 +103,7 @@ pub(crate) fn recover(
         // Missing or short tree files are derived data: rebuild them from the ledger.
         Err(_) if !force_tree_rebuild => {
             TreeFiles::reset(tree_dir).map_err(|e| StoreError::io(tree_dir, e))?;
-            return recover(ledger_dir, secret, index, tree_dir, guard, true);
+            return recover(ledger_dir, keys, index, tree_dir, guard, true);
         }
         Err(e) => return Err(StoreError::Tree(e)),
     };
@@ -173,12 +175,20 @@ pub(crate) fn recover(
                     view.txid, frame.txid
                 )));
             }
+            // A ledger secret rotation: the next data key, for the entries after it.
+            keys.observe(frame.txid, &view)
+                .map_err(|source| StoreError::KeyRotation {
+                    file: path.clone(),
+                    offset: frame.offset,
+                    txid: frame.txid,
+                    source,
+                })?;
             let body = if seqno > indexed_through
                 || seqno >= tree_start
                 || view.kind == ledger_core::entry::TxKind::Signature
             {
                 Some(
-                    view.body(Some(secret))
+                    view.body(Some(&*keys.opener(seqno)))
                         .map_err(|e| corrupt(e.to_string()))?,
                 )
             } else {
@@ -222,7 +232,7 @@ pub(crate) fn recover(
     if tree_start > end + 1 {
         drop(tree_files);
         TreeFiles::reset(tree_dir).map_err(|e| StoreError::io(tree_dir, e))?;
-        return recover(ledger_dir, secret, index, tree_dir, guard, true);
+        return recover(ledger_dir, keys, index, tree_dir, guard, true);
     }
     let signed_through = last_signature.as_ref().map_or(0, |(t, _)| t.seqno());
     let uncommitted_ops = ops.split_off(ops.partition_point(|(t, _)| t.seqno() <= signed_through));
@@ -250,7 +260,7 @@ pub(crate) fn recover(
                 drop(nodes);
                 drop(tree_files);
                 TreeFiles::reset(tree_dir).map_err(|e| StoreError::io(tree_dir, e))?;
-                return recover(ledger_dir, secret, index, tree_dir, guard, true);
+                return recover(ledger_dir, keys, index, tree_dir, guard, true);
             }
             return Err(StoreError::SignatureMismatch { txid: *sig_txid });
         }
@@ -346,7 +356,7 @@ fn describe(fault: &FrameFault, committed: bool) -> String {
 /// the store is running; frames are checked as on open, and nothing beyond `end` is read.
 pub(crate) fn reindex(
     ledger_dir: &Path,
-    secret: &LedgerSecret,
+    keys: &KeyRing,
     index: &Index,
     end: u64,
 ) -> Result<u64, StoreError> {
@@ -389,7 +399,7 @@ pub(crate) fn reindex(
             };
             let view = EntryView::parse(payload, seqno).map_err(|e| corrupt(e.to_string()))?;
             let body = view
-                .body(Some(secret))
+                .body(Some(&*keys.opener(seqno)))
                 .map_err(|e| corrupt(e.to_string()))?;
             ops.push((frame.txid, index_op(body)));
             if ops.len() >= REPLAY_CHUNK {

@@ -5,8 +5,12 @@
 //! log, and its own state (next seqno, Merkle frontier, last signature) moves on only when the
 //! writer says that batch is durable ([`Sequencer::advance`]), so a batch that fails to reach
 //! the disk leaves no trace here and its seqnos are used again.
+//!
+//! The sequencer also keeps the data key's use budget (`crypto::Sealing`, FORMAT.md §5.1):
+//! when sealing an entry would pass the current key's budget, a rotation transaction that
+//! records the next key is sequenced first.
 
-use crate::crypto::LedgerSecret;
+use crate::crypto::{KeyError, KeyRing, Sealing};
 use crate::guard::{ForkGuard, SignedPoint};
 use crate::index::IndexOp;
 use crate::recovery::index_op;
@@ -15,7 +19,7 @@ use crate::tree::{EntryClass, FrameRecord, TreeWriter};
 use crate::writer::{Pending, Submission};
 use crate::{AppendError, FollowerRefusal};
 use ledger_core::TxId;
-use ledger_core::entry::{self, EntryView, SignatureRecord, TxBody};
+use ledger_core::entry::{self, EntryView, Sealer, SignatureRecord, TxBody};
 use ledger_core::hash::Hash32;
 use ledger_core::signing::NodeSigningKey;
 use std::time::{Duration, Instant};
@@ -33,6 +37,8 @@ pub(crate) struct Sequenced {
     pub signatures: Vec<(TxId, SignedPoint)>,
     /// The frontier once the batch is in the tree.
     pub tree: TreeWriter,
+    /// The sealing state once the batch is durable (with the key versions it recorded).
+    keys: Sealing,
     /// The last transaction of the batch (None for an empty batch).
     pub last: Option<TxId>,
 }
@@ -56,6 +62,8 @@ pub(crate) struct Sequencer {
     last_signature_at: Instant,
     sign_every: u64,
     sign_interval: Duration,
+    /// The data key that seals now and how much of its budget is used.
+    keys: Sealing,
 }
 
 impl Sequencer {
@@ -68,6 +76,7 @@ impl Sequencer {
         last_signature: Option<SignedPoint>,
         sign_every: u64,
         sign_interval: Duration,
+        keys: Sealing,
     ) -> Sequencer {
         Sequencer {
             view: last.map_or(1, TxId::view),
@@ -80,6 +89,7 @@ impl Sequencer {
             last_signature_at: Instant::now(),
             sign_every,
             sign_interval,
+            keys,
         }
     }
 
@@ -120,14 +130,30 @@ impl Sequencer {
         batch: Vec<Submission>,
         base: u64,
         sign_now: bool,
-        secret: &LedgerSecret,
+        ring: &KeyRing,
         guard: &ForkGuard,
     ) -> Result<Sequenced, (SequenceError, Vec<Pending>)> {
         let mut out = self.empty_batch(batch.len() + 1);
         let mut seqno = self.next_seqno;
-        for sub in batch {
+        let mut batch = batch.into_iter();
+        // An entry that waits while the rotation sequenced before it takes its seqno.
+        let mut held = None;
+        while let Some(sub) = held.take().or_else(|| batch.next()) {
+            // Key-use budget: a rotation transaction goes first when this entry's seal would
+            // pass the current key's budget (FORMAT.md §5.1).
+            let sub = match rotation_before(&mut out.keys, seqno, &sub) {
+                Ok(None) => sub,
+                Ok(Some(rotation)) => {
+                    held = Some(sub);
+                    rotation
+                }
+                Err(e) => {
+                    (sub.done)(Err(AppendError::Failed(e.to_string())));
+                    continue;
+                }
+            };
             let txid = TxId::new(self.view, seqno).expect("view and seqno are >= 1");
-            let Some(bytes) = encode(secret, txid, &sub.body, &sub.claims_digest) else {
+            let Some(bytes) = encode(ring, &out.keys, txid, &sub.body, &sub.claims_digest) else {
                 (sub.done)(Err(AppendError::Failed(
                     "the OS random number generator failed".into(),
                 )));
@@ -163,7 +189,7 @@ impl Sequencer {
                 root,
                 signature: self.key.sign_root(&root),
             });
-            let bytes = encode(secret, txid, &body, &Hash32::ZERO)
+            let bytes = encode(ring, &out.keys, txid, &body, &Hash32::ZERO)
                 .expect("signatures have no private part");
             out.push_frame(base, txid, &bytes, EntryClass::Signature);
             out.ops.push((txid, IndexOp::Signature));
@@ -175,11 +201,28 @@ impl Sequencer {
     /// Takes a primary's encoded transactions unchanged (a follower's append): each must be
     /// the next seqno, in a view no older than the last one, decode (with the ledger secret),
     /// and every signature must sign exactly the root of the transactions before it here.
+    ///
+    /// A rotation among them joins `ring` at once (the entries after it are opened with the
+    /// key it records); if the batch is refused, or later fails to reach the disk, the ring is
+    /// cut back to the durable end ([`KeyRing::truncate_after`]).
     pub fn accept(
         &self,
         txs: &[(TxId, Vec<u8>)],
         base: u64,
-        secret: &LedgerSecret,
+        ring: &KeyRing,
+    ) -> Result<Sequenced, FollowerRefusal> {
+        let accepted = self.accept_into(txs, base, ring);
+        if accepted.is_err() {
+            ring.truncate_after(self.next_seqno - 1);
+        }
+        accepted
+    }
+
+    fn accept_into(
+        &self,
+        txs: &[(TxId, Vec<u8>)],
+        base: u64,
+        ring: &KeyRing,
     ) -> Result<Sequenced, FollowerRefusal> {
         let mut out = self.empty_batch(txs.len());
         let mut view = self.view;
@@ -209,14 +252,16 @@ impl Sequencer {
             if parsed.txid != *txid {
                 return Err(malformed(format!("the entry names txid {}", parsed.txid)));
             }
-            let evidence = secret.commit_secret().evidence(*txid);
+            let evidence = ring.commit_secret().evidence(*txid);
             if evidence.digest() != parsed.commit_evidence_digest {
                 return Err(malformed(
                     "its commit evidence was not made with this ledger's secret".into(),
                 ));
             }
+            ring.observe(*txid, &parsed)
+                .map_err(|e| malformed(e.to_string()))?;
             let body = parsed
-                .body(Some(secret))
+                .body(Some(&*ring.opener(txid.seqno())))
                 .map_err(|e| malformed(e.to_string()))?;
             if let TxBody::Signature(record) = &body {
                 let root = out.tree.root().expect("leaf 0 is always present");
@@ -239,11 +284,14 @@ impl Sequencer {
         Ok(out)
     }
 
-    /// The batch is durable: move on past it.
-    pub fn advance(&mut self, batch: &mut Sequenced) {
+    /// The batch is durable: move on past it. Key versions it recorded join `ring` before
+    /// anything sealed under them is published.
+    pub fn advance(&mut self, batch: &mut Sequenced, ring: &KeyRing) {
         let Some(last) = batch.last else {
             return;
         };
+        batch.keys.publish_to(ring);
+        std::mem::swap(&mut self.keys, &mut batch.keys);
         self.view = last.view();
         self.next_seqno = last.seqno() + 1;
         self.last = Some(last);
@@ -254,6 +302,29 @@ impl Sequencer {
         }
     }
 
+    /// A suffix of the log was cut off: go back to `last`, with the tree of the transactions
+    /// through it, the newest signature among them and the ring's sealing state.
+    pub fn rewind(
+        &mut self,
+        last: TxId,
+        tree: TreeWriter,
+        last_signature: Option<SignedPoint>,
+        keys: Sealing,
+    ) {
+        self.view = last.view();
+        self.next_seqno = last.seqno() + 1;
+        self.last = Some(last);
+        self.tree = tree;
+        self.last_signature = last_signature;
+        self.keys = keys;
+    }
+
+    /// A batch of `seals` seqnos was sealed and did not reach the disk: its seqnos will be
+    /// sealed again, so what it sealed counts against the key's budget.
+    pub fn discard(&mut self, seals: u64) {
+        self.keys.discard(seals);
+    }
+
     fn empty_batch(&self, capacity: usize) -> Sequenced {
         Sequenced {
             frames: Vec::new(),
@@ -261,6 +332,7 @@ impl Sequencer {
             ops: Vec::with_capacity(capacity),
             signatures: Vec::new(),
             tree: self.tree.clone(),
+            keys: self.keys.clone(),
             last: None,
         }
     }
@@ -281,18 +353,60 @@ impl Sequenced {
 }
 
 fn encode(
-    secret: &LedgerSecret,
+    ring: &KeyRing,
+    keys: &Sealing,
     txid: TxId,
     body: &TxBody,
     claims_digest: &Hash32,
 ) -> Option<Vec<u8>> {
-    let evidence = secret.commit_secret().evidence(txid);
-    let mut sealer = secret.sealer().ok()?;
+    let evidence = ring.commit_secret().evidence(txid);
+    // Only application entries seal (and draw a nonce), so encoding a rotation or a
+    // signature cannot fail after the key has moved on.
+    let mut sealer = match body {
+        TxBody::Application(_) => Some(keys.sealer().ok()?),
+        TxBody::Governance(_) | TxBody::Signature(_) => None,
+    };
+    let sealer: &mut dyn Sealer = match &mut sealer {
+        Some(sealer) => sealer,
+        None => &mut NothingToSeal,
+    };
     Some(entry::encode(
         txid,
         body,
         &evidence.digest(),
         claims_digest,
-        &mut sealer,
+        sealer,
     ))
+}
+
+/// The governance transaction recording a new data key, to be sequenced at `seqno` before
+/// `sub`, when `sub` seals and its seal would pass the current key's budget (FORMAT.md §5.1);
+/// `keys` then seals from `seqno + 1` with the new key. An error (no new secret could be drawn)
+/// means `sub` must not be sealed under the spent key.
+fn rotation_before(
+    keys: &mut Sealing,
+    seqno: u64,
+    sub: &Submission,
+) -> Result<Option<Submission>, KeyError> {
+    if !matches!(sub.body, TxBody::Application(_)) || !keys.rotation_due(seqno) {
+        return Ok(None);
+    }
+    let write = keys.rotate(seqno)?;
+    Ok(Some(Submission {
+        body: TxBody::Governance(vec![write]),
+        claims_digest: Hash32::ZERO,
+        // Nobody waits for it: it commits with the entries around it.
+        done: Box::new(|_| {}),
+        submitted: sub.submitted,
+    }))
+}
+
+/// The sealer of a transaction without a private section (governance writes, signatures):
+/// `entry::encode` calls a sealer for application entries only.
+struct NothingToSeal;
+
+impl Sealer for NothingToSeal {
+    fn seal(&mut self, _aad: &[u8], _plaintext: &[u8]) -> Vec<u8> {
+        unreachable!("entry::encode seals application entries only")
+    }
 }

@@ -307,6 +307,24 @@ impl TreeFiles {
         Ok(())
     }
 
+    /// Cuts the files back to a tree of `size` leaves, when a suffix of the ledger is cut off
+    /// (a follower's uncommitted suffix). Not durable until the next [`TreeFiles::sync`].
+    pub(crate) fn truncate(&self, size: u64) -> io::Result<()> {
+        let mut written = self.written.lock().expect("tree lock poisoned");
+        let (lens, dirty) = &mut *written;
+        let levels = self.levels.read().expect("tree lock poisoned");
+        for (k, (file, len)) in levels.iter().zip(lens.iter_mut()).enumerate() {
+            let level = k as u32 * TILE_STRIDE;
+            let wanted = if level < 64 { size >> level } else { 0 } * unit_len(k);
+            if wanted < *len || *dirty {
+                *len = wanted.min(*len);
+                file.set_len(*len)?;
+            }
+        }
+        *dirty = false;
+        Ok(())
+    }
+
     /// fsyncs every level file and the directory (new level files).
     pub fn sync(&self) -> io::Result<()> {
         self.sync_with(&Faults::none())

@@ -25,7 +25,9 @@ use crate::faults::{FaultKind, Faults, StorageFault, StorageOp};
 use crate::guard::{ForkGuard, GuardError, SignedPoint};
 use crate::index::IndexOp;
 use crate::log::{AppendOutcome, SegmentLog};
+use crate::reader::Transactions;
 use crate::recovery;
+use crate::tree::{TreeNodes, TreeWriter};
 use crate::sequencer::{SequenceError, Sequenced, Sequencer};
 use crate::{AppendError, Completion, FollowerRefusal, Role, Shared, StoreConfig};
 use ledger_core::TxId;
@@ -76,6 +78,12 @@ pub(crate) enum Control {
     /// Commit through the last durable signature at or before `seqno`; answered with the
     /// committed txid.
     CommitThrough {
+        seqno: u64,
+        reply: Reply<Option<TxId>>,
+    },
+    /// Cut off the uncommitted transactions after `seqno`; answered with the newest durable
+    /// txid.
+    TruncateAfter {
         seqno: u64,
         reply: Reply<Option<TxId>>,
     },
@@ -271,7 +279,9 @@ impl Writer {
                 (s.done)(Err(e));
             }
             Command::Control(
-                Control::AppendEncoded { reply, .. } | Control::CommitThrough { reply, .. },
+                Control::AppendEncoded { reply, .. }
+                | Control::CommitThrough { reply, .. }
+                | Control::TruncateAfter { reply, .. },
             ) => {
                 let _ = reply.send(Err(e));
             }
@@ -314,7 +324,7 @@ impl Writer {
         };
         let sequenced =
             self.sequencer
-                .sequence(batch, base, sign_now, &self.shared.secret, &self.guard);
+                .sequence(batch, base, sign_now, &self.shared.keys, &self.guard);
         match sequenced {
             Ok(sequenced) => self.make_durable(sequenced),
             Err((SequenceError::ForkGuard(reason), txs)) => {
@@ -341,6 +351,9 @@ impl Writer {
             Control::CommitThrough { seqno, reply } => {
                 let _ = reply.send(self.commit_through(seqno));
             }
+            Control::TruncateAfter { seqno, reply } => {
+                let _ = reply.send(self.truncate_after(seqno));
+            }
         }
     }
 
@@ -362,7 +375,7 @@ impl Writer {
             })?;
         let sequenced = self
             .sequencer
-            .accept(txs, base, &self.shared.secret)
+            .accept(txs, base, &self.shared.keys)
             .map_err(AppendError::Refused)?;
         self.make_durable(sequenced);
         match self.refusal() {
@@ -395,6 +408,83 @@ impl Writer {
         Ok(self.committed.map(|(t, _)| t))
     }
 
+    fn truncate_after(&mut self, seqno: u64) -> Result<Option<TxId>, AppendError> {
+        if self.signs() {
+            return Err(AppendError::Refused(FollowerRefusal::NotFollower));
+        }
+        let committed = self.commit_target.map_or(0, |(t, _)| t.seqno());
+        if seqno < committed {
+            return Err(AppendError::Refused(FollowerRefusal::BelowCommitted {
+                seqno,
+                committed,
+            }));
+        }
+        if self.sequencer.last().is_none_or(|last| seqno >= last.seqno()) {
+            return Ok(self.sequencer.last());
+        }
+        let cut = self.cut_log_after(seqno).map_err(|e| {
+            // Part of the cut may be on disk: only recovery can say what the files hold.
+            StorageFault::new(StorageOp::SegmentTruncate, &e, false)
+        });
+        let last = match cut {
+            Ok(last) => last,
+            Err(fault) => {
+                self.poison(AppendError::Unavailable(fault.clone()), Some(fault.clone()), Vec::new());
+                return Err(AppendError::Unavailable(fault));
+            }
+        };
+        let gone = self.uncommitted.partition_point(|p| p.txid.seqno() <= seqno);
+        for p in self.uncommitted.split_off(gone) {
+            if let Some(done) = p.done {
+                done(Err(AppendError::Failed(format!(
+                    "transaction {} was rolled back: it was not committed",
+                    p.txid
+                ))));
+            }
+        }
+        self.uncommitted_signatures.retain(|(t, _)| t.seqno() <= seqno);
+        self.index_ops.retain(|(t, _)| t.seqno() <= seqno);
+        self.shared.published.lock().expect("state lock").durable = Some(last);
+        self.shared.committed_changed.notify_all();
+        if let Err(fault) = self.checkpoint() {
+            self.on_fault(fault.clone(), 0, Vec::new());
+            return Err(AppendError::Unavailable(fault));
+        }
+        Ok(Some(last))
+    }
+
+    /// Cuts the segments, the tree files and the key ring back to `seqno` and rewinds the
+    /// sequencer there; returns the txid at `seqno`.
+    fn cut_log_after(&mut self, seqno: u64) -> io::Result<TxId> {
+        let transactions = Transactions {
+            tree: &self.shared.tree,
+            segments: &self.shared.segments,
+        };
+        let invalid = |e: crate::StoreError| io::Error::other(e.to_string());
+        let next_offset = transactions.record(seqno + 1).map_err(invalid)?.offset;
+        let (last, _) = transactions.read(seqno).map_err(invalid)?;
+        self.log
+            .truncate_after(seqno, next_offset, &self.shared.segments)?;
+        self.shared.tree.truncate(seqno + 1)?;
+        let tree = TreeWriter::resume(&TreeNodes::new(&self.shared.tree, &transactions), seqno + 1)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        self.shared.keys.truncate_after(seqno);
+        let last_signature = self
+            .uncommitted_signatures
+            .iter()
+            .rev()
+            .find(|(t, _)| t.seqno() <= seqno)
+            .or(self.committed.as_ref())
+            .map(|(_, point)| *point);
+        self.sequencer.rewind(
+            last,
+            tree,
+            last_signature,
+            self.shared.keys.sealing(self.config.key_rotation_every),
+        );
+        Ok(last)
+    }
+
     /// Appends a sequenced batch to the log; once durable, moves the sequencer on, brings the
     /// derived files up and (standalone) commits through the batch's signature.
     fn make_durable(&mut self, mut batch: Sequenced) {
@@ -403,6 +493,12 @@ impl Writer {
         }
         let started = Instant::now();
         if let Err(outcome) = self.log.append(&batch.frames, &self.faults) {
+            // The batch's seqnos will be sealed again: what it sealed counts against the key,
+            // and a rotation a follower took from it is forgotten.
+            self.sequencer.discard(batch.ops.len() as u64);
+            self.shared
+                .keys
+                .truncate_after(self.sequencer.last().map_or(0, TxId::seqno));
             let (len, txs) = (batch.frames.len(), batch.txs);
             return match outcome {
                 AppendOutcome::CutBack(fault) => self.degrade(fault, len, txs),
@@ -420,7 +516,7 @@ impl Writer {
             );
         }
         // Durable. Derived state next, then the commit point.
-        self.sequencer.advance(&mut batch);
+        self.sequencer.advance(&mut batch, &self.shared.keys);
         self.uncommitted.append(&mut batch.txs);
         self.index_ops.append(&mut batch.ops);
         self.uncommitted_signatures.append(&mut batch.signatures);
@@ -563,7 +659,7 @@ impl Writer {
                     }
                 })
                 .and_then(|()| {
-                    recovery::reindex(&self.ledger_dir, &self.shared.secret, index, target.seqno())
+                    recovery::reindex(&self.ledger_dir, &self.shared.keys, index, target.seqno())
                         .map_err(|e| fault_from_message(StorageOp::IndexCommit, e.to_string()))
                 })?;
             self.index_ops.drain(..through);

@@ -359,3 +359,72 @@ fn a_follower_refuses_bad_input_and_writes_nothing() {
     follower.close();
     audit(&p.follower_dir, Some(&p.service_cert)).unwrap_or_else(|e| panic!("audit: {e}"));
 }
+
+#[test]
+fn a_follower_cuts_an_uncommitted_suffix_and_takes_another_primarys() {
+    let p = pair();
+    let small = config_with_segments(SMALL_SEGMENT);
+    // A second primary from the same history: the fork a new primary writes after a view
+    // change, over the seqnos the old one did not get committed.
+    let other_dir = p.primary_dir.with_file_name("other");
+    copy_dir(&p.primary_dir, &other_dir);
+    let (primary, _) = reopen_ok(&p.primary_dir, small.clone());
+    let (other, _) = reopen_ok(&other_dir, small.clone());
+    let follower = reopen(
+        &p.follower_dir,
+        StoreConfig {
+            role: Role::Follower,
+            ..small
+        },
+    )
+    .expect("follower opens")
+    .0;
+    let start = follower.committed().expect("history");
+    let segments_before = segment_paths(&p.follower_dir).len();
+
+    // The old primary's suffix spans several small segments, then is never committed.
+    let old_written = append_numbered(&primary, "old", 120);
+    let admin = primary
+        .append(user_write("mallory", "Administrator"))
+        .expect("commits");
+    follower
+        .append_encoded(transactions_after(&primary, start.seqno()))
+        .expect("appends");
+    assert!(segment_paths(&p.follower_dir).len() > segments_before + 1);
+    assert_eq!(
+        follower.truncate_after(start.seqno() - 1),
+        Err(AppendError::Refused(FollowerRefusal::BelowCommitted {
+            seqno: start.seqno() - 1,
+            committed: start.seqno()
+        }))
+    );
+    assert_eq!(follower.truncate_after(start.seqno()), Ok(Some(start)));
+    assert_eq!(segment_paths(&p.follower_dir).len(), segments_before);
+    assert_eq!(follower.status(admin), TxStatus::Unknown);
+    for (txid, _) in &old_written {
+        assert_eq!(follower.status(*txid), TxStatus::Unknown);
+    }
+
+    // The new primary's transactions take those seqnos and commit.
+    let new_written = append_numbered(&other, "new", 30);
+    let new = transactions_after(&other, start.seqno());
+    let last = new.last().expect("new transactions").0;
+    assert_eq!(follower.append_encoded(new), Ok(Some(last)));
+    assert_eq!(follower.commit_through(last.seqno()), Ok(Some(last)));
+    assert_entries_intact(&follower, &new_written);
+    assert_eq!(follower.governance(tables::USERS, "mallory").expect("reads"), None);
+    assert_eq!(
+        follower.entries("alpha", None, 1, u64::MAX, 1000).expect("lists"),
+        other.entries("alpha", None, 1, u64::MAX, 1000).expect("lists")
+    );
+    for (txid, _) in new_written.iter().step_by(7) {
+        assert_eq!(receipt_json(&follower, *txid), receipt_json(&other, *txid));
+    }
+    assert_eq!(transactions_after(&follower, 0), transactions_after(&other, 0));
+    follower.close();
+    drop(follower);
+    audit(&p.follower_dir, Some(&p.service_cert)).unwrap_or_else(|e| panic!("audit: {e}"));
+    let follower = open_follower(&p.follower_dir);
+    assert_eq!(follower.committed(), Some(last));
+    assert_entries_intact(&follower, &new_written);
+}

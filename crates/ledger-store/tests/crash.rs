@@ -33,6 +33,9 @@ const MIN_KILLS: u64 = 50;
 const CHILD_THREADS: u64 = 4;
 /// Segments rotate every few dozen entries, so kills land around rotations too.
 const CRASH_SEGMENT_BYTES: u64 = 64 << 10;
+/// The data key is rotated every few dozen entries, so kills land around rotations too (and
+/// torn tails cut some of them).
+const CRASH_KEY_BUDGET: u64 = 40;
 /// The child gives up on its own after this long, should the parent die without killing it.
 const CHILD_LIFETIME: Duration = Duration::from_secs(60);
 const COMMITTED: &str = "COMMITTED ";
@@ -41,6 +44,7 @@ const SIGKILL: i32 = 9;
 fn crash_config(sign_interval: Duration) -> StoreConfig {
     StoreConfig {
         sign_interval,
+        key_rotation_every: CRASH_KEY_BUDGET,
         ..config_with_segments(CRASH_SEGMENT_BYTES)
     }
 }
@@ -355,9 +359,12 @@ fn appends_survive_repeated_sigkill() {
     let (ledger, _) = reopen_ok(&dir, ChildParams::of_run(0).config());
     let all: Vec<(TxId, ApplicationEntry)> = acknowledged.into_iter().collect();
     assert_entries_intact(&ledger, &all);
+    let key_versions = ledger.key_versions().len();
+    assert!(key_versions > 2, "the children rotated the data key");
     println!(
         "kills {kills}, acknowledged writes checked {checked} (most in one run {max_batch}), \
-         reopens that cut a torn tail {truncations}, ledger end {}, crash phase {crash_phase:.1?} \
+         reopens that cut a torn tail {truncations}, ledger end {}, data key versions \
+         {key_versions}, crash phase {crash_phase:.1?} \
          (children {in_child:.1?}, reopen and checks {in_checks:.1?}, audits {in_audit:.1?})",
         ledger.committed().map_or(0, TxId::seqno)
     );
