@@ -178,6 +178,7 @@ fn append_error(e: AppendError) -> ApiError {
             "The ledger cannot write ({reason}); nothing was written."
         )),
         AppendError::Unavailable(fault) => storage_fault_error(&fault),
+        AppendError::Limit(limit) => limit.into(),
         AppendError::Indeterminate(reason) => ApiError::WriteIndeterminate(format!(
             "The write may be on disk but could not be committed ({reason}). If it reached the \
              disk it is committed when storage recovers or the ledger restarts; check the status \

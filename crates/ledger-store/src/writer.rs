@@ -266,6 +266,12 @@ impl Writer {
                 )));
                 continue;
             };
+            // `submit` bounded the request; should the bound ever be short, the frame fails
+            // its own submission here rather than being written for the next open to refuse.
+            if let Err(e) = crate::limits::check_frame(bytes.len()) {
+                (sub.done)(Err(AppendError::Limit(e)));
+                continue;
+            }
             let leaf = EntryView::parse(&bytes, seqno)
                 .expect("we just encoded it")
                 .leaf();
