@@ -197,6 +197,10 @@ pub(crate) fn storage_fault_error(fault: &ledger_store::StorageFault) -> ApiErro
             "StorageUnavailable",
             "the ledger's storage reported an I/O error",
         ),
+        FaultKind::Resources => (
+            "StorageUnavailable",
+            "the server ran out of file descriptors or memory",
+        ),
     };
     let next = if fault.transient {
         "The ledger retries by itself and accepts writes again once the condition clears; \
