@@ -214,7 +214,7 @@ fn hint_for(code: &str) -> Option<String> {
         "TransactionPendingOrUnknown" => "the transaction is not committed yet or does not exist; check `cledger status TXID`".into(),
         "InvalidTransactionId" => "transaction ids look like 2.15 (view.seqno)".into(),
         "UnsupportedApiVersion" => "try --api-version 2022-05-13".into(),
-        "EntryTooLarge" => "the server limits entry size (--max-entry-bytes on the server)".into(),
+        "EntryTooLarge" | "EntrySizeCapacityExceeded" => "the server limits entry size (--max-entry-bytes on the server)".into(),
         _ => return None,
     })
 }
@@ -750,7 +750,19 @@ fn import(conn: &Connection, file: &Path) -> Result<(), Failure> {
                     .collect()
             })
             .unwrap_or_default();
-        let a = client.append(contents, v["collectionId"].as_str(), &tags)?;
+        // A refused line stops the import; say which, and what is already in the ledger.
+        let a = client
+            .append(contents, v["collectionId"].as_str(), &tags)
+            .map_err(|e| {
+                let mut failure = Failure::from(e);
+                failure.message = format!(
+                    "{}:{}: {} ({count} entries before it were imported)",
+                    file.display(),
+                    n + 1,
+                    failure.message
+                );
+                failure
+            })?;
         last = Some(a.transaction_id);
         count += 1;
         if let Some(b) = &bar {

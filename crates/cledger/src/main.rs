@@ -452,6 +452,15 @@ fn fill(ledger: &Ledger, collection: &str, count: u64, size: usize) -> Result<()
         match ledger.submit(WriteRequest::Entry(entry), done) {
             Ok(()) => submitted += 1,
             Err(ledger_store::AppendError::Busy) => wait_one(&mut finished)?,
+            Err(ledger_store::AppendError::Limit(e)) => {
+                return Err(format!(
+                    "entries of --size {size} cannot be stored: {e}; {}",
+                    match submitted {
+                        0 => "nothing was written".to_owned(),
+                        n => format!("only the {n} entries before it were written"),
+                    }
+                ));
+            }
             Err(e) => return Err(e.to_string()),
         }
     }

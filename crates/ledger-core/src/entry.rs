@@ -324,6 +324,87 @@ pub fn peek_view(bytes: &[u8]) -> Result<u64, DecodeError> {
 /// Bytes a [`Sealer`] adds to a plaintext: a 12-byte nonce and a 16-byte tag (AES-GCM).
 pub const SEAL_OVERHEAD: usize = 12 + 16;
 
+/// The largest stored entry, in bytes, of either format: the most a segment frame's payload
+/// holds (`docs/FORMAT.md` §2.2), and what the store's scanner refuses beyond. Writers must not
+/// encode more; every `u32` length field of the public section (§3.2, §3.3) is bounded by it.
+pub const MAX_ENTRY_BYTES: u64 = 64 << 20;
+
+/// The length of a varint at its largest (a `u64` in LEB128 takes at most ten bytes).
+pub const MAX_VARINT_LEN: u64 = 10;
+
+/// The exact length of [`encode`]`(txid, body, _, claims_digest, _)` for a transaction of `view`,
+/// where `has_claims_digest` is `claims_digest != Hash32::ZERO`. Computed from the lengths of the
+/// body's fields, without encoding or sealing anything, in `u64` so that no size overflows.
+pub fn encoded_len(body: &TxBody, view: u64, has_claims_digest: bool) -> u64 {
+    let public = public_section_len(body);
+    let header = 2 + varint_len(view) + 1 + 32 + if has_claims_digest { 32 } else { 0 };
+    let private = match body {
+        TxBody::Application(e) => SEAL_OVERHEAD as u64 + application_plaintext_v2_len(e),
+        TxBody::Governance(_) | TxBody::Signature(_) => 0,
+    };
+    header
+        .saturating_add(varint_len(public))
+        .saturating_add(public)
+        .saturating_add(private)
+}
+
+/// The longest [`encode`] can make `body` at any view: [`encoded_len`] with a ten-byte view
+/// varint. A request within a limit by this measure stays within it whatever view it is
+/// sequenced in.
+pub fn max_encoded_len(body: &TxBody, has_claims_digest: bool) -> u64 {
+    encoded_len(body, u64::MAX, has_claims_digest)
+}
+
+/// The number of bytes [`put_varint`] writes for `v`.
+fn varint_len(v: u64) -> u64 {
+    (u64::from(64 - v.leading_zeros()).max(1)).div_ceil(7)
+}
+
+fn len64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+fn varint_bytes_len(n: usize) -> u64 {
+    let n = len64(n);
+    varint_len(n).saturating_add(n)
+}
+
+/// The length of [`public_section`]`(body)`.
+fn public_section_len(body: &TxBody) -> u64 {
+    let lp = |n: usize| 4u64.saturating_add(len64(n));
+    match body {
+        TxBody::Application(_) => 0,
+        TxBody::Governance(writes) => writes.iter().fold(4u64, |total, w| {
+            total
+                .saturating_add(lp(w.table.len()))
+                .saturating_add(lp(w.key.len()))
+                .saturating_add(1)
+                .saturating_add(w.value.as_ref().map_or(0, |v| lp(v.len())))
+        }),
+        TxBody::Signature(sig) => 64u64.saturating_add(lp(sig.signature.len())),
+    }
+}
+
+/// The length of [`application_plaintext_v2`]`(e)`.
+fn application_plaintext_v2_len(e: &ApplicationEntry) -> u64 {
+    let collection = if e.collection_id == DEFAULT_COLLECTION {
+        0
+    } else {
+        varint_bytes_len(e.collection_id.len())
+    };
+    let tags = e
+        .tags
+        .iter()
+        .fold(varint_len(len64(e.tags.len())), |total, t| {
+            total.saturating_add(varint_bytes_len(t.len()))
+        });
+    1u64.saturating_add(collection)
+        .saturating_add(tags)
+        .saturating_add(varint_bytes_len(e.contents.len()))
+        .saturating_add(if e.claims_key.is_some() { 32 } else { 0 })
+        .saturating_add(if e.idempotency.is_some() { 32 + 8 } else { 0 })
+}
+
 /// The kind-specific public section, the same in both formats (empty for application entries).
 fn public_section(body: &TxBody) -> Vec<u8> {
     let mut public = Vec::new();
@@ -960,6 +1041,29 @@ mod tests {
     fn decode_v2_plaintext(plaintext: &[u8]) -> Result<ApplicationEntry, DecodeError> {
         let bytes = app_v2_with_plaintext(3, plaintext);
         EntryView::parse(&bytes, 3)?.application(&ToySealer(7))
+    }
+
+    #[test]
+    fn encoded_len_of_a_small_entry_and_of_huge_fields() {
+        let body = plain_app(DEFAULT_COLLECTION, "abc");
+        // 2 + 1 (view 1) + 1 + 32 of header, P = 0, 28 of seal, then the plaintext: flags,
+        // tag count, contents length and 3 bytes of contents.
+        assert_eq!(
+            encoded_len(&body, 1, false),
+            2 + 1 + 1 + 32 + 1 + 28 + 1 + 1 + 1 + 3
+        );
+        assert_eq!(
+            encoded_len(&body, 1, true),
+            encoded_len(&body, 1, false) + 32
+        );
+        assert_eq!(
+            max_encoded_len(&body, false),
+            encoded_len(&body, 1, false) + 9
+        );
+        // Sizes beyond what a test can allocate (a 5 GiB field, a usize::MAX one) are counted
+        // without overflow: the limits check rejects them instead of panicking.
+        assert_eq!(varint_bytes_len(5 << 30), 5 + (5 << 30));
+        assert_eq!(varint_bytes_len(usize::MAX), u64::MAX);
     }
 
     #[test]
@@ -1642,6 +1746,22 @@ mod tests {
         #[test]
         fn varints_round_trip(v in any::<u64>()) {
             prop_assert_eq!(read_varint(&varint(v)), Ok(v));
+            prop_assert_eq!(varint_len(v), varint(v).len() as u64);
+        }
+
+        #[test]
+        fn encoded_len_is_exact(body in arb_body(), view in prop_oneof![1u64..300, 1u64..],
+                                seqno in 1u64.., cd in arb_hash()) {
+            let id = TxId::new(view, seqno).unwrap();
+            let bytes = encode(id, &body, &sha256(b"ce"), &cd, &mut ToySealer(1));
+            let has_claims = cd != Hash32::ZERO;
+            prop_assert_eq!(encoded_len(&body, view, has_claims), bytes.len() as u64);
+            // The view-independent bound is never below what any view produces.
+            prop_assert!(max_encoded_len(&body, has_claims) >= bytes.len() as u64);
+            prop_assert_eq!(
+                max_encoded_len(&body, has_claims),
+                bytes.len() as u64 + MAX_VARINT_LEN - varint(view).len() as u64
+            );
         }
     }
 }

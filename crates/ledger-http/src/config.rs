@@ -14,6 +14,13 @@ pub const DEFAULT_MAX_PENDING_WRITE_BYTES: usize = 64 << 20;
 /// ACL's documented collection id limit, in bytes after URL decoding.
 pub const MAX_COLLECTION_ID_BYTES: usize = 256;
 
+// The HTTP limits are the first check, with ACL's errors; the store's own limits
+// (`ledger_store::limits`) are a second line and must never be the tighter ones: the largest
+// contents, with a collection id, 64 tags and the entry header, stay far below a stored entry.
+const _: () = assert!(MAX_COLLECTION_ID_BYTES <= ledger_store::limits::MAX_COLLECTION_ID_BYTES);
+const _: () =
+    assert!((MAX_ENTRY_BYTES_CEILING + (64 << 10)) as u64 <= ledger_store::limits::MAX_ENTRY_BYTES);
+
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// The ledger's name: the first DNS label of its host, served by `/ledgerIdentity/{id}`.

@@ -49,6 +49,10 @@ pub enum ApiError {
     OperationNotInVersion(String),
     /// 400 `TagCapacityExceeded`: the collection already has `limit` distinct tags.
     TagCapacityExceeded { limit: usize },
+    /// 400 with `code` (`EntrySizeCapacityExceeded`, `CollectionIdTooLong`, `InvalidInput`): the
+    /// write exceeds a limit of the ledger's storage (`ledger_store::limits`). The HTTP limits
+    /// are tighter and checked first, so this is a second line; nothing was written.
+    StorageLimit { code: &'static str, message: String },
     /// 501 `NotSupported`: an ACL operation cledger deliberately does not implement.
     NotSupported(String),
     /// 400 `LastAdministrator`: the change would leave the ledger without an administrator.
@@ -111,6 +115,7 @@ impl ApiError {
             LastAdministrator(_) => (StatusCode::BAD_REQUEST, "LastAdministrator"),
             OperationNotInVersion(_) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
             TagCapacityExceeded { .. } => (StatusCode::BAD_REQUEST, "TagCapacityExceeded"),
+            StorageLimit { code, .. } => (StatusCode::BAD_REQUEST, code),
             NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "NotSupported"),
             Unauthenticated => (StatusCode::UNAUTHORIZED, "InvalidAuthenticationInfo"),
             NotAllowed(_) => (StatusCode::FORBIDDEN, "NotAllowed"),
@@ -189,6 +194,7 @@ impl ApiError {
             | NotAllowed(m)
             | StorageUnavailable(m)
             | StorageFault { message: m, .. }
+            | StorageLimit { message: m, .. }
             | WriteIndeterminate(m)
             | Internal(m) => m.clone(),
         }
@@ -243,6 +249,23 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<ledger_store::LimitError> for ApiError {
+    fn from(limit: ledger_store::LimitError) -> Self {
+        use ledger_store::LimitError::*;
+        let code = match &limit {
+            EntryTooLarge { .. } | FrameTooLarge { .. } => "EntrySizeCapacityExceeded",
+            CollectionIdTooLong { .. } => "CollectionIdTooLong",
+            TagTooLong { .. } | TooManyTags { .. } => "InvalidInput",
+        };
+        ApiError::StorageLimit {
+            code,
+            message: format!(
+                "The ledger's storage refuses this write: {limit}. Nothing was written."
+            ),
+        }
+    }
+}
+
 impl From<ledger_store::StoreError> for ApiError {
     fn from(e: ledger_store::StoreError) -> Self {
         ApiError::StorageUnavailable(format!("The ledger storage failed: {e}"))
@@ -254,6 +277,57 @@ pub type ApiResult<T> = Result<T, ApiError>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_limits_are_client_errors_with_acl_codes() {
+        use ledger_store::LimitError;
+        for (limit, code) in [
+            (
+                LimitError::EntryTooLarge {
+                    size: 70_000_100,
+                    limit: 67_108_864,
+                },
+                "EntrySizeCapacityExceeded",
+            ),
+            (
+                LimitError::FrameTooLarge {
+                    size: 67_108_865,
+                    limit: 67_108_864,
+                },
+                "EntrySizeCapacityExceeded",
+            ),
+            (
+                LimitError::CollectionIdTooLong {
+                    len: 2000,
+                    limit: 1024,
+                },
+                "CollectionIdTooLong",
+            ),
+            (
+                LimitError::TooManyTags {
+                    count: 300,
+                    limit: 256,
+                },
+                "InvalidInput",
+            ),
+            (
+                LimitError::TagTooLong {
+                    index: 2,
+                    len: 1025,
+                    limit: 1024,
+                },
+                "InvalidInput",
+            ),
+        ] {
+            let error = ApiError::from(limit.clone());
+            assert_eq!(error.status_and_code(), (StatusCode::BAD_REQUEST, code));
+            let message = error.message();
+            assert!(message.contains(&limit.to_string()), "{message}");
+            assert!(message.contains("Nothing was written"), "{message}");
+            let response = error.into_response();
+            assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        }
+    }
 
     #[test]
     fn only_busy_says_retry() {

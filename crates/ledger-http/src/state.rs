@@ -186,6 +186,7 @@ fn append_error(e: AppendError) -> ApiError {
         AppendError::ReservedTable(table) => {
             ApiError::InvalidInput(format!("Table {table} is written by the ledger itself."))
         }
+        AppendError::Limit(limit) => limit.into(),
         AppendError::Indeterminate(reason) => ApiError::WriteIndeterminate(format!(
             "The write may be on disk but could not be committed ({reason}). If it reached the \
              disk it is committed when storage recovers or the ledger restarts; check the status \
@@ -203,6 +204,10 @@ pub(crate) fn storage_fault_error(fault: &ledger_store::StorageFault) -> ApiErro
         FaultKind::Io => (
             "StorageUnavailable",
             "the ledger's storage reported an I/O error",
+        ),
+        FaultKind::Resources => (
+            "StorageUnavailable",
+            "the server ran out of file descriptors or memory",
         ),
     };
     let next = if fault.transient {

@@ -31,6 +31,11 @@ pub const DEFAULT_MAX_ENTRY_BYTES: usize = 8192;
 pub const MAX_ENTRY_BYTES_LIMIT: usize = 1 << 20;
 /// ACL's documented limit on collections per ledger.
 pub const DEFAULT_MAX_COLLECTIONS: usize = 5000;
+/// Descriptors kept for the store beyond those open at start: a checkpoint needs 3 at once
+/// (tree directory, fork-guard file and directory), a probe 1, a reopened index 2, each new
+/// segment 1 for as long as the node runs (64 MiB of ledger each); the rest is headroom for
+/// segments and for the token-key fetcher's sockets.
+pub const DEFAULT_RESERVED_DESCRIPTORS: usize = 64;
 
 /// The resolved settings of a node. `Default` gives the built-in defaults; the TOML file is
 /// parsed straight into this type (missing keys keep their defaults).
@@ -57,8 +62,12 @@ pub struct ServeConfig {
     pub max_collections: usize,
     /// Key-encryption key file (64 hex characters); default: generated `DATA_DIR/keys/kek`.
     pub kek_file: Option<PathBuf>,
-    /// Most simultaneous client connections; further clients wait in the accept queue.
+    /// Most simultaneous client connections; further clients wait in the accept queue. Also
+    /// bounded by the open-file limit, less `reserved_descriptors` (see `descriptors`).
     pub max_connections: usize,
+    /// File descriptors kept free for the store (segments, checkpoints, probes): connections
+    /// that would use them are closed at once. 0 turns the descriptor bounds off.
+    pub reserved_descriptors: usize,
     /// How long a client may take to complete the TLS handshake.
     pub handshake_timeout_secs: u64,
     /// How long shutdown waits for in-flight requests before closing connections.
@@ -120,6 +129,7 @@ impl Default for ServeConfig {
             max_collections: DEFAULT_MAX_COLLECTIONS,
             kek_file: None,
             max_connections: 1024,
+            reserved_descriptors: DEFAULT_RESERVED_DESCRIPTORS,
             handshake_timeout_secs: 10,
             shutdown_grace_secs: 10,
             admin_oids: Vec::new(),

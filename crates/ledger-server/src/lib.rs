@@ -21,6 +21,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod descriptors;
 mod listener;
 pub mod metrics;
 pub mod node;
@@ -109,6 +110,16 @@ impl Server {
     /// serving in the background. Prints nothing.
     pub async fn start(config: ServeConfig) -> Result<Server, ServeError> {
         config.validate()?;
+        // Before the ledger opens its segments: the soft limit is often far below the hard one.
+        match descriptors::raise_soft_limit() {
+            Ok(raised) if raised.from != raised.to => tracing::info!(
+                "open-file limit raised from {} to {}",
+                show_limit(raised.from),
+                show_limit(raised.to)
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
+        }
         let setup = config.clone();
         let metrics = Arc::new(metrics::Metrics::new());
         let observer: Arc<dyn ledger_store::StoreObserver> = metrics.clone();
@@ -169,9 +180,13 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let reserve = config.reserved_descriptors as u64;
+        let max_connections = connection_bound(&config, reserve)?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let limits = listener::Limits {
-            max_connections: config.max_connections,
+            max_connections,
+            reserved_descriptors: reserve,
+            connections_refused: metrics.connections_refused.clone(),
             handshake_timeout: config.handshake_timeout(),
             idle_timeout: config.idle_timeout(),
             max_header_bytes: config.max_header_bytes,
@@ -253,6 +268,39 @@ impl Drop for Server {
             let _ = stop.send(());
         }
     }
+}
+
+/// How many connections to hold at once: `max_connections`, or fewer when the open-file limit
+/// leaves fewer descriptors beyond those open now (the ledger is open, the listener bound) and
+/// the store's reserve. Logged when it is fewer; an error when not one connection fits.
+fn connection_bound(config: &ServeConfig, reserve: u64) -> Result<usize, ServeError> {
+    if reserve == 0 {
+        return Ok(config.max_connections);
+    }
+    let Some(open) = descriptors::open_count() else {
+        // Not countable here; the per-connection check still keeps the reserve.
+        return Ok(config.max_connections);
+    };
+    let limit = descriptors::soft_limit();
+    let bound = descriptors::connection_bound(config.max_connections, limit, open, reserve)
+        .ok_or_else(|| {
+            ServeError::InvalidSetting(format!(
+                "the open-file limit ({}) leaves no descriptor for client connections: {open} are                  open and reserved_descriptors is {reserve}; raise the limit (ulimit -n, systemd                  LimitNOFILE=) or lower reserved_descriptors",
+                show_limit(limit)
+            ))
+        })?;
+    if bound < config.max_connections {
+        tracing::warn!(
+            "connections bounded at {bound} (max_connections {}): the open-file limit is {},              {open} descriptors are open and {reserve} are reserved for the store; raise the              limit (ulimit -n, systemd LimitNOFILE=) to allow more",
+            config.max_connections,
+            show_limit(limit)
+        );
+    }
+    Ok(bound)
+}
+
+fn show_limit(limit: Option<u64>) -> String {
+    limit.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
 }
 
 /// Starts the server, prints the operator notice (stderr) and then exactly one line

@@ -6,7 +6,10 @@
 //! certificate's fingerprint (or `Anonymous`).
 //!
 //! Protection against misbehaving clients, all per connection:
-//! * a semaphore bounds open connections (excess clients wait in the kernel's accept queue);
+//! * a semaphore bounds open connections (excess clients wait in the kernel's accept queue),
+//!   at most `max_connections` and at most what the open-file limit leaves beyond the store's
+//!   reserve of descriptors; a connection accepted anyway into that reserve (the store opened
+//!   more files since the start) is closed at once and counted (`crate::descriptors`);
 //! * the TLS handshake must finish within `handshake_timeout` (slowloris);
 //! * HTTP/1 request headers must arrive within the same timeout once the connection is open
 //!   or idle (hyper arms the timer whenever it waits for a request head);
@@ -26,8 +29,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -38,6 +43,9 @@ use tower::ServiceExt;
 
 pub(crate) struct Limits {
     pub max_connections: usize,
+    /// Descriptors kept free for the store; 0: no check.
+    pub reserved_descriptors: u64,
+    pub connections_refused: Counter,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
@@ -96,6 +104,32 @@ impl Drop for Open {
     }
 }
 
+/// Warns about connections refused for want of descriptors, at most every few seconds (a flood
+/// of them must not become a flood of log lines).
+#[derive(Default)]
+struct Refusals {
+    since_warning: u64,
+    last_warning: Option<Instant>,
+}
+
+impl Refusals {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn note(&mut self, fd: i32, reserve: u64) {
+        self.since_warning += 1;
+        if self.last_warning.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        tracing::warn!(
+            "refused {} connection(s): the newest got descriptor {fd}, within the {reserve}              descriptors reserved for the store below the open-file limit ({}); raise the limit              (ulimit -n, systemd LimitNOFILE=)",
+            self.since_warning,
+            crate::descriptors::soft_limit().map_or_else(|| "unlimited".into(), |n| n.to_string()),
+        );
+        self.since_warning = 0;
+        self.last_warning = Some(Instant::now());
+    }
+}
+
 /// Serves until `stop` completes, then shuts down gracefully (bounded by `limits.grace`).
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -110,6 +144,7 @@ pub(crate) async fn serve(
     // Tells connections still in their TLS handshake to give up when shutdown starts.
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut stop = std::pin::pin!(stop);
+    let mut refusals = Refusals::default();
     loop {
         let permit = tokio::select! {
             () = &mut stop => break,
@@ -131,6 +166,18 @@ pub(crate) async fn serve(
                 }
             },
         };
+        if limits.reserved_descriptors > 0
+            && !crate::descriptors::leaves_reserve(
+                tcp.as_raw_fd(),
+                crate::descriptors::soft_limit(),
+                limits.reserved_descriptors,
+            )
+        {
+            // Closing it now (drop) gives the descriptor back before the store needs it.
+            limits.connections_refused.inc();
+            refusals.note(tcp.as_raw_fd(), limits.reserved_descriptors);
+            continue;
+        }
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();

@@ -56,6 +56,7 @@ pub struct Metrics {
     pub rate_limited: Counter,
     pub writes_shed: Counter,
     pub connections_open: Gauge,
+    pub connections_refused: Counter,
     pub commit_seconds: Histogram,
     pub batch_transactions: Histogram,
     pub batch_bytes: Histogram,
@@ -108,6 +109,12 @@ impl Metrics {
             "connections_open",
             "Client connections open (including those in their TLS handshake)",
             connections_open.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because they would have used the descriptors reserved for the store",
+            connections_refused.clone(),
         );
         let commit_seconds = latency_histogram();
         registry.register(
@@ -183,6 +190,7 @@ impl Metrics {
             rate_limited,
             writes_shed,
             connections_open,
+            connections_refused,
             commit_seconds,
             batch_transactions,
             batch_bytes,

@@ -68,6 +68,11 @@ pub enum FaultKind {
     DiskFull,
     /// `EROFS`: the filesystem is (or was remounted) read-only.
     ReadOnly,
+    /// `EMFILE`, `ENFILE` or `ENOMEM`: the process (or the system) is out of file descriptors
+    /// or kernel memory, typically while opening a file or directory. Nothing about the disk
+    /// is known to be wrong, and the operation did not run, so it is always transient: even on
+    /// a sync step it means the `open` before the fsync failed, not the fsync.
+    Resources,
     /// Any other I/O error (`EIO`, ...).
     Io,
 }
@@ -75,9 +80,16 @@ pub enum FaultKind {
 impl FaultKind {
     /// Classifies an I/O error.
     pub fn of(error: &io::Error) -> FaultKind {
+        if matches!(
+            error.raw_os_error(),
+            Some(errno::EMFILE | errno::ENFILE | errno::ENOMEM)
+        ) {
+            return FaultKind::Resources;
+        }
         match error.kind() {
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => FaultKind::DiskFull,
             io::ErrorKind::ReadOnlyFilesystem => FaultKind::ReadOnly,
+            io::ErrorKind::OutOfMemory => FaultKind::Resources,
             _ => FaultKind::Io,
         }
     }
@@ -86,6 +98,7 @@ impl FaultKind {
         match self {
             FaultKind::DiskFull => "disk full",
             FaultKind::ReadOnly => "read-only filesystem",
+            FaultKind::Resources => "out of file descriptors or memory",
             FaultKind::Io => "I/O error",
         }
     }
@@ -98,7 +111,7 @@ impl FaultKind {
 /// - `transient == true` (degraded): nothing of the failed batch was written (it was cut back
 ///   off the segment and that was made durable); writes are refused until a probe (every
 ///   `StoreConfig::fault_probe_interval`) finds the operation working again, and then resume by
-///   themselves. Reads keep working.
+///   themselves. Reads keep working. Every [`FaultKind::Resources`] fault is transient.
 /// - `transient == false` (poisoned): the store cannot know what reached the disk (an
 ///   `fdatasync` failed with `EIO`, or cutting a failed batch back failed). Writes are refused
 ///   until the process restarts; recovery on open decides from the disk what is there.
@@ -320,9 +333,13 @@ impl FaultInjector for FaultPlan {
     }
 }
 
-/// Linux error numbers, for building injected errors without a libc dependency.
+/// Linux error numbers, for classifying errors and building injected ones without a libc
+/// dependency.
 pub mod errno {
     pub const EIO: i32 = 5;
+    pub const ENOMEM: i32 = 12;
+    pub const ENFILE: i32 = 23;
+    pub const EMFILE: i32 = 24;
     pub const ENOSPC: i32 = 28;
     pub const EROFS: i32 = 30;
     pub const EDQUOT: i32 = 122;
@@ -342,6 +359,12 @@ mod tests {
         assert_eq!(FaultKind::of(&ro), FaultKind::ReadOnly);
         let eio = io::Error::from_raw_os_error(errno::EIO);
         assert_eq!(FaultKind::of(&eio), FaultKind::Io);
+        for n in [errno::EMFILE, errno::ENFILE, errno::ENOMEM] {
+            let short = io::Error::from_raw_os_error(n);
+            assert_eq!(FaultKind::of(&short), FaultKind::Resources, "{short}");
+        }
+        let oom = io::Error::from(io::ErrorKind::OutOfMemory);
+        assert_eq!(FaultKind::of(&oom), FaultKind::Resources);
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod faults;
 pub mod guard;
 mod handle;
 pub mod index;
+pub mod limits;
 mod log;
 mod reader;
 mod recovery;
@@ -37,6 +38,7 @@ mod writer;
 pub use crypto::KekSource;
 pub use faults::{FaultInjector, FaultKind, FaultPlan, StorageFault, StorageOp};
 pub use handle::LedgerHandle;
+pub use limits::LimitError;
 pub use recovery::RecoveryReport;
 
 use crypto::{KeyRing, LedgerSecret};
@@ -229,6 +231,11 @@ pub enum StoreError {
     Append(#[from] AppendError),
     #[error("a follower cannot create a ledger: it receives its primary's ledger")]
     FollowerCannotCreate,
+    /// `segment_max_bytes` beyond what the frame records' 40-bit offsets can address.
+    #[error(
+        "segment_max_bytes is {configured}, more than the {limit} bytes frame offsets can address"
+    )]
+    SegmentTooLarge { configured: u64, limit: u64 },
 }
 
 impl StoreError {
@@ -247,6 +254,10 @@ pub enum AppendError {
     Busy,
     #[error("the ledger is closed")]
     Closed,
+    /// The write exceeds one of the store's limits (`limits`): nothing was written, and the
+    /// same write will always be refused.
+    #[error("the write is refused, nothing was written: {0}")]
+    Limit(#[from] LimitError),
     /// Nothing was written.
     #[error("the write failed and was not recorded: {0}")]
     Failed(String),
@@ -407,6 +418,7 @@ impl Ledger {
         if config.role == Role::Follower {
             return Err(StoreError::FollowerCannotCreate);
         }
+        limits::check_config(&config)?;
         let ledger_dir = dir.join(LEDGER_DIR);
         if ledger_dir.exists()
             && !segment::list_segments(&ledger_dir)
@@ -449,6 +461,7 @@ impl Ledger {
         config: StoreConfig,
         node: NodeIdentity,
     ) -> Result<(Ledger, RecoveryReport), StoreError> {
+        limits::check_config(&config)?;
         let kek = crypto::load_kek(&config.kek, dir, false)?;
         let secret = LedgerSecret::load(&dir.join(SECRET_FILE), &kek)?;
         Self::start(dir, config, node, secret, None)
@@ -596,24 +609,30 @@ impl Ledger {
         Ok((ledger, report))
     }
 
-    /// Queues a write; `done` is called when it is committed or has failed.
+    /// Queues a write; `done` is called when it is committed or has failed. A write beyond the
+    /// store's limits is refused here with [`AppendError::Limit`] (`done` is not called).
     pub fn submit(&self, request: WriteRequest, done: Completion) -> Result<(), AppendError> {
-        let (body, claims_digest) = match request {
-            WriteRequest::Entry(e) => {
-                let digest = match &e.claims_key {
-                    Some(key) => {
-                        claims::ledger_entry_claims_digest(&e.collection_id, &e.contents, key)
-                    }
-                    None => Hash32::ZERO,
-                };
-                (TxBody::Application(e), digest)
-            }
+        let body = match request {
+            WriteRequest::Entry(e) => TxBody::Application(e),
             WriteRequest::Governance(writes) => {
                 if let Some(w) = writes.iter().find(|w| w.table == crypto::LEDGER_SECRETS) {
                     return Err(AppendError::ReservedTable(w.table.clone()));
                 }
-                (TxBody::Governance(writes), Hash32::ZERO)
+                TxBody::Governance(writes)
             }
+        };
+        // Before anything is hashed or queued: an over-size entry would otherwise be written
+        // and then refused by the next open's scan as damage.
+        let has_claims = matches!(&body, TxBody::Application(e) if e.claims_key.is_some());
+        limits::check_body(&body, has_claims)?;
+        let claims_digest = match &body {
+            TxBody::Application(ApplicationEntry {
+                collection_id,
+                contents,
+                claims_key: Some(key),
+                ..
+            }) => claims::ledger_entry_claims_digest(collection_id, contents, key),
+            _ => Hash32::ZERO,
         };
         if self.role == Role::Follower {
             return Err(AppendError::NotPrimary);

@@ -27,8 +27,11 @@ pub const SEGMENT_HEADER_LEN: usize = 32;
 pub const FRAME_HEADER_LEN: usize = 8;
 /// Frame header of version-1 segments: length, checksum, view and seqno.
 pub const FRAME_HEADER_LEN_V1: usize = 24;
-/// Upper bound on one frame's payload; a length field above it is damage, not data.
-pub const MAX_PAYLOAD_LEN: u32 = 64 << 20;
+/// Upper bound on one frame's payload (one entry, [`ledger_core::entry::MAX_ENTRY_BYTES`]); a
+/// length field above it is damage, not data. The writer never writes more
+/// (`crate::limits`).
+pub const MAX_PAYLOAD_LEN: u32 = ledger_core::entry::MAX_ENTRY_BYTES as u32;
+const _: () = assert!(MAX_PAYLOAD_LEN as u64 == ledger_core::entry::MAX_ENTRY_BYTES);
 const SEGMENT_SUFFIX: &str = ".seg";
 
 /// Name of the segment whose first frame has `first_seqno`.
@@ -52,9 +55,13 @@ pub fn encode_segment_header_version(first_seqno: u64, version: u32) -> [u8; SEG
 }
 
 /// Appends one version-2 frame to `out`. The payload must be an entry (its view is read back
-/// from it when the segment is scanned).
+/// from it when the segment is scanned) of at most [`MAX_PAYLOAD_LEN`] bytes: the writer checks
+/// that first (`limits::check_frame`); tests and fixtures build their own payloads.
 pub fn encode_frame(out: &mut Vec<u8>, payload: &[u8]) {
-    let len = u32::try_from(payload.len()).expect("payloads are bounded far below 4 GiB");
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|&n| n <= MAX_PAYLOAD_LEN)
+        .expect("callers bound payloads by MAX_PAYLOAD_LEN");
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
     out.extend_from_slice(payload);
@@ -667,6 +674,30 @@ mod tests {
             scan.damage.unwrap().fault,
             FrameFault::BadSegmentHeader(_)
         ));
+    }
+
+    #[test]
+    fn a_frame_of_the_largest_payload_scans_and_one_byte_more_is_damage() {
+        let mut largest = payload(1, 1);
+        largest.resize(MAX_PAYLOAD_LEN as usize, 7);
+        let mut bytes = encode_segment_header(1).to_vec();
+        encode_frame(&mut bytes, &largest);
+        encode_frame(&mut bytes, &payload(1, 2));
+        let scan = scan_segment(&bytes, None);
+        assert_eq!(scan.damage, None);
+        assert_eq!(scan.frames.len(), 2);
+        assert_eq!(scan.frames[0].payload_len, MAX_PAYLOAD_LEN);
+        // The same frame claiming one byte more (and with the bytes to back it) is not data.
+        let mut over = encode_segment_header(1).to_vec();
+        largest.push(7);
+        over.extend_from_slice(&(MAX_PAYLOAD_LEN + 1).to_le_bytes());
+        over.extend_from_slice(&crc32c::crc32c(&largest).to_le_bytes());
+        over.extend_from_slice(&largest);
+        encode_frame(&mut over, &payload(1, 2));
+        let damage = scan_segment(&over, None)
+            .damage
+            .expect("an over-long frame is damage");
+        assert_eq!(damage.fault, FrameFault::BadLength(MAX_PAYLOAD_LEN + 1));
     }
 
     #[test]

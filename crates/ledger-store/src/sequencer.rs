@@ -159,6 +159,12 @@ impl Sequencer {
                 )));
                 continue;
             };
+            // `submit` bounded the request; should the bound ever be short, the frame fails
+            // its own submission here rather than being written for the next open to refuse.
+            if let Err(e) = crate::limits::check_frame(bytes.len()) {
+                (sub.done)(Err(AppendError::Limit(e)));
+                continue;
+            }
             let class = EntryClass::of(&sub.body);
             out.push_frame(base, txid, &bytes, class);
             out.ops.push((txid, index_op(sub.body)));

@@ -778,7 +778,8 @@ impl Writer {
         }
         if let Err(e) = self.shared.tree.sync_with(&self.faults) {
             // A failed fsync of the tree files (EIO) means their page cache cannot be trusted;
-            // they are derived, so a reopen re-derives them, but not while running.
+            // they are derived, so a reopen re-derives them, but not while running. Anything
+            // else (a full disk, EMFILE opening the directory) is transient.
             let transient = FaultKind::of(&e) != FaultKind::Io;
             return Err(StorageFault::new(StorageOp::TreeSync, &e, transient));
         }
@@ -825,6 +826,9 @@ fn fault_from_message(operation: StorageOp, message: String) -> StorageFault {
         crate::faults::errno::EDQUOT,
         crate::faults::errno::EROFS,
         crate::faults::errno::EIO,
+        crate::faults::errno::EMFILE,
+        crate::faults::errno::ENFILE,
+        crate::faults::errno::ENOMEM,
     ]
     .into_iter()
     .find(|n| message.contains(&format!("(os error {n})")));

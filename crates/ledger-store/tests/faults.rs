@@ -1,15 +1,16 @@
 //! Storage faults injected into the write path: for every write-path operation and every kind
-//! of failure (EIO, ENOSPC, EROFS, a short write then ENOSPC), writes are refused with the
-//! right error while reads go on, writes resume by themselves when the fault clears (except
-//! after a failed fdatasync: until reopen), and after reopening every acknowledged write is
-//! there with a verifying receipt, the audit passes and no seqno was used twice.
+//! of failure (EIO, ENOSPC, EROFS, a short write then ENOSPC, and running out of descriptors or
+//! memory: EMFILE, ENFILE, ENOMEM), writes are refused with the right error while reads go on,
+//! writes resume by themselves when the fault clears (except after an fdatasync that failed
+//! with EIO: until reopen), and after reopening every acknowledged write is there with a
+//! verifying receipt, the audit passes and no seqno was used twice.
 
 mod common;
 
 use common::*;
 use ledger_core::TxId;
 use ledger_core::entry::ApplicationEntry;
-use ledger_store::faults::errno::{EIO, ENOSPC, EROFS};
+use ledger_store::faults::errno::{EIO, EMFILE, ENFILE, ENOMEM, ENOSPC, EROFS};
 use ledger_store::{
     AppendError, FaultKind, FaultPlan, Ledger, StorageOp, StoreConfig, WriteRequest, audit,
 };
@@ -45,6 +46,7 @@ impl Mode {
         match self {
             Mode::Errno(EIO) => FaultKind::Io,
             Mode::Errno(EROFS) => FaultKind::ReadOnly,
+            Mode::Errno(EMFILE | ENFILE | ENOMEM) => FaultKind::Resources,
             Mode::Errno(_) | Mode::Short => FaultKind::DiskFull,
         }
     }
@@ -67,14 +69,19 @@ const OPS: [StorageOp; 7] = [
     StorageOp::GuardWrite,
 ];
 
-const MODES: [Mode; 4] = [
+const MODES: [Mode; 7] = [
     Mode::Errno(EIO),
     Mode::Errno(ENOSPC),
     Mode::Errno(EROFS),
     Mode::Short,
+    Mode::Errno(EMFILE),
+    Mode::Errno(ENFILE),
+    Mode::Errno(ENOMEM),
 ];
 
-/// Only a failed fsync with EIO leaves the disk's content unknown (fsyncgate).
+/// Only a failed fsync with EIO leaves the disk's content unknown (fsyncgate). Running out of
+/// descriptors or memory on a sync step (the `open` of the directory before its fsync, in
+/// practice) is transient like any other resource shortage.
 fn poisons(op: StorageOp, mode: Mode) -> bool {
     op.is_sync() && matches!(mode, Mode::Errno(EIO))
 }

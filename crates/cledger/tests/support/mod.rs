@@ -78,8 +78,21 @@ pub fn clear_cledger_env(command: &mut Command) {
     }
 }
 
-fn spawn(data_dir: &Path, extra: &[&str]) -> (Child, Output, mpsc::Receiver<String>) {
-    let mut command = Command::new(binary());
+/// Runs `cledger serve ...`, or `WRAPPER... cledger serve ...` when `wrapper` is not empty
+/// (e.g. `prlimit --nofile=N:N`, which execs the server in its own process).
+fn spawn(
+    wrapper: &[&str],
+    data_dir: &Path,
+    extra: &[&str],
+) -> (Child, Output, mpsc::Receiver<String>) {
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary());
+            command
+        }
+        None => Command::new(binary()),
+    };
     command
         .arg("serve")
         .arg("--data-dir")
@@ -138,7 +151,27 @@ impl Server {
     }
 
     pub fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Server, StartFailure> {
-        let (mut child, output, lines) = spawn(data_dir, extra);
+        Server::try_start_under(&[], data_dir, extra)
+    }
+
+    /// [`Server::start`] through a wrapper command that execs the server, e.g.
+    /// `&["prlimit", "--nofile=128:128"]`.
+    pub fn start_under(wrapper: &[&str], data_dir: &Path, extra: &[&str]) -> Server {
+        match Server::try_start_under(wrapper, data_dir, extra) {
+            Ok(server) => server,
+            Err(failure) => panic!(
+                "cledger serve did not start (exit status {:?})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                failure.status, failure.stdout, failure.stderr
+            ),
+        }
+    }
+
+    pub fn try_start_under(
+        wrapper: &[&str],
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Result<Server, StartFailure> {
+        let (mut child, output, lines) = spawn(wrapper, data_dir, extra);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -76,6 +76,9 @@ pub const MAX_TAGS_PER_COLLECTION: usize = 10_000;
 pub const MAX_TAG_BYTES: usize = 256;
 /// Most tags on one entry.
 pub const MAX_TAGS_PER_ENTRY: usize = 64;
+// Checked here first, with ACL's errors; the store's own limits are looser (`ledger_store::limits`).
+const _: () = assert!(MAX_TAG_BYTES <= ledger_store::limits::MAX_TAG_BYTES);
+const _: () = assert!(MAX_TAGS_PER_ENTRY <= ledger_store::limits::MAX_TAGS_PER_ENTRY);
 /// Most tags per page of `GET /app/collections/tags`.
 const TAGS_PAGE: usize = 1000;
 
