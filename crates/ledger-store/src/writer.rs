@@ -27,8 +27,8 @@ use crate::index::IndexOp;
 use crate::log::{AppendOutcome, SegmentLog};
 use crate::reader::Transactions;
 use crate::recovery;
-use crate::tree::{TreeNodes, TreeWriter};
 use crate::sequencer::{SequenceError, Sequenced, Sequencer};
+use crate::tree::{TreeNodes, TreeWriter};
 use crate::{AppendError, Completion, FollowerRefusal, Role, Shared, StoreConfig};
 use ledger_core::TxId;
 use ledger_core::entry::TxBody;
@@ -419,7 +419,11 @@ impl Writer {
                 committed,
             }));
         }
-        if self.sequencer.last().is_none_or(|last| seqno >= last.seqno()) {
+        if self
+            .sequencer
+            .last()
+            .is_none_or(|last| seqno >= last.seqno())
+        {
             return Ok(self.sequencer.last());
         }
         let cut = self.cut_log_after(seqno).map_err(|e| {
@@ -429,11 +433,17 @@ impl Writer {
         let last = match cut {
             Ok(last) => last,
             Err(fault) => {
-                self.poison(AppendError::Unavailable(fault.clone()), Some(fault.clone()), Vec::new());
+                self.poison(
+                    AppendError::Unavailable(fault.clone()),
+                    Some(fault.clone()),
+                    Vec::new(),
+                );
                 return Err(AppendError::Unavailable(fault));
             }
         };
-        let gone = self.uncommitted.partition_point(|p| p.txid.seqno() <= seqno);
+        let gone = self
+            .uncommitted
+            .partition_point(|p| p.txid.seqno() <= seqno);
         for p in self.uncommitted.split_off(gone) {
             if let Some(done) = p.done {
                 done(Err(AppendError::Failed(format!(
@@ -442,7 +452,8 @@ impl Writer {
                 ))));
             }
         }
-        self.uncommitted_signatures.retain(|(t, _)| t.seqno() <= seqno);
+        self.uncommitted_signatures
+            .retain(|(t, _)| t.seqno() <= seqno);
         self.index_ops.retain(|(t, _)| t.seqno() <= seqno);
         self.shared.published.lock().expect("state lock").durable = Some(last);
         self.shared.committed_changed.notify_all();

@@ -412,15 +412,27 @@ fn a_follower_cuts_an_uncommitted_suffix_and_takes_another_primarys() {
     assert_eq!(follower.append_encoded(new), Ok(Some(last)));
     assert_eq!(follower.commit_through(last.seqno()), Ok(Some(last)));
     assert_entries_intact(&follower, &new_written);
-    assert_eq!(follower.governance(tables::USERS, "mallory").expect("reads"), None);
     assert_eq!(
-        follower.entries("alpha", None, 1, u64::MAX, 1000).expect("lists"),
-        other.entries("alpha", None, 1, u64::MAX, 1000).expect("lists")
+        follower
+            .governance(tables::USERS, "mallory")
+            .expect("reads"),
+        None
+    );
+    assert_eq!(
+        follower
+            .entries("alpha", None, 1, u64::MAX, 1000)
+            .expect("lists"),
+        other
+            .entries("alpha", None, 1, u64::MAX, 1000)
+            .expect("lists")
     );
     for (txid, _) in new_written.iter().step_by(7) {
         assert_eq!(receipt_json(&follower, *txid), receipt_json(&other, *txid));
     }
-    assert_eq!(transactions_after(&follower, 0), transactions_after(&other, 0));
+    assert_eq!(
+        transactions_after(&follower, 0),
+        transactions_after(&other, 0)
+    );
     follower.close();
     drop(follower);
     audit(&p.follower_dir, Some(&p.service_cert)).unwrap_or_else(|e| panic!("audit: {e}"));
