@@ -387,9 +387,10 @@ fn a_follower_cuts_an_uncommitted_suffix_and_takes_another_primarys() {
     let admin = primary
         .append(user_write("mallory", "Administrator"))
         .expect("commits");
-    follower
-        .append_encoded(transactions_after(&primary, start.seqno()))
-        .expect("appends");
+    // In batches, as a primary replicates its group commits (a segment fills between them).
+    for batch in transactions_after(&primary, start.seqno()).chunks(10) {
+        follower.append_encoded(batch.to_vec()).expect("appends");
+    }
     assert!(segment_paths(&p.follower_dir).len() > segments_before + 1);
     assert_eq!(
         follower.truncate_after(start.seqno() - 1),
