@@ -67,9 +67,6 @@ impl LedgerHandle for Ledger {
     fn submit(&self, request: WriteRequest, done: Completion) -> Result<(), AppendError> {
         Ledger::submit(self, request, done)
     }
-    fn append(&self, request: WriteRequest) -> Result<TxId, AppendError> {
-        Ledger::append(self, request)
-    }
     fn write_health(&self) -> Result<(), AppendError> {
         Ledger::write_health(self)
     }

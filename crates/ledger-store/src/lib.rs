@@ -54,8 +54,7 @@ use reader::{Segments, Transactions};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::Receiver;
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -732,16 +731,10 @@ impl Ledger {
             .clone()
     }
 
-    /// Writes and waits until committed.
+    /// Writes and waits until committed (the [`LedgerHandle`] way, for callers that hold the
+    /// concrete type).
     pub fn append(&self, request: WriteRequest) -> Result<TxId, AppendError> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.submit(
-            request,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        )?;
-        rx.recv().unwrap_or(Err(AppendError::Closed))
+        LedgerHandle::append(self, request)
     }
 
     /// Stops accepting writes, commits what was submitted, checkpoints, and waits for the writer.
