@@ -120,10 +120,10 @@ async fn writes_keep_succeeding(admin: &Api, label: &str, cert: &str) {
 
 #[tokio::test]
 async fn idle_connections_do_not_starve_the_store() {
-    if !prlimit_available() {
-        eprintln!("\n*** SKIPPED descriptors_e2e: prlimit (util-linux) not found ***\n");
-        return;
-    }
+    assert!(
+        prlimit_available(),
+        "prlimit (util-linux) is needed: these tests run the server under a low open-file limit"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let config = config_file(tmp.path(), "");
@@ -193,10 +193,10 @@ async fn idle_connections_do_not_starve_the_store() {
 
 #[tokio::test]
 async fn the_store_recovers_when_descriptors_return() {
-    if !prlimit_available() {
-        eprintln!("\n*** SKIPPED descriptors_e2e: prlimit (util-linux) not found ***\n");
-        return;
-    }
+    assert!(
+        prlimit_available(),
+        "prlimit (util-linux) is needed: these tests run the server under a low open-file limit"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let config = config_file(tmp.path(), "reserved_descriptors = 0\n");
@@ -296,10 +296,10 @@ async fn the_store_recovers_when_descriptors_return() {
 
 #[tokio::test]
 async fn connections_into_the_reserve_are_refused_at_once() {
-    if !prlimit_available() {
-        eprintln!("\n*** SKIPPED descriptors_e2e: prlimit (util-linux) not found ***\n");
-        return;
-    }
+    assert!(
+        prlimit_available(),
+        "prlimit (util-linux) is needed: these tests run the server under a low open-file limit"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let config = config_file(tmp.path(), "");
