@@ -672,7 +672,7 @@ impl Writer {
             .and_then(|()| {
                 self.shared
                     .index
-                    .apply(&[], Some(self.tree.size()))
+                    .apply(&[], Some((self.tree.size(), &self.shared.tree)))
                     .map_err(|e| fault_from_message(StorageOp::IndexCommit, e.to_string()))
             });
         if let Err(fault) = committed {
