@@ -5,13 +5,29 @@
 //! recorded at genesis (and, if given, pinned by the caller); ledger secret rotations are
 //! checked for form and order (their secrets stay sealed).
 //!
-//! It reads only: it never truncates a torn tail or touches derived files. When the tree files
-//! are present it also compares each recomputed leaf with the stored one, which names the
-//! exact transaction that was altered even when its frame checksum was forged.
+//! [`audit_all`] also checks the files derived from the ledger against what the ledger implies
+//! (FORMAT.md §8): `index.redb` (redb's page checksums, then every row: signatures and
+//! governance always, collections, tags and idempotency keys with the ledger secret),
+//! `tree/frames.idx` (each record's offset, class and leaf bytes) and `tree/level-LL.hashes`
+//! (each stored subtree hash against the tree recomputed from the entries), plus the checksums
+//! recorded for the tree files at the last checkpoint. Damage there is reported per file; the
+//! ledger itself is not implicated, and the files can be rebuilt from it.
+//!
+//! It reads only: it never truncates a torn tail or touches derived files (the index is
+//! checked on a private copy, since redb's integrity check writes). The two leaf bytes of a
+//! frame record name the exact transaction that was altered even when its frame checksum was
+//! forged; when the record itself is not known to be intact (no checksum covers it), a
+//! mismatch is only blamed on the entry once a signature over it fails, and on the record
+//! once a signature over it verifies.
 
+use crate::DerivedDamage;
 use crate::crypto;
+use crate::crypto::KeyRing;
+use crate::index::IndexError;
+use crate::index::{ExpectedIndex, Index};
+use crate::recovery::index_op;
 use crate::segment::{self, FrameLocation};
-use crate::tree::{self, FrameRecord};
+use crate::tree::{self, CHECK_CHUNK, ChunkSums, EntryClass, FrameRecord, TILE_STRIDE};
 use ledger_core::entry::{self, EntryView, TxKind};
 use ledger_core::hash::Hash32;
 use ledger_core::merkle::Frontier;
@@ -36,6 +52,32 @@ pub struct AuditReport {
     pub nodes: usize,
     /// Ledger secret rotations recorded (checked for form and order; their secrets are sealed).
     pub key_rotations: u64,
+    /// What the check of the derived files found ([`audit_all`] only).
+    pub derived: Option<DerivedReport>,
+}
+
+/// The derived files checked, and the first problem found in each damaged one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DerivedReport {
+    pub checked: Vec<PathBuf>,
+    pub damaged: Vec<DerivedDamage>,
+    /// What could not be checked, and why.
+    pub unchecked: Vec<String>,
+}
+
+impl DerivedReport {
+    fn damage(&mut self, file: &Path, reason: impl Into<String>) {
+        if !self.damaged.iter().any(|d| d.file == file) {
+            self.damaged.push(DerivedDamage {
+                file: file.to_owned(),
+                reason: reason.into(),
+            });
+        }
+    }
+
+    fn is_damaged(&self, file: &Path) -> bool {
+        self.damaged.iter().any(|d| d.file == file)
+    }
 }
 
 /// The first problem found.
@@ -61,10 +103,32 @@ fn failure(
 }
 
 /// Audits the ledger in `data_dir`. `pinned_service_cert` (PEM), when given, must be the
-/// service certificate the ledger was created with.
+/// service certificate the ledger was created with. Derived files are not checked (see
+/// [`audit_all`]); the frame records are only used to name an altered transaction.
 pub fn audit(
     data_dir: &Path,
     pinned_service_cert: Option<&str>,
+) -> Result<AuditReport, AuditFailure> {
+    run(data_dir, pinned_service_cert, None)
+}
+
+/// Audits the ledger in `data_dir` as [`audit`] does, and checks every derived file against
+/// it: the result's `derived` lists what is damaged. With `secret` (the key ring of the ledger
+/// secret, which the audit extends with the rotations it reads) the
+/// private rows of the index and the collection class of each frame record are checked too.
+/// The derived files must not be written meanwhile (no server running on `data_dir`).
+pub fn audit_all(
+    data_dir: &Path,
+    pinned_service_cert: Option<&str>,
+    secret: Option<&KeyRing>,
+) -> Result<AuditReport, AuditFailure> {
+    run(data_dir, pinned_service_cert, Some(secret))
+}
+
+fn run(
+    data_dir: &Path,
+    pinned_service_cert: Option<&str>,
+    derived: Option<Option<&KeyRing>>,
 ) -> Result<AuditReport, AuditFailure> {
     let ledger_dir = data_dir.join("ledger");
     let segments = segment::list_segments(&ledger_dir).map_err(|e| {
@@ -81,7 +145,20 @@ pub fn audit(
             format!("{} holds no segment files", ledger_dir.display()),
         ));
     }
-    let stored_records = File::open(data_dir.join("tree").join(tree::FRAMES_FILE)).ok();
+    let (derived, records) = match derived {
+        Some(secret) => {
+            if let Some(ring) = secret {
+                // The scan adds the ledger's rotations to the ring, version by version.
+                ring.truncate_after(0);
+            }
+            let (check, records) = DerivedCheck::prepare(data_dir, secret);
+            (Some(check), records)
+        }
+        None => (
+            None,
+            SeqFile::open(&data_dir.join("tree").join(tree::FRAMES_FILE), 8, None),
+        ),
+    };
     let mut state = AuditState {
         report: AuditReport {
             segments: segments.len(),
@@ -90,8 +167,10 @@ pub fn audit(
         frontier: Frontier::new(),
         service_cert: None,
         nodes: HashMap::new(),
-        stored_records,
+        records,
         completed: Vec::new(),
+        pending: Vec::new(),
+        derived,
     };
     state.frontier.push(Hash32::ZERO, &mut state.completed);
     let mut prev: Option<TxId> = None;
@@ -138,25 +217,64 @@ pub fn audit(
             ));
         }
     }
+    let end = prev.map_or(0, TxId::seqno);
+    let pending = std::mem::take(&mut state.pending);
     let mut report = state.report;
-    report.transactions = prev.map_or(0, TxId::seqno);
+    report.transactions = end;
     report.unsigned_tail = report.transactions - report.last_verified.map_or(0, TxId::seqno);
     report.nodes = state.nodes.len();
+    if let Some(derived) = state.derived {
+        report.derived = Some(derived.finish(end, &pending, state.records.as_ref()));
+    }
     Ok(report)
 }
 
-struct AuditState {
+/// A frame record whose leaf bytes differ from its transaction's leaf while nothing says
+/// which of the two is intact: decided by the next signature over it.
+#[derive(Debug, Clone)]
+struct PendingLeaf {
+    txid: TxId,
+    path: PathBuf,
+    offset: u64,
+    record: FrameRecord,
+    leaf: Hash32,
+}
+
+impl PendingLeaf {
+    fn entry_altered(&self) -> AuditFailure {
+        failure(
+            Some(self.txid.to_string()),
+            Some((self.path.clone(), self.offset)),
+            "the entry's bytes differ from when it was written (its leaf hash changed)",
+        )
+    }
+
+    fn record_damaged(&self) -> String {
+        format!(
+            "the record of seqno {} holds leaf bytes {:02x}{:02x}, but the transaction's leaf (verified by a signature) starts with {:02x}{:02x}",
+            self.txid.seqno(),
+            self.record.leaf_check[0],
+            self.record.leaf_check[1],
+            self.leaf.0[0],
+            self.leaf.0[1]
+        )
+    }
+}
+
+struct AuditState<'a> {
     report: AuditReport,
     frontier: Frontier,
     service_cert: Option<String>,
     /// node id → certificate PEM, as registered by governance transactions.
     nodes: HashMap<Hash32, String>,
     /// `tree/frames.idx`, when present: each record keeps two bytes of the leaf.
-    stored_records: Option<File>,
+    records: Option<SeqFile>,
     completed: Vec<(u32, u64, Hash32)>,
+    pending: Vec<PendingLeaf>,
+    derived: Option<DerivedCheck<'a>>,
 }
 
-impl AuditState {
+impl AuditState<'_> {
     fn check_frame(
         &mut self,
         path: &Path,
@@ -170,8 +288,8 @@ impl AuditState {
                 reason,
             )
         };
-        let view =
-            EntryView::parse(payload, frame.txid.seqno()).map_err(|e| fail(e.to_string()))?;
+        let seqno = frame.txid.seqno();
+        let view = EntryView::parse(payload, seqno).map_err(|e| fail(e.to_string()))?;
         if view.txid != frame.txid {
             return Err(fail(format!(
                 "the entry names txid {} but its frame says {}",
@@ -179,23 +297,13 @@ impl AuditState {
             )));
         }
         let leaf = view.leaf();
-        if let Some(file) = &self.stored_records {
-            let mut stored = [0u8; tree::RECORD_LEN as usize];
-            // Records may be missing past the last checkpoint; compare what is there.
-            let record = file
-                .read_exact_at(&mut stored, frame.txid.seqno() * tree::RECORD_LEN)
-                .ok()
-                .and_then(|()| FrameRecord::decode(&stored));
-            if let Some(record) = record
-                && record.offset == frame.offset
-                && !record.matches_leaf(&leaf)
-            {
-                return Err(fail(
-                    "the entry's bytes differ from when it was written (its leaf hash changed)"
-                        .into(),
-                ));
-            }
-        }
+        let class = self
+            .derived
+            .as_mut()
+            .map_or(Ok(None), |d| d.model(frame.txid, &view))
+            .map_err(fail)?;
+        self.check_record(path, frame, &view, leaf, class)
+            .map_err(fail)?;
         match view.kind {
             TxKind::Application => self.report.entries += 1,
             TxKind::Governance => {
@@ -245,30 +353,114 @@ impl AuditState {
             }
             TxKind::Signature => {
                 self.report.signatures += 1;
-                let record = view.signature().map_err(|e| fail(e.to_string()))?;
-                let expected = self.frontier.root().expect("leaf 0 is present");
-                if record.root != expected {
-                    return Err(fail(format!(
-                        "signed root {} differs from the root {} recomputed from the transactions before it",
-                        record.root, expected
-                    )));
-                }
-                let cert = self.nodes.get(&record.node_id).ok_or_else(|| {
-                    fail(format!(
-                        "signed by node {} which the ledger never registered",
-                        record.node_id
-                    ))
+                self.check_signature(&view).map_err(|reason| {
+                    // A transaction this signature covers whose record disagrees with its
+                    // leaf is the altered one.
+                    match self.pending.first() {
+                        Some(p) => p.entry_altered(),
+                        None => fail(reason),
+                    }
                 })?;
-                let spki = Cert::from_pem(cert)
-                    .map_err(|e| fail(e.to_string()))?
-                    .spki_der();
-                signing::verify_root_signature(&spki, &record.root, &record.signature)
-                    .map_err(|e| fail(format!("signature does not verify: {e}")))?;
+                // The root verified: the transactions before it are intact, so records that
+                // disagree with them are the damaged ones.
+                let (covered, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+                    .into_iter()
+                    .partition(|p| p.txid.seqno() < seqno);
+                self.pending = rest;
+                if let Some(d) = self.derived.as_mut() {
+                    for p in &covered {
+                        d.report.damage(&d.records_path, p.record_damaged());
+                    }
+                }
                 self.report.last_verified = Some(frame.txid);
             }
         }
         self.completed.clear();
         self.frontier.push(leaf, &mut self.completed);
+        if let Some(d) = self.derived.as_mut() {
+            d.check_levels(&self.completed);
+        }
+        Ok(())
+    }
+
+    fn check_signature(&self, view: &EntryView) -> Result<(), String> {
+        let record = view.signature().map_err(|e| e.to_string())?;
+        let expected = self.frontier.root().expect("leaf 0 is present");
+        if record.root != expected {
+            return Err(format!(
+                "signed root {} differs from the root {} recomputed from the transactions before it",
+                record.root, expected
+            ));
+        }
+        let cert = self.nodes.get(&record.node_id).ok_or_else(|| {
+            format!(
+                "signed by node {} which the ledger never registered",
+                record.node_id
+            )
+        })?;
+        let spki = Cert::from_pem(cert).map_err(|e| e.to_string())?.spki_der();
+        signing::verify_root_signature(&spki, &record.root, &record.signature)
+            .map_err(|e| format!("signature does not verify: {e}"))?;
+        Ok(())
+    }
+
+    /// Compares the frame record of this transaction, when there is one, with the frame.
+    /// `class` is the exact class when the auditor could decrypt the entry.
+    fn check_record(
+        &mut self,
+        path: &Path,
+        frame: &FrameLocation,
+        view: &EntryView,
+        leaf: Hash32,
+        class: Option<EntryClass>,
+    ) -> Result<(), String> {
+        let seqno = frame.txid.seqno();
+        let Some(records) = self.records.as_mut() else {
+            return Ok(());
+        };
+        // Records may be missing past the last checkpoint; compare what is there.
+        let Some(bytes) = records.get(seqno) else {
+            return Ok(());
+        };
+        let verified = records.chunk_verified(seqno);
+        let record = FrameRecord::decode(&bytes);
+        let derived = self.derived.as_mut();
+        let problem = match record {
+            None => Some(format!("the record of seqno {seqno} is unreadable")),
+            Some(r) if r.offset != frame.offset => Some(format!(
+                "the record of seqno {seqno} says its frame is at offset {}, but it is at offset {}",
+                r.offset, frame.offset
+            )),
+            Some(r) if !r.class.admits(view.kind) || class.is_some_and(|c| c != r.class) => {
+                Some(format!(
+                    "the record of seqno {seqno} says {:?}, but the transaction is {}",
+                    r.class,
+                    class.map_or_else(
+                        || format!("a {:?} transaction", view.kind),
+                        |c| format!("{c:?}")
+                    )
+                ))
+            }
+            Some(r) if !r.matches_leaf(&leaf) => {
+                let pending = PendingLeaf {
+                    txid: frame.txid,
+                    path: path.to_owned(),
+                    offset: frame.offset,
+                    record: r,
+                    leaf,
+                };
+                if verified {
+                    // The record is as written: the entry changed since.
+                    return Err(pending.entry_altered().reason);
+                }
+                self.pending.push(pending);
+                None
+            }
+            Some(_) => None,
+        };
+        if let (Some(problem), Some(d)) = (problem, derived) {
+            d.report.damage(&d.records_path, problem);
+        }
         Ok(())
     }
 
@@ -286,5 +478,352 @@ impl AuditState {
             return Err("node id is not the hash of the node certificate's public key".into());
         }
         Ok(())
+    }
+}
+
+/// One element after another of a tree file, read in large blocks, with the checksums
+/// recorded for it (when known) checked as blocks are read.
+struct SeqFile {
+    path: PathBuf,
+    file: File,
+    unit: u64,
+    /// Elements that may be compared: the durable size when known, else all the file holds.
+    len: u64,
+    sums: Option<ChunkSums>,
+    block: Vec<u8>,
+    block_start: u64,
+    /// Chunks (by index) whose checksum failed.
+    bad_chunks: Vec<u64>,
+}
+
+impl SeqFile {
+    const BLOCK: u64 = 256 * CHECK_CHUNK;
+
+    /// `limit`: elements to compare (the durable size), when known.
+    fn open(path: &Path, unit: u64, limit: Option<u64>) -> Option<SeqFile> {
+        let file = File::open(path).ok()?;
+        let have = file.metadata().ok()?.len() / unit;
+        Some(SeqFile {
+            path: path.to_owned(),
+            file,
+            unit,
+            len: limit.map_or(have, |l| l.min(have)),
+            sums: None,
+            block: Vec::new(),
+            block_start: 0,
+            bad_chunks: Vec::new(),
+        })
+    }
+
+    /// Element `i`, if the file holds it.
+    fn get(&mut self, i: u64) -> Option<Vec<u8>> {
+        if i >= self.len {
+            return None;
+        }
+        let at = i * self.unit;
+        let in_block =
+            at >= self.block_start && at + self.unit <= self.block_start + self.block.len() as u64;
+        if !in_block {
+            self.block_start = at - at % Self::BLOCK;
+            let end = (self.block_start + Self::BLOCK).min(self.len * self.unit);
+            self.block.resize((end - self.block_start) as usize, 0);
+            self.file
+                .read_exact_at(&mut self.block, self.block_start)
+                .ok()?;
+            if let Some(sums) = &self.sums {
+                for (j, chunk) in self.block.chunks(CHECK_CHUNK as usize).enumerate() {
+                    let index = self.block_start / CHECK_CHUNK + j as u64;
+                    let ok = sums.0.get(index as usize) == Some(&crc32c::crc32c(chunk));
+                    if !ok && !self.bad_chunks.contains(&index) {
+                        self.bad_chunks.push(index);
+                    }
+                }
+            }
+        }
+        let from = (at - self.block_start) as usize;
+        Some(self.block[from..from + self.unit as usize].to_vec())
+    }
+
+    /// Whether element `i` lies in a chunk whose recorded checksum matched.
+    fn chunk_verified(&self, i: u64) -> bool {
+        let chunk = i * self.unit / CHECK_CHUNK;
+        self.sums.is_some() && !self.bad_chunks.contains(&chunk)
+    }
+}
+
+/// The check of the derived files, carried along the scan of the ledger.
+struct DerivedCheck<'a> {
+    report: DerivedReport,
+    secret: Option<&'a KeyRing>,
+    records_path: PathBuf,
+    /// Level files from level 4 up, by stored index - 1.
+    levels: Vec<SeqFile>,
+    /// The index, opened on a private copy, and the model of it built from the ledger.
+    index: Option<(Index, TempCopy, ExpectedIndex)>,
+    indexed_through: u64,
+}
+
+/// A copy of a file that is removed when dropped.
+struct TempCopy(PathBuf);
+
+impl Drop for TempCopy {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+impl<'a> DerivedCheck<'a> {
+    /// Opens the derived files of `data_dir` for the check; also returns the frame records,
+    /// which the scan reads.
+    fn prepare(
+        data_dir: &Path,
+        secret: Option<&'a KeyRing>,
+    ) -> (DerivedCheck<'a>, Option<SeqFile>) {
+        let mut report = DerivedReport::default();
+        let tree_dir = data_dir.join("tree");
+        let records_path = tree_dir.join(tree::FRAMES_FILE);
+        let index_path = data_dir.join("index.redb");
+        // The index, on a copy: redb's integrity check repairs (writes) what it opens.
+        let mut index = None;
+        let mut tree_size = None;
+        let mut sums = Vec::new();
+        let mut indexed_through = 0;
+        if !index_path.exists() {
+            report.damage(&index_path, "it is missing");
+        } else {
+            report.checked.push(index_path.clone());
+            let copy = TempCopy(std::env::temp_dir().join(format!(
+                "cledger-audit-{}-{}.redb",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            )));
+            let opened = match fs::copy(&index_path, &copy.0) {
+                Err(e) => Err(Err(format!("could not copy it to check it: {e}"))),
+                Ok(_) => Index::open(&copy.0).map_err(|e| Ok(index_reason(e))),
+            };
+            match opened {
+                Ok(opened) => {
+                    let meta = opened.indexed_through().and_then(|t| {
+                        Ok((t, opened.tree_durable_size()?, opened.tree_checksums()?))
+                    });
+                    match meta {
+                        Ok((through, size, recorded)) => {
+                            indexed_through = through;
+                            tree_size = Some(size);
+                            sums = recorded;
+                            index = Some((opened, copy, ExpectedIndex::new(secret.is_some())));
+                        }
+                        Err(e) => report.damage(&index_path, index_reason(e)),
+                    }
+                }
+                Err(Err(reason)) => report
+                    .unchecked
+                    .push(format!("{}: {reason}", index_path.display())),
+                Err(Ok(reason)) => report.damage(&index_path, reason),
+            }
+        }
+        if secret.is_none() {
+            report.unchecked.push(
+                "rows of collections, tags and idempotency keys, and the collection class of frame records: the ledger secret is needed".into(),
+            );
+        }
+        // The tree files, against the checksums recorded with the durable size.
+        let open_level = |k: usize, report: &mut DerivedReport| -> Option<SeqFile> {
+            let path = if k == 0 {
+                records_path.clone()
+            } else {
+                tree_dir.join(format!("level-{:02}.hashes", k as u32 * TILE_STRIDE))
+            };
+            let unit = if k == 0 { tree::RECORD_LEN } else { 32 };
+            let wanted = tree_size.map(|size| {
+                let level = k as u32 * TILE_STRIDE;
+                if level < 64 { size >> level } else { 0 }
+            });
+            if !path.exists() {
+                if wanted.is_some_and(|w| w > 0) {
+                    report.damage(&path, "it is missing");
+                }
+                return None;
+            }
+            report.checked.push(path.clone());
+            let mut file = SeqFile::open(&path, unit, wanted)?;
+            if let Some(w) = wanted.filter(|w| file.len < *w) {
+                report.damage(
+                    &path,
+                    format!("it holds {} elements, {w} were made durable", file.len),
+                );
+            }
+            if tree_size.is_some() && file.len > 0 {
+                let needed = ChunkSums::chunks(file.len * unit) as usize;
+                match sums.get(k) {
+                    Some(s) if s.0.len() >= needed => {
+                        file.sums = Some(ChunkSums(s.0[..needed].to_vec()));
+                    }
+                    _ => report.damage(&path, "no checksums are recorded for it"),
+                }
+            }
+            Some(file)
+        };
+        let mut records = open_level(0, &mut report);
+        if let Some(file) = records.as_mut()
+            && file.get(0).is_some_and(|r| r != FrameRecord::NONE.encode())
+        {
+            report.damage(&records_path, "the record of leaf 0 is not empty");
+        }
+        let mut levels = Vec::new();
+        for k in 1.. {
+            let path = tree_dir.join(format!("level-{:02}.hashes", k as u32 * TILE_STRIDE));
+            let wanted = tree_size.map(|s| if k * 4 < 64 { s >> (k * 4) } else { 0 });
+            if !path.exists() && wanted.is_none_or(|w| w == 0) {
+                break;
+            }
+            match open_level(k, &mut report) {
+                Some(f) => levels.push(f),
+                None => break,
+            }
+        }
+        let check = DerivedCheck {
+            report,
+            secret,
+            records_path,
+            levels,
+            index,
+            indexed_through,
+        };
+        (check, records)
+    }
+
+    /// Adds transaction `txid` to the model of the index; returns its exact class when the
+    /// entry could be decrypted.
+    fn model(&mut self, txid: TxId, view: &EntryView) -> Result<Option<EntryClass>, String> {
+        if let Some(ring) = self.secret {
+            // Rotations are followed in order, so each entry opens with its version's key.
+            ring.observe(txid, view).map_err(|e| e.to_string())?;
+        }
+        let body = match (view.kind, self.secret) {
+            (TxKind::Application, None) => None,
+            (_, ring) => {
+                let opener = ring.map(|r| r.opener(txid.seqno()));
+                Some(
+                    view.body(opener.as_deref().map(|k| k as &dyn entry::Opener))
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+        };
+        let class = body.as_ref().map(EntryClass::of);
+        if let Some((_, _, expected)) = self.index.as_mut()
+            && txid.seqno() <= self.indexed_through
+        {
+            let op = body.map(index_op);
+            expected.apply(txid, op.as_ref());
+        }
+        Ok(class)
+    }
+
+    /// Compares the subtrees just completed at stored levels with the level files.
+    fn check_levels(&mut self, completed: &[(u32, u64, Hash32)]) {
+        for &(level, index, hash) in completed {
+            if level == 0 || level % TILE_STRIDE != 0 {
+                continue;
+            }
+            let k = (level / TILE_STRIDE) as usize;
+            let Some(file) = self.levels.get_mut(k - 1) else {
+                continue;
+            };
+            if let Some(stored) = file.get(index)
+                && stored != hash.0
+            {
+                let path = file.path.clone();
+                self.report.damage(
+                    &path,
+                    format!(
+                        "its hash of leaves {}..{} is {}, the ledger's is {hash}",
+                        index << level,
+                        (index + 1) << level,
+                        hex::encode(&stored)
+                    ),
+                );
+            }
+        }
+    }
+
+    fn finish(
+        mut self,
+        end: u64,
+        pending: &[PendingLeaf],
+        records: Option<&SeqFile>,
+    ) -> DerivedReport {
+        for p in pending {
+            self.report.damage(
+                &self.records_path,
+                format!(
+                    "{}; no signature covers it yet, so the entry may have been altered instead",
+                    p.record_damaged()
+                ),
+            );
+        }
+        // Checksums, and files that describe more than the ledger holds.
+        let files = records.into_iter().chain(self.levels.iter());
+        let mut problems = Vec::new();
+        for (k, file) in files.enumerate() {
+            if let Some(chunk) = file.bad_chunks.first() {
+                problems.push((
+                    file.path.clone(),
+                    format!(
+                        "bytes {}..{} do not match their checksum",
+                        chunk * CHECK_CHUNK,
+                        (chunk + 1) * CHECK_CHUNK
+                    ),
+                ));
+            }
+            let level = k as u32 * TILE_STRIDE;
+            let leaves = if level < 64 { (end + 1) >> level } else { 0 };
+            if file.len > leaves {
+                problems.push((
+                    file.path.clone(),
+                    format!(
+                        "it holds {} elements, more than the {leaves} the ledger implies",
+                        file.len
+                    ),
+                ));
+            }
+        }
+        for (path, reason) in problems {
+            self.report.damage(&path, reason);
+        }
+        // The levels were compared along the way; the index now.
+        if let Some((index, _copy, expected)) = self.index.take() {
+            let original = self
+                .report
+                .checked
+                .iter()
+                .find(|p| p.ends_with("index.redb"))
+                .cloned()
+                .unwrap_or_else(|| index.path().to_owned());
+            if self.indexed_through > end {
+                self.report.damage(
+                    &original,
+                    format!(
+                        "it says it indexed the ledger through seqno {}, but the ledger ends at {end}",
+                        self.indexed_through
+                    ),
+                );
+            } else if !self.report.is_damaged(&original)
+                && let Err(e) = index.compare(&expected)
+            {
+                self.report.damage(&original, index_reason(e));
+            }
+        }
+        self.report
+    }
+}
+
+/// What is wrong with the index, without the path of the copy it was read from.
+fn index_reason(e: IndexError) -> String {
+    match e {
+        IndexError::Damaged { reason, .. } => reason,
+        IndexError::Db { message, .. } => message,
     }
 }

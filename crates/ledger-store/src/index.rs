@@ -1,17 +1,27 @@
 //! Indexes over the ledger, kept in one redb database (`index.redb`): which entries belong to
 //! each collection (except the default one) and tag, where the signatures are, the current
-//! value of every governance table key, and idempotency keys. Where each transaction's frame
-//! is lives in `tree/frames.idx` (see `tree`), at 8 bytes per transaction.
+//! value of every governance table key, idempotency keys, and the checksums of the tree files
+//! at the last checkpoint. Where each transaction's frame is lives in `tree/frames.idx` (see
+//! `tree`), at 8 bytes per transaction.
 //!
 //! All of it is derived from the segments. The writer commits index updates without fsync
 //! (redb `Durability::None`) and a checkpoint makes them durable together with the
 //! `indexed_through` watermark, so after a crash redb rolls back to the last checkpoint and
 //! recovery replays the ledger from the watermark. A missing or unreadable index is rebuilt
 //! from scratch the same way.
+//!
+//! The file is not trusted: it is opened with redb's integrity check (the checksum of every
+//! page of the committed trees is verified), every call into redb runs under
+//! `catch_unwind` (redb may panic on a page altered after it was opened), and errors that
+//! mean damage — a corrupted page, a table of the wrong shape, a panic — are
+//! [`IndexError::Damaged`], which the store reports as a damaged derived file and rebuilds.
 
+use crate::tree::{ChunkSums, TreeFiles, sums_from_rows};
 use ledger_core::TxId;
 use ledger_core::entry::DEFAULT_COLLECTION;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -33,6 +43,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// key digest → (seqno, view, Unix seconds of the write).
 const IDEMPOTENCY: TableDefinition<&[u8; 32], (u64, u64, u64)> =
     TableDefinition::new("idempotency");
+/// (stored tree index: 0 = `frames.idx`, k = `level-4k.hashes`; chunk) → CRC-32C of that
+/// [`crate::tree::CHECK_CHUNK`]-byte chunk at the last checkpoint.
+const TREE_SUMS: TableDefinition<(u32, u64), u32> = TableDefinition::new("tree_checksums");
 
 const META_INDEXED_THROUGH: &str = "indexed_through";
 const META_TREE_SIZE: &str = "tree_durable_size";
@@ -45,12 +58,68 @@ const META_FORMAT: &str = "index_format";
 /// collection are not listed in `collection_entries`.
 const INDEX_FORMAT: u64 = 3;
 
-#[derive(Debug, thiserror::Error)]
-#[error("index database: {0}")]
-pub struct IndexError(String);
+/// Why the index could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndexError {
+    /// redb failed for a reason other than damage to the file (an I/O error, a latched
+    /// earlier I/O error, the file in use by another process).
+    #[error("index database {}: {message}", path.display())]
+    Db { path: PathBuf, message: String },
+    /// The file's content is damaged: a page fails its checksum, a table has the wrong shape,
+    /// redb panicked reading it, or a row contradicts the ledger.
+    #[error("index database {} is damaged: {reason}", path.display())]
+    Damaged { path: PathBuf, reason: String },
+}
 
-fn err(e: impl std::fmt::Display) -> IndexError {
-    IndexError(e.to_string())
+impl IndexError {
+    fn of(path: &Path, e: impl Into<redb::Error>) -> IndexError {
+        let e: redb::Error = e.into();
+        let damaged = matches!(
+            e,
+            redb::Error::Corrupted(_)
+                | redb::Error::UpgradeRequired(_)
+                | redb::Error::TableTypeMismatch { .. }
+                | redb::Error::TableIsMultimap(_)
+                | redb::Error::TableIsNotMultimap(_)
+                | redb::Error::TypeDefinitionChanged { .. }
+                | redb::Error::TableDoesNotExist(_)
+                | redb::Error::UnorderedKey
+        );
+        if damaged {
+            IndexError::Damaged {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            }
+        } else {
+            IndexError::Db {
+                path: path.to_owned(),
+                message: e.to_string(),
+            }
+        }
+    }
+
+    fn damaged(path: &Path, reason: impl Into<String>) -> IndexError {
+        IndexError::Damaged {
+            path: path.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Runs `f`, which calls into redb, turning a panic (redb panics on some damaged pages, e.g.
+/// a slice of the wrong length in `types.rs`) into [`IndexError::Damaged`].
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, IndexError>) -> Result<T, IndexError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(IndexError::damaged(
+            path,
+            format!("reading it made redb panic ({what})"),
+        ))
+    })
 }
 
 /// Index updates of one transaction.
@@ -72,8 +141,8 @@ pub struct Index {
 }
 
 impl Index {
-    /// Opens (or creates) the index. An index of an unknown format is reported as an error so
-    /// the caller can rebuild it.
+    /// Opens (or creates) the index, verifying the checksums of all its pages. An index that
+    /// is damaged or of an unknown format is reported as an error so the caller can rebuild it.
     pub fn open(path: &Path) -> Result<Index, IndexError> {
         let db = Self::open_db(path)?;
         Ok(Index {
@@ -82,32 +151,53 @@ impl Index {
         })
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn open_db(path: &Path) -> Result<Database, IndexError> {
-        let db = redb::Builder::new()
-            .set_cache_size(INDEX_CACHE_BYTES)
-            .create(path)
-            .map_err(err)?;
-        let mut tx = db.begin_write().map_err(err)?;
-        tx.set_durability(Durability::Immediate).map_err(err)?;
-        {
-            let mut meta = tx.open_table(META).map_err(err)?;
-            let format = meta.get(META_FORMAT).map_err(err)?.map(|v| v.value());
-            match format {
-                None => {
-                    meta.insert(META_FORMAT, INDEX_FORMAT).map_err(err)?;
+        let e = |e: redb::Error| IndexError::of(path, e);
+        guarded(path, || {
+            let db = redb::Builder::new()
+                .set_cache_size(INDEX_CACHE_BYTES)
+                .set_check_integrity_on_open(true)
+                .create(path)
+                .map_err(|x| e(x.into()))?;
+            let mut tx = db.begin_write().map_err(|x| e(x.into()))?;
+            tx.set_durability(Durability::Immediate)
+                .map_err(|x| e(x.into()))?;
+            {
+                let mut meta = tx.open_table(META).map_err(|x| e(x.into()))?;
+                let format = meta
+                    .get(META_FORMAT)
+                    .map_err(|x| e(x.into()))?
+                    .map(|v| v.value());
+                match format {
+                    None => {
+                        meta.insert(META_FORMAT, INDEX_FORMAT)
+                            .map_err(|x| e(x.into()))?;
+                    }
+                    Some(INDEX_FORMAT) => {}
+                    Some(other) => {
+                        return Err(IndexError::damaged(
+                            path,
+                            format!("unknown index format {other}"),
+                        ));
+                    }
                 }
-                Some(INDEX_FORMAT) => {}
-                Some(other) => return Err(IndexError(format!("unknown index format {other}"))),
+                tx.open_table(COLLECTION_ENTRIES).map_err(|x| e(x.into()))?;
+                tx.open_table(TAG_ENTRIES).map_err(|x| e(x.into()))?;
+                tx.open_table(COLLECTIONS).map_err(|x| e(x.into()))?;
+                tx.open_table(TAGS).map_err(|x| e(x.into()))?;
+                tx.open_table(SIGNATURES).map_err(|x| e(x.into()))?;
+                tx.open_table(GOVERNANCE).map_err(|x| e(x.into()))?;
+                tx.open_table(IDEMPOTENCY).map_err(|x| e(x.into()))?;
+                tx.open_table(TREE_SUMS).map_err(|x| e(x.into()))?;
             }
-            tx.open_table(COLLECTION_ENTRIES).map_err(err)?;
-            tx.open_table(TAG_ENTRIES).map_err(err)?;
-            tx.open_table(COLLECTIONS).map_err(err)?;
-            tx.open_table(TAGS).map_err(err)?;
-            tx.open_table(SIGNATURES).map_err(err)?;
-            tx.open_table(GOVERNANCE).map_err(err)?;
-        }
-        tx.commit().map_err(err)?;
-        Ok(db)
+            tx.commit().map_err(|x| e(x.into()))?;
+            Ok(db)
+        })
     }
 
     /// Closes and reopens the database: after an I/O error redb refuses every later operation
@@ -125,26 +215,47 @@ impl Index {
         self.indexed_through().is_ok()
     }
 
-    fn begin_read(&self) -> Result<redb::ReadTransaction, IndexError> {
-        let db = self.db.read().expect("index lock poisoned");
-        db.as_ref()
-            .ok_or_else(|| IndexError("the index is being reopened after a storage fault".into()))?
-            .begin_read()
-            .map_err(err)
+    /// Runs `f` in a read transaction, with redb's errors and panics classified.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, IndexError> {
+        guarded(&self.path, || {
+            let db = self.db.read().expect("index lock poisoned");
+            let db = db.as_ref().ok_or_else(|| IndexError::Db {
+                path: self.path.clone(),
+                message: "the index is being reopened after a storage fault".into(),
+            })?;
+            let tx = db.begin_read().map_err(|e| IndexError::of(&self.path, e))?;
+            f(&tx).map_err(|e| IndexError::of(&self.path, e))
+        })
     }
 
-    fn begin_write(&self) -> Result<redb::WriteTransaction, IndexError> {
-        let db = self.db.read().expect("index lock poisoned");
-        db.as_ref()
-            .ok_or_else(|| IndexError("the index is being reopened after a storage fault".into()))?
-            .begin_write()
-            .map_err(err)
+    /// Runs `f` in a write transaction of `durability` and commits it.
+    fn write(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), IndexError> {
+        guarded(&self.path, || {
+            let db = self.db.read().expect("index lock poisoned");
+            let db = db.as_ref().ok_or_else(|| IndexError::Db {
+                path: self.path.clone(),
+                message: "the index is being reopened after a storage fault".into(),
+            })?;
+            let e = |e: redb::Error| IndexError::of(&self.path, e);
+            let mut tx = db.begin_write().map_err(|x| e(x.into()))?;
+            tx.set_durability(durability).map_err(|x| e(x.into()))?;
+            f(&tx).map_err(e)?;
+            tx.commit().map_err(|x| e(x.into()))
+        })
     }
 
     fn meta(&self, key: &str) -> Result<u64, IndexError> {
-        let tx = self.begin_read()?;
-        let table = tx.open_table(META).map_err(err)?;
-        Ok(table.get(key).map_err(err)?.map_or(0, |v| v.value()))
+        self.read(|tx| {
+            let table = tx.open_table(META)?;
+            Ok(table.get(key)?.map_or(0, |v| v.value()))
+        })
     }
 
     /// Highest seqno whose index updates are durable.
@@ -157,30 +268,50 @@ impl Index {
         self.meta(META_TREE_SIZE)
     }
 
-    /// Applies the updates of consecutive transactions. `checkpoint` makes this commit, and
-    /// everything before it, durable, and records `tree_size` as the durable tree size (the
-    /// caller fsyncs the tree files first).
+    /// The checksums of the tree files recorded at the last checkpoint, by stored index (empty
+    /// for an index written by a release that did not record them).
+    pub fn tree_checksums(&self) -> Result<Vec<ChunkSums>, IndexError> {
+        let rows = self.read(|tx| {
+            let table = match tx.open_table(TREE_SUMS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut rows = Vec::new();
+            for item in table.iter()? {
+                let (k, v) = item?;
+                let (stored, chunk) = k.value();
+                rows.push((stored, chunk, v.value()));
+            }
+            Ok(rows)
+        })?;
+        sums_from_rows(rows)
+            .ok_or_else(|| IndexError::damaged(&self.path, "the tree checksums have gaps"))
+    }
+
+    /// Applies the updates of consecutive transactions. `checkpoint` (the tree size and the
+    /// tree files, which the caller has fsync'd) makes this commit, and everything before it,
+    /// durable, recording the durable tree size and the checksums of the tree files.
     pub fn apply(
         &self,
         ops: &[(TxId, IndexOp)],
-        checkpoint: Option<u64>,
+        checkpoint: Option<(u64, &TreeFiles)>,
     ) -> Result<(), IndexError> {
-        let mut tx = self.begin_write()?;
         let durability = if checkpoint.is_some() {
             Durability::Immediate
         } else {
             Durability::None
         };
-        tx.set_durability(durability).map_err(err)?;
-        {
-            let mut collection_entries = tx.open_table(COLLECTION_ENTRIES).map_err(err)?;
-            let mut tag_entries = tx.open_table(TAG_ENTRIES).map_err(err)?;
-            let mut collections = tx.open_table(COLLECTIONS).map_err(err)?;
-            let mut tags = tx.open_table(TAGS).map_err(err)?;
-            let mut signatures = tx.open_table(SIGNATURES).map_err(err)?;
-            let mut governance = tx.open_table(GOVERNANCE).map_err(err)?;
-            let mut meta = tx.open_table(META).map_err(err)?;
-            let mut idempotency_keys = tx.open_table(IDEMPOTENCY).map_err(err)?;
+        let sums = checkpoint.map(|(_, tree)| tree.sums_update());
+        self.write(durability, |tx| {
+            let mut collection_entries = tx.open_table(COLLECTION_ENTRIES)?;
+            let mut tag_entries = tx.open_table(TAG_ENTRIES)?;
+            let mut collections = tx.open_table(COLLECTIONS)?;
+            let mut tags = tx.open_table(TAGS)?;
+            let mut signatures = tx.open_table(SIGNATURES)?;
+            let mut governance = tx.open_table(GOVERNANCE)?;
+            let mut meta = tx.open_table(META)?;
+            let mut idempotency_keys = tx.open_table(IDEMPOTENCY)?;
             for (txid, op) in ops {
                 let seqno = txid.seqno();
                 match op {
@@ -192,85 +323,83 @@ impl Index {
                         if let Some(record) = idempotency {
                             // A later write with the same key (after the retention window)
                             // takes the key over.
-                            idempotency_keys
-                                .insert(
-                                    &record.key_digest.0,
-                                    (seqno, txid.view(), record.unix_secs),
-                                )
-                                .map_err(err)?;
+                            idempotency_keys.insert(
+                                &record.key_digest.0,
+                                (seqno, txid.view(), record.unix_secs),
+                            )?;
                         }
                         // The default collection is listed from the frame records instead:
                         // most entries are in it, and a row each would cost ~50 bytes.
                         if collection != DEFAULT_COLLECTION {
-                            collection_entries
-                                .insert((collection.as_str(), seqno), ())
-                                .map_err(err)?;
+                            collection_entries.insert((collection.as_str(), seqno), ())?;
                         }
                         let n = collections
-                            .get(collection.as_str())
-                            .map_err(err)?
+                            .get(collection.as_str())?
                             .map_or(0, |v| v.value());
-                        collections
-                            .insert(collection.as_str(), n + 1)
-                            .map_err(err)?;
+                        collections.insert(collection.as_str(), n + 1)?;
                         for tag in entry_tags {
-                            tag_entries
-                                .insert((collection.as_str(), tag.as_str(), seqno), ())
-                                .map_err(err)?;
+                            tag_entries.insert((collection.as_str(), tag.as_str(), seqno), ())?;
                             let key = (collection.as_str(), tag.as_str());
-                            let n = tags.get(key).map_err(err)?.map_or(0, |v| v.value());
-                            tags.insert(key, n + 1).map_err(err)?;
+                            let n = tags.get(key)?.map_or(0, |v| v.value());
+                            tags.insert(key, n + 1)?;
                         }
                     }
                     IndexOp::Governance(writes) => {
                         for (table, key, value) in writes {
                             match value {
                                 Some(v) => {
-                                    governance.insert((table.as_str(), key.as_str()), v.as_slice())
+                                    governance
+                                        .insert((table.as_str(), key.as_str()), v.as_slice())?;
                                 }
-                                None => governance.remove((table.as_str(), key.as_str())),
+                                None => {
+                                    governance.remove((table.as_str(), key.as_str()))?;
+                                }
                             }
-                            .map_err(err)?;
                         }
                     }
                     IndexOp::Signature => {
-                        signatures.insert(seqno, ()).map_err(err)?;
+                        signatures.insert(seqno, ())?;
                     }
                 }
             }
             if let Some((last, _)) = ops.last() {
-                meta.insert(META_INDEXED_THROUGH, last.seqno())
-                    .map_err(err)?;
+                meta.insert(META_INDEXED_THROUGH, last.seqno())?;
             }
-            if let Some(tree_size) = checkpoint {
-                meta.insert(META_TREE_SIZE, tree_size).map_err(err)?;
+            if let (Some((tree_size, _)), Some(sums)) = (checkpoint, &sums) {
+                meta.insert(META_TREE_SIZE, tree_size)?;
+                if sums.fresh {
+                    // New or rebuilt tree files: rows of the files they replace must go.
+                    tx.delete_table(TREE_SUMS)?;
+                }
+                let mut table = tx.open_table(TREE_SUMS)?;
+                for (stored, chunk, sum) in &sums.rows {
+                    table.insert((*stored, *chunk), *sum)?;
+                }
             }
+            Ok(())
+        })?;
+        if let (Some((_, tree)), Some(sums)) = (checkpoint, &sums) {
+            tree.sums_recorded(sums);
         }
-        tx.commit().map_err(err)
+        Ok(())
     }
 
     /// The first signature with seqno strictly greater than `seqno`.
     pub fn signature_after(&self, seqno: u64) -> Result<Option<u64>, IndexError> {
-        let tx = self.begin_read()?;
-        let table = tx.open_table(SIGNATURES).map_err(err)?;
-        let mut range = table.range(seqno.saturating_add(1)..).map_err(err)?;
-        Ok(range
-            .next()
-            .transpose()
-            .map_err(err)?
-            .map(|(k, _)| k.value()))
+        self.read(|tx| {
+            let table = tx.open_table(SIGNATURES)?;
+            let mut range = table.range(seqno.saturating_add(1)..)?;
+            Ok(range.next().transpose()?.map(|(k, _)| k.value()))
+        })
     }
 
     /// The last signature with seqno at most `seqno`.
     pub fn signature_at_or_before(&self, seqno: u64) -> Result<Option<u64>, IndexError> {
-        let tx = self.begin_read()?;
-        let table = tx.open_table(SIGNATURES).map_err(err)?;
-        let mut range = table.range(..=seqno).map_err(err)?;
-        Ok(range
-            .next_back()
-            .transpose()
-            .map_err(err)?
-            .map(|(k, _)| k.value()))
+        self.read(|tx| {
+            let table = tx.open_table(SIGNATURES)?;
+            let mut range = table.range(..=seqno)?;
+            Ok(range.next_back().transpose()?.map(|(k, _)| k.value()))
+        })
     }
 
     /// Seqnos of entries in `collection` (optionally with `tag`) within `from..=to`, ascending,
@@ -287,73 +416,69 @@ impl Index {
         if from > to {
             return Ok(Vec::new());
         }
-        let tx = self.begin_read()?;
-        let mut out = Vec::new();
-        match tag {
-            None => {
-                let table = tx.open_table(COLLECTION_ENTRIES).map_err(err)?;
-                for item in table
-                    .range((collection, from)..=(collection, to))
-                    .map_err(err)?
-                    .take(limit)
-                {
-                    out.push(item.map_err(err)?.0.value().1);
+        self.read(|tx| {
+            let mut out = Vec::new();
+            match tag {
+                None => {
+                    let table = tx.open_table(COLLECTION_ENTRIES)?;
+                    for item in table
+                        .range((collection, from)..=(collection, to))?
+                        .take(limit)
+                    {
+                        out.push(item?.0.value().1);
+                    }
+                }
+                Some(tag) => {
+                    let table = tx.open_table(TAG_ENTRIES)?;
+                    for item in table
+                        .range((collection, tag, from)..=(collection, tag, to))?
+                        .take(limit)
+                    {
+                        out.push(item?.0.value().2);
+                    }
                 }
             }
-            Some(tag) => {
-                let table = tx.open_table(TAG_ENTRIES).map_err(err)?;
-                for item in table
-                    .range((collection, tag, from)..=(collection, tag, to))
-                    .map_err(err)?
-                    .take(limit)
-                {
-                    out.push(item.map_err(err)?.0.value().2);
-                }
-            }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// The newest entry of `collection` at or before `to` (not for the default collection).
     pub fn latest_entry(&self, collection: &str, to: u64) -> Result<Option<u64>, IndexError> {
-        let tx = self.begin_read()?;
-        let table = tx.open_table(COLLECTION_ENTRIES).map_err(err)?;
-        let mut range = table
-            .range((collection, 0)..=(collection, to))
-            .map_err(err)?;
-        Ok(range
-            .next_back()
-            .transpose()
-            .map_err(err)?
-            .map(|(k, _)| k.value().1))
+        self.read(|tx| {
+            let table = tx.open_table(COLLECTION_ENTRIES)?;
+            let mut range = table.range((collection, 0)..=(collection, to))?;
+            Ok(range.next_back().transpose()?.map(|(k, _)| k.value().1))
+        })
     }
 
     /// All collections with their entry counts.
     pub fn collections(&self) -> Result<Vec<(String, u64)>, IndexError> {
-        let tx = self.begin_read()?;
-        let table = tx.open_table(COLLECTIONS).map_err(err)?;
-        let mut out = Vec::new();
-        for item in table.iter().map_err(err)? {
-            let (k, v) = item.map_err(err)?;
-            out.push((k.value().to_owned(), v.value()));
-        }
-        Ok(out)
+        self.read(|tx| {
+            let table = tx.open_table(COLLECTIONS)?;
+            let mut out = Vec::new();
+            for item in table.iter()? {
+                let (k, v) = item?;
+                out.push((k.value().to_owned(), v.value()));
+            }
+            Ok(out)
+        })
     }
 
     /// Tags used in `collection`, with their entry counts.
     pub fn tags(&self, collection: &str) -> Result<Vec<(String, u64)>, IndexError> {
-        let tx = self.begin_read()?;
-        let table = tx.open_table(TAGS).map_err(err)?;
-        let mut out = Vec::new();
-        for item in table.range((collection, "")..).map_err(err)? {
-            let (k, v) = item.map_err(err)?;
-            let (c, t) = k.value();
-            if c != collection {
-                break;
+        self.read(|tx| {
+            let table = tx.open_table(TAGS)?;
+            let mut out = Vec::new();
+            for item in table.range((collection, "")..)? {
+                let (k, v) = item?;
+                let (c, t) = k.value();
+                if c != collection {
+                    break;
+                }
+                out.push((t.to_owned(), v.value()));
             }
-            out.push((t.to_owned(), v.value()));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// The write made with an idempotency key digest, and its Unix seconds.
@@ -361,51 +486,291 @@ impl Index {
         &self,
         key_digest: &[u8; 32],
     ) -> Result<Option<(TxId, u64)>, IndexError> {
-        let tx = self.begin_read()?;
-        let table = match tx.open_table(IDEMPOTENCY) {
-            Ok(t) => t,
-            // No idempotent write was ever indexed.
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(err(e)),
-        };
-        let Some((seqno, view, unix_secs)) = table.get(key_digest).map_err(err)?.map(|v| v.value())
-        else {
+        let found = self.read(|tx| {
+            let table = match tx.open_table(IDEMPOTENCY) {
+                Ok(t) => t,
+                // No idempotent write was ever indexed.
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(table.get(key_digest)?.map(|v| v.value()))
+        })?;
+        let Some((seqno, view, unix_secs)) = found else {
             return Ok(None);
         };
-        let txid =
-            TxId::new(view, seqno).ok_or_else(|| err("an indexed transaction has view 0"))?;
+        let txid = TxId::new(view, seqno)
+            .ok_or_else(|| IndexError::damaged(&self.path, "an indexed transaction has view 0"))?;
         Ok(Some((txid, unix_secs)))
     }
 
     /// Whether any entry of `collection` carries `tag` (a point lookup, unlike [`Index::tags`]).
     pub fn has_tag(&self, collection: &str, tag: &str) -> Result<bool, IndexError> {
-        let tx = self.begin_read()?;
-        let table = tx.open_table(TAGS).map_err(err)?;
-        Ok(table.get((collection, tag)).map_err(err)?.is_some())
+        self.read(|tx| {
+            let table = tx.open_table(TAGS)?;
+            Ok(table.get((collection, tag))?.is_some())
+        })
     }
 
     /// Current value of a governance key.
     pub fn governance(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
-        let tx = self.begin_read()?;
-        let t = tx.open_table(GOVERNANCE).map_err(err)?;
-        Ok(t.get((table, key))
-            .map_err(err)?
-            .map(|v| v.value().to_vec()))
+        self.read(|tx| {
+            let t = tx.open_table(GOVERNANCE)?;
+            Ok(t.get((table, key))?.map(|v| v.value().to_vec()))
+        })
     }
 
     /// All keys and values of a governance table.
     pub fn governance_table(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, IndexError> {
-        let tx = self.begin_read()?;
-        let t = tx.open_table(GOVERNANCE).map_err(err)?;
-        let mut out = Vec::new();
-        for item in t.range((table, "")..).map_err(err)? {
-            let (k, v) = item.map_err(err)?;
-            let (tb, key) = k.value();
-            if tb != table {
-                break;
+        self.read(|tx| {
+            let t = tx.open_table(GOVERNANCE)?;
+            let mut out = Vec::new();
+            for item in t.range((table, "")..)? {
+                let (k, v) = item?;
+                let (tb, key) = k.value();
+                if tb != table {
+                    break;
+                }
+                out.push((key.to_owned(), v.value().to_vec()));
             }
-            out.push((key.to_owned(), v.value().to_vec()));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
+
+    /// Compares every row with `expected`, the index the ledger implies through
+    /// `expected.through`; returns the first difference. Rows of collections, tags and
+    /// idempotency keys (private) are compared only when `expected.private` (the auditor had
+    /// the ledger secret).
+    pub(crate) fn compare(&self, expected: &ExpectedIndex) -> Result<(), IndexError> {
+        let actual = self.read(|tx| {
+            let mut actual = ExpectedIndex {
+                private: expected.private,
+                through: 0,
+                ..Default::default()
+            };
+            let meta = tx.open_table(META)?;
+            actual.through = meta.get(META_INDEXED_THROUGH)?.map_or(0, |v| v.value());
+            for item in tx.open_table(SIGNATURES)?.iter()? {
+                actual.signatures.push(item?.0.value());
+            }
+            for item in tx.open_table(GOVERNANCE)?.iter()? {
+                let (k, v) = item?;
+                let (table, key) = k.value();
+                actual
+                    .governance
+                    .insert((table.to_owned(), key.to_owned()), v.value().to_vec());
+            }
+            if !expected.private {
+                return Ok(actual);
+            }
+            for item in tx.open_table(COLLECTION_ENTRIES)?.iter()? {
+                let (key, _) = item?;
+                let (collection, seqno) = key.value();
+                actual
+                    .collection_entries
+                    .entry(collection.to_owned())
+                    .or_default()
+                    .push(seqno);
+            }
+            for item in tx.open_table(TAG_ENTRIES)?.iter()? {
+                let (key, _) = item?;
+                let (collection, tag, seqno) = key.value();
+                actual
+                    .tag_entries
+                    .entry((collection.to_owned(), tag.to_owned()))
+                    .or_default()
+                    .push(seqno);
+            }
+            for item in tx.open_table(COLLECTIONS)?.iter()? {
+                let (k, v) = item?;
+                actual.collections.insert(k.value().to_owned(), v.value());
+            }
+            for item in tx.open_table(TAGS)?.iter()? {
+                let (k, v) = item?;
+                let (collection, tag) = k.value();
+                actual
+                    .tags
+                    .insert((collection.to_owned(), tag.to_owned()), v.value());
+            }
+            for item in tx.open_table(IDEMPOTENCY)?.iter()? {
+                let (k, v) = item?;
+                actual.idempotency.insert(*k.value(), v.value());
+            }
+            Ok(actual)
+        })?;
+        expected.difference(&actual).map_or(Ok(()), |reason| {
+            Err(IndexError::damaged(&self.path, reason))
+        })
+    }
+}
+
+/// The index a ledger implies, built from its transactions in order (the auditor's model of
+/// [`Index::apply`]).
+#[derive(Debug, Default)]
+pub(crate) struct ExpectedIndex {
+    /// Whether the private rows (collections, tags, idempotency keys) are known.
+    pub private: bool,
+    /// The last seqno applied.
+    pub through: u64,
+    collection_entries: BTreeMap<String, Vec<u64>>,
+    tag_entries: BTreeMap<(String, String), Vec<u64>>,
+    collections: BTreeMap<String, u64>,
+    tags: BTreeMap<(String, String), u64>,
+    signatures: Vec<u64>,
+    governance: BTreeMap<(String, String), Vec<u8>>,
+    idempotency: BTreeMap<[u8; 32], (u64, u64, u64)>,
+}
+
+impl ExpectedIndex {
+    pub fn new(private: bool) -> ExpectedIndex {
+        ExpectedIndex {
+            private,
+            ..Default::default()
+        }
+    }
+
+    /// Applies transaction `txid`'s updates; `op` is `None` for an application entry whose
+    /// private section the auditor cannot read.
+    pub fn apply(&mut self, txid: TxId, op: Option<&IndexOp>) {
+        let seqno = txid.seqno();
+        self.through = seqno;
+        match op {
+            Some(IndexOp::Entry {
+                collection,
+                tags,
+                idempotency,
+            }) => {
+                if let Some(record) = idempotency {
+                    self.idempotency
+                        .insert(record.key_digest.0, (seqno, txid.view(), record.unix_secs));
+                }
+                if collection != DEFAULT_COLLECTION {
+                    self.collection_entries
+                        .entry(collection.clone())
+                        .or_default()
+                        .push(seqno);
+                }
+                *self.collections.entry(collection.clone()).or_default() += 1;
+                for tag in tags {
+                    let key = (collection.clone(), tag.clone());
+                    self.tag_entries.entry(key.clone()).or_default().push(seqno);
+                    *self.tags.entry(key).or_default() += 1;
+                }
+            }
+            Some(IndexOp::Governance(writes)) => {
+                for (table, key, value) in writes {
+                    let k = (table.clone(), key.clone());
+                    match value {
+                        Some(v) => self.governance.insert(k, v.clone()),
+                        None => self.governance.remove(&k),
+                    };
+                }
+            }
+            Some(IndexOp::Signature) => self.signatures.push(seqno),
+            None => {}
+        }
+    }
+
+    /// The first way `actual` differs from this model, in words.
+    fn difference(&self, actual: &ExpectedIndex) -> Option<String> {
+        if actual.through != self.through {
+            return Some(format!(
+                "it says it indexed the ledger through seqno {}, the model was built through {}",
+                actual.through, self.through
+            ));
+        }
+        if let Some(d) = seqno_difference("signatures", "", &self.signatures, &actual.signatures) {
+            return Some(d);
+        }
+        if let Some(d) = map_difference("governance", &self.governance, &actual.governance) {
+            return Some(d);
+        }
+        if !self.private {
+            return None;
+        }
+        for (collection, seqnos) in keys_of(&self.collection_entries, &actual.collection_entries) {
+            let (want, have) = seqnos;
+            if let Some(d) = seqno_difference(
+                "collection_entries",
+                &format!(" of collection {collection:?}"),
+                want,
+                have,
+            ) {
+                return Some(d);
+            }
+        }
+        for ((collection, tag), (want, have)) in keys_of(&self.tag_entries, &actual.tag_entries) {
+            if let Some(d) = seqno_difference(
+                "tag_entries",
+                &format!(" of collection {collection:?} tag {tag:?}"),
+                want,
+                have,
+            ) {
+                return Some(d);
+            }
+        }
+        map_difference("collections", &self.collections, &actual.collections)
+            .or_else(|| map_difference("tags", &self.tags, &actual.tags))
+            .or_else(|| map_difference("idempotency", &self.idempotency, &actual.idempotency))
+    }
+}
+
+/// The seqnos a row key maps to in the model and in the index.
+type Both<'a> = (&'a [u64], &'a [u64]);
+
+/// Every key of either map with its value in each (empty when absent).
+fn keys_of<'a, K: Ord + Clone>(
+    want: &'a BTreeMap<K, Vec<u64>>,
+    have: &'a BTreeMap<K, Vec<u64>>,
+) -> Vec<(K, Both<'a>)> {
+    let mut keys: Vec<&K> = want.keys().chain(have.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .map(|k| {
+            let w = want.get(k).map_or(&[][..], Vec::as_slice);
+            let h = have.get(k).map_or(&[][..], Vec::as_slice);
+            (k.clone(), (w, h))
+        })
+        .collect()
+}
+
+fn seqno_difference(table: &str, of: &str, want: &[u64], have: &[u64]) -> Option<String> {
+    let at = want.iter().zip(have).position(|(w, h)| w != h);
+    let at = at.or((want.len() != have.len()).then(|| want.len().min(have.len())))?;
+    Some(match (want.get(at), have.get(at)) {
+        (Some(w), Some(h)) if h < w => {
+            format!("table {table}{of} lists seqno {h}, which the ledger does not put there")
+        }
+        (Some(w), _) => format!("table {table}{of} misses seqno {w}"),
+        (None, Some(h)) => {
+            format!("table {table}{of} lists seqno {h}, which the ledger does not put there")
+        }
+        (None, None) => return None,
+    })
+}
+
+fn map_difference<K: Ord + std::fmt::Debug, V: PartialEq + std::fmt::Debug>(
+    table: &str,
+    want: &BTreeMap<K, V>,
+    have: &BTreeMap<K, V>,
+) -> Option<String> {
+    for (k, w) in want {
+        match have.get(k) {
+            None => return Some(format!("table {table} misses the row {k:?}")),
+            Some(h) if h != w => {
+                // Values are shown when short (counts), not governance documents.
+                let values = format!("{h:?}, the ledger implies {w:?}");
+                let values = if values.len() <= 120 {
+                    values
+                } else {
+                    "a value other than the ledger implies".into()
+                };
+                return Some(format!("table {table} row {k:?} holds {values}"));
+            }
+            Some(_) => {}
+        }
+    }
+    have.keys()
+        .find(|k| !want.contains_key(k))
+        .map(|k| format!("table {table} has the row {k:?}, which the ledger does not imply"))
 }

@@ -41,7 +41,7 @@ pub use handle::LedgerHandle;
 pub use limits::LimitError;
 pub use recovery::RecoveryReport;
 
-use crypto::{KeyRing, LedgerSecret};
+pub use crypto::{KeyRing, LedgerSecret};
 use guard::ForkGuard;
 use index::Index;
 use ledger_core::claims::{self, ApplicationClaim};
@@ -58,7 +58,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tree::{EntryClass, TreeFiles, TreeNodes};
+use tree::{EntryClass, LeafReader, TreeFiles, TreeNodes};
 use writer::{Command, Control, Submission, Writer, WriterStart};
 
 /// What the writer reports as it works, for metrics. Called on the writer thread; must not
@@ -79,6 +79,9 @@ pub trait StoreObserver: Send + Sync {
     fn committed(&self, latencies: &[Duration]);
     /// The write path hit a storage fault.
     fn storage_fault(&self, fault: &StorageFault);
+    /// A read found a derived file damaged (it is rebuilt from the ledger at the next open).
+    /// Called once per file, on the reading thread.
+    fn derived_damaged(&self, _damage: &DerivedDamage) {}
 }
 
 /// Who moves this node's commit point.
@@ -210,7 +213,15 @@ pub enum StoreError {
     #[error(transparent)]
     Guard(#[from] guard::GuardError),
     #[error(transparent)]
-    Index(#[from] index::IndexError),
+    Index(index::IndexError),
+    /// A derived file (`index.redb`, `tree/frames.idx`, `tree/level-LL.hashes`) contradicts
+    /// its checksums or the ledger: nothing was served from it. The ledger itself is not at
+    /// fault; the file is rebuilt from the ledger when the ledger is next opened.
+    #[error(
+        "derived file {} is damaged: {reason}; the ledger itself is intact and the file is rebuilt from it at the next start",
+        file.display()
+    )]
+    DerivedDamaged { file: PathBuf, reason: String },
     #[error("Merkle tree files: {0}")]
     Tree(String),
     #[error("transaction {txid} could not be decoded: {reason}")]
@@ -235,6 +246,30 @@ pub enum StoreError {
         "segment_max_bytes is {configured}, more than the {limit} bytes frame offsets can address"
     )]
     SegmentTooLarge { configured: u64, limit: u64 },
+}
+
+impl From<index::IndexError> for StoreError {
+    fn from(e: index::IndexError) -> StoreError {
+        match e {
+            index::IndexError::Damaged { path, reason } => {
+                StoreError::DerivedDamaged { file: path, reason }
+            }
+            other => StoreError::Index(other),
+        }
+    }
+}
+
+/// A derived file found damaged, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedDamage {
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+impl std::fmt::Display for DerivedDamage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.reason)
+    }
 }
 
 impl StoreError {
@@ -373,6 +408,71 @@ pub(crate) struct Shared {
     pub committed_changed: Condvar,
     /// Submissions queued and not yet taken by the writer.
     pub queued: AtomicUsize,
+    /// Derived files that reads found damaged.
+    pub integrity: Integrity,
+}
+
+/// Derived files found damaged by reads while the ledger is open. Each is recorded once: in
+/// memory (for [`Ledger::derived_damage`], which `/readyz` reports), in the marker file
+/// `derived-damaged` of the data directory (so that the next open rebuilds it even if the
+/// damage no longer shows, e.g. it was only in the page cache), and to the observer (logs).
+pub(crate) struct Integrity {
+    marker: PathBuf,
+    damaged: Mutex<Vec<DerivedDamage>>,
+    observer: Option<Arc<dyn StoreObserver>>,
+}
+
+impl Integrity {
+    fn record(&self, damage: &DerivedDamage) {
+        let mut damaged = self.damaged.lock().expect("integrity lock");
+        if damaged.iter().any(|d| d.file == damage.file) {
+            return;
+        }
+        // Best effort: without the marker the next open still checks every derived file.
+        let _ = append_marker(&self.marker, damage);
+        if let Some(observer) = &self.observer {
+            observer.derived_damaged(damage);
+        }
+        damaged.push(damage.clone());
+    }
+}
+
+/// The marker file of derived files to rebuild at the next open.
+const DAMAGE_MARKER: &str = "derived-damaged";
+
+/// Appends `damage` to the marker as one line: the file, a tab, the reason.
+fn append_marker(marker: &Path, damage: &DerivedDamage) -> std::io::Result<()> {
+    use std::io::Write;
+    let reason: String = damage
+        .reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(marker)?;
+    writeln!(file, "{}\t{reason}", damage.file.display())?;
+    file.sync_data()
+}
+
+/// The derived files named in the marker (none if there is no marker).
+fn read_marker(marker: &Path) -> Result<Vec<DerivedDamage>, StoreError> {
+    let text = match fs::read(marker) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io(marker, e)),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let (file, reason) = line.split_once('\t')?;
+            Some(DerivedDamage {
+                file: PathBuf::from(file),
+                reason: format!("a read found it damaged while the ledger was open ({reason})"),
+            })
+        })
+        .collect())
 }
 
 impl Shared {
@@ -466,6 +566,49 @@ impl Ledger {
         Self::start(dir, config, node, secret, None)
     }
 
+    /// Rebuilds every derived file of the ledger in `dir` (`index.redb` and the tree files)
+    /// from the segments, without opening the ledger for writing: nothing is signed or
+    /// appended, though, as on every open, an unsigned torn tail is cut. The ledger must not
+    /// be open elsewhere (the server stopped). A damaged segment stops it as it stops an open.
+    pub fn rebuild_derived(dir: &Path, config: &StoreConfig) -> Result<RecoveryReport, StoreError> {
+        let ledger_dir = dir.join(LEDGER_DIR);
+        if segment::list_segments(&ledger_dir)
+            .map_err(|e| StoreError::io(&ledger_dir, e))?
+            .is_empty()
+        {
+            return Err(StoreError::NotALedger(dir.to_owned()));
+        }
+        let keys = KeyRing::new(ledger_secret(dir, &config.kek)?);
+        let guard_path = config
+            .fork_guard_path
+            .clone()
+            .unwrap_or_else(|| dir.join(GUARD_FILE));
+        let guard = ForkGuard::load(&guard_path)?;
+        let index_path = dir.join(INDEX_FILE);
+        let tree_dir = dir.join(TREE_DIR);
+        remove_if_exists(&index_path)?;
+        let index = Index::open(&index_path)?;
+        let asked = DerivedDamage {
+            file: tree_dir.clone(),
+            reason: "a rebuild was asked for".into(),
+        };
+        let (recovered, tree_files) =
+            recovery::recover(&ledger_dir, &keys, &index, &tree_dir, &guard, Some(asked))?;
+        drop(tree_files);
+        drop(index);
+        remove_if_exists(&dir.join(DAMAGE_MARKER))?;
+        let mut report = recovered.report;
+        report.index_rebuilt = true;
+        report.rebuilt.insert(
+            0,
+            DerivedDamage {
+                file: index_path,
+                reason: "a rebuild was asked for".into(),
+            },
+        );
+        Ok(report)
+    }
+
     fn start(
         dir: &Path,
         config: StoreConfig,
@@ -489,31 +632,77 @@ impl Ledger {
         let guard = ForkGuard::load(&guard_path)?;
         // Recovery adds the versions recorded in the ledger to the ring as it scans.
         let keys = KeyRing::new(secret);
-        // A missing index is built from scratch, like one that had to be discarded.
-        let index_missing = !index_path.exists();
-        let mut index_rebuilt = false;
+        // Damage that reads found while the ledger was last open: rebuild what it names.
+        let marker = dir.join(DAMAGE_MARKER);
+        let mut rebuilt = Vec::new();
+        let mut rebuild_tree = None;
+        for damage in read_marker(&marker)? {
+            if damage.file == index_path
+                && !rebuilt.iter().any(|d: &DerivedDamage| d.file == index_path)
+            {
+                remove_if_exists(&index_path)?;
+                rebuilt.push(damage);
+            } else if damage.file.starts_with(&tree_dir) && rebuild_tree.is_none() {
+                rebuild_tree = Some(damage);
+            }
+        }
+        let mut index_rebuilt = !rebuilt.is_empty();
+        if !index_rebuilt && genesis.is_none() && !index_path.exists() {
+            // A missing index is built from scratch, like one that had to be discarded.
+            index_rebuilt = true;
+            rebuilt.push(DerivedDamage {
+                file: index_path.clone(),
+                reason: "it is missing".into(),
+            });
+        }
         let (index, (recovered, tree_files)) = loop {
             let index = match Index::open(&index_path) {
                 Ok(index) => index,
-                Err(_) if !index_rebuilt => {
+                Err(e) if !index_rebuilt => {
                     // Derived data in an unknown state: start it again from the ledger.
+                    rebuilt.push(DerivedDamage {
+                        file: index_path.clone(),
+                        reason: index_reason(e),
+                    });
                     remove_if_exists(&index_path)?;
                     index_rebuilt = true;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
-            match recovery::recover(&ledger_dir, &keys, &index, &tree_dir, &guard, false) {
-                Err(StoreError::IndexAhead { .. }) if !index_rebuilt => {
-                    drop(index);
-                    remove_if_exists(&index_path)?;
-                    index_rebuilt = true;
+            let result = recovery::recover(
+                &ledger_dir,
+                &keys,
+                &index,
+                &tree_dir,
+                &guard,
+                rebuild_tree.clone(),
+            );
+            let reason = match result {
+                Err(StoreError::IndexAhead { indexed, end }) if !index_rebuilt => format!(
+                    "it is ahead of the ledger (indexed through {indexed}, the ledger ends at {end})"
+                ),
+                Err(StoreError::DerivedDamaged { file, reason })
+                    if file == index_path && !index_rebuilt =>
+                {
+                    reason
                 }
                 result => break (index, result?),
-            }
+            };
+            drop(index);
+            rebuilt.push(DerivedDamage {
+                file: index_path.clone(),
+                reason,
+            });
+            remove_if_exists(&index_path)?;
+            index_rebuilt = true;
         };
         let mut report = recovered.report;
-        report.index_rebuilt |= index_rebuilt || index_missing;
+        report.index_rebuilt |= index_rebuilt;
+        rebuilt.append(&mut report.rebuilt);
+        report.rebuilt = rebuilt;
+        // Everything the marker named has been rebuilt.
+        remove_if_exists(&marker)?;
         if let Some((_, _, bytes)) = &report.truncated_tail {
             keys.charge_torn_tail(*bytes);
         }
@@ -546,6 +735,11 @@ impl Ledger {
             }),
             committed_changed: Condvar::new(),
             queued: AtomicUsize::new(0),
+            integrity: Integrity {
+                marker,
+                damaged: Mutex::new(Vec::new()),
+                observer: config.observer.clone(),
+            },
         });
         let last_signature = recovered.last_signature.as_ref().map(|(t, r)| {
             (
@@ -700,7 +894,12 @@ impl Ledger {
     /// The transaction written with idempotency key digest `key_digest`, and when (Unix
     /// seconds). It may not be committed yet: callers wait for it as for their own write.
     pub fn idempotent_write(&self, key_digest: &Hash32) -> Result<Option<(TxId, u64)>, StoreError> {
-        Ok(self.shared.index.idempotent_write(&key_digest.0)?)
+        self.noted(
+            self.shared
+                .index
+                .idempotent_write(&key_digest.0)
+                .map_err(StoreError::from),
+        )
     }
 
     /// Submissions waiting for the writer.
@@ -813,14 +1012,66 @@ impl Ledger {
         }
     }
 
+    /// Records damage to a derived file that `result` reports (see [`Ledger::derived_damage`]).
+    fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::DerivedDamaged { file, reason }) = &result {
+            self.shared.integrity.record(&DerivedDamage {
+                file: file.clone(),
+                reason: reason.clone(),
+            });
+        }
+        result
+    }
+
+    /// Derived files that reads found damaged since the ledger was opened. Nothing is served
+    /// from them; they are rebuilt from the ledger at the next open.
+    pub fn derived_damage(&self) -> Vec<DerivedDamage> {
+        self.shared
+            .integrity
+            .damaged
+            .lock()
+            .expect("integrity lock")
+            .clone()
+    }
+
     /// The txid and stored bytes of the transaction at `seqno` (which must be durable).
+    /// Governance and signature transactions are checked to be the transaction of `seqno`
+    /// (their commit evidence is bound to it); application entries are bound to it by their
+    /// sealed section, checked when they are decrypted.
     fn stored(&self, seqno: u64) -> Result<(TxId, Vec<u8>), StoreError> {
-        self.transactions().read(seqno)
+        let (txid, bytes) = self.transactions().read(seqno)?;
+        if bytes.get(1) != Some(&(entry::TxKind::Application as u8)) {
+            self.check_binding(txid, &bytes)?;
+        }
+        Ok((txid, bytes))
+    }
+
+    /// The frame read for `txid` holds the commit evidence digest of `txid`; otherwise its
+    /// frame record pointed at another transaction's frame.
+    fn check_binding(&self, txid: TxId, bytes: &[u8]) -> Result<(), StoreError> {
+        let view = EntryView::parse(bytes, txid.seqno()).map_err(|e| StoreError::Decode {
+            txid,
+            reason: e.to_string(),
+        })?;
+        if view.commit_evidence_digest == self.shared.keys.commit_secret().evidence(txid).digest() {
+            return Ok(());
+        }
+        Err(StoreError::DerivedDamaged {
+            file: self.shared.tree.records_path(),
+            reason: format!(
+                "the record of seqno {} points at a frame that is not the transaction {txid} (its commit evidence differs)",
+                txid.seqno()
+            ),
+        })
     }
 
     /// The stored bytes of committed transaction `txid` (what its write-set digest covers);
     /// None if it is not committed, or its seqno holds a transaction of another view.
     pub fn transaction_bytes(&self, txid: TxId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.noted(self.committed_bytes(txid))
+    }
+
+    fn committed_bytes(&self, txid: TxId) -> Result<Option<Vec<u8>>, StoreError> {
         if self.committed().is_none_or(|c| txid.seqno() > c.seqno()) {
             return Ok(None);
         }
@@ -838,29 +1089,64 @@ impl Ledger {
         if view.kind != entry::TxKind::Application {
             return Ok(None);
         }
-        view.application(&*self.shared.keys.opener(txid.seqno()))
-            .map(Some)
-            .map_err(|e| decode(e.to_string()))
+        match view.application(&*self.shared.keys.opener(txid.seqno())) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(e) => {
+                // The sealed section is bound to its seqno: a frame of another transaction
+                // fails to open here. Tell that apart from an entry damaged in the ledger.
+                self.check_binding(txid, bytes)?;
+                Err(decode(e.to_string()))
+            }
+        }
     }
 
     /// The user entry written by committed transaction `txid`, if it wrote one.
     pub fn entry(&self, txid: TxId) -> Result<Option<EntryRecord>, StoreError> {
-        let Some(bytes) = self.transaction_bytes(txid)? else {
-            return Ok(None);
-        };
-        Ok(self
-            .decode_entry(txid, &bytes)?
-            .map(|entry| EntryRecord { txid, entry }))
+        self.noted((|| {
+            let Some(bytes) = self.committed_bytes(txid)? else {
+                return Ok(None);
+            };
+            Ok(self
+                .decode_entry(txid, &bytes)?
+                .map(|entry| EntryRecord { txid, entry }))
+        })())
     }
 
-    fn entry_at(&self, seqno: u64) -> Result<EntryRecord, StoreError> {
+    /// The entry at `seqno`, found by `listing` (which names the derived file that listed it
+    /// and what it claims about it). An entry that is not what the listing claims is
+    /// [`StoreError::DerivedDamaged`] naming that file: a list never shows a wrong entry.
+    fn listed_entry(&self, seqno: u64, listing: &Listing<'_>) -> Result<EntryRecord, StoreError> {
+        let damaged = |reason: String| StoreError::DerivedDamaged {
+            file: listing.source.clone(),
+            reason,
+        };
+        if seqno < listing.from || seqno > listing.to {
+            return Err(damaged(format!(
+                "it lists seqno {seqno} in {}, outside the range {}..={} asked for",
+                listing.what(),
+                listing.from,
+                listing.to
+            )));
+        }
         let (txid, bytes) = self.stored(seqno)?;
-        let entry = self
-            .decode_entry(txid, &bytes)?
-            .ok_or_else(|| StoreError::Decode {
-                txid,
-                reason: "indexed as an entry but is not one".into(),
-            })?;
+        let entry = self.decode_entry(txid, &bytes)?.ok_or_else(|| {
+            damaged(format!(
+                "it lists seqno {seqno} in {}, but that transaction is not an entry",
+                listing.what()
+            ))
+        })?;
+        if entry.collection_id != listing.collection
+            || listing
+                .tag
+                .is_some_and(|t| !entry.tags.iter().any(|e| e == t))
+        {
+            return Err(damaged(format!(
+                "it lists seqno {seqno} in {}, but that entry is in collection {:?} with tags {:?}",
+                listing.what(),
+                entry.collection_id,
+                entry.tags
+            )));
+        }
         Ok(EntryRecord { txid, entry })
     }
 
@@ -874,15 +1160,36 @@ impl Ledger {
         to: u64,
         limit: usize,
     ) -> Result<Vec<EntryRecord>, StoreError> {
-        let to = to.min(self.committed().map_or(0, TxId::seqno));
-        let seqnos = if collection == entry::DEFAULT_COLLECTION && tag.is_none() {
-            self.default_collection_entries(from, to, limit, false)?
-        } else {
-            self.shared
-                .index
-                .entries(collection, tag, from, to, limit)?
-        };
-        seqnos.into_iter().map(|s| self.entry_at(s)).collect()
+        self.noted((|| {
+            let to = to.min(self.committed().map_or(0, TxId::seqno));
+            let (seqnos, source) = if collection == entry::DEFAULT_COLLECTION && tag.is_none() {
+                let seqnos = self.default_collection_entries(from, to, limit, false)?;
+                (seqnos, self.shared.tree.records_path())
+            } else {
+                let seqnos = self
+                    .shared
+                    .index
+                    .entries(collection, tag, from, to, limit)?;
+                (seqnos, self.shared.index.path().to_owned())
+            };
+            let listing = Listing {
+                source,
+                collection,
+                tag,
+                from,
+                to,
+            };
+            if seqnos.windows(2).any(|w| w[0] >= w[1]) || seqnos.len() > limit {
+                return Err(StoreError::DerivedDamaged {
+                    reason: format!("its list of {} is out of order", listing.what()),
+                    file: listing.source,
+                });
+            }
+            seqnos
+                .into_iter()
+                .map(|s| self.listed_entry(s, &listing))
+                .collect()
+        })())
     }
 
     /// Seqnos of default-collection entries in `from..=to` (ascending, or descending from `to`
@@ -908,11 +1215,7 @@ impl Ledger {
         };
         loop {
             let (lo, hi) = window;
-            let records = self
-                .shared
-                .tree
-                .records(lo, hi - lo + 1)
-                .map_err(|e| StoreError::Tree(e.to_string()))?;
+            let records = self.shared.tree.records(lo, hi - lo + 1)?;
             let hits = records
                 .iter()
                 .enumerate()
@@ -936,38 +1239,61 @@ impl Ledger {
 
     /// The newest committed entry of `collection`.
     pub fn latest_entry(&self, collection: &str) -> Result<Option<EntryRecord>, StoreError> {
-        let to = self.committed().map_or(0, TxId::seqno);
-        let latest = if collection == entry::DEFAULT_COLLECTION {
-            self.default_collection_entries(1, to, 1, true)?.pop()
-        } else {
-            self.shared.index.latest_entry(collection, to)?
-        };
-        match latest {
-            Some(seqno) => self.entry_at(seqno).map(Some),
-            None => Ok(None),
-        }
+        self.noted((|| {
+            let to = self.committed().map_or(0, TxId::seqno);
+            let (latest, source) = if collection == entry::DEFAULT_COLLECTION {
+                let latest = self.default_collection_entries(1, to, 1, true)?.pop();
+                (latest, self.shared.tree.records_path())
+            } else {
+                let latest = self.shared.index.latest_entry(collection, to)?;
+                (latest, self.shared.index.path().to_owned())
+            };
+            let listing = Listing {
+                source,
+                collection,
+                tag: None,
+                from: 1,
+                to,
+            };
+            latest.map(|s| self.listed_entry(s, &listing)).transpose()
+        })())
     }
 
     /// Collections with their entry counts (committed or about to be).
     pub fn collections(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        Ok(self.shared.index.collections()?)
+        self.noted(self.shared.index.collections().map_err(StoreError::from))
     }
 
     pub fn tags(&self, collection: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        Ok(self.shared.index.tags(collection)?)
+        self.noted(self.shared.index.tags(collection).map_err(StoreError::from))
     }
 
     /// Whether `tag` is already used in `collection`.
     pub fn has_tag(&self, collection: &str, tag: &str) -> Result<bool, StoreError> {
-        Ok(self.shared.index.has_tag(collection, tag)?)
+        self.noted(
+            self.shared
+                .index
+                .has_tag(collection, tag)
+                .map_err(StoreError::from),
+        )
     }
 
     pub fn governance(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.shared.index.governance(table, key)?)
+        self.noted(
+            self.shared
+                .index
+                .governance(table, key)
+                .map_err(StoreError::from),
+        )
     }
 
     pub fn governance_table(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        Ok(self.shared.index.governance_table(table)?)
+        self.noted(
+            self.shared
+                .index
+                .governance_table(table)
+                .map_err(StoreError::from),
+        )
     }
 
     /// The service certificate recorded in the genesis transaction.
@@ -986,9 +1312,15 @@ impl Ledger {
 
     /// The receipt of committed transaction `txid`, anchored at the first signature after it
     /// (so a transaction's receipt never changes). `None` if `txid` is not committed, or is the
-    /// newest signature transaction, which no signature covers yet.
+    /// newest signature transaction, which no signature covers yet. A receipt is served only
+    /// if its path leads to the signed root: a stored tree level that makes it fail is
+    /// [`StoreError::DerivedDamaged`].
     pub fn receipt(&self, txid: TxId) -> Result<Option<ReceiptBundle>, StoreError> {
-        let Some(bytes) = self.transaction_bytes(txid)? else {
+        self.noted(self.build_receipt(txid))
+    }
+
+    fn build_receipt(&self, txid: TxId) -> Result<Option<ReceiptBundle>, StoreError> {
+        let Some(bytes) = self.committed_bytes(txid)? else {
             return Ok(None);
         };
         let decode = |reason: String| StoreError::Decode { txid, reason };
@@ -1005,24 +1337,40 @@ impl Ledger {
             if view.kind == entry::TxKind::Signature {
                 return Ok(None);
             }
-            return Err(decode(
-                "committed but no signature follows it in the index".into(),
-            ));
+            return Err(StoreError::DerivedDamaged {
+                file: self.shared.index.path().to_owned(),
+                reason: format!("no signature after committed transaction {txid} is indexed"),
+            });
         };
         let (sig_txid, sig_bytes) = self.stored(sig_seqno)?;
         let signature = EntryView::parse(&sig_bytes, sig_seqno)
             .and_then(|v| v.signature())
-            .map_err(|e| StoreError::Decode {
-                txid: sig_txid,
-                reason: e.to_string(),
+            .map_err(|_| StoreError::DerivedDamaged {
+                file: self.shared.index.path().to_owned(),
+                reason: format!("it lists seqno {sig_seqno} as a signature, which it is not"),
             })?;
+        // The receipt is anchored at the first signature after `txid`, so that it never
+        // changes: an index that skipped one would anchor it elsewhere.
+        let between = txid.seqno() + 1..sig_seqno;
+        let skipped = self
+            .shared
+            .tree
+            .records(between.start, between.end - between.start)?
+            .iter()
+            .position(|r| r.class == EntryClass::Signature);
+        if let Some(i) = skipped {
+            return Err(StoreError::DerivedDamaged {
+                file: self.shared.index.path().to_owned(),
+                reason: format!(
+                    "its signatures table misses the signature at seqno {}",
+                    between.start + i as u64
+                ),
+            });
+        }
         let node_cert_pem = self
             .node_certificate(&signature.node_id)?
             .ok_or(StoreError::UnknownNode(signature.node_id))?;
-        let transactions = self.transactions();
-        let nodes = TreeNodes::new(&self.shared.tree, &transactions);
-        let path = merkle::inclusion_path(&nodes, txid.seqno(), sig_seqno)
-            .map_err(|e| StoreError::Tree(e.to_string()))?;
+        // Decrypting the entry checks it is intact (and bound to its seqno) first.
         let application_claims = match self.decode_entry(txid, &bytes)? {
             Some(ApplicationEntry {
                 collection_id,
@@ -1036,6 +1384,13 @@ impl Ledger {
             )]),
             _ => None,
         };
+        let transactions = self.transactions();
+        let nodes = TreeNodes::new(&self.shared.tree, &transactions);
+        let path = merkle::inclusion_path(&nodes, txid.seqno(), sig_seqno)
+            .map_err(recovery::proof_error)?;
+        if merkle::fold_path(view.leaf(), &path) != signature.root {
+            return Err(self.blame_path(txid, sig_txid));
+        }
         let receipt = Receipt::build(ReceiptParts {
             write_set_digest: view.write_set_digest(),
             commit_evidence: evidence,
@@ -1053,13 +1408,52 @@ impl Ledger {
         }))
     }
 
+    /// Why the inclusion path of `txid` does not lead to the root signed at `sig_txid`: the
+    /// lowest levels of the path are recomputed from the entries of its run of 16, so an
+    /// entry there whose leaf differs from the leaf bytes its frame record kept (records are
+    /// checked against their checksums as they are read) was altered in the ledger; otherwise
+    /// the stored tree levels are damaged.
+    fn blame_path(&self, txid: TxId, sig_txid: TxId) -> StoreError {
+        let run_start = txid.seqno() & !15;
+        let count = 16.min(sig_txid.seqno() - run_start);
+        let checked = self
+            .shared
+            .tree
+            .records(run_start, count)
+            .and_then(|records| {
+                let leaves = self.transactions().leaves(run_start, count)?;
+                Ok(records
+                    .iter()
+                    .zip(&leaves)
+                    .enumerate()
+                    .find(|(i, (r, leaf))| run_start + *i as u64 != 0 && !r.matches_leaf(leaf))
+                    .map(|(i, (r, _))| (run_start + i as u64, r.offset)))
+            });
+        match checked {
+            Ok(Some((seqno, offset))) => self.shared.segments.corrupt(
+                seqno,
+                offset,
+                "the entry's bytes differ from when it was written (its leaf hash changed)".into(),
+            ),
+            Ok(None) => StoreError::DerivedDamaged {
+                file: self.shared.tree.dir().to_owned(),
+                reason: format!(
+                    "the inclusion path of {txid} from the stored tree levels does not lead to the root signed at {sig_txid}"
+                ),
+            },
+            Err(e) => e,
+        }
+    }
+
     /// Root of the tree of the first `size` leaves (leaf 0 plus seqnos `1..size`), for any
     /// size up to the committed end.
     pub fn root_at(&self, size: u64) -> Result<Hash32, StoreError> {
         self.check_size(size)?;
         let transactions = self.transactions();
-        merkle::root(&TreeNodes::new(&self.shared.tree, &transactions), size)
-            .map_err(|e| StoreError::Tree(e.to_string()))
+        self.noted(
+            merkle::root(&TreeNodes::new(&self.shared.tree, &transactions), size)
+                .map_err(recovery::proof_error),
+        )
     }
 
     /// Consistency proof between two committed tree sizes.
@@ -1070,12 +1464,14 @@ impl Ledger {
     ) -> Result<Vec<Hash32>, StoreError> {
         self.check_size(new_size)?;
         let transactions = self.transactions();
-        merkle::consistency_proof(
-            &TreeNodes::new(&self.shared.tree, &transactions),
-            old_size,
-            new_size,
+        self.noted(
+            merkle::consistency_proof(
+                &TreeNodes::new(&self.shared.tree, &transactions),
+                old_size,
+                new_size,
+            )
+            .map_err(recovery::proof_error),
         )
-        .map_err(|e| StoreError::Tree(e.to_string()))
     }
 
     fn check_size(&self, size: u64) -> Result<(), StoreError> {
@@ -1086,6 +1482,25 @@ impl Ledger {
             )));
         }
         Ok(())
+    }
+}
+
+/// How a list of entries was found: which derived file listed them, for which collection,
+/// tag and range.
+struct Listing<'a> {
+    source: PathBuf,
+    collection: &'a str,
+    tag: Option<&'a str>,
+    from: u64,
+    to: u64,
+}
+
+impl Listing<'_> {
+    fn what(&self) -> String {
+        match self.tag {
+            Some(tag) => format!("collection {:?} tag {tag:?}", self.collection),
+            None => format!("collection {:?}", self.collection),
+        }
     }
 }
 
@@ -1100,6 +1515,21 @@ fn node_registration(node: &NodeIdentity) -> TableWrite {
         table: entry::tables::NODES.into(),
         key: node.signing_key.node_id().to_hex(),
         value: Some(node.cert_pem.clone().into_bytes()),
+    }
+}
+
+/// The ledger secret of the ledger in `dir`, unwrapped with the key-encryption key from
+/// `kek` (what the auditor needs to check the private rows of the index).
+pub fn ledger_secret(dir: &Path, kek: &KekSource) -> Result<LedgerSecret, StoreError> {
+    let kek = crypto::load_kek(kek, dir, false)?;
+    Ok(LedgerSecret::load(&dir.join(SECRET_FILE), &kek)?)
+}
+
+/// Why an index that failed to open is rebuilt, without repeating its path.
+fn index_reason(e: index::IndexError) -> String {
+    match e {
+        index::IndexError::Damaged { reason, .. } => format!("it is damaged: {reason}"),
+        index::IndexError::Db { message, .. } => format!("it cannot be opened: {message}"),
     }
 }
 

@@ -8,7 +8,7 @@ use crate::StoreError;
 use crate::segment::{self, FrameFault, FrameLayout};
 use crate::tree::{EntryClass, FrameRecord, LeafReader, TreeFiles};
 use ledger_core::TxId;
-use ledger_core::entry::{self, EntryView};
+use ledger_core::entry::EntryView;
 use ledger_core::hash::Hash32;
 use std::fs::File;
 use std::io;
@@ -174,7 +174,25 @@ impl Segments {
         Ok(frame[location.payload_offset() as usize..].to_vec())
     }
 
-    fn corrupt(&self, seqno: u64, offset: u64, reason: String) -> StoreError {
+    /// The first seqno and all bytes of the segment that holds `seqno`.
+    fn segment_bytes(&self, seqno: u64) -> Result<(u64, Vec<u8>), StoreError> {
+        let files = self.files.read().expect("segments lock");
+        let k = files.partition_point(|s| s.first_seqno <= seqno);
+        let segment = k
+            .checked_sub(1)
+            .map(|k| &files[k])
+            .ok_or_else(|| self.corrupt(seqno, 0, "no segment holds it".into()))?;
+        let path = self.path(segment.first_seqno);
+        let len = segment
+            .file
+            .metadata()
+            .map_err(|e| StoreError::io(&path, e))?
+            .len();
+        let bytes = self.read_at(segment, 0, len as usize)?;
+        Ok((segment.first_seqno, bytes))
+    }
+
+    pub(crate) fn corrupt(&self, seqno: u64, offset: u64, reason: String) -> StoreError {
         StoreError::Corrupt {
             file: self.ledger_dir.clone(),
             offset,
@@ -193,30 +211,75 @@ pub(crate) struct Transactions<'a> {
 impl Transactions<'_> {
     /// The record of `seqno`, which must have been written.
     pub fn record(&self, seqno: u64) -> Result<FrameRecord, StoreError> {
-        self.tree
-            .record(seqno)
-            .map_err(|e| StoreError::Tree(e.to_string()))?
-            .filter(|r| r.class != EntryClass::NoTransaction)
-            .ok_or_else(|| StoreError::Tree(format!("no frame record for seqno {seqno}")))
+        let record = self
+            .tree
+            .record(seqno)?
+            .ok_or_else(|| StoreError::Tree(format!("no frame record for seqno {seqno}")))?;
+        if record.class == EntryClass::NoTransaction {
+            return Err(StoreError::DerivedDamaged {
+                file: self.tree.records_path(),
+                reason: format!("the record of seqno {seqno} says it has no transaction"),
+            });
+        }
+        Ok(record)
     }
 
-    /// The txid and stored entry bytes of `seqno`.
+    /// The txid and stored entry bytes of `seqno`. The frame is checked as on open, and
+    /// against its record: a frame that is not where the record says, or not of the kind it
+    /// says, is [`StoreError::DerivedDamaged`] naming `tree/frames.idx`, not corruption of
+    /// the ledger.
     pub fn read(&self, seqno: u64) -> Result<(TxId, Vec<u8>), StoreError> {
         let record = self.record(seqno)?;
-        let bytes = self.segments.read_frame(seqno, record.offset)?;
-        let txid = entry::peek_view(&bytes)
-            .ok()
-            .and_then(|view| TxId::new(view, seqno))
-            .ok_or_else(|| {
-                let reason = "the frame holds no readable entry".into();
-                self.segments.corrupt(seqno, record.offset, reason)
-            })?;
+        let bytes = match self.segments.read_frame(seqno, record.offset) {
+            Ok(bytes) => bytes,
+            Err(e @ StoreError::Corrupt { .. }) => return Err(self.blame(seqno, record, e)),
+            Err(e) => return Err(e),
+        };
+        let view = EntryView::parse(&bytes, seqno).map_err(|e| {
+            self.segments.corrupt(
+                seqno,
+                record.offset,
+                format!("the frame holds no readable entry: {e}"),
+            )
+        })?;
+        if !record.class.admits(view.kind) {
+            return Err(StoreError::DerivedDamaged {
+                file: self.tree.records_path(),
+                reason: format!(
+                    "the record of seqno {seqno} says {:?}, but its frame holds a {:?} transaction",
+                    record.class, view.kind
+                ),
+            });
+        }
+        let txid = view.txid;
         Ok((txid, bytes))
+    }
+
+    /// Decides who is to blame when the frame a record points at fails its checks: the
+    /// record, if the segment holds the frame of `seqno` intact somewhere else; the segment
+    /// (`corrupt`, returned as it is) otherwise. Reads the whole segment: only on this path.
+    fn blame(&self, seqno: u64, record: FrameRecord, corrupt: StoreError) -> StoreError {
+        let Ok((first, bytes)) = self.segments.segment_bytes(seqno) else {
+            return corrupt;
+        };
+        // Views never decrease, so view 1 for the frame before the segment passes the check.
+        let before = first.checked_sub(1).and_then(|s| TxId::new(1, s));
+        let scan = segment::scan_segment(&bytes, before);
+        match scan.frames.iter().find(|f| f.txid.seqno() == seqno) {
+            Some(frame) if frame.offset != record.offset => StoreError::DerivedDamaged {
+                file: self.tree.records_path(),
+                reason: format!(
+                    "the record of seqno {seqno} says its frame is at offset {}, but it is at offset {}",
+                    record.offset, frame.offset
+                ),
+            },
+            _ => corrupt,
+        }
     }
 }
 
 impl LeafReader for Transactions<'_> {
-    fn leaves(&self, first: u64, count: u64) -> io::Result<Vec<Hash32>> {
+    fn leaves(&self, first: u64, count: u64) -> Result<Vec<Hash32>, StoreError> {
         let records = self.tree.records(first, count)?;
         let mut leaves = Vec::with_capacity(records.len());
         // Leaf 0 has no transaction: it is 32 zero bytes.
@@ -226,13 +289,38 @@ impl LeafReader for Transactions<'_> {
         }
         let offsets: Vec<u64> = records[skip..].iter().map(|r| r.offset).collect();
         let start = first + skip as u64;
-        let payloads = self
-            .segments
-            .read_frames(start, &offsets)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        for (i, payload) in payloads.iter().enumerate() {
-            let view = EntryView::parse(payload, start + i as u64)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let payloads = match self.segments.read_frames(start, &offsets) {
+            Ok(payloads) => payloads,
+            Err(e @ StoreError::Corrupt { .. }) => {
+                // Find the frame that failed and who is to blame for it.
+                for (i, record) in records[skip..].iter().enumerate() {
+                    let seqno = start + i as u64;
+                    if let Err(e) = self.segments.read_frame(seqno, record.offset) {
+                        return Err(self.blame(seqno, *record, e));
+                    }
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        for (i, (payload, record)) in payloads.iter().zip(&records[skip..]).enumerate() {
+            let seqno = start + i as u64;
+            let view = EntryView::parse(payload, seqno).map_err(|e| {
+                self.segments.corrupt(
+                    seqno,
+                    record.offset,
+                    format!("the frame holds no readable entry: {e}"),
+                )
+            })?;
+            if !record.class.admits(view.kind) {
+                return Err(StoreError::DerivedDamaged {
+                    file: self.tree.records_path(),
+                    reason: format!(
+                        "the record of seqno {seqno} says {:?}, but its frame holds a {:?} transaction",
+                        record.class, view.kind
+                    ),
+                });
+            }
             leaves.push(view.leaf());
         }
         Ok(leaves)

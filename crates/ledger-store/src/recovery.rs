@@ -6,13 +6,13 @@
 //! is found before the node serves or signs anything. Cryptographic checks of the whole chain
 //! (recomputed leaves against signed roots) are the auditor's job (`audit`), which needs no keys.
 
-use crate::StoreError;
 use crate::crypto::KeyRing;
 use crate::guard::{ForkGuard, SignedPoint};
 use crate::index::{Index, IndexOp};
 use crate::reader::{Segments, Transactions};
 use crate::segment::{self, FrameFault, FrameLayout, FrameLocation, SEGMENT_HEADER_LEN};
 use crate::tree::{EntryClass, FrameRecord, TreeFiles, TreeNodes, TreeWriter};
+use crate::{DerivedDamage, StoreError};
 use ledger_core::entry::{EntryView, SignatureRecord, TxBody};
 use ledger_core::hash::Hash32;
 use ledger_core::{TxId, merkle};
@@ -33,6 +33,9 @@ pub struct RecoveryReport {
     pub index_replayed: u64,
     pub index_rebuilt: bool,
     pub tree_rebuilt: bool,
+    /// Derived files rebuilt from the ledger because they were damaged (or missing, stale,
+    /// or marked damaged by a read while the ledger was last open), each with the reason.
+    pub rebuilt: Vec<DerivedDamage>,
     pub last_signature: Option<TxId>,
 }
 
@@ -55,9 +58,41 @@ pub(crate) struct Recovered {
 
 const REPLAY_CHUNK: usize = 10_000;
 
-/// Scans and repairs. `index` and `tree_files` are already open; `rebuild_tree` forces the
-/// tree to be re-derived from the first transaction.
+/// Scans and repairs. `index` is already open. The tree files are checked (their checksums,
+/// their records against the frames scanned, their root against the last signature) and
+/// rebuilt from the ledger once if any check fails, or from the start if `rebuild_tree` says
+/// why they must be (the report lists every rebuild with its reason).
 pub(crate) fn recover(
+    ledger_dir: &Path,
+    keys: &KeyRing,
+    index: &Index,
+    tree_dir: &Path,
+    guard: &ForkGuard,
+    rebuild_tree: Option<DerivedDamage>,
+) -> Result<(Recovered, TreeFiles), StoreError> {
+    let mut rebuild = rebuild_tree;
+    loop {
+        if rebuild.is_some() {
+            TreeFiles::reset(tree_dir).map_err(|e| StoreError::io(tree_dir, e))?;
+        }
+        match recover_once(ledger_dir, keys, index, tree_dir, guard, rebuild.is_some()) {
+            Ok((mut recovered, files)) => {
+                recovered.report.tree_rebuilt = rebuild.is_some();
+                recovered.report.rebuilt.extend(rebuild);
+                return Ok((recovered, files));
+            }
+            // Derived data: rebuild it from the ledger, once.
+            Err(StoreError::DerivedDamaged { file, reason })
+                if rebuild.is_none() && file.starts_with(tree_dir) =>
+            {
+                rebuild = Some(DerivedDamage { file, reason });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn recover_once(
     ledger_dir: &Path,
     keys: &KeyRing,
     index: &Index,
@@ -78,37 +113,35 @@ pub(crate) fn recover(
 
     // First pass over the files: checksums, sequence, torn tail. Collects frame locations
     // lazily per segment so memory stays at one segment's bytes.
-    let indexed_through = index.indexed_through().map_err(StoreError::Index)?;
-    let mut tree_size = index.tree_durable_size().map_err(StoreError::Index)?;
-    if force_tree_rebuild {
-        tree_size = 0;
-    }
+    let indexed_through = index.indexed_through()?;
+    let (tree_size, recorded) = if force_tree_rebuild {
+        (0, Vec::new())
+    } else {
+        (index.tree_durable_size()?, index.tree_checksums()?)
+    };
     // The frontier's lowest subtrees are recomputed from the entries, so the segments are
     // opened for reading first (their frames are checked below; a damaged one fails the
     // resume, and the tree is then rebuilt while the scan names the damage).
     let resume_segments = Segments::open(ledger_dir.to_owned(), &with_layouts(&segments))?;
-    let opened = TreeFiles::open(tree_dir, tree_size)
-        .map_err(|e| e.to_string())
-        .and_then(|files| {
-            let reader = Transactions {
-                tree: &files,
-                segments: &resume_segments,
-            };
-            let tree = TreeWriter::resume(&TreeNodes::new(&files, &reader), tree_size)
-                .map_err(|e| e.to_string())?;
-            Ok((tree, files))
-        });
-    let (mut tree, tree_files) = match opened {
-        Ok(opened) => opened,
-        // Missing or short tree files are derived data: rebuild them from the ledger.
-        Err(_) if !force_tree_rebuild => {
-            TreeFiles::reset(tree_dir).map_err(|e| StoreError::io(tree_dir, e))?;
-            return recover(ledger_dir, keys, index, tree_dir, guard, true);
-        }
-        Err(e) => return Err(StoreError::Tree(e)),
+    let tree_files =
+        TreeFiles::open(tree_dir, tree_size, &recorded).map_err(tree_damage(tree_dir))?;
+    let mut tree = {
+        let reader = Transactions {
+            tree: &tree_files,
+            segments: &resume_segments,
+        };
+        TreeWriter::resume(&TreeNodes::new(&tree_files, &reader), tree_size)
+            .map_err(proof_error)
+            .map_err(tree_damage(tree_dir))?
     };
+    drop(resume_segments);
     if tree.size() == 0 {
         tree.push(Hash32::ZERO, FrameRecord::NONE);
+    } else if tree_files.record(0)? != Some(FrameRecord::NONE) {
+        return Err(StoreError::DerivedDamaged {
+            file: tree_files.records_path(),
+            reason: "the record of leaf 0 is not empty".into(),
+        });
     }
     let tree_start = tree.size();
 
@@ -159,7 +192,20 @@ pub(crate) fn recover(
             ));
             end = damage.offset;
         }
-        for frame in &scan.frames {
+        // The records kept from before (checked against their checksums as they are read)
+        // must say where each frame is and what kind of transaction it holds.
+        let kept_records = match scan.frames.first() {
+            Some(f) if f.txid.seqno() < tree_start => {
+                let n = scan
+                    .frames
+                    .iter()
+                    .take_while(|f| f.txid.seqno() < tree_start)
+                    .count();
+                tree_files.records(f.txid.seqno(), n as u64)?
+            }
+            _ => Vec::new(),
+        };
+        for (j, frame) in scan.frames.iter().enumerate() {
             let payload = &bytes[frame.payload_offset() as usize..frame.end() as usize];
             let corrupt = |reason: String| StoreError::Corrupt {
                 file: path.clone(),
@@ -194,6 +240,21 @@ pub(crate) fn recover(
             } else {
                 None
             };
+            if let Some(record) = kept_records.get(j) {
+                let class_ok = match &body {
+                    Some(body) => record.class == EntryClass::of(body),
+                    None => record.class.admits(view.kind),
+                };
+                if record.offset != frame.offset || !class_ok {
+                    return Err(StoreError::DerivedDamaged {
+                        file: tree_files.records_path(),
+                        reason: format!(
+                            "the record of seqno {seqno} says {:?} at offset {}, but the frame there is a {:?} transaction at offset {}",
+                            record.class, record.offset, view.kind, frame.offset
+                        ),
+                    });
+                }
+            }
             if seqno >= tree_start {
                 let leaf = view.leaf();
                 let class = EntryClass::of(body.as_ref().expect("decoded above"));
@@ -208,7 +269,7 @@ pub(crate) fn recover(
                 // Only what a signature covers is committed, so only that is indexed.
                 if is_signature && ops.len() >= REPLAY_CHUNK {
                     report.index_replayed += ops.len() as u64;
-                    index.apply(&ops, None).map_err(StoreError::Index)?;
+                    index.apply(&ops, None)?;
                     ops.clear();
                 }
             }
@@ -230,18 +291,21 @@ pub(crate) fn recover(
         });
     }
     if tree_start > end + 1 {
-        drop(tree_files);
-        TreeFiles::reset(tree_dir).map_err(|e| StoreError::io(tree_dir, e))?;
-        return recover(ledger_dir, keys, index, tree_dir, guard, true);
+        return Err(StoreError::DerivedDamaged {
+            file: tree_files.records_path(),
+            reason: format!(
+                "it describes {} transactions, the ledger holds {end}",
+                tree_start - 1
+            ),
+        });
     }
     let signed_through = last_signature.as_ref().map_or(0, |(t, _)| t.seqno());
     let uncommitted_ops = ops.split_off(ops.partition_point(|(t, _)| t.seqno() <= signed_through));
     report.index_replayed += ops.len() as u64;
-    index.apply(&ops, None).map_err(StoreError::Index)?;
+    index.apply(&ops, None)?;
     report.segments = kept_segments.len();
     report.tree_replayed = tree.size() - tree_start;
     report.transactions = prev.map_or(0, TxId::seqno);
-    report.tree_rebuilt = force_tree_rebuild;
     report.last_signature = last_signature.as_ref().map(|(t, _)| *t);
 
     let segments = Segments::open(ledger_dir.to_owned(), &kept_segments)?;
@@ -253,24 +317,21 @@ pub(crate) fn recover(
     // The tree must reproduce the last signed root; a mismatch means the tree files are stale
     // (e.g. from another ledger), so re-derive them once before declaring the ledger damaged.
     if let Some((sig_txid, record)) = &last_signature {
-        let root =
-            merkle::root(&nodes, sig_txid.seqno()).map_err(|e| StoreError::Tree(e.to_string()))?;
+        let root = merkle::root(&nodes, sig_txid.seqno()).map_err(proof_error)?;
         if root != record.root {
-            if !force_tree_rebuild {
-                drop(nodes);
-                drop(tree_files);
-                TreeFiles::reset(tree_dir).map_err(|e| StoreError::io(tree_dir, e))?;
-                return recover(ledger_dir, keys, index, tree_dir, guard, true);
+            if force_tree_rebuild {
+                return Err(StoreError::SignatureMismatch { txid: *sig_txid });
             }
-            return Err(StoreError::SignatureMismatch { txid: *sig_txid });
+            return Err(StoreError::DerivedDamaged {
+                file: tree_dir.to_owned(),
+                reason: format!("the tree files do not reproduce the root signed at {sig_txid}"),
+            });
         }
     }
     check_guard(guard, &nodes, prev)?;
     drop(nodes);
     tree_files.sync().map_err(|e| StoreError::io(tree_dir, e))?;
-    index
-        .apply(&[], Some(tree.size()))
-        .map_err(StoreError::Index)?;
+    index.apply(&[], Some((tree.size(), &tree_files)))?;
     let active = kept_segments
         .last()
         .cloned()
@@ -290,10 +351,30 @@ pub(crate) fn recover(
     ))
 }
 
+/// Errors opening or resuming the tree files make them derived data to rebuild, named by
+/// the file when known.
+fn tree_damage(tree_dir: &Path) -> impl Fn(StoreError) -> StoreError + '_ {
+    move |e| match e {
+        e @ StoreError::DerivedDamaged { .. } => e,
+        other => StoreError::DerivedDamaged {
+            file: tree_dir.to_owned(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// A proof over the stored tree failed: the source's own error, or a tree too small.
+pub(crate) fn proof_error(e: merkle::ProofError<StoreError>) -> StoreError {
+    match e {
+        merkle::ProofError::Source(e) => e,
+        other => StoreError::Tree(other.to_string()),
+    }
+}
+
 /// Refuses a ledger that ends before, or disagrees with, the last root this node signed.
 fn check_guard(
     guard: &ForkGuard,
-    tree: &impl merkle::NodeSource<Error = std::io::Error>,
+    tree: &impl merkle::NodeSource<Error = StoreError>,
     last: Option<TxId>,
 ) -> Result<(), StoreError> {
     let Some(SignedPoint { seqno, root }) = guard.last() else {
@@ -307,7 +388,7 @@ fn check_guard(
             end,
         });
     }
-    let ours = merkle::root(tree, seqno).map_err(|e| StoreError::Tree(e.to_string()))?;
+    let ours = merkle::root(tree, seqno).map_err(proof_error)?;
     if ours != root {
         return Err(StoreError::Forked {
             guard: guard.path().to_owned(),
@@ -360,7 +441,7 @@ pub(crate) fn reindex(
     index: &Index,
     end: u64,
 ) -> Result<u64, StoreError> {
-    let indexed_through = index.indexed_through().map_err(StoreError::Index)?;
+    let indexed_through = index.indexed_through()?;
     if indexed_through >= end {
         return Ok(0);
     }
@@ -404,13 +485,13 @@ pub(crate) fn reindex(
             ops.push((frame.txid, index_op(body)));
             if ops.len() >= REPLAY_CHUNK {
                 replayed += ops.len() as u64;
-                index.apply(&ops, None).map_err(StoreError::Index)?;
+                index.apply(&ops, None)?;
                 ops.clear();
             }
         }
     }
     replayed += ops.len() as u64;
-    index.apply(&ops, None).map_err(StoreError::Index)?;
+    index.apply(&ops, None)?;
     Ok(replayed)
 }
 

@@ -19,8 +19,9 @@
 //! durable size is recorded (in the index's metadata) only after a checkpoint fsyncs them;
 //! recovery cuts them back to that size and re-derives the rest from the ledger.
 
+use crate::StoreError;
 use crate::faults::{Faults, StorageOp, write_all_counted};
-use ledger_core::entry::{DEFAULT_COLLECTION, TxBody};
+use ledger_core::entry::{DEFAULT_COLLECTION, TxBody, TxKind};
 use ledger_core::hash::{Hash32, hash_children};
 use ledger_core::merkle::{self, Frontier, NodeSource};
 use std::cell::RefCell;
@@ -79,6 +80,19 @@ impl EntryClass {
             TxBody::Governance(_) => EntryClass::Governance,
             TxBody::Signature(_) => EntryClass::Signature,
         }
+    }
+
+    /// Whether a transaction of `kind` may have this class (entries in the default and in
+    /// other collections can be told apart only by decrypting them).
+    pub fn admits(self, kind: TxKind) -> bool {
+        matches!(
+            (self, kind),
+            (
+                EntryClass::DefaultCollectionEntry | EntryClass::OtherCollectionEntry,
+                TxKind::Application
+            ) | (EntryClass::Governance, TxKind::Governance)
+                | (EntryClass::Signature, TxKind::Signature)
+        )
     }
 
     fn from_byte(b: u8) -> Option<EntryClass> {
@@ -143,61 +157,168 @@ impl FrameRecord {
     }
 }
 
+/// Bytes of a tree file covered by one checksum (one page). Every read checks each chunk it
+/// touches, so reading one record costs one page read and one CRC of it.
+pub const CHECK_CHUNK: u64 = 4096;
+
+/// CRC-32C of each [`CHECK_CHUNK`]-byte chunk of one tree file, in order; the last one covers
+/// what there is of a partial chunk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkSums(pub Vec<u32>);
+
+impl ChunkSums {
+    /// The checksums of a whole file's bytes.
+    pub fn of(bytes: &[u8]) -> ChunkSums {
+        let mut sums = ChunkSums::default();
+        sums.extend(0, bytes);
+        sums
+    }
+
+    /// How many chunks a file of `len` bytes has.
+    pub fn chunks(len: u64) -> u64 {
+        len.div_ceil(CHECK_CHUNK)
+    }
+
+    /// Accounts for `bytes` appended to a file of `len` bytes.
+    fn extend(&mut self, mut len: u64, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let in_chunk = len % CHECK_CHUNK;
+            let take = ((CHECK_CHUNK - in_chunk) as usize).min(bytes.len());
+            let (piece, rest) = bytes.split_at(take);
+            match self.0.last_mut() {
+                Some(last) if in_chunk != 0 => *last = crc32c::crc32c_append(*last, piece),
+                _ => self.0.push(crc32c::crc32c(piece)),
+            }
+            len += take as u64;
+            bytes = rest;
+        }
+    }
+}
+
+/// The checksums of each stored index from (stored index, chunk, CRC-32C) rows in order, as
+/// checkpoints record them; `None` if a row is missing or out of place.
+pub fn sums_from_rows(rows: impl IntoIterator<Item = (u32, u64, u32)>) -> Option<Vec<ChunkSums>> {
+    let mut out: Vec<ChunkSums> = Vec::new();
+    for (k, chunk, sum) in rows {
+        let k = k as usize;
+        if k > out.len() {
+            return None;
+        }
+        if k == out.len() {
+            out.push(ChunkSums::default());
+        }
+        if chunk != out[k].0.len() as u64 {
+            return None;
+        }
+        out[k].0.push(sum);
+    }
+    Some(out)
+}
+
+/// What a checkpoint records about the tree files (in the index, with their durable size):
+/// the checksums of the chunks written since the last checkpoint, as (stored index, chunk,
+/// CRC-32C) rows. `fresh`: nothing was recorded for these files yet (new or rebuilt), so rows
+/// of earlier files must go.
+#[derive(Debug, Clone, Default)]
+pub struct SumsUpdate {
+    pub lens: Vec<u64>,
+    pub rows: Vec<(u32, u64, u32)>,
+    pub fresh: bool,
+}
+
+/// The writer's view of the files: bytes of each known to be written, their checksums, and
+/// how much of them the last recorded checkpoint covers.
+struct Written {
+    lens: Vec<u64>,
+    /// A failed append may have left a partial write beyond `lens`.
+    dirty: bool,
+    sums: Vec<ChunkSums>,
+    recorded: Vec<u64>,
+}
+
 /// Read access to the level files, shared by readers and the writer.
 pub struct TreeFiles {
     dir: PathBuf,
     /// Index `k` is stored level `k * TILE_STRIDE`.
     levels: RwLock<Vec<File>>,
-    /// The writer's view: bytes of each level file known to be written, and whether a failed
-    /// append may have left a partial write beyond them.
-    written: Mutex<(Vec<u64>, bool)>,
+    written: Mutex<Written>,
 }
 
 impl TreeFiles {
-    /// Opens the tree directory and cuts the level files back to the durable size `size`
-    /// (everything beyond it may be a partial write from before a crash).
-    pub fn open(dir: &Path, size: u64) -> io::Result<TreeFiles> {
-        fs::create_dir_all(dir)?;
-        match fs::remove_file(dir.join(LEGACY_LEAVES_FILE)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+    /// Opens the tree directory, checks the files against the checksums recorded at the last
+    /// checkpoint (`recorded`, by stored index) and cuts them back to the durable size `size`
+    /// (everything beyond it may be a partial write from before a crash). A missing, short or
+    /// damaged file is [`StoreError::DerivedDamaged`] naming it: the caller rebuilds the tree.
+    pub fn open(dir: &Path, size: u64, recorded: &[ChunkSums]) -> Result<TreeFiles, StoreError> {
+        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let legacy = dir.join(LEGACY_LEAVES_FILE);
+        match fs::remove_file(&legacy) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(StoreError::io(&legacy, e));
+            }
             _ => {}
         }
         let mut levels = Vec::new();
         let mut lens = Vec::new();
+        let mut sums = Vec::new();
         for k in 0usize.. {
             let level = k as u32 * TILE_STRIDE;
             let path = stored_path(dir, k);
             let unit = unit_len(k);
             let wanted = if level < 64 { size >> level } else { 0 };
+            let damaged = |reason: String| StoreError::DerivedDamaged {
+                file: path.clone(),
+                reason,
+            };
             if !path.exists() {
                 if wanted == 0 {
                     break;
                 }
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("{} is missing", path.display()),
-                ));
+                return Err(damaged(format!(
+                    "it is missing, but {wanted} elements of it were made durable"
+                )));
             }
             // Append mode: new hashes must go after the kept ones, not at the file's start.
-            let file = OpenOptions::new().read(true).append(true).open(&path)?;
-            let have = file.metadata()?.len() / unit;
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| StoreError::io(&path, e))?;
+            let have = file.metadata().map_err(|e| StoreError::io(&path, e))?.len() / unit;
             if have < wanted {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "{} holds {have} elements, {wanted} were made durable",
-                        path.display()
-                    ),
-                ));
+                return Err(damaged(format!(
+                    "it holds {have} elements, {wanted} were made durable"
+                )));
             }
-            file.set_len(wanted * unit)?;
+            let len = wanted * unit;
+            let file_sums = if len == 0 {
+                ChunkSums::default()
+            } else {
+                let expected = recorded.get(k).map_or(&[][..], |s| &s.0[..]);
+                let needed = ChunkSums::chunks(len) as usize;
+                if expected.len() < needed {
+                    return Err(damaged(format!(
+                        "its checksums were not recorded ({} of {needed} chunks): written by an earlier release, or the index was rebuilt",
+                        expected.len()
+                    )));
+                }
+                verify_file(&file, &path, len, &expected[..needed])?;
+                ChunkSums(expected[..needed].to_vec())
+            };
+            file.set_len(len).map_err(|e| StoreError::io(&path, e))?;
             levels.push(file);
-            lens.push(wanted * unit);
+            lens.push(len);
+            sums.push(file_sums);
         }
         Ok(TreeFiles {
             dir: dir.to_owned(),
             levels: RwLock::new(levels),
-            written: Mutex::new((lens, false)),
+            written: Mutex::new(Written {
+                recorded: lens.clone(),
+                lens,
+                dirty: false,
+                sums,
+            }),
         })
     }
 
@@ -209,32 +330,81 @@ impl TreeFiles {
         fs::create_dir_all(dir)
     }
 
-    fn read_stored(&self, stored_index: usize, first: u64, count: u64) -> io::Result<Vec<u8>> {
-        let levels = self.levels.read().expect("tree lock poisoned");
-        let file = levels
-            .get(stored_index)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "tree level not stored yet"))?;
+    /// The path of the frame records, `tree/frames.idx`.
+    pub fn records_path(&self) -> PathBuf {
+        stored_path(&self.dir, 0)
+    }
+
+    /// The tree directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Elements `first .. first + count` of stored index `k`, read with the whole chunks that
+    /// hold them and checked against their checksums.
+    fn read_stored(
+        &self,
+        stored_index: usize,
+        first: u64,
+        count: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let path = stored_path(&self.dir, stored_index);
         let unit = unit_len(stored_index);
-        let mut buf = vec![0u8; (count * unit) as usize];
-        file.read_exact_at(&mut buf, first * unit)?;
+        let (start, end) = (first * unit, (first + count) * unit);
+        let (first_chunk, last_chunk) = (start / CHECK_CHUNK, end.div_ceil(CHECK_CHUNK));
+        let (len, sums) = {
+            let written = self.written.lock().expect("tree lock poisoned");
+            let len = written.lens.get(stored_index).copied().unwrap_or(0);
+            if end > len {
+                return Err(StoreError::Tree(format!(
+                    "{} holds {} elements; elements {first}..{} were asked for",
+                    path.display(),
+                    len / unit,
+                    first + count
+                )));
+            }
+            let sums =
+                written.sums[stored_index].0[first_chunk as usize..last_chunk as usize].to_vec();
+            (len, sums)
+        };
+        let from = first_chunk * CHECK_CHUNK;
+        let to = (last_chunk * CHECK_CHUNK).min(len);
+        let mut buf = vec![0u8; (to - from) as usize];
+        {
+            let levels = self.levels.read().expect("tree lock poisoned");
+            levels[stored_index]
+                .read_exact_at(&mut buf, from)
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof => StoreError::DerivedDamaged {
+                        file: path.clone(),
+                        reason: format!("it is shorter than the {len} bytes written to it"),
+                    },
+                    _ => StoreError::io(&path, e),
+                })?;
+        }
+        check_chunks(&buf, from, &sums, &path)?;
+        buf.truncate((end - from) as usize);
+        buf.drain(..(start - from) as usize);
         Ok(buf)
     }
 
     /// The frame records of leaves `first .. first + count`.
-    pub fn records(&self, first: u64, count: u64) -> io::Result<Vec<FrameRecord>> {
+    pub fn records(&self, first: u64, count: u64) -> Result<Vec<FrameRecord>, StoreError> {
         let bytes = self.read_stored(0, first, count)?;
         bytes
             .chunks_exact(RECORD_LEN as usize)
-            .map(|b| {
-                FrameRecord::decode(b).ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidData, "unreadable frame record")
+            .enumerate()
+            .map(|(i, b)| {
+                FrameRecord::decode(b).ok_or_else(|| StoreError::DerivedDamaged {
+                    file: self.records_path(),
+                    reason: format!("the record of seqno {} is unreadable", first + i as u64),
                 })
             })
             .collect()
     }
 
     /// The frame record of leaf (seqno) `seqno`, if it has been written.
-    pub fn record(&self, seqno: u64) -> io::Result<Option<FrameRecord>> {
+    pub fn record(&self, seqno: u64) -> Result<Option<FrameRecord>, StoreError> {
         if seqno >= self.records_written() {
             return Ok(None);
         }
@@ -244,12 +414,12 @@ impl TreeFiles {
     /// How many records (leaves) have been written.
     pub fn records_written(&self) -> u64 {
         let written = self.written.lock().expect("tree lock poisoned");
-        written.0.first().map_or(0, |len| len / RECORD_LEN)
+        written.lens.first().map_or(0, |len| len / RECORD_LEN)
     }
 
     /// The hash of a complete subtree at a stored level (a non-zero multiple of
     /// [`TILE_STRIDE`]) or above it.
-    fn upper_subtree_hash(&self, level: u32, index: u64) -> io::Result<Hash32> {
+    fn upper_subtree_hash(&self, level: u32, index: u64) -> Result<Hash32, StoreError> {
         let base = level - level % TILE_STRIDE;
         debug_assert!(base > 0, "level 0 is not stored");
         let width = 1u64 << (level - base);
@@ -266,7 +436,9 @@ impl TreeFiles {
     /// partial write is cut off before the next attempt, so retrying never duplicates hashes.
     fn append(&self, pending: &mut [Vec<u8>], faults: &Faults) -> io::Result<()> {
         let mut written = self.written.lock().expect("tree lock poisoned");
-        let (lens, dirty) = &mut *written;
+        let Written {
+            lens, dirty, sums, ..
+        } = &mut *written;
         if *dirty {
             let levels = self.levels.read().expect("tree lock poisoned");
             for (file, len) in levels.iter().zip(lens.iter()) {
@@ -294,6 +466,7 @@ impl TreeFiles {
                 }
                 self.levels.write().expect("tree lock poisoned").push(file);
                 lens.push(0);
+                sums.push(ChunkSums::default());
             }
             let levels = self.levels.read().expect("tree lock poisoned");
             let file = &levels[k];
@@ -301,6 +474,7 @@ impl TreeFiles {
                 *dirty = n > 0;
                 return Err(e);
             }
+            sums[k].extend(lens[k], bytes);
             lens[k] += bytes.len() as u64;
             bytes.clear();
         }
@@ -308,21 +482,65 @@ impl TreeFiles {
     }
 
     /// Cuts the files back to a tree of `size` leaves, when a suffix of the ledger is cut off
-    /// (a follower's uncommitted suffix). Not durable until the next [`TreeFiles::sync`].
+    /// (a follower's uncommitted suffix), with their chunk checksums. Not durable until the
+    /// next [`TreeFiles::sync`] and checkpoint.
     pub(crate) fn truncate(&self, size: u64) -> io::Result<()> {
         let mut written = self.written.lock().expect("tree lock poisoned");
-        let (lens, dirty) = &mut *written;
+        let Written {
+            lens,
+            dirty,
+            sums,
+            recorded,
+        } = &mut *written;
         let levels = self.levels.read().expect("tree lock poisoned");
         for (k, (file, len)) in levels.iter().zip(lens.iter_mut()).enumerate() {
             let level = k as u32 * TILE_STRIDE;
             let wanted = if level < 64 { size >> level } else { 0 } * unit_len(k);
-            if wanted < *len || *dirty {
-                *len = wanted.min(*len);
-                file.set_len(*len)?;
+            if wanted >= *len && !*dirty {
+                continue;
+            }
+            *len = wanted.min(*len);
+            file.set_len(*len)?;
+            if let Some(sums) = sums.get_mut(k) {
+                // Whole chunks keep their checksums; the last, now partial, one is summed anew.
+                let whole = *len / CHECK_CHUNK;
+                sums.0.truncate(whole as usize);
+                let tail = (*len % CHECK_CHUNK) as usize;
+                if tail > 0 {
+                    let mut bytes = vec![0u8; tail];
+                    file.read_exact_at(&mut bytes, whole * CHECK_CHUNK)?;
+                    sums.0.push(crc32c::crc32c(&bytes));
+                }
+            }
+            if let Some(r) = recorded.get_mut(k) {
+                *r = (*r).min(*len);
             }
         }
         *dirty = false;
         Ok(())
+    }
+
+    /// The checksums a checkpoint records: those of the chunks written since the last one.
+    /// Call when every file is written up to the size being checkpointed.
+    pub(crate) fn sums_update(&self) -> SumsUpdate {
+        let written = self.written.lock().expect("tree lock poisoned");
+        let mut rows = Vec::new();
+        for (k, (len, sums)) in written.lens.iter().zip(&written.sums).enumerate() {
+            let recorded = written.recorded.get(k).copied().unwrap_or(0);
+            for chunk in recorded / CHECK_CHUNK..ChunkSums::chunks(*len) {
+                rows.push((k as u32, chunk, sums.0[chunk as usize]));
+            }
+        }
+        SumsUpdate {
+            lens: written.lens.clone(),
+            rows,
+            fresh: written.recorded.iter().all(|len| *len == 0),
+        }
+    }
+
+    /// `update` is recorded (durably, with the durable tree size).
+    pub(crate) fn sums_recorded(&self, update: &SumsUpdate) {
+        self.written.lock().expect("tree lock poisoned").recorded = update.lens.clone();
     }
 
     /// fsyncs every level file and the directory (new level files).
@@ -339,6 +557,47 @@ impl TreeFiles {
     }
 }
 
+/// Checks the chunks of `buf` (read from offset `from`, a chunk boundary) against `sums`.
+fn check_chunks(buf: &[u8], from: u64, sums: &[u32], path: &Path) -> Result<(), StoreError> {
+    for (i, (chunk, sum)) in buf.chunks(CHECK_CHUNK as usize).zip(sums).enumerate() {
+        if crc32c::crc32c(chunk) != *sum {
+            let at = from + i as u64 * CHECK_CHUNK;
+            return Err(StoreError::DerivedDamaged {
+                file: path.to_owned(),
+                reason: format!(
+                    "bytes {at}..{} do not match their checksum",
+                    at + chunk.len() as u64
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks the first `len` bytes of a file against the checksums of its chunks, reading it in
+/// large blocks.
+fn verify_file(file: &File, path: &Path, len: u64, sums: &[u32]) -> Result<(), StoreError> {
+    const BLOCK_CHUNKS: u64 = 256;
+    let mut buf = Vec::new();
+    let mut chunk = 0u64;
+    while chunk * CHECK_CHUNK < len {
+        let from = chunk * CHECK_CHUNK;
+        let to = ((chunk + BLOCK_CHUNKS) * CHECK_CHUNK).min(len);
+        buf.resize((to - from) as usize, 0);
+        file.read_exact_at(&mut buf, from)
+            .map_err(|e| StoreError::io(path, e))?;
+        let n = ChunkSums::chunks(to - from);
+        check_chunks(
+            &buf,
+            from,
+            &sums[chunk as usize..(chunk + n) as usize],
+            path,
+        )?;
+        chunk += n;
+    }
+    Ok(())
+}
+
 fn fold(mut hashes: Vec<Hash32>) -> Hash32 {
     while hashes.len() > 1 {
         hashes = hashes
@@ -351,7 +610,7 @@ fn fold(mut hashes: Vec<Hash32>) -> Hash32 {
 
 /// Recomputes the leaves of a range of transactions from their entries (the segments).
 pub trait LeafReader {
-    fn leaves(&self, first: u64, count: u64) -> io::Result<Vec<Hash32>>;
+    fn leaves(&self, first: u64, count: u64) -> Result<Vec<Hash32>, StoreError>;
 }
 
 /// The whole tree as a [`NodeSource`]: stored levels from the files, and the lower levels of
@@ -374,9 +633,9 @@ impl<'a, R: LeafReader> TreeNodes<'a, R> {
 }
 
 impl<R: LeafReader> NodeSource for TreeNodes<'_, R> {
-    type Error = io::Error;
+    type Error = StoreError;
 
-    fn subtree_hash(&self, level: u32, index: u64) -> io::Result<Hash32> {
+    fn subtree_hash(&self, level: u32, index: u64) -> Result<Hash32, StoreError> {
         if level >= TILE_STRIDE {
             return self.files.upper_subtree_hash(level, index);
         }
@@ -415,9 +674,9 @@ pub struct TreeWriter {
 impl TreeWriter {
     /// Rebuilds the frontier for a tree of `size` leaves.
     pub fn resume(
-        nodes: &impl NodeSource<Error = io::Error>,
+        nodes: &impl NodeSource<Error = StoreError>,
         size: u64,
-    ) -> Result<TreeWriter, merkle::ProofError<io::Error>> {
+    ) -> Result<TreeWriter, merkle::ProofError<StoreError>> {
         let frontier = if size == 0 {
             Frontier::new()
         } else {
@@ -483,11 +742,11 @@ mod tests {
     struct Leaves(Vec<Hash32>);
 
     impl LeafReader for Leaves {
-        fn leaves(&self, first: u64, count: u64) -> io::Result<Vec<Hash32>> {
+        fn leaves(&self, first: u64, count: u64) -> Result<Vec<Hash32>, StoreError> {
             self.0
                 .get(first as usize..(first + count) as usize)
                 .map(<[Hash32]>::to_vec)
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "leaf not written"))
+                .ok_or_else(|| StoreError::Tree("leaf not written".into()))
         }
     }
 
@@ -520,17 +779,22 @@ mod tests {
             })
             .collect();
         let reader = Leaves(leaves.clone());
-        let files = TreeFiles::open(dir.path(), 0).unwrap();
+        let files = TreeFiles::open(dir.path(), 0, &[]).unwrap();
         let mut writer = TreeWriter::resume(&TreeNodes::new(&files, &reader), 0).unwrap();
         let mut memory = MemoryTree::new();
+        let mut at_213 = None;
         for (i, leaf) in leaves.iter().enumerate() {
             writer.push(
                 *leaf,
                 FrameRecord::new(i as u64 * 100, EntryClass::Governance, leaf),
             );
             memory.push(*leaf);
-            if i % 37 == 0 {
+            if i % 37 == 0 || i == 212 {
                 writer.flush(&files).unwrap();
+            }
+            if i == 212 {
+                // A checkpoint records the checksums of the files as they are now.
+                at_213 = Some(files.sums_update());
             }
         }
         writer.flush(&files).unwrap();
@@ -571,7 +835,8 @@ mod tests {
         // A resumed writer (after a checkpoint at 213 leaves) continues the same tree.
         files.sync().unwrap();
         drop(files);
-        let files = TreeFiles::open(dir.path(), 213).unwrap();
+        let recorded = sums_from_rows(at_213.unwrap().rows).unwrap();
+        let files = TreeFiles::open(dir.path(), 213, &recorded).unwrap();
         let short = Leaves(leaves[..213].to_vec());
         let resumed = TreeWriter::resume(&TreeNodes::new(&files, &short), 213).unwrap();
         assert_eq!(resumed.root(), merkle::root(&memory, 213).ok());

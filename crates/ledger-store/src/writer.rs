@@ -802,7 +802,7 @@ impl Writer {
             .and_then(|()| {
                 self.shared
                     .index
-                    .apply(&[], Some(tree_size))
+                    .apply(&[], Some((tree_size, &self.shared.tree)))
                     .map_err(|e| fault_from_message(StorageOp::IndexCommit, e.to_string()))
             });
         if let Err(fault) = committed {
