@@ -44,15 +44,23 @@ enum Command {
     /// the ledger, its identity and (unless --admin-cert is given) an administrator
     /// certificate in DATA_DIR/admin.pem. Stops gracefully on SIGINT/SIGTERM.
     Serve(ServeArgs),
-    /// Verify a ledger directory offline, without keys: every frame, every leaf, every
-    /// signature and the certificate chain. Exit 0 only if everything verifies.
+    /// Verify a ledger directory offline: every frame, every leaf, every signature and the
+    /// certificate chain (no key needed), then the files derived from the ledger (index.redb,
+    /// tree/frames.idx, tree/level-*.hashes) against what the ledger implies. Exit 0 only if
+    /// everything verifies. The derived files are checked only while no server uses the
+    /// directory (it checks them itself when it starts); their private rows (collections,
+    /// tags) need the key-encryption key, found as `cledger serve` finds it.
     ///
     /// --service-cert PEM: the service certificate the ledger must have been created with;
     /// defaults to DATA_DIR/service_cert.pem when that file exists. --json: print the summary
     /// as JSON.
     Audit {
-        #[arg(long, env = "CLEDGER_DATA_DIR", default_value = "./cledger-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        dir: DataDir,
+        /// Rebuild the derived files from the ledger (after checking the ledger), then audit
+        /// again. The server must be stopped.
+        #[arg(long)]
+        repair: bool,
     },
     /// Copy a ledger directory, safely even while a server writes to it, and audit the copy.
     /// The copy is a complete data directory: serve it to restore (see docs/OPERATIONS.md).
@@ -278,8 +286,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Audit { data_dir } => {
-            audit(&data_dir, cli.conn.service_cert.clone(), cli.conn.json)
+        Command::Audit { dir, repair } => {
+            audit(&dir, repair, cli.conn.service_cert.clone(), cli.conn.json)
         }
         Command::Backup { data_dir, to } => backup(&data_dir, &to, cli.conn.json),
         Command::Local(cmd) => local(cmd).map(|()| ExitCode::SUCCESS),
@@ -323,48 +331,111 @@ fn backup(data_dir: &Path, to: &Path, json: bool) -> Result<ExitCode, String> {
     }
 }
 
-fn audit(data_dir: &Path, service_cert: Option<PathBuf>, json: bool) -> Result<ExitCode, String> {
+/// The data directory's lock (the one a running server holds), taken for the duration of a
+/// command that must not run beside a server. `Ok(None)`: a server holds it.
+fn lock_data_dir(data_dir: &Path) -> Result<Option<std::fs::File>, String> {
+    let path = data_dir.join(ledger_server::node::LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn audit(
+    dir: &DataDir,
+    repair: bool,
+    service_cert: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode, String> {
+    let data_dir = &dir.data_dir;
     let pin_path =
         service_cert.or_else(|| Some(data_dir.join("service_cert.pem")).filter(|p| p.exists()));
     let pinned = match &pin_path {
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?),
         None => None,
     };
-    match ledger_store::audit::audit(data_dir, pinned.as_deref()) {
-        Ok(r) => {
-            let last = r
-                .last_verified
-                .map_or_else(|| "none".to_owned(), |t| t.to_string());
-            if json {
-                let value = serde_json::json!({
-                    "ok": true, "segments": r.segments, "transactions": r.transactions,
-                    "entries": r.entries, "governance": r.governance, "signatures": r.signatures,
-                    "lastVerifiedTransactionId": last, "unsignedTail": r.unsigned_tail, "nodes": r.nodes,
-                    "keyRotations": r.key_rotations,
-                });
-                println!("{value}");
-            } else {
-                println!(
-                    "ledger verified: {} transactions in {} segment(s)",
-                    r.transactions, r.segments
-                );
-                println!(
-                    "  entries {}, governance {}, signatures {}, nodes {}, key rotations {}",
-                    r.entries, r.governance, r.signatures, r.nodes, r.key_rotations
-                );
-                println!("  last verified transaction: {last}");
-                if r.unsigned_tail > 0 {
-                    println!(
-                        "  {} transaction(s) after the last signature are not verified yet",
-                        r.unsigned_tail
-                    );
-                }
-                if pin_path.is_none() {
-                    println!("  note: no service certificate was pinned (use --service-cert)");
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+    // Held until the audit (and repair) is over: no server may start meanwhile.
+    let lock = lock_data_dir(data_dir)?;
+    if lock.is_none() && repair {
+        return Err(format!(
+            "{} is in use by a running cledger server; stop it before --repair",
+            data_dir.display()
+        ));
+    }
+    let mut notes = Vec::new();
+    let secret = match ledger_store::ledger_secret(data_dir, &store_config(dir).kek) {
+        Ok(secret) => Some(secret),
+        Err(e) => {
+            notes.push(format!(
+                "the private rows of the index (collections, tags) were not checked: the ledger secret is not available ({e}); give --kek-file or --kek-env"
+            ));
+            None
         }
+    };
+    // The audit follows the ledger's secret rotations from the first secret on.
+    let keys = secret.map(ledger_store::KeyRing::new);
+    let run = |keys: Option<&ledger_store::KeyRing>| match lock {
+        Some(_) => ledger_store::audit::audit_all(data_dir, pinned.as_deref(), keys),
+        None => ledger_store::audit::audit(data_dir, pinned.as_deref()),
+    };
+    if lock.is_none() {
+        notes.push(
+            "the derived files were not checked: a server is using the directory (it checks them when it starts)".into(),
+        );
+    }
+    let mut result = run(keys.as_ref());
+    let mut repaired = None;
+    if repair {
+        if let Err(failure) = &result {
+            print_audit(&result, &pin_path, &notes, None, json);
+            eprintln!(
+                "not repaired: the ledger itself fails the audit ({failure}); derived files can only be rebuilt from an intact ledger"
+            );
+            return Ok(ExitCode::from(1));
+        }
+        let report = Ledger::rebuild_derived(data_dir, &store_config(dir))
+            .map_err(|e| format!("rebuilding the derived files failed: {e}"))?;
+        repaired = Some(report);
+        result = run(keys.as_ref());
+    }
+    if let Ok(report) = &result
+        && let Some(derived) = report.derived.as_ref().filter(|d| !d.damaged.is_empty())
+    {
+        // Some damage (rows altered with their page checksums) is invisible to the checks a
+        // server makes when it starts: mark what was found, so that it rebuilds it.
+        if let Err(e) = ledger_store::mark_for_rebuild(data_dir, &derived.damaged, "cledger audit")
+        {
+            notes.push(format!(
+                "could not mark the damaged files for rebuilding: {e}"
+            ));
+        }
+    }
+    let ok = print_audit(&result, &pin_path, &notes, repaired.as_ref(), json);
+    drop(lock);
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Prints the audit's result; true if everything verified.
+fn print_audit(
+    result: &Result<ledger_store::audit::AuditReport, ledger_store::audit::AuditFailure>,
+    pin_path: &Option<PathBuf>,
+    notes: &[String],
+    repaired: Option<&ledger_store::RecoveryReport>,
+    json: bool,
+) -> bool {
+    let r = match result {
+        Ok(r) => r,
         Err(failure) => {
             if json {
                 let value = serde_json::json!({
@@ -376,9 +447,83 @@ fn audit(data_dir: &Path, service_cert: Option<PathBuf>, json: bool) -> Result<E
             } else {
                 println!("AUDIT FAILED: {failure}");
             }
-            Ok(ExitCode::from(1))
+            return false;
+        }
+    };
+    let damaged = r.derived.as_ref().map_or(&[][..], |d| &d.damaged[..]);
+    let last = r
+        .last_verified
+        .map_or_else(|| "none".to_owned(), |t| t.to_string());
+    if json {
+        let derived = r.derived.as_ref().map(|d| {
+            serde_json::json!({
+                "checked": d.checked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                "damaged": d.damaged.iter().map(|x| serde_json::json!({
+                    "file": x.file.display().to_string(), "reason": x.reason,
+                })).collect::<Vec<_>>(),
+                "unchecked": d.unchecked,
+            })
+        });
+        let value = serde_json::json!({
+            "ok": damaged.is_empty(), "segments": r.segments, "transactions": r.transactions,
+            "entries": r.entries, "governance": r.governance, "signatures": r.signatures,
+            "lastVerifiedTransactionId": last, "unsignedTail": r.unsigned_tail, "nodes": r.nodes,
+            "keyRotations": r.key_rotations,
+            "derived": derived, "notes": notes, "repaired": repaired.is_some(),
+        });
+        println!("{value}");
+        return damaged.is_empty();
+    }
+    if let Some(report) = repaired {
+        println!(
+            "rebuilt index.redb and tree/ from the ledger ({} transactions)",
+            report.transactions
+        );
+    }
+    println!(
+        "ledger verified: {} transactions in {} segment(s)",
+        r.transactions, r.segments
+    );
+    println!(
+        "  entries {}, governance {}, signatures {}, nodes {}, key rotations {}",
+        r.entries, r.governance, r.signatures, r.nodes, r.key_rotations
+    );
+    println!("  last verified transaction: {last}");
+    if r.unsigned_tail > 0 {
+        println!(
+            "  {} transaction(s) after the last signature are not verified yet",
+            r.unsigned_tail
+        );
+    }
+    if pin_path.is_none() {
+        println!("  note: no service certificate was pinned (use --service-cert)");
+    }
+    if let Some(derived) = &r.derived
+        && damaged.is_empty()
+    {
+        println!(
+            "derived files verified: {} file(s) agree with the ledger",
+            derived.checked.len()
+        );
+    }
+    for d in damaged {
+        println!("DERIVED FILE DAMAGED: {d}");
+    }
+    if !damaged.is_empty() {
+        println!(
+            "  these files are derived from the ledger, which is intact, and can be rebuilt from it: \
+             stop the server and run `cledger audit --repair`, or start the server, which rebuilds them"
+        );
+    }
+    if let Some(derived) = &r.derived {
+        for u in &derived.unchecked {
+            println!("  note: not checked: {u}");
         }
     }
+    for note in notes {
+        println!("  note: {note}");
+    }
+    damaged.is_empty()
 }
 
 fn store_config(dir: &DataDir) -> StoreConfig {

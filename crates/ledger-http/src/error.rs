@@ -268,7 +268,36 @@ impl From<ledger_store::LimitError> for ApiError {
 
 impl From<ledger_store::StoreError> for ApiError {
     fn from(e: ledger_store::StoreError) -> Self {
-        ApiError::StorageUnavailable(format!("The ledger storage failed: {e}"))
+        match e {
+            // A file derived from the ledger, not the ledger: say which, and that it heals.
+            ledger_store::StoreError::DerivedDamaged { file, reason } => {
+                ApiError::StorageUnavailable(format!(
+                    "A file derived from the ledger is damaged: {} ({reason}). Nothing was served \
+                     from it; the ledger itself is intact, and the file is rebuilt from it when \
+                     the server restarts.",
+                    derived_file_name(&file)
+                ))
+            }
+            other => ApiError::StorageUnavailable(format!("The ledger storage failed: {other}")),
+        }
+    }
+}
+
+/// A derived file as it is named inside the data directory (`index.redb`, `tree/frames.idx`,
+/// `tree/level-04.hashes`, or `tree/` for the tree files together), without the server's path.
+pub fn derived_file_name(path: &std::path::Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let in_tree = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .is_some_and(|p| p == "tree");
+    match (name.as_str(), in_tree) {
+        ("tree", _) => "tree/".into(),
+        (_, true) => format!("tree/{name}"),
+        _ => name,
     }
 }
 
@@ -327,6 +356,28 @@ mod tests {
             let response = error.into_response();
             assert!(response.headers().get(header::RETRY_AFTER).is_none());
         }
+    }
+
+    #[test]
+    fn a_damaged_derived_file_is_a_503_naming_it_not_a_corrupt_ledger() {
+        let e: ApiError = ledger_store::StoreError::DerivedDamaged {
+            file: "/srv/cledger/tree/frames.idx".into(),
+            reason: "bytes 0..4096 do not match their checksum".into(),
+        }
+        .into();
+        let (status, code) = e.status_and_code();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(code, "StorageUnavailable");
+        let message = e.message();
+        assert!(message.contains("tree/frames.idx"), "{message}");
+        assert!(!message.contains("/srv/cledger"), "{message}");
+        assert!(!message.contains("corrupt"), "{message}");
+        assert_eq!(derived_file_name("/d/index.redb".as_ref()), "index.redb");
+        assert_eq!(derived_file_name("/d/tree".as_ref()), "tree/");
+        assert_eq!(
+            derived_file_name("/d/tree/level-04.hashes".as_ref()),
+            "tree/level-04.hashes"
+        );
     }
 
     #[test]

@@ -252,6 +252,14 @@ impl ledger_store::StoreObserver for Metrics {
         }
     }
 
+    fn derived_damaged(&self, damage: &ledger_store::DerivedDamage) {
+        tracing::error!(
+            file = %damage.file.display(),
+            reason = %damage.reason,
+            "a derived file is damaged: nothing is served from it, and it is rebuilt from the ledger at the next start"
+        );
+    }
+
     fn storage_fault(&self, fault: &ledger_store::faults::StorageFault) {
         self.storage_faults
             .get_or_create(&KindLabels {

@@ -129,6 +129,13 @@ impl Node {
                     file.display()
                 ));
             }
+            for rebuilt in &recovery.rebuilt {
+                report.notes.push(format!(
+                    "recovery: rebuilt {} from the ledger: {}",
+                    rebuilt.file.display(),
+                    rebuilt.reason
+                ));
+            }
             let mut admins = given_admins;
             if admins.is_empty() && ledger.governance_table(&admin_write("x").table)?.is_empty() {
                 // No users at all (made by `cledger local init`): bootstrap like a first start.

@@ -273,6 +273,20 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response {
 }
 
 fn readiness(ledger: &dyn LedgerHandle) -> Response {
+    // A derived file that reads found damaged: some reads fail until a restart rebuilds it.
+    if let Some(damage) = ledger.derived_damage().first() {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({
+                "status": "degraded",
+                "reason": format!(
+                    "derived file {} is damaged ({}); reads that need it fail until a restart rebuilds it from the ledger",
+                    crate::http::error::derived_file_name(&damage.file),
+                    damage.reason
+                ),
+            }),
+        );
+    }
     match ledger.write_health().err() {
         None => json(
             StatusCode::OK,

@@ -3,6 +3,7 @@
 //! directly; a replicated ledger implements the same trait over its local store (forwarding
 //! writes to the primary, reading committed state here), so the personality does not change.
 
+use crate::DerivedDamage;
 use crate::{
     AppendError, Completion, EntryRecord, Ledger, ReceiptBundle, StoreError, TxStatus, WriteRequest,
 };
@@ -36,10 +37,15 @@ pub trait LedgerHandle: Send + Sync {
     fn failure(&self) -> Option<String>;
     /// Stops accepting writes, commits what was submitted, and waits for it.
     fn close(&self);
+    /// Derived files that reads found damaged since the ledger was opened (rebuilt at the next
+    /// open); while any is, `/readyz` says the node is degraded.
+    fn derived_damage(&self) -> Vec<DerivedDamage>;
 
     /// The last committed transaction.
     fn committed(&self) -> Option<TxId>;
     fn status(&self, txid: TxId) -> TxStatus;
+    /// The status of `txid`, or why its seqno's transaction cannot be read to tell its view.
+    fn try_status(&self, txid: TxId) -> Result<TxStatus, StoreError>;
     /// Blocks until `txid` is committed or `timeout` passes; the status then.
     fn wait_committed(&self, txid: TxId, timeout: Duration) -> TxStatus;
 
@@ -79,11 +85,17 @@ impl LedgerHandle for Ledger {
     fn close(&self) {
         Ledger::close(self)
     }
+    fn derived_damage(&self) -> Vec<DerivedDamage> {
+        Ledger::derived_damage(self)
+    }
     fn committed(&self) -> Option<TxId> {
         Ledger::committed(self)
     }
     fn status(&self, txid: TxId) -> TxStatus {
         Ledger::status(self, txid)
+    }
+    fn try_status(&self, txid: TxId) -> Result<TxStatus, StoreError> {
+        Ledger::try_status(self, txid)
     }
     fn wait_committed(&self, txid: TxId, timeout: Duration) -> TxStatus {
         Ledger::wait_committed(self, txid, timeout)

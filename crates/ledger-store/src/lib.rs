@@ -50,7 +50,7 @@ use ledger_core::hash::Hash32;
 use ledger_core::receipt::{Receipt, ReceiptParts};
 use ledger_core::signing::NodeSigningKey;
 use ledger_core::{TxId, merkle};
-use reader::{Segments, Transactions};
+use reader::{RecordCursor, Segments, Transactions};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -58,7 +58,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tree::{EntryClass, LeafReader, TreeFiles, TreeNodes};
+use tree::{EntryClass, FrameRecord, LeafReader, TreeFiles, TreeNodes};
 use writer::{Command, Control, Submission, Writer, WriterStart};
 
 /// What the writer reports as it works, for metrics. Called on the writer thread; must not
@@ -429,7 +429,14 @@ impl Integrity {
             return;
         }
         // Best effort: without the marker the next open still checks every derived file.
-        let _ = append_marker(&self.marker, damage);
+        let _ = append_marker(
+            &self.marker,
+            &damage.file,
+            &format!(
+                "found by a read while the ledger was open: {}",
+                damage.reason
+            ),
+        );
         if let Some(observer) = &self.observer {
             observer.derived_damaged(damage);
         }
@@ -440,20 +447,31 @@ impl Integrity {
 /// The marker file of derived files to rebuild at the next open.
 const DAMAGE_MARKER: &str = "derived-damaged";
 
-/// Appends `damage` to the marker as one line: the file, a tab, the reason.
-fn append_marker(marker: &Path, damage: &DerivedDamage) -> std::io::Result<()> {
+/// Marks derived files of the ledger in `dir` for rebuilding at its next open (what
+/// `cledger audit` does with the damage it finds: some, such as rows altered together with
+/// the checksums of their pages, the open's own checks cannot see). `by` says who found it.
+pub fn mark_for_rebuild(dir: &Path, damage: &[DerivedDamage], by: &str) -> Result<(), StoreError> {
+    let marker = dir.join(DAMAGE_MARKER);
+    for d in damage {
+        append_marker(&marker, &d.file, &format!("found by {by}: {}", d.reason))
+            .map_err(|e| StoreError::io(&marker, e))?;
+    }
+    Ok(())
+}
+
+/// Appends a line to the marker: the file, a tab, the reason.
+fn append_marker(marker: &Path, file: &Path, reason: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let reason: String = damage
-        .reason
+    let reason: String = reason
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    let mut file = fs::OpenOptions::new()
+    let mut out = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(marker)?;
-    writeln!(file, "{}\t{reason}", damage.file.display())?;
-    file.sync_data()
+    writeln!(out, "{}\t{reason}", file.display())?;
+    out.sync_data()
 }
 
 /// The derived files named in the marker (none if there is no marker).
@@ -469,7 +487,7 @@ fn read_marker(marker: &Path) -> Result<Vec<DerivedDamage>, StoreError> {
             let (file, reason) = line.split_once('\t')?;
             Some(DerivedDamage {
                 file: PathBuf::from(file),
-                reason: format!("a read found it damaged while the ledger was open ({reason})"),
+                reason: format!("marked for rebuilding, {reason}"),
             })
         })
         .collect())
@@ -981,27 +999,35 @@ impl Ledger {
         self.status(txid)
     }
 
+    /// The status of `txid`; a committed transaction that cannot be read says
+    /// [`TxStatus::Pending`] (see [`Ledger::try_status`] for the reason).
     pub fn status(&self, txid: TxId) -> TxStatus {
+        self.try_status(txid).unwrap_or(TxStatus::Pending)
+    }
+
+    /// The status of `txid`, or why the transaction at its seqno, which is committed, cannot
+    /// be read to tell its view (e.g. [`StoreError::DerivedDamaged`]).
+    pub fn try_status(&self, txid: TxId) -> Result<TxStatus, StoreError> {
         let (durable, committed) = {
             let p = self.shared.published.lock().expect("state lock");
             (p.durable, p.committed)
         };
         let seqno = txid.seqno();
         if durable.is_none_or(|d| seqno > d.seqno()) {
-            return TxStatus::Unknown;
+            return Ok(TxStatus::Unknown);
         }
-        match self.stored(seqno) {
-            Ok((stored, _)) if stored == txid => {
-                if committed.is_some_and(|c| seqno <= c.seqno()) {
-                    TxStatus::Committed
-                } else {
-                    TxStatus::Pending
-                }
-            }
-            Ok(_) => TxStatus::Invalid,
+        let is_committed = committed.is_some_and(|c| seqno <= c.seqno());
+        match self.noted(self.stored(seqno)) {
+            Ok((stored, _)) if stored == txid => Ok(if is_committed {
+                TxStatus::Committed
+            } else {
+                TxStatus::Pending
+            }),
+            Ok(_) => Ok(TxStatus::Invalid),
+            Err(e) if is_committed => Err(e),
             // Durable but not recorded yet: the writer publishes only after writing the
             // records, so this is a transaction of the current batch.
-            Err(_) => TxStatus::Pending,
+            Err(_) => Ok(TxStatus::Pending),
         }
     }
 
@@ -1039,7 +1065,12 @@ impl Ledger {
     /// (their commit evidence is bound to it); application entries are bound to it by their
     /// sealed section, checked when they are decrypted.
     fn stored(&self, seqno: u64) -> Result<(TxId, Vec<u8>), StoreError> {
-        let (txid, bytes) = self.transactions().read(seqno)?;
+        self.stored_at(seqno, self.transactions().record(seqno)?)
+    }
+
+    /// As [`Ledger::stored`], with the frame record of `seqno` already read.
+    fn stored_at(&self, seqno: u64, record: FrameRecord) -> Result<(TxId, Vec<u8>), StoreError> {
+        let (txid, bytes) = self.transactions().read_at(seqno, record)?;
         if bytes.get(1) != Some(&(entry::TxKind::Application as u8)) {
             self.check_binding(txid, &bytes)?;
         }
@@ -1115,7 +1146,12 @@ impl Ledger {
     /// The entry at `seqno`, found by `listing` (which names the derived file that listed it
     /// and what it claims about it). An entry that is not what the listing claims is
     /// [`StoreError::DerivedDamaged`] naming that file: a list never shows a wrong entry.
-    fn listed_entry(&self, seqno: u64, listing: &Listing<'_>) -> Result<EntryRecord, StoreError> {
+    fn listed_entry(
+        &self,
+        seqno: u64,
+        listing: &Listing<'_>,
+        records: &mut RecordCursor<'_>,
+    ) -> Result<EntryRecord, StoreError> {
         let damaged = |reason: String| StoreError::DerivedDamaged {
             file: listing.source.clone(),
             reason,
@@ -1128,7 +1164,7 @@ impl Ledger {
                 listing.to
             )));
         }
-        let (txid, bytes) = self.stored(seqno)?;
+        let (txid, bytes) = self.stored_at(seqno, records.get(seqno)?)?;
         let entry = self.decode_entry(txid, &bytes)?.ok_or_else(|| {
             damaged(format!(
                 "it lists seqno {seqno} in {}, but that transaction is not an entry",
@@ -1185,9 +1221,10 @@ impl Ledger {
                     file: listing.source,
                 });
             }
+            let mut records = RecordCursor::new(&self.shared.tree);
             seqnos
                 .into_iter()
-                .map(|s| self.listed_entry(s, &listing))
+                .map(|s| self.listed_entry(s, &listing, &mut records))
                 .collect()
         })())
     }
@@ -1255,7 +1292,10 @@ impl Ledger {
                 from: 1,
                 to,
             };
-            latest.map(|s| self.listed_entry(s, &listing)).transpose()
+            let mut records = RecordCursor::new(&self.shared.tree);
+            latest
+                .map(|s| self.listed_entry(s, &listing, &mut records))
+                .transpose()
         })())
     }
 
@@ -1349,24 +1389,6 @@ impl Ledger {
                 file: self.shared.index.path().to_owned(),
                 reason: format!("it lists seqno {sig_seqno} as a signature, which it is not"),
             })?;
-        // The receipt is anchored at the first signature after `txid`, so that it never
-        // changes: an index that skipped one would anchor it elsewhere.
-        let between = txid.seqno() + 1..sig_seqno;
-        let skipped = self
-            .shared
-            .tree
-            .records(between.start, between.end - between.start)?
-            .iter()
-            .position(|r| r.class == EntryClass::Signature);
-        if let Some(i) = skipped {
-            return Err(StoreError::DerivedDamaged {
-                file: self.shared.index.path().to_owned(),
-                reason: format!(
-                    "its signatures table misses the signature at seqno {}",
-                    between.start + i as u64
-                ),
-            });
-        }
         let node_cert_pem = self
             .node_certificate(&signature.node_id)?
             .ok_or(StoreError::UnknownNode(signature.node_id))?;

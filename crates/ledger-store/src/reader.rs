@@ -6,7 +6,7 @@
 
 use crate::StoreError;
 use crate::segment::{self, FrameFault, FrameLayout};
-use crate::tree::{EntryClass, FrameRecord, LeafReader, TreeFiles};
+use crate::tree::{CHECK_CHUNK, EntryClass, FrameRecord, LeafReader, RECORD_LEN, TreeFiles};
 use ledger_core::TxId;
 use ledger_core::entry::EntryView;
 use ledger_core::hash::Hash32;
@@ -224,12 +224,11 @@ impl Transactions<'_> {
         Ok(record)
     }
 
-    /// The txid and stored entry bytes of `seqno`. The frame is checked as on open, and
-    /// against its record: a frame that is not where the record says, or not of the kind it
-    /// says, is [`StoreError::DerivedDamaged`] naming `tree/frames.idx`, not corruption of
-    /// the ledger.
-    pub fn read(&self, seqno: u64) -> Result<(TxId, Vec<u8>), StoreError> {
-        let record = self.record(seqno)?;
+    /// The txid and stored entry bytes of `seqno`, whose frame record is `record`. The frame
+    /// is checked as on open, and against its record: a frame that is not where the record
+    /// says, or not of the kind it says, is [`StoreError::DerivedDamaged`] naming
+    /// `tree/frames.idx`, not corruption of the ledger.
+    pub fn read_at(&self, seqno: u64, record: FrameRecord) -> Result<(TxId, Vec<u8>), StoreError> {
         let bytes = match self.segments.read_frame(seqno, record.offset) {
             Ok(bytes) => bytes,
             Err(e @ StoreError::Corrupt { .. }) => return Err(self.blame(seqno, record, e)),
@@ -275,6 +274,54 @@ impl Transactions<'_> {
             },
             _ => corrupt,
         }
+    }
+}
+
+/// Frame records read a checksum chunk at a time, for reading many transactions close to
+/// each other (a page of a list) with one read and one check per chunk rather than per record.
+pub(crate) struct RecordCursor<'a> {
+    tree: &'a TreeFiles,
+    first: u64,
+    records: Vec<FrameRecord>,
+}
+
+impl<'a> RecordCursor<'a> {
+    pub fn new(tree: &'a TreeFiles) -> RecordCursor<'a> {
+        RecordCursor {
+            tree,
+            first: 0,
+            records: Vec::new(),
+        }
+    }
+
+    /// The record of `seqno`, which must have been written.
+    pub fn get(&mut self, seqno: u64) -> Result<FrameRecord, StoreError> {
+        let cached = seqno
+            .checked_sub(self.first)
+            .and_then(|i| self.records.get(i as usize));
+        let record = match cached {
+            Some(record) => *record,
+            None => {
+                let per_chunk = CHECK_CHUNK / RECORD_LEN;
+                let written = self.tree.records_written();
+                if seqno >= written {
+                    return Err(StoreError::Tree(format!(
+                        "no frame record for seqno {seqno}"
+                    )));
+                }
+                let start = seqno - seqno % per_chunk;
+                self.records = self.tree.records(start, per_chunk.min(written - start))?;
+                self.first = start;
+                self.records[(seqno - start) as usize]
+            }
+        };
+        if record.class == EntryClass::NoTransaction {
+            return Err(StoreError::DerivedDamaged {
+                file: self.tree.records_path(),
+                reason: format!("the record of seqno {seqno} says it has no transaction"),
+            });
+        }
+        Ok(record)
     }
 }
 

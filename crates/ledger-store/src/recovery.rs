@@ -144,6 +144,12 @@ fn recover_once(
         });
     }
     let tree_start = tree.size();
+    let mut kept = KeptRecords {
+        files: &tree_files,
+        end: tree_start,
+        first: 0,
+        records: Vec::new(),
+    };
 
     let mut prev: Option<TxId> = None;
     let mut last_signature = None;
@@ -192,20 +198,7 @@ fn recover_once(
             ));
             end = damage.offset;
         }
-        // The records kept from before (checked against their checksums as they are read)
-        // must say where each frame is and what kind of transaction it holds.
-        let kept_records = match scan.frames.first() {
-            Some(f) if f.txid.seqno() < tree_start => {
-                let n = scan
-                    .frames
-                    .iter()
-                    .take_while(|f| f.txid.seqno() < tree_start)
-                    .count();
-                tree_files.records(f.txid.seqno(), n as u64)?
-            }
-            _ => Vec::new(),
-        };
-        for (j, frame) in scan.frames.iter().enumerate() {
+        for frame in &scan.frames {
             let payload = &bytes[frame.payload_offset() as usize..frame.end() as usize];
             let corrupt = |reason: String| StoreError::Corrupt {
                 file: path.clone(),
@@ -240,7 +233,9 @@ fn recover_once(
             } else {
                 None
             };
-            if let Some(record) = kept_records.get(j) {
+            // The records kept from before (checked against their checksums as they are read)
+            // must say where each frame is and what kind of transaction it holds.
+            if let Some(record) = kept.get(seqno)? {
                 let class_ok = match &body {
                     Some(body) => record.class == EntryClass::of(body),
                     None => record.class.admits(view.kind),
@@ -283,6 +278,7 @@ fn recover_once(
         tree.flush(&tree_files)
             .map_err(|e| StoreError::io(tree_dir, e))?;
     }
+    drop(kept);
     let end = prev.map_or(0, TxId::seqno);
     if indexed_through > end {
         return Err(StoreError::IndexAhead {
@@ -349,6 +345,32 @@ fn recover_once(
         },
         tree_files,
     ))
+}
+
+/// The frame records kept from before the open (seqnos below `end`), read in batches as the
+/// scan reaches them.
+struct KeptRecords<'a> {
+    files: &'a TreeFiles,
+    end: u64,
+    first: u64,
+    records: Vec<FrameRecord>,
+}
+
+impl KeptRecords<'_> {
+    const BATCH: u64 = 8192;
+
+    fn get(&mut self, seqno: u64) -> Result<Option<FrameRecord>, StoreError> {
+        if seqno >= self.end {
+            return Ok(None);
+        }
+        if seqno < self.first || seqno >= self.first + self.records.len() as u64 {
+            self.records = self
+                .files
+                .records(seqno, Self::BATCH.min(self.end - seqno))?;
+            self.first = seqno;
+        }
+        Ok(Some(self.records[(seqno - self.first) as usize]))
+    }
 }
 
 /// Errors opening or resuming the tree files make them derived data to rebuild, named by

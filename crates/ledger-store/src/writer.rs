@@ -473,7 +473,8 @@ impl Writer {
         };
         let invalid = |e: crate::StoreError| io::Error::other(e.to_string());
         let next_offset = transactions.record(seqno + 1).map_err(invalid)?.offset;
-        let (last, _) = transactions.read(seqno).map_err(invalid)?;
+        let record = transactions.record(seqno).map_err(invalid)?;
+        let (last, _) = transactions.read_at(seqno, record).map_err(invalid)?;
         self.log
             .truncate_after(seqno, next_offset, &self.shared.segments)?;
         self.shared.tree.truncate(seqno + 1)?;

@@ -11,7 +11,7 @@ use common::*;
 use ledger_core::TxId;
 use ledger_store::audit::audit_all;
 use ledger_store::{EntryRecord, KekSource, Ledger, StoreError, ledger_secret};
-use redb::{ReadableDatabase, TableDefinition};
+use redb::TableDefinition;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -73,7 +73,7 @@ fn tree_files_damaged_while_open_are_refused_naming_them_and_rebuilt_at_the_next
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ledger");
     let (ledger, files) = create_ledger(&dir, config());
-    // 700 entries: frame records span two 4 KiB chunks.
+    // 700 entries: frame records span several checksum chunks (128 records each).
     let written = append_numbered(&ledger, "open", 700);
     let before: Vec<_> = ["subledger:0", "alpha", "beta"]
         .iter()
@@ -139,7 +139,7 @@ fn tree_files_damaged_while_open_are_refused_naming_them_and_rebuilt_at_the_next
         report
             .rebuilt
             .iter()
-            .any(|d| d.file == records && d.reason.contains("a read found it damaged")),
+            .any(|d| d.file == records && d.reason.contains("found by a read")),
         "{:?}",
         report.rebuilt
     );
@@ -229,6 +229,7 @@ fn a_level_hash_altered_with_its_checksum_fails_no_receipt_silently() {
     // Level-04 hash 3 (leaves 48..64) lies under level-08 hash 0, so the root the open
     // checks does not read it; its chunk checksum is recomputed, as a forger would.
     let level4 = dir.join("tree/level-04.hashes");
+    let chunk = ledger_store::tree::CHECK_CHUNK as usize;
     let mut bytes = fs::read(&level4).unwrap();
     bytes[3 * 32] ^= 0x80;
     fs::write(&level4, &bytes).unwrap();
@@ -237,17 +238,9 @@ fn a_level_hash_altered_with_its_checksum_fails_no_receipt_silently() {
         let tx = db.begin_write().unwrap();
         tx.open_table(TREE_SUMS)
             .unwrap()
-            .insert((1, 0), crc32c::crc32c(&bytes[..4096.min(bytes.len())]))
+            .insert((1, 0), crc32c::crc32c(&bytes[..chunk.min(bytes.len())]))
             .unwrap();
         tx.commit().unwrap();
-        let read = db.begin_read().unwrap();
-        assert!(
-            read.open_table(TREE_SUMS)
-                .unwrap()
-                .get((1, 1))
-                .unwrap()
-                .is_none()
-        );
     }
     let damage = audit_damage(&dir);
     assert_eq!(damage.len(), 1, "{damage:?}");

@@ -156,7 +156,7 @@ fn query_txid(query: &QueryParams, name: &str) -> ApiResult<Option<TxId>> {
 
 /// Fails unless `txid` is committed (see the module docs for the codes).
 fn require_committed(state: &ApiState, txid: TxId) -> ApiResult<()> {
-    match state.ledger.status(txid) {
+    match state.ledger.try_status(txid)? {
         TxStatus::Committed => Ok(()),
         TxStatus::Pending | TxStatus::Unknown => Err(pending_or_unknown(txid)),
         TxStatus::Invalid => Err(wrong_view(txid)),
@@ -470,7 +470,7 @@ pub async fn status(
     segment: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let txid = path_txid(segment)?;
-    let status = match state.ledger.status(txid) {
+    let status = match state.ledger.try_status(txid)? {
         TxStatus::Committed => "Committed",
         TxStatus::Pending => "Pending",
         TxStatus::Unknown => return Err(pending_or_unknown(txid)),
