@@ -292,7 +292,9 @@ fn tree_files_without_recorded_checksums_are_rebuilt_once() {
     assert_eq!(report.rebuilt.len(), 1, "{:?}", report.rebuilt);
     assert_eq!(report.rebuilt[0].file, dir.join("tree/frames.idx"));
     assert!(
-        report.rebuilt[0].reason.contains("checksums were not recorded"),
+        report.rebuilt[0]
+            .reason
+            .contains("checksums were not recorded"),
         "{}",
         report.rebuilt[0].reason
     );
