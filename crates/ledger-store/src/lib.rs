@@ -13,11 +13,17 @@
 //!                            (later ones are recorded in the ledger, see `crypto`)
 //! keys/kek                   the generated key-encryption key (embedded default only)
 //! fork-guard                 last signed (seqno, root) (path configurable)
+//! derived-damaged            derived files to rebuild at the next open (usually absent)
 //! ```
 //!
 //! [`Ledger`] is the handle: writes go through [`Ledger::submit`] (or [`Ledger::append`]) to the
 //! writer thread; reads are served from the indexes and files directly, on the caller's thread,
 //! and never wait for the writer.
+//!
+//! The derived files are never trusted: the open checks them and rebuilds a damaged one from
+//! the segments ([`RecoveryReport::rebuilt`]); reads check what they use and answer
+//! [`StoreError::DerivedDamaged`] rather than anything wrong; the audit compares them with
+//! the ledger (`docs/FORMAT.md` §8.1).
 
 pub mod audit;
 pub mod backup;

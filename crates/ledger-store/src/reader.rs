@@ -2,7 +2,9 @@
 //! payload of the frame at a recorded offset (the offsets come from `tree/frames.idx`).
 //!
 //! Every read checks the frame's length and CRC-32C again, so a block that went bad after the
-//! ledger was opened is reported as corruption rather than served.
+//! ledger was opened is reported as corruption rather than served; and checks the frame
+//! against its record (kind; when the frame fails, whether the segment holds it intact at
+//! another offset), so a damaged record is reported as such, not as a corrupt ledger.
 
 use crate::StoreError;
 use crate::segment::{self, FrameFault, FrameLayout};

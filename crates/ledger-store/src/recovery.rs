@@ -3,7 +3,9 @@
 //! guard before anything is written.
 //!
 //! Every frame's checksum and sequence is checked on every open, so accidental damage anywhere
-//! is found before the node serves or signs anything. Cryptographic checks of the whole chain
+//! is found before the node serves or signs anything. The derived files are checked too (the
+//! tree files against their recorded checksums and the frames scanned, the index by redb's
+//! integrity check when it is opened) and rebuilt from the ledger when damaged. Cryptographic checks of the whole chain
 //! (recomputed leaves against signed roots) are the auditor's job (`audit`), which needs no keys.
 
 use crate::crypto::KeyRing;

@@ -16,8 +16,11 @@
 //! (which lets the auditor name an altered transaction even if its checksum was forged).
 //!
 //! These files are derived from the segments and are not fsync'd on the write path. Their
-//! durable size is recorded (in the index's metadata) only after a checkpoint fsyncs them;
-//! recovery cuts them back to that size and re-derives the rest from the ledger.
+//! durable size is recorded (in the index's metadata) only after a checkpoint fsyncs them,
+//! together with a CRC-32C of every [`CHECK_CHUNK`] bytes of each file; recovery checks them,
+//! cuts them back to that size and re-derives the rest from the ledger. While the ledger is
+//! open, the checksums of everything written are kept in memory, and every read checks the
+//! chunks it reads: a damaged file is [`StoreError::DerivedDamaged`], never used.
 
 use crate::StoreError;
 use crate::faults::{Faults, StorageOp, write_all_counted};

@@ -269,3 +269,40 @@ fn a_level_hash_altered_with_its_checksum_fails_no_receipt_silently() {
     assert!(report.tree_rebuilt, "{report:?}");
     verify_receipt_of(&ledger, neighbour, &files.service_cert_pem);
 }
+
+/// An index written by the release before tree checksums has no `tree_checksums` table: the
+/// first open rebuilds the tree files once (their checksums recorded from then on).
+#[test]
+fn tree_files_without_recorded_checksums_are_rebuilt_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let (ledger, files) = create_ledger(&dir, config());
+    let written = append_numbered(&ledger, "upgrade", 100);
+    ledger.close();
+    drop(ledger);
+    {
+        let db = redb::Database::create(dir.join("index.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        assert!(tx.delete_table(TREE_SUMS).unwrap());
+        tx.commit().unwrap();
+    }
+    let (ledger, report) = reopen_ok(&dir, config());
+    assert!(report.tree_rebuilt, "{report:?}");
+    assert!(!report.index_rebuilt, "{report:?}");
+    assert_eq!(report.rebuilt.len(), 1, "{:?}", report.rebuilt);
+    assert_eq!(report.rebuilt[0].file, dir.join("tree/frames.idx"));
+    assert!(
+        report.rebuilt[0]
+            .reason
+            .contains("checksums were not recorded"),
+        "{}",
+        report.rebuilt[0].reason
+    );
+    assert_entries_intact(&ledger, &written);
+    verify_receipt_of(&ledger, written[7].0, &files.service_cert_pem);
+    ledger.close();
+    drop(ledger);
+    let (_, report) = reopen_ok(&dir, config());
+    assert!(report.rebuilt.is_empty(), "{:?}", report.rebuilt);
+    assert!(audit_damage(&dir).is_empty());
+}
