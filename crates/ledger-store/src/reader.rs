@@ -236,7 +236,20 @@ impl Transactions<'_> {
             Err(e @ StoreError::Corrupt { .. }) => return Err(self.blame(seqno, record, e)),
             Err(e) => return Err(e),
         };
-        let view = EntryView::parse(&bytes, seqno).map_err(|e| {
+        let txid = self.entry_of(seqno, &record, &bytes)?.txid;
+        Ok((txid, bytes))
+    }
+
+    /// Parses the frame payload of `seqno`, which `record` points at, and checks that it is of
+    /// the kind the record says: an unreadable entry is corruption of the segment, a kind that
+    /// differs is damage to `tree/frames.idx`.
+    fn entry_of<'b>(
+        &self,
+        seqno: u64,
+        record: &FrameRecord,
+        payload: &'b [u8],
+    ) -> Result<EntryView<'b>, StoreError> {
+        let view = EntryView::parse(payload, seqno).map_err(|e| {
             self.segments.corrupt(
                 seqno,
                 record.offset,
@@ -252,8 +265,7 @@ impl Transactions<'_> {
                 ),
             });
         }
-        let txid = view.txid;
-        Ok((txid, bytes))
+        Ok(view)
     }
 
     /// Decides who is to blame when the frame a record points at fails its checks: the
@@ -354,22 +366,7 @@ impl LeafReader for Transactions<'_> {
         };
         for (i, (payload, record)) in payloads.iter().zip(&records[skip..]).enumerate() {
             let seqno = start + i as u64;
-            let view = EntryView::parse(payload, seqno).map_err(|e| {
-                self.segments.corrupt(
-                    seqno,
-                    record.offset,
-                    format!("the frame holds no readable entry: {e}"),
-                )
-            })?;
-            if !record.class.admits(view.kind) {
-                return Err(StoreError::DerivedDamaged {
-                    file: self.tree.records_path(),
-                    reason: format!(
-                        "the record of seqno {seqno} says {:?}, but its frame holds a {:?} transaction",
-                        record.class, view.kind
-                    ),
-                });
-            }
+            let view = self.entry_of(seqno, record, payload)?;
             leaves.push(view.leaf());
         }
         Ok(leaves)
