@@ -30,13 +30,18 @@ fn config_file(dir: &Path, extra: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
-fn prlimit_available() -> bool {
-    Command::new("prlimit")
+/// These tests run the server under a low open-file limit, set with util-linux's `prlimit`.
+fn require_prlimit() {
+    let available = Command::new("prlimit")
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    assert!(
+        available,
+        "prlimit (util-linux) is needed: these tests run the server under a low open-file limit"
+    );
 }
 
 /// `count` TCP connections to the server that send nothing.
@@ -120,10 +125,7 @@ async fn writes_keep_succeeding(admin: &Api, label: &str, cert: &str) {
 
 #[tokio::test]
 async fn idle_connections_do_not_starve_the_store() {
-    assert!(
-        prlimit_available(),
-        "prlimit (util-linux) is needed: these tests run the server under a low open-file limit"
-    );
+    require_prlimit();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let config = config_file(tmp.path(), "");
@@ -193,10 +195,7 @@ async fn idle_connections_do_not_starve_the_store() {
 
 #[tokio::test]
 async fn the_store_recovers_when_descriptors_return() {
-    assert!(
-        prlimit_available(),
-        "prlimit (util-linux) is needed: these tests run the server under a low open-file limit"
-    );
+    require_prlimit();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let config = config_file(tmp.path(), "reserved_descriptors = 0\n");
@@ -296,10 +295,7 @@ async fn the_store_recovers_when_descriptors_return() {
 
 #[tokio::test]
 async fn connections_into_the_reserve_are_refused_at_once() {
-    assert!(
-        prlimit_available(),
-        "prlimit (util-linux) is needed: these tests run the server under a low open-file limit"
-    );
+    require_prlimit();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let config = config_file(tmp.path(), "");
