@@ -251,6 +251,17 @@ impl LedgerSecret {
     /// Generates a new ledger secret and stores it wrapped under `kek` at `path`.
     pub fn create(path: &Path, kek: &SecretKey) -> Result<LedgerSecret, KeyError> {
         let secret: [u8; 32] = random_bytes()?;
+        LedgerSecret::install(path, kek, &secret)
+    }
+
+    /// Stores `secret`, which the service handed to this node when it joined (over the
+    /// authenticated join channel), wrapped under this node's own `kek` at `path`.
+    pub fn install(
+        path: &Path,
+        kek: &SecretKey,
+        secret: &[u8; 32],
+    ) -> Result<LedgerSecret, KeyError> {
+        let secret = *secret;
         let mut file = WRAPPED_MAGIC.to_vec();
         file.extend_from_slice(&seal(&Aes256Gcm::new((&kek.0).into()), WRAP_AAD, &secret)?);
         write_private_file(path, &file).map_err(|source| KeyError::SecretIo {
@@ -262,6 +273,12 @@ impl LedgerSecret {
 
     /// Unwraps the ledger secret stored at `path`.
     pub fn load(path: &Path, kek: &SecretKey) -> Result<LedgerSecret, KeyError> {
+        Ok(LedgerSecret::from_bytes(&LedgerSecret::export(path, kek)?))
+    }
+
+    /// The raw ledger secret stored at `path`: what a node joining the service receives (over
+    /// the authenticated join channel) so that it can check and read the ledger.
+    pub fn export(path: &Path, kek: &SecretKey) -> Result<[u8; 32], KeyError> {
         let file = fs::read(path).map_err(|source| KeyError::SecretIo {
             path: path.to_owned(),
             source,
@@ -272,10 +289,9 @@ impl LedgerSecret {
             .ok_or_else(|| KeyError::SecretMalformed(path.to_owned()))?;
         let plain = open(&Aes256Gcm::new((&kek.0).into()), WRAP_AAD, sealed)
             .ok_or_else(|| KeyError::WrongKek(path.to_owned()))?;
-        let secret: [u8; 32] = plain
+        plain
             .try_into()
-            .map_err(|_| KeyError::SecretMalformed(path.to_owned()))?;
-        Ok(LedgerSecret::from_bytes(&secret))
+            .map_err(|_| KeyError::SecretMalformed(path.to_owned()))
     }
 
     pub fn commit_secret(&self) -> &CommitSecret {

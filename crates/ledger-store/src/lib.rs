@@ -46,6 +46,8 @@ pub use faults::{FaultInjector, FaultKind, FaultPlan, StorageFault, StorageOp};
 pub use handle::LedgerHandle;
 pub use limits::LimitError;
 pub use recovery::RecoveryReport;
+pub use sequencer::{PreparedWrite, ReplicaOp};
+pub use writer::ReplicaDone;
 
 pub use crypto::{KeyRing, LedgerSecret};
 use guard::ForkGuard;
@@ -97,11 +99,13 @@ pub enum Role {
     /// soon as a signature after it is durable here.
     #[default]
     Standalone,
-    /// A replica: it takes a primary's encoded transactions unchanged
-    /// ([`Ledger::append_encoded`]), never signs, and commits only through
-    /// [`Ledger::commit_through`] (what consensus has committed). Clients' writes are refused
-    /// with [`AppendError::NotPrimary`].
-    Follower,
+    /// A replica in a cluster: consensus decides what it appends and how far it commits.
+    /// It appends only what [`Ledger::replicate`] gives it at the seqnos given (a primary's
+    /// encoded transactions unchanged, or, while it leads, its own proposals, which it
+    /// encodes, seals and signs at the seqnos consensus assigned), and commits only through
+    /// [`Ledger::commit_through`] (what consensus has committed). Clients' writes through
+    /// [`Ledger::submit`] are refused with [`AppendError::NotPrimary`].
+    Replica,
 }
 
 /// Tunables of the store. The defaults keep commit latency in single-digit milliseconds.
@@ -245,8 +249,12 @@ pub enum StoreError {
     UnknownNode(Hash32),
     #[error("the ledger stopped accepting writes: {0}")]
     Append(#[from] AppendError),
-    #[error("a follower cannot create a ledger: it receives its primary's ledger")]
+    #[error(
+        "a replica cannot create a ledger: it receives its service's ledger (Ledger::create_replica)"
+    )]
     FollowerCannotCreate,
+    #[error("Ledger::create_replica needs a StoreConfig with Role::Replica")]
+    ReplicaRoleRequired,
     /// `segment_max_bytes` beyond what the frame records' 40-bit offsets can address.
     #[error(
         "segment_max_bytes is {configured}, more than the {limit} bytes frame offsets can address"
@@ -518,6 +526,7 @@ impl Shared {
 pub struct Ledger {
     shared: Arc<Shared>,
     role: Role,
+    key_rotation_every: u64,
     queue: Mutex<Option<SyncSender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -538,7 +547,7 @@ impl Ledger {
         node: NodeIdentity,
         genesis: Genesis,
     ) -> Result<Ledger, StoreError> {
-        if config.role == Role::Follower {
+        if config.role == Role::Replica {
             return Err(StoreError::FollowerCannotCreate);
         }
         limits::check_config(&config)?;
@@ -575,6 +584,41 @@ impl Ledger {
         ];
         writes.extend(genesis.writes);
         let (ledger, _) = Self::start(dir, config, node, secret, Some(writes))?;
+        Ok(ledger)
+    }
+
+    /// Creates an empty replica ledger in `dir` for a node joining a service: no genesis (the
+    /// service's transactions arrive through [`Ledger::replicate`]), and the service's ledger
+    /// `secret`, received when joining, stored under this node's key-encryption key.
+    pub fn create_replica(
+        dir: &Path,
+        config: StoreConfig,
+        node: NodeIdentity,
+        secret: &[u8; 32],
+    ) -> Result<Ledger, StoreError> {
+        if config.role != Role::Replica {
+            return Err(StoreError::ReplicaRoleRequired);
+        }
+        limits::check_config(&config)?;
+        let ledger_dir = dir.join(LEDGER_DIR);
+        let secret_path = dir.join(SECRET_FILE);
+        if secret_path.exists()
+            || (ledger_dir.exists()
+                && !segment::list_segments(&ledger_dir)
+                    .map_err(|e| StoreError::io(&ledger_dir, e))?
+                    .is_empty())
+        {
+            return Err(StoreError::AlreadyExists(dir.to_owned()));
+        }
+        fs::create_dir_all(&ledger_dir).map_err(|e| StoreError::io(&ledger_dir, e))?;
+        let kek = crypto::load_kek(&config.kek, dir, true)?;
+        if let Some(parent) = secret_path.parent() {
+            fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
+        }
+        let secret = LedgerSecret::install(&secret_path, &kek, secret)?;
+        segment::ActiveSegment::create(&ledger_dir, 1)
+            .map_err(|e| StoreError::io(&ledger_dir, e))?;
+        let (ledger, _) = Self::start(dir, config, node, secret, None)?;
         Ok(ledger)
     }
 
@@ -730,7 +774,7 @@ impl Ledger {
         if let Some((_, _, bytes)) = &report.truncated_tail {
             keys.charge_torn_tail(*bytes);
         }
-        if genesis.is_none() && recovered.last.is_none() {
+        if genesis.is_none() && recovered.last.is_none() && config.role != Role::Replica {
             // `create` was interrupted before its genesis transaction was durable (recovery may
             // have removed a half-created first segment): there is no ledger to open, and
             // writing into it would make one without a service identity.
@@ -803,6 +847,7 @@ impl Ledger {
             .map_err(|e| StoreError::io(dir, e))?;
         let ledger = Ledger {
             role: config.role,
+            key_rotation_every: config.key_rotation_every,
             shared,
             queue: Mutex::new(Some(queue)),
             writer: Mutex::new(Some(handle)),
@@ -812,7 +857,7 @@ impl Ledger {
         // follower's key is registered by its primary).
         let first_writes = match genesis {
             Some(writes) => Some(writes),
-            None if config.role == Role::Follower => None,
+            None if config.role == Role::Replica => None,
             None if ledger.node_certificate(&node_id)?.as_deref()
                 != Some(node_cert_pem.as_str()) =>
             {
@@ -829,29 +874,11 @@ impl Ledger {
     /// Queues a write; `done` is called when it is committed or has failed. A write beyond the
     /// store's limits is refused here with [`AppendError::Limit`] (`done` is not called).
     pub fn submit(&self, request: WriteRequest, done: Completion) -> Result<(), AppendError> {
-        let body = match request {
-            WriteRequest::Entry(e) => TxBody::Application(e),
-            WriteRequest::Governance(writes) => {
-                if let Some(w) = writes.iter().find(|w| w.table == crypto::LEDGER_SECRETS) {
-                    return Err(AppendError::ReservedTable(w.table.clone()));
-                }
-                TxBody::Governance(writes)
-            }
-        };
-        // Before anything is hashed or queued: an over-size entry would otherwise be written
-        // and then refused by the next open's scan as damage.
-        let has_claims = matches!(&body, TxBody::Application(e) if e.claims_key.is_some());
-        limits::check_body(&body, has_claims)?;
-        let claims_digest = match &body {
-            TxBody::Application(ApplicationEntry {
-                collection_id,
-                contents,
-                claims_key: Some(key),
-                ..
-            }) => claims::ledger_entry_claims_digest(collection_id, contents, key),
-            _ => Hash32::ZERO,
-        };
-        if self.role == Role::Follower {
+        let PreparedWrite {
+            body,
+            claims_digest,
+        } = Self::prepare(request)?;
+        if self.role == Role::Replica {
             return Err(AppendError::NotPrimary);
         }
         if let Some(refused) = self.shared.refusal() {
@@ -876,13 +903,78 @@ impl Ledger {
             })
     }
 
-    /// A follower's append: the primary's encoded transactions, byte for byte, made durable
+    /// Checks a client's write against the store's limits and the tables only the store
+    /// writes, and computes its claims digest: what [`Ledger::submit`] does before queueing,
+    /// and what a replica that leads does before proposing the write to consensus
+    /// ([`ReplicaOp::Write`]).
+    pub fn prepare(request: WriteRequest) -> Result<PreparedWrite, AppendError> {
+        let body = match request {
+            WriteRequest::Entry(e) => TxBody::Application(e),
+            WriteRequest::Governance(writes) => {
+                if let Some(w) = writes.iter().find(|w| w.table == crypto::LEDGER_SECRETS) {
+                    return Err(AppendError::ReservedTable(w.table.clone()));
+                }
+                TxBody::Governance(writes)
+            }
+        };
+        // Before anything is hashed or queued: an over-size entry would otherwise be written
+        // and then refused by the next open's scan as damage.
+        let has_claims = matches!(&body, TxBody::Application(e) if e.claims_key.is_some());
+        limits::check_body(&body, has_claims)?;
+        let claims_digest = match &body {
+            TxBody::Application(ApplicationEntry {
+                collection_id,
+                contents,
+                claims_key: Some(key),
+                ..
+            }) => claims::ledger_entry_claims_digest(collection_id, contents, key),
+            _ => Hash32::ZERO,
+        };
+        Ok(PreparedWrite {
+            body,
+            claims_digest,
+        })
+    }
+
+    /// A replica's append ([`Role::Replica`]): `ops` at the seqnos consensus gave them, each
+    /// the next one, made durable here (appends queued together share one write and one
+    /// fsync); `done` is called on the writer thread with the newest durable txid, or with
+    /// why nothing of them was written (a refused batch is refused whole). Returns at once;
+    /// an error means `done` was not called. Nothing appended is visible to readers until
+    /// [`Ledger::commit_through`] commits it.
+    pub fn replicate(
+        &self,
+        ops: Vec<(TxId, ReplicaOp)>,
+        done: ReplicaDone,
+    ) -> Result<(), AppendError> {
+        if self.role != Role::Replica {
+            return Err(AppendError::Refused(FollowerRefusal::NotFollower));
+        }
+        let queue = self.queue.lock().expect("queue lock");
+        let queue = queue.as_ref().ok_or(AppendError::Closed)?;
+        queue
+            .send(Command::Control(Control::Replicate { ops, done }))
+            .map_err(|_| AppendError::Closed)
+    }
+
+    /// A replica's append of a primary's encoded transactions, byte for byte, made durable
     /// here (one write, one fsync). Each must be the next seqno; they are checked (decoding,
     /// commit evidence, signatures against this node's tree) before anything is written.
     /// Returns the newest durable txid. Nothing appended is visible to readers until
     /// [`Ledger::commit_through`] commits it.
     pub fn append_encoded(&self, txs: Vec<(TxId, Vec<u8>)>) -> Result<Option<TxId>, AppendError> {
-        self.control(|reply| Control::AppendEncoded { txs, reply })
+        let (reply, answer) = mpsc::sync_channel(1);
+        let ops = txs
+            .into_iter()
+            .map(|(txid, bytes)| (txid, ReplicaOp::Encoded(bytes)))
+            .collect();
+        self.replicate(
+            ops,
+            Box::new(move |result| {
+                let _ = reply.send(result);
+            }),
+        )?;
+        answer.recv().unwrap_or(Err(AppendError::Closed))
     }
 
     /// A follower's commit point: commits every durable transaction through the last
@@ -901,7 +993,7 @@ impl Ledger {
     }
 
     fn control<T>(&self, make: impl FnOnce(writer::Reply<T>) -> Control) -> Result<T, AppendError> {
-        if self.role != Role::Follower {
+        if self.role != Role::Replica {
             return Err(AppendError::Refused(FollowerRefusal::NotFollower));
         }
         let (reply, answer) = mpsc::sync_channel(1);
@@ -983,6 +1075,35 @@ impl Ledger {
     /// storage fault is not a failure: see [`Ledger::write_health`]).
     pub fn failure(&self) -> Option<String> {
         self.shared.failure()
+    }
+
+    /// The newest durable transaction (committed or not).
+    pub fn durable(&self) -> Option<TxId> {
+        self.shared.published.lock().expect("state lock").durable
+    }
+
+    /// The durable transactions with seqnos `from..=to` (clamped to the durable end), as
+    /// encoded in the ledger, committed or not: what a replica that leads sends to the others.
+    pub fn durable_transactions(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(TxId, Vec<u8>)>, StoreError> {
+        let end = self.durable().map_or(0, TxId::seqno).min(to);
+        (from.max(1)..=end)
+            .map(|seqno| self.noted(self.stored(seqno)))
+            .collect()
+    }
+
+    /// Whether the data key's use budget calls for a rotation within the next `ahead`
+    /// transactions: a replica that leads then proposes [`ReplicaOp::Rotation`] (a primary
+    /// that sequences its own writes rotates by itself).
+    pub fn rotation_due_within(&self, ahead: u64) -> bool {
+        let next = self.durable().map_or(1, |t| t.seqno() + 1);
+        self.shared
+            .keys
+            .sealing(self.key_rotation_every)
+            .rotation_due(next + ahead)
     }
 
     /// Blocks until `txid`'s seqno is committed or `timeout` passes; returns the status then.
@@ -1538,7 +1659,10 @@ impl Drop for Ledger {
     }
 }
 
-fn node_registration(node: &NodeIdentity) -> TableWrite {
+/// The governance write that registers `node`'s certificate under its node id: receipts
+/// signed by the node find its certificate through it. A cluster's leader writes it for a node
+/// that joins.
+pub fn node_registration(node: &NodeIdentity) -> TableWrite {
     TableWrite {
         table: entry::tables::NODES.into(),
         key: node.signing_key.node_id().to_hex(),
@@ -1551,6 +1675,13 @@ fn node_registration(node: &NodeIdentity) -> TableWrite {
 pub fn ledger_secret(dir: &Path, kek: &KekSource) -> Result<LedgerSecret, StoreError> {
     let kek = crypto::load_kek(kek, dir, false)?;
     Ok(LedgerSecret::load(&dir.join(SECRET_FILE), &kek)?)
+}
+
+/// The raw ledger secret of the ledger in `dir`: what a node joining the service receives over
+/// the authenticated join channel.
+pub fn export_ledger_secret(dir: &Path, kek: &KekSource) -> Result<[u8; 32], StoreError> {
+    let kek = crypto::load_kek(kek, dir, false)?;
+    Ok(LedgerSecret::export(&dir.join(SECRET_FILE), &kek)?)
 }
 
 /// Why an index that failed to open is rebuilt, without repeating its path.

@@ -19,7 +19,7 @@ use crate::tree::{EntryClass, FrameRecord, TreeWriter};
 use crate::writer::{Pending, Submission};
 use crate::{AppendError, FollowerRefusal};
 use ledger_core::TxId;
-use ledger_core::entry::{self, EntryView, Sealer, SignatureRecord, TxBody};
+use ledger_core::entry::{self, EntryView, Sealer, SignatureRecord, TableWrite, TxBody};
 use ledger_core::hash::Hash32;
 use ledger_core::signing::NodeSigningKey;
 use std::time::{Duration, Instant};
@@ -41,6 +41,47 @@ pub(crate) struct Sequenced {
     keys: Sealing,
     /// The last transaction of the batch (None for an empty batch).
     pub last: Option<TxId>,
+}
+
+/// One transaction of a replica's append, at the seqno consensus gave it.
+pub enum ReplicaOp {
+    /// A primary's encoded transaction, kept byte for byte once checked.
+    Encoded(Vec<u8>),
+    /// This node's own proposal while it leads: encoded and sealed here.
+    Write(PreparedWrite),
+    /// Public governance writes encoded here. Encoding them is deterministic (nothing is
+    /// sealed or drawn at random), so every replica that encodes the same writes at the same
+    /// txid holds the same bytes: consensus's own entries (a new view, a membership change)
+    /// become ledger transactions this way on every node.
+    Governance(Vec<TableWrite>),
+    /// This node's signature over the root of every transaction before it.
+    Signature,
+    /// A new ledger secret, recorded under the current one (FORMAT.md §5.1).
+    Rotation,
+}
+
+/// A client's write checked against the store's limits, with its claims digest: what a
+/// primary proposes to consensus before it has a seqno ([`crate::Ledger::prepare`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedWrite {
+    pub(crate) body: TxBody,
+    pub(crate) claims_digest: Hash32,
+}
+
+/// Why a replica's append was not taken.
+pub(crate) enum ReplicateError {
+    /// The transactions do not continue this ledger; nothing was written.
+    Refused(FollowerRefusal),
+    /// Encoding this node's own proposal failed; nothing was written.
+    Failed(String),
+    /// Signing would contradict a root this node signed before: the store must stop.
+    ForkGuard(String),
+}
+
+impl From<FollowerRefusal> for ReplicateError {
+    fn from(r: FollowerRefusal) -> Self {
+        ReplicateError::Refused(r)
+    }
 }
 
 /// Why a primary could not sequence a batch.
@@ -181,20 +222,12 @@ impl Sequencer {
             || self.last_signature_at.elapsed() >= self.sign_interval;
         if unsigned > 0 && due {
             let txid = TxId::new(self.view, seqno).expect("view and seqno are >= 1");
-            // A signature at seqno s signs the root of leaves 0..s, i.e. everything before it.
-            let root = out.tree.root().expect("leaf 0 is always present");
-            if let Some(g) = guard.last().filter(|g| g.seqno == seqno && g.root != root) {
-                let reason = format!(
-                    "refusing to sign seqno {} with root {root}: this node already signed root {} there (fork guard)",
-                    g.seqno, g.root
-                );
-                return Err((SequenceError::ForkGuard(reason), out.txs));
-            }
-            let body = TxBody::Signature(SignatureRecord {
-                node_id: self.node_id,
-                root,
-                signature: self.key.sign_root(&root),
-            });
+            let record = match self.signature(seqno, &out, guard) {
+                Ok(record) => record,
+                Err(e) => return Err((e, out.txs)),
+            };
+            let root = record.root;
+            let body = TxBody::Signature(record);
             let bytes = encode(ring, &out.keys, txid, &body, &Hash32::ZERO)
                 .expect("signatures have no private part");
             out.push_frame(base, txid, &bytes, EntryClass::Signature);
@@ -204,90 +237,119 @@ impl Sequencer {
         Ok(out)
     }
 
-    /// Takes a primary's encoded transactions unchanged (a follower's append): each must be
-    /// the next seqno, in a view no older than the last one, decode (with the ledger secret),
-    /// and every signature must sign exactly the root of the transactions before it here.
+    /// A replica's append: transactions at the seqnos consensus gave them, each the next
+    /// seqno and in a view no older than the last. A primary's encoded transaction
+    /// ([`ReplicaOp::Encoded`]) must decode (with the ledger secret) and every signature must
+    /// sign exactly the root of the transactions before it here; the others are encoded here
+    /// ([`ReplicaOp`]). A bad batch is refused whole and nothing of it is kept.
     ///
     /// A rotation among them joins `ring` at once (the entries after it are opened with the
     /// key it records); if the batch is refused, or later fails to reach the disk, the ring is
     /// cut back to the durable end ([`KeyRing::truncate_after`]).
-    pub fn accept(
+    pub fn replicate(
         &self,
-        txs: &[(TxId, Vec<u8>)],
+        ops: Vec<(TxId, ReplicaOp)>,
         base: u64,
         ring: &KeyRing,
-    ) -> Result<Sequenced, FollowerRefusal> {
-        let accepted = self.accept_into(txs, base, ring);
-        if accepted.is_err() {
+        guard: &ForkGuard,
+    ) -> Result<Sequenced, ReplicateError> {
+        let replicated = self.replicate_into(ops, base, ring, guard);
+        if replicated.is_err() {
             ring.truncate_after(self.next_seqno - 1);
         }
-        accepted
+        replicated
     }
 
-    fn accept_into(
+    fn replicate_into(
         &self,
-        txs: &[(TxId, Vec<u8>)],
+        ops: Vec<(TxId, ReplicaOp)>,
         base: u64,
         ring: &KeyRing,
-    ) -> Result<Sequenced, FollowerRefusal> {
-        let mut out = self.empty_batch(txs.len());
+        guard: &ForkGuard,
+    ) -> Result<Sequenced, ReplicateError> {
+        let mut out = self.empty_batch(ops.len());
         let mut view = self.view;
-        for (expected, (txid, bytes)) in (self.next_seqno..).zip(txs) {
+        for (expected, (txid, op)) in (self.next_seqno..).zip(ops) {
             if txid.seqno() != expected {
                 return Err(FollowerRefusal::OutOfSequence {
                     expected,
-                    got: *txid,
-                });
+                    got: txid,
+                }
+                .into());
             }
             if txid.view() < view {
-                return Err(FollowerRefusal::ViewRegressed { view, got: *txid });
+                return Err(FollowerRefusal::ViewRegressed { view, got: txid }.into());
             }
-            let malformed = |reason: String| FollowerRefusal::Malformed {
-                txid: *txid,
-                reason,
+            let made = |body: TxBody, claims_digest: Hash32, out: &Sequenced| {
+                encode(ring, &out.keys, txid, &body, &claims_digest)
+                    .map(|bytes| (bytes, body))
+                    .ok_or_else(|| {
+                        ReplicateError::Failed("the OS random number generator failed".into())
+                    })
             };
-            if bytes.is_empty() || bytes.len() > segment::MAX_PAYLOAD_LEN as usize {
-                return Err(malformed(format!(
-                    "{} bytes does not fit a frame (1 to {} bytes)",
-                    bytes.len(),
-                    segment::MAX_PAYLOAD_LEN
-                )));
-            }
-            let parsed =
-                EntryView::parse(bytes, txid.seqno()).map_err(|e| malformed(e.to_string()))?;
-            if parsed.txid != *txid {
-                return Err(malformed(format!("the entry names txid {}", parsed.txid)));
-            }
-            let evidence = ring.commit_secret().evidence(*txid);
-            if evidence.digest() != parsed.commit_evidence_digest {
-                return Err(malformed(
-                    "its commit evidence was not made with this ledger's secret".into(),
-                ));
-            }
-            ring.observe(*txid, &parsed)
-                .map_err(|e| malformed(e.to_string()))?;
-            let body = parsed
-                .body(Some(&*ring.opener(txid.seqno())))
-                .map_err(|e| malformed(e.to_string()))?;
-            if let TxBody::Signature(record) = &body {
-                let root = out.tree.root().expect("leaf 0 is always present");
-                if record.root != root {
-                    return Err(FollowerRefusal::RootMismatch { txid: *txid });
+            let (bytes, body) = match op {
+                ReplicaOp::Encoded(bytes) => {
+                    let body = check_encoded(txid, &bytes, ring, &out)?;
+                    (bytes, body)
                 }
+                ReplicaOp::Write(write) => made(write.body, write.claims_digest, &out)?,
+                ReplicaOp::Governance(writes) => {
+                    made(TxBody::Governance(writes), Hash32::ZERO, &out)?
+                }
+                ReplicaOp::Rotation => {
+                    let write = out
+                        .keys
+                        .rotate(txid.seqno())
+                        .map_err(|e| ReplicateError::Failed(e.to_string()))?;
+                    made(TxBody::Governance(vec![write]), Hash32::ZERO, &out)?
+                }
+                ReplicaOp::Signature => {
+                    let record = self.signature(txid.seqno(), &out, guard).map_err(
+                        |SequenceError::ForkGuard(reason)| ReplicateError::ForkGuard(reason),
+                    )?;
+                    made(TxBody::Signature(record), Hash32::ZERO, &out)?
+                }
+            };
+            crate::limits::check_frame(bytes.len())
+                .map_err(|e| ReplicateError::Failed(e.to_string()))?;
+            if let TxBody::Signature(record) = &body {
                 out.signatures.push((
-                    *txid,
+                    txid,
                     SignedPoint {
                         seqno: txid.seqno(),
-                        root,
+                        root: record.root,
                     },
                 ));
             }
             let class = EntryClass::of(&body);
-            out.push_frame(base, *txid, bytes, class);
-            out.ops.push((*txid, index_op(body)));
+            out.push_frame(base, txid, &bytes, class);
+            out.ops.push((txid, index_op(body)));
             view = txid.view();
         }
         Ok(out)
+    }
+
+    /// This node's signature transaction at `seqno`, over the root of everything before it
+    /// in `out`'s tree, unless the fork guard says this node signed another root there.
+    fn signature(
+        &self,
+        seqno: u64,
+        out: &Sequenced,
+        guard: &ForkGuard,
+    ) -> Result<SignatureRecord, SequenceError> {
+        // A signature at seqno s signs the root of leaves 0..s, i.e. everything before it.
+        let root = out.tree.root().expect("leaf 0 is always present");
+        if let Some(g) = guard.last().filter(|g| g.seqno == seqno && g.root != root) {
+            return Err(SequenceError::ForkGuard(format!(
+                "refusing to sign seqno {} with root {root}: this node already signed root {} there (fork guard)",
+                g.seqno, g.root
+            )));
+        }
+        Ok(SignatureRecord {
+            node_id: self.node_id,
+            root,
+            signature: self.key.sign_root(&root),
+        })
     }
 
     /// The batch is durable: move on past it. Key versions it recorded join `ring` before
@@ -405,6 +467,46 @@ fn rotation_before(
         done: Box::new(|_| {}),
         submitted: sub.submitted,
     }))
+}
+
+/// Checks a primary's encoded transaction `bytes` for `txid` against this node's state after
+/// the transactions of `out` so far, and returns its body.
+fn check_encoded(
+    txid: TxId,
+    bytes: &[u8],
+    ring: &KeyRing,
+    out: &Sequenced,
+) -> Result<TxBody, FollowerRefusal> {
+    let malformed = |reason: String| FollowerRefusal::Malformed { txid, reason };
+    if bytes.is_empty() || bytes.len() > segment::MAX_PAYLOAD_LEN as usize {
+        return Err(malformed(format!(
+            "{} bytes does not fit a frame (1 to {} bytes)",
+            bytes.len(),
+            segment::MAX_PAYLOAD_LEN
+        )));
+    }
+    let parsed = EntryView::parse(bytes, txid.seqno()).map_err(|e| malformed(e.to_string()))?;
+    if parsed.txid != txid {
+        return Err(malformed(format!("the entry names txid {}", parsed.txid)));
+    }
+    let evidence = ring.commit_secret().evidence(txid);
+    if evidence.digest() != parsed.commit_evidence_digest {
+        return Err(malformed(
+            "its commit evidence was not made with this ledger's secret".into(),
+        ));
+    }
+    ring.observe(txid, &parsed)
+        .map_err(|e| malformed(e.to_string()))?;
+    let body = parsed
+        .body(Some(&*ring.opener(txid.seqno())))
+        .map_err(|e| malformed(e.to_string()))?;
+    if let TxBody::Signature(record) = &body {
+        let root = out.tree.root().expect("leaf 0 is always present");
+        if record.root != root {
+            return Err(FollowerRefusal::RootMismatch { txid });
+        }
+    }
+    Ok(body)
 }
 
 /// The sealer of a transaction without a private section (governance writes, signatures):

@@ -8,7 +8,7 @@
 //! What moves the commit point depends on the node's [`Role`]. A standalone node commits
 //! through each signature as soon as it is durable, so a write is acknowledged after one
 //! fsync. A follower takes a primary's encoded transactions unchanged
-//! ([`Control::AppendEncoded`]) and commits only when told how far consensus has committed
+//! ([`Control::Replicate`]) and commits only when told how far consensus has committed
 //! ([`Control::CommitThrough`]), always at a signature, as CCF does.
 //!
 //! If an append fails, nothing of the batch is published and its seqnos are not consumed.
@@ -27,7 +27,7 @@ use crate::index::IndexOp;
 use crate::log::{AppendOutcome, SegmentLog};
 use crate::reader::Transactions;
 use crate::recovery;
-use crate::sequencer::{SequenceError, Sequenced, Sequencer};
+use crate::sequencer::{ReplicaOp, ReplicateError, SequenceError, Sequenced, Sequencer};
 use crate::tree::{TreeNodes, TreeWriter};
 use crate::{AppendError, Completion, FollowerRefusal, Role, Shared, StoreConfig};
 use ledger_core::TxId;
@@ -67,13 +67,17 @@ pub(crate) enum Command {
     Control(Control),
 }
 
-/// Requests that drive a follower's log.
+/// Called once, on the writer thread, with the newest durable txid once a replica's append is
+/// durable, or with why it was not written. It must not block.
+pub type ReplicaDone = Box<dyn FnOnce(Result<Option<TxId>, AppendError>) + Send>;
+
+/// Requests that drive a replica's log.
 pub(crate) enum Control {
-    /// Append a primary's encoded transactions unchanged; answered with the newest durable
-    /// txid once they are durable.
-    AppendEncoded {
-        txs: Vec<(TxId, Vec<u8>)>,
-        reply: Reply<Option<TxId>>,
+    /// Append transactions at the seqnos consensus gave them; `done` once they are durable.
+    /// Consecutive appends are written together (one fsync).
+    Replicate {
+        ops: Vec<(TxId, ReplicaOp)>,
+        done: ReplicaDone,
     },
     /// Commit through the last durable signature at or before `seqno`; answered with the
     /// committed txid.
@@ -241,8 +245,16 @@ impl Writer {
                 // count/interval cadence bounds the signing cost.
                 self.process(batch, idle);
             }
-            if let Some(command) = control {
-                self.control(command);
+            let mut next = control.map(Command::Control);
+            while let Some(command) = next.take() {
+                next = match command {
+                    Command::Control(c) => self.control(c, &queue),
+                    Command::Submit(s) => {
+                        self.received(1);
+                        self.process(vec![s], true);
+                        None
+                    }
+                };
             }
         }
         // Closing: everything submitted has been processed; sign the rest and checkpoint.
@@ -278,10 +290,9 @@ impl Writer {
                 self.received(1);
                 (s.done)(Err(e));
             }
+            Command::Control(Control::Replicate { done, .. }) => done(Err(e)),
             Command::Control(
-                Control::AppendEncoded { reply, .. }
-                | Control::CommitThrough { reply, .. }
-                | Control::TruncateAfter { reply, .. },
+                Control::CommitThrough { reply, .. } | Control::TruncateAfter { reply, .. },
             ) => {
                 let _ = reply.send(Err(e));
             }
@@ -339,14 +350,37 @@ impl Writer {
         }
     }
 
-    /// A request other than a submission.
-    fn control(&mut self, control: Control) {
+    /// A request other than a submission. A replica's append takes the appends queued right
+    /// behind it into the same batch (up to `max_batch` transactions); the first other
+    /// command met is returned, to be handled next.
+    fn control(&mut self, control: Control, queue: &Receiver<Command>) -> Option<Command> {
         if self.refusal().is_some() {
-            return self.refuse(Command::Control(control));
+            self.refuse(Command::Control(control));
+            return None;
         }
         match control {
-            Control::AppendEncoded { txs, reply } => {
-                let _ = reply.send(self.append_encoded(&txs));
+            Control::Replicate { ops, done } => {
+                let mut ops = ops;
+                let mut dones = vec![done];
+                let mut next = None;
+                while ops.len() < self.config.max_batch {
+                    match queue.try_recv() {
+                        Ok(Command::Control(Control::Replicate { ops: more, done })) => {
+                            ops.extend(more);
+                            dones.push(done);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let result = self.replicate(ops);
+                for done in dones {
+                    done(result.clone());
+                }
+                return next;
             }
             Control::CommitThrough { seqno, reply } => {
                 let _ = reply.send(self.commit_through(seqno));
@@ -355,13 +389,14 @@ impl Writer {
                 let _ = reply.send(self.truncate_after(seqno));
             }
         }
+        None
     }
 
-    fn append_encoded(&mut self, txs: &[(TxId, Vec<u8>)]) -> Result<Option<TxId>, AppendError> {
+    fn replicate(&mut self, ops: Vec<(TxId, ReplicaOp)>) -> Result<Option<TxId>, AppendError> {
         if self.signs() {
             return Err(AppendError::Refused(FollowerRefusal::NotFollower));
         }
-        if txs.is_empty() {
+        if ops.is_empty() {
             return Ok(self.sequencer.last());
         }
         let next = self.sequencer.next_seqno();
@@ -375,8 +410,15 @@ impl Writer {
             })?;
         let sequenced = self
             .sequencer
-            .accept(txs, base, &self.shared.keys)
-            .map_err(AppendError::Refused)?;
+            .replicate(ops, base, &self.shared.keys, &self.guard)
+            .map_err(|e| match e {
+                ReplicateError::Refused(r) => AppendError::Refused(r),
+                ReplicateError::Failed(reason) => AppendError::Failed(reason),
+                ReplicateError::ForkGuard(reason) => {
+                    self.poison(AppendError::Failed(reason.clone()), None, Vec::new());
+                    AppendError::Failed(reason)
+                }
+            })?;
         self.make_durable(sequenced);
         match self.refusal() {
             Some(e) => Err(e),

@@ -16,7 +16,7 @@ use std::path::Path;
 
 fn follower_config() -> StoreConfig {
     StoreConfig {
-        role: Role::Follower,
+        role: Role::Replica,
         ..StoreConfig::default()
     }
 }
@@ -373,7 +373,7 @@ fn a_follower_cuts_an_uncommitted_suffix_and_takes_another_primarys() {
     let follower = reopen(
         &p.follower_dir,
         StoreConfig {
-            role: Role::Follower,
+            role: Role::Replica,
             ..small
         },
     )

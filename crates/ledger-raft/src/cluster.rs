@@ -1,0 +1,394 @@
+//! A node of a cledger cluster: openraft running over the ledger, the peer listener, and the
+//! leader's signer. What the client personality asks of a replicated ledger: propose a write
+//! and wait until it is committed, who the primary is, and the cluster's state.
+//!
+//! **Signing.** Only the leader signs. Its signer proposes a signature transaction whenever
+//! transactions follow the last signature it proposed — one signature in flight at a time,
+//! and at most one per `sign_interval` unless `sign_every` transactions wait — so under load a
+//! signature covers many writes, and a new leader signs at once after its blank entry. A
+//! write is acknowledged once a signature after it is committed (replicated to a majority):
+//! then, and only then, its receipt exists and no view change can undo it.
+
+use crate::log_store::{LedgerLogStore, LogShared};
+use crate::network::{PeerNetwork, PeerTls, PeerTlsError, serve_peers};
+use crate::state_machine::LedgerStateMachine;
+use crate::types::{
+    Membership, NodeId, PeerNode, Proposal, Raft, membership_write, nodes, txid_of,
+};
+use ledger_core::TxId;
+use ledger_store::{AppendError, Ledger, ReplicaOp, TxStatus, WriteRequest};
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// How a node takes part in its cluster.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    pub node: PeerNode,
+    pub tls: PeerTls,
+    /// Raft heartbeat; elections start after 3–6 missed heartbeats.
+    pub heartbeat: Duration,
+    pub sign_interval: Duration,
+    pub sign_every: u64,
+    /// How long a write waits to be committed before it is answered as not yet committed.
+    pub commit_timeout: Duration,
+}
+
+impl ClusterConfig {
+    pub fn new(node_id: NodeId, node: PeerNode, tls: PeerTls) -> Self {
+        ClusterConfig {
+            node_id,
+            node,
+            tls,
+            heartbeat: Duration::from_millis(100),
+            sign_interval: Duration::from_millis(2),
+            sign_every: 1000,
+            commit_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Tls(#[from] PeerTlsError),
+    #[error("the cluster's Raft state: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("consensus: {0}")]
+    Raft(String),
+    #[error("the ledger: {0}")]
+    Ledger(#[from] AppendError),
+}
+
+/// Why a write was not acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// Refused before it was proposed; nothing was written.
+    #[error(transparent)]
+    Refused(AppendError),
+    /// This node does not lead; the primary, if one is known, takes writes.
+    #[error("this node is not the primary")]
+    NotPrimary { primary: Option<(NodeId, PeerNode)> },
+    /// Proposed, but its fate is not known yet (a view change, or no signature committed in
+    /// time): its txid's status tells later.
+    #[error("transaction {txid} is not committed yet ({reason}); check its status later")]
+    Pending { txid: TxId, reason: String },
+    /// Proposed and rolled back by a view change: it is not in the ledger.
+    #[error("transaction {0} was rolled back by a view change; write it again")]
+    RolledBack(TxId),
+    #[error("the node is shutting down")]
+    Closed,
+}
+
+/// What `/node/network/nodes` and `cledger cluster status` show of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub node_id: NodeId,
+    pub node: PeerNode,
+    pub voter: bool,
+    pub primary: bool,
+    /// The newest seqno the leader knows this node holds (leader only).
+    pub matched: Option<u64>,
+}
+
+/// This node's view of the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterStatus {
+    pub node_id: NodeId,
+    pub state: ServerState,
+    pub view: u64,
+    pub primary: Option<NodeId>,
+    pub last_log_index: u64,
+    pub committed: Option<TxId>,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// A running cluster node.
+pub struct Cluster {
+    raft: Raft,
+    shared: Arc<LogShared>,
+    config: ClusterConfig,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// Starts consensus on the replica ledger `ledger` of `dir`, serving peers on
+    /// `peer_listener`. A ledger that records no membership yet is *founded* by this node as
+    /// a cluster of one (its first membership transaction and a signature are appended and
+    /// committed here), unless `joining`: a joining node waits for the leader to reach it.
+    pub async fn start(
+        dir: &Path,
+        ledger: Arc<Ledger>,
+        config: ClusterConfig,
+        peer_listener: TcpListener,
+        joining: bool,
+    ) -> Result<Cluster, ClusterError> {
+        let shared = LogShared::open(dir, ledger)?;
+        let membership = crate::state_machine::committed_membership(&shared)?;
+        if !joining && membership.membership().nodes().next().is_none() {
+            found(&shared, &config).await?;
+        }
+        let raft_config = openraft::Config {
+            cluster_name: "cledger".into(),
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            election_timeout_min: 3 * config.heartbeat.as_millis() as u64,
+            election_timeout_max: 6 * config.heartbeat.as_millis() as u64,
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            max_payload_entries: 4096,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let network = PeerNetwork::new(&config.tls)?;
+        let raft = Raft::new(
+            config.node_id.clone(),
+            Arc::new(raft_config),
+            network,
+            LedgerLogStore::new(shared.clone()),
+            LedgerStateMachine::new(shared.clone()),
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let peers = serve_peers(peer_listener, config.tls.server_config()?, raft.clone());
+        let signer = tokio::spawn(sign(raft.clone(), shared.clone(), config.clone()));
+        Ok(Cluster {
+            raft,
+            shared,
+            config,
+            tasks: vec![peers, signer],
+        })
+    }
+
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.shared.ledger
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn node_id(&self) -> &NodeId {
+        &self.config.node_id
+    }
+
+    /// The primary, if this node knows one.
+    pub fn primary(&self) -> Option<(NodeId, PeerNode)> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let leader = metrics.current_leader?;
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()?;
+        Some((leader, node))
+    }
+
+    /// Proposes `request` and waits until it is committed (a signature after it replicated
+    /// to a majority). Only the primary takes writes.
+    pub async fn write(&self, request: WriteRequest) -> Result<TxId, WriteError> {
+        let prepared = Ledger::prepare(request).map_err(WriteError::Refused)?;
+        let response = match self.raft.client_write(Proposal::Write(prepared)).await {
+            Ok(response) => response,
+            Err(openraft::errors::RaftError::APIError(
+                openraft::errors::ClientWriteError::ForwardToLeader(_),
+            )) => {
+                return Err(WriteError::NotPrimary {
+                    primary: self.primary(),
+                });
+            }
+            Err(openraft::errors::RaftError::APIError(e)) => {
+                return Err(WriteError::Refused(AppendError::Failed(e.to_string())));
+            }
+            Err(openraft::errors::RaftError::Fatal(_)) => return Err(WriteError::Closed),
+        };
+        let txid = txid_of(&response.log_id).expect("a write has a seqno");
+        self.wait_committed(txid).await
+    }
+
+    /// Waits until `txid` is committed, or says why it is not.
+    pub async fn wait_committed(&self, txid: TxId) -> Result<TxId, WriteError> {
+        let mut committed = self.shared.committed();
+        let reached = tokio::time::timeout(
+            self.config.commit_timeout,
+            committed.wait_for(|c| *c >= txid.seqno()),
+        )
+        .await;
+        match self.shared.ledger.status(txid) {
+            TxStatus::Committed => Ok(txid),
+            TxStatus::Invalid => Err(WriteError::RolledBack(txid)),
+            _ => Err(WriteError::Pending {
+                txid,
+                reason: match reached {
+                    Err(_) => format!(
+                        "no signature after it was committed within {:?}",
+                        self.config.commit_timeout
+                    ),
+                    Ok(_) => "its seqno was taken over by another view".into(),
+                },
+            }),
+        }
+    }
+
+    /// Adds a node the service trusts: first as a learner, which the leader brings up to date,
+    /// then as a voter. Leader only.
+    pub async fn add_node(&self, node_id: NodeId, node: PeerNode) -> Result<(), ClusterError> {
+        self.raft
+            .add_learner(node_id.clone(), node, true)
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        self.raft
+            .change_membership(
+                openraft::ChangeMembers::AddVoterIds(BTreeSet::from([node_id])),
+                false,
+            )
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Retires a node: it leaves the membership (voter and node). Leader only.
+    pub async fn remove_node(&self, node_id: NodeId) -> Result<(), ClusterError> {
+        let ids = BTreeSet::from([node_id]);
+        self.raft
+            .change_membership(openraft::ChangeMembers::RemoveVoters(ids.clone()), false)
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        self.raft
+            .change_membership(openraft::ChangeMembers::RemoveNodes(ids), false)
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        Ok(())
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let matched: BTreeMap<NodeId, u64> = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|(id, l)| l.as_ref().map(|l| (id.clone(), l.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ClusterStatus {
+            node_id: self.config.node_id.clone(),
+            state: m.state,
+            view: m.current_term,
+            primary: m.current_leader.clone(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            committed: self.shared.ledger.committed(),
+            nodes: nodes(membership)
+                .into_iter()
+                .map(|(id, node)| NodeStatus {
+                    voter: voters.contains(&id),
+                    primary: m.current_leader.as_ref() == Some(&id),
+                    matched: matched.get(&id).copied(),
+                    node_id: id,
+                    node,
+                })
+                .collect(),
+        }
+    }
+
+    /// Stops consensus and the peer listener; the ledger stays open (the caller closes it).
+    pub async fn shutdown(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+/// Founds a cluster of one on a ledger that records no membership: appends, as this node in
+/// the view of its last transaction, the first membership transaction and a signature, and
+/// commits them. The vote is set to that view, so the first election opens the next one.
+async fn found(shared: &Arc<LogShared>, config: &ClusterConfig) -> Result<(), ClusterError> {
+    let ledger = shared.ledger.clone();
+    let last = ledger.durable();
+    let view = last.map_or(1, TxId::view);
+    let next = last.map_or(1, |t| t.seqno() + 1);
+    let membership = Membership::new(
+        vec![BTreeSet::from([config.node_id.clone()])],
+        BTreeMap::from([(config.node_id.clone(), config.node.clone())]),
+    )
+    .map_err(|e| ClusterError::Raft(e.to_string()))?;
+    let at = |seqno| TxId::new(view, seqno).expect("view and seqno are >= 1");
+    let ops = vec![
+        (
+            at(next),
+            ReplicaOp::Governance(vec![membership_write(at(next), membership)]),
+        ),
+        (at(next + 1), ReplicaOp::Signature),
+    ];
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    ledger.replicate(
+        ops,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    )?;
+    rx.await.map_err(|_| AppendError::Closed)??;
+    let committed = tokio::task::spawn_blocking(move || ledger.commit_through(next + 1))
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))??;
+    shared
+        .committed
+        .send_replace(committed.map_or(0, TxId::seqno));
+    shared.save_vote(&openraft::impls::Vote::new(view, config.node_id.clone()))?;
+    tracing::info!(node = %config.node_id, view, "founded a cluster of one");
+    Ok(())
+}
+
+/// The leader's signer (see the module docs). Also proposes a ledger secret rotation when the
+/// data key's budget nearly runs out.
+async fn sign(raft: Raft, shared: Arc<LogShared>, config: ClusterConfig) {
+    let mut metrics = raft.metrics();
+    let mut signed_through = 0u64;
+    let mut term = 0u64;
+    let mut last_signature = Instant::now();
+    loop {
+        if metrics.changed().await.is_err() {
+            return;
+        }
+        let m = metrics.borrow_and_update().clone();
+        if m.state != ServerState::Leader {
+            continue;
+        }
+        if m.current_term != term {
+            term = m.current_term;
+            signed_through = 0;
+            tracing::info!(view = term, node = %config.node_id, "this node is the primary");
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        if last <= signed_through {
+            continue;
+        }
+        if shared.ledger.rotation_due_within(1 << 16) {
+            if let Err(e) = raft.client_write(Proposal::Rotation).await {
+                tracing::warn!(error = %e, "proposing a ledger secret rotation failed");
+            }
+            continue;
+        }
+        if last - signed_through < config.sign_every {
+            let due = last_signature + config.sign_interval;
+            tokio::time::sleep_until(due.into()).await;
+        }
+        match raft.client_write(Proposal::Signature).await {
+            Ok(response) => {
+                signed_through = response.log_id.index;
+                last_signature = Instant::now();
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "proposing a signature failed");
+            }
+        }
+    }
+}

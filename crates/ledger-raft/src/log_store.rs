@@ -1,0 +1,284 @@
+//! openraft's log storage over the ledger: the ledger *is* the Raft log.
+//!
+//! `append` turns each entry into a ledger transaction at its log id ([`ledger_op`]) and hands
+//! the batch to the store's writer (`Ledger::replicate`), which encodes the leader's own
+//! proposals, checks a leader's bytes on a follower, and makes them durable with one fsync per
+//! group of appends; openraft's callback fires after that fsync. Reads come back from the
+//! segments as Raft entries ([`entry_of`]); a read of entries appended but not yet durable
+//! waits until they are (the leader replicates what it stored, byte for byte).
+//! `truncate_after` cuts an uncommitted suffix (`Ledger::truncate_after`); `purge` keeps
+//! everything (receipts need the whole ledger), so nothing is ever reported purged.
+//!
+//! The vote is kept in `raft/vote.json` in the data directory, replaced atomically and
+//! fsync'd before openraft is told it is saved.
+
+use crate::types::{Entry, LedgerRaft, LogId, Vote, entry_of, ledger_op, log_id_of, zero_log_id};
+use ledger_core::TxId;
+use ledger_store::{AppendError, Ledger};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long a read waits for entries that were appended to become durable.
+const DURABLE_WAIT: Duration = Duration::from_secs(30);
+
+/// What the log store, its readers and the state machine share.
+pub struct LogShared {
+    pub ledger: Arc<Ledger>,
+    /// The newest durable seqno (0: none), moved by append callbacks and truncations.
+    durable: watch::Sender<u64>,
+    /// The newest committed seqno (0: none), moved by the state machine; writers wait on it.
+    pub(crate) committed: watch::Sender<u64>,
+    /// The newest seqno handed to the writer (0: none).
+    appended: Mutex<u64>,
+    vote_path: PathBuf,
+    vote: Mutex<Option<Vote>>,
+}
+
+impl LogShared {
+    /// Opens the Raft state of the replica ledger `ledger` in `dir`.
+    pub fn open(dir: &Path, ledger: Arc<Ledger>) -> io::Result<Arc<LogShared>> {
+        let raft_dir = dir.join("raft");
+        std::fs::create_dir_all(&raft_dir)?;
+        let vote_path = raft_dir.join("vote.json");
+        let vote = match std::fs::read(&vote_path) {
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", vote_path.display()),
+                )
+            })?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let durable = ledger.durable().map_or(0, TxId::seqno);
+        let committed = ledger.committed().map_or(0, TxId::seqno);
+        Ok(Arc::new(LogShared {
+            committed: watch::Sender::new(committed),
+            ledger,
+            durable: watch::Sender::new(durable),
+            appended: Mutex::new(durable),
+            vote_path,
+            vote: Mutex::new(vote),
+        }))
+    }
+
+    /// Watches the ledger's committed seqno.
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    /// The newest durable seqno.
+    pub fn durable(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
+    /// Waits until seqno `seqno` is durable here.
+    pub async fn wait_durable(&self, seqno: u64) -> io::Result<()> {
+        let mut rx = self.durable.subscribe();
+        match tokio::time::timeout(DURABLE_WAIT, rx.wait_for(|d| *d >= seqno)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "seqno {seqno} did not become durable: {}",
+                    self.ledger
+                        .failure()
+                        .unwrap_or_else(|| "the writer is behind".into())
+                ),
+            )),
+        }
+    }
+
+    /// Saves `vote` durably (write, fsync, rename, fsync the directory).
+    pub fn save_vote(&self, vote: &Vote) -> io::Result<()> {
+        let tmp = self.vote_path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec(vote).map_err(io::Error::other)?;
+        {
+            let mut file = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut file, &bytes)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.vote_path)?;
+        if let Some(dir) = self.vote_path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        *self.vote.lock().expect("vote lock") = Some(vote.clone());
+        Ok(())
+    }
+
+    pub fn vote(&self) -> Option<Vote> {
+        self.vote.lock().expect("vote lock").clone()
+    }
+}
+
+fn store_error(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Runs blocking ledger work off the async runtime's threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(format!("ledger task failed: {e}")))?
+}
+
+/// The log storage handed to openraft.
+#[derive(Clone)]
+pub struct LedgerLogStore {
+    shared: Arc<LogShared>,
+}
+
+impl LedgerLogStore {
+    pub fn new(shared: Arc<LogShared>) -> Self {
+        LedgerLogStore { shared }
+    }
+}
+
+impl RaftLogReader<LedgerRaft> for LedgerLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s + 1,
+            Bound::Unbounded => 0,
+        };
+        let appended = *self.shared.appended.lock().expect("appended lock");
+        let last = match range.end_bound() {
+            Bound::Included(e) => *e,
+            Bound::Excluded(0) => return Ok(Vec::new()),
+            Bound::Excluded(e) => e - 1,
+            Bound::Unbounded => appended,
+        }
+        .min(appended);
+        let mut entries = Vec::new();
+        if start == 0 {
+            entries.push(Entry {
+                log_id: zero_log_id(),
+                payload: openraft::EntryPayload::Blank,
+            });
+        }
+        let first = start.max(1);
+        if first > last {
+            return Ok(entries);
+        }
+        self.shared.wait_durable(last).await?;
+        let ledger = self.shared.ledger.clone();
+        let txs = blocking(move || {
+            ledger
+                .durable_transactions(first, last)
+                .map_err(store_error)
+        })
+        .await?;
+        for (txid, bytes) in txs {
+            entries.push(entry_of(txid, bytes).map_err(store_error)?);
+        }
+        Ok(entries)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.shared.vote())
+    }
+}
+
+impl RaftLogStorage<LedgerRaft> for LedgerLogStore {
+    type LogReader = LedgerLogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<LedgerRaft>, io::Error> {
+        let last = self.shared.ledger.durable().map(log_id_of);
+        Ok(LogState {
+            last_purged_log_id: None,
+            last_log_id: last.or(Some(zero_log_id())),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let shared = self.shared.clone();
+        let vote = vote.clone();
+        blocking(move || shared.save_vote(&vote)).await
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<LedgerRaft>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut ops = Vec::new();
+        let mut last = None;
+        for entry in entries {
+            last = Some(entry.log_id.index);
+            if entry.log_id.index == 0 {
+                // The virtual entry: every node has it, nobody stores it.
+                continue;
+            }
+            ops.push(ledger_op(entry).map_err(store_error)?);
+        }
+        let Some(last) = last else {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        };
+        if ops.is_empty() {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        }
+        *self.shared.appended.lock().expect("appended lock") = last;
+        let shared = self.shared.clone();
+        self.shared
+            .ledger
+            .replicate(
+                ops,
+                Box::new(
+                    move |result: Result<Option<TxId>, AppendError>| match result {
+                        Ok(durable) => {
+                            shared.durable.send_replace(durable.map_or(0, TxId::seqno));
+                            callback.io_completed(Ok(()));
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the ledger refused a Raft append");
+                            callback.io_completed(Err(store_error(e)));
+                        }
+                    },
+                ),
+            )
+            .map_err(store_error)
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let seqno = last_log_id.map_or(0, |l| l.index);
+        let ledger = self.shared.ledger.clone();
+        let durable = blocking(move || ledger.truncate_after(seqno).map_err(store_error)).await?;
+        let durable = durable.map_or(0, TxId::seqno);
+        *self.shared.appended.lock().expect("appended lock") = durable;
+        self.shared.durable.send_replace(durable);
+        tracing::warn!(
+            after = seqno,
+            "truncated an uncommitted suffix of the ledger"
+        );
+        Ok(())
+    }
+
+    async fn purge(&mut self, _log_id: LogId) -> Result<(), io::Error> {
+        // The ledger keeps its whole history: receipts of any transaction need it. Snapshots
+        // are never built (SnapshotPolicy::Never), so openraft never asks to purge beyond
+        // what it already considers purged.
+        Ok(())
+    }
+}
