@@ -78,28 +78,17 @@ pub struct ClusterNode {
     adding: Mutex<BTreeSet<NodeId>>,
 }
 
-/// Starts consensus for `node` (its ledger opened as a replica), serving peers on
-/// `config.peer_listen`; `client_url` is where clients reach this node.
+/// Starts consensus for `node` (its ledger opened as a replica), serving peers on `listener`
+/// (bound to `config.peer_listen`); `client_url` is where clients reach this node.
 pub async fn start(
     config: &ServeConfig,
     node: &crate::node::Node,
     client_url: String,
+    listener: tokio::net::TcpListener,
 ) -> Result<Arc<ClusterNode>, ServeError> {
-    let peer_listen = config
-        .peer_listen
-        .ok_or_else(|| ServeError::Internal("cluster::start without peer_listen".into()))?;
-    let listener = tokio::net::TcpListener::bind(peer_listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: peer_listen,
-            source,
-        })?;
     let peer_address = listener
         .local_addr()
-        .map_err(|source| ServeError::Bind {
-            addr: peer_listen,
-            source,
-        })?
+        .map_err(|e| ServeError::Internal(format!("the peer listener: {e}")))?
         .to_string();
     let files = &node.files;
     let cluster_config = ClusterConfig::new(
@@ -885,4 +874,16 @@ pub async fn wait_for_genesis(handle: &dyn LedgerHandle, timeout: Duration) -> b
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until this node knows a primary.
+pub async fn wait_for_primary(cluster: &Cluster, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while cluster.primary().is_none() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
