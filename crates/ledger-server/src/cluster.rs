@@ -85,6 +85,7 @@ pub async fn start(
     node: &crate::node::Node,
     client_url: String,
     listener: tokio::net::TcpListener,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<Arc<ClusterNode>, ServeError> {
     let peer_address = listener
         .local_addr()
@@ -113,6 +114,7 @@ pub async fn start(
     .await
     .map_err(|e| ServeError::Internal(format!("consensus: {e}")))?;
     let cluster = Arc::new(cluster);
+    tokio::spawn(report(cluster.clone(), metrics));
     let handle: Arc<dyn LedgerHandle> = Arc::new(ledger_raft::ClusterHandle::new(
         cluster.clone(),
         tokio::runtime::Handle::current(),
@@ -131,6 +133,51 @@ pub async fn start(
         },
         adding: Mutex::new(BTreeSet::new()),
     }))
+}
+
+/// Keeps the cluster metrics current and logs every change of view and primary. Ends with
+/// consensus.
+async fn report(cluster: Arc<Cluster>, metrics: Arc<crate::metrics::Metrics>) {
+    let mut seen: Option<(u64, Option<NodeId>)> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if cluster.is_shut_down() {
+            return;
+        }
+        let status = cluster.status();
+        let primary = status.primary.as_ref() == Some(&status.node_id);
+        metrics.cluster_primary.set(i64::from(primary));
+        metrics.cluster_view.set(status.view as i64);
+        metrics
+            .cluster_commit_seqno
+            .set(status.committed.map_or(0, |t| t.seqno()) as i64);
+        metrics.cluster_peer_lag.clear();
+        if primary {
+            for n in status.nodes.iter().filter(|n| n.node_id != status.node_id) {
+                let lag = status.last_log_index.saturating_sub(n.matched.unwrap_or(0));
+                metrics
+                    .cluster_peer_lag
+                    .get_or_create(&crate::metrics::PeerLabels {
+                        node_id: n.node_id.clone(),
+                    })
+                    .set(lag as i64);
+            }
+        }
+        let now = (status.view, status.primary.clone());
+        if seen.as_ref() != Some(&now) {
+            if seen.as_ref().is_some_and(|(view, _)| *view != now.0) {
+                metrics.cluster_view_changes.inc();
+            }
+            tracing::info!(
+                view = now.0,
+                primary = now.1.as_deref().unwrap_or("none"),
+                this_node_leads = primary,
+                "cluster view"
+            );
+            seen = Some(now);
+        }
+    }
 }
 
 /// The node endpoints, added to the client router.

@@ -157,7 +157,9 @@ impl Server {
                 .await
                 .map_err(|e| ServeError::Internal(format!("startup task: {e}")))??;
         let cluster = match peer_listener {
-            Some(listener) => Some(cluster::start(&config, &node, client_url, listener).await?),
+            Some(listener) => {
+                Some(cluster::start(&config, &node, client_url, listener, metrics.clone()).await?)
+            }
             None => None,
         };
         let handle: Arc<dyn ledger_store::LedgerHandle> = match &cluster {
