@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""The cluster figures of docs/PERFORMANCE.md, from one run on this machine (all nodes and the
+load generator share its cores):
+
+1. committed writes/s and p50/p99 commit latency of one node, then of a 3-node cluster driven
+   through its primary, in alternating runs (RUNS each, medians reported), with the CPU each
+   node used per committed write (from /proc/PID/stat);
+2. failover: KILLS times, SIGKILL the primary under continuous writes and time from the kill
+   to the first write a new primary commits (median and max), restarting the killed node;
+3. catch-up: a node joining a ledger of CATCHUP transactions (filled through the primary), time
+   until it has committed them all (transactions/s).
+
+    benches/cluster.py [--runs 3] [--seconds 10] [--connections 64] [--kills 20] [--catchup 20000]
+
+Needs a release build (`cargo build --release -p cledger`); raw results go to
+benches/results/cluster.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "target" / "release" / "cledger"
+READY = re.compile(r"^listening on https://127\.0\.0\.1:(\d+)")
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+class Node:
+    def __init__(self, data: Path, *extra: str):
+        self.data, self.extra, self.proc, self.port = data, extra, None, None
+
+    def start(self) -> "Node":
+        self.log = open(self.data.parent / f"{self.data.name}.log", "a")
+        self.proc = subprocess.Popen(
+            [str(BIN), "serve", "--data-dir", str(self.data), "--listen", "127.0.0.1:0",
+             "--log-level", "warn", *self.extra],
+            stdout=subprocess.PIPE, stderr=self.log, text=True,
+        )
+        for line in self.proc.stdout:
+            m = READY.match(line.strip())
+            if m:
+                self.port = int(m.group(1))
+                threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
+                return self
+        raise SystemExit(f"{self.data} did not start")
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+
+    def cpu_ticks(self) -> int:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+
+def context(admin_dir: Path, client_cert: bool = True) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(admin_dir / "service_cert.pem"))
+    if client_cert:
+        ctx.load_cert_chain(str(admin_dir / "admin.pem"))
+    return ctx
+
+
+def get(node: Node, admin_dir: Path, path: str) -> dict:
+    with urllib.request.urlopen(node.url + path, context=context(admin_dir, False), timeout=5) as r:
+        return json.loads(r.read())
+
+
+def post(node: Node, admin_dir: Path, path: str, body: dict, timeout: float = 10) -> tuple[int, dict]:
+    req = urllib.request.Request(node.url + path, data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, context=context(admin_dir), timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, {}
+
+
+def is_primary(node: Node, admin_dir: Path) -> bool:
+    try:
+        return get(node, admin_dir, "/node/consensus")["details"]["leadership_state"] == "Leader"
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def primary(nodes: list[Node], admin_dir: Path, timeout: float = 30) -> Node:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for n in nodes:
+            if n.proc.poll() is None and is_primary(n, admin_dir):
+                return n
+        time.sleep(0.05)
+    raise SystemExit("no primary")
+
+
+def form_cluster(base: Path, size: int) -> list[Node]:
+    founder = Node(base / "n1", "--peer-listen", "127.0.0.1:0").start()
+    admin = founder.data
+    primary([founder], admin)
+    nodes = [founder]
+    for i in range(2, size + 1):
+        status, token = post(founder, admin, "/node/join-tokens", {"expires_in_seconds": 600})
+        assert status == 200, status
+        tf = base / f"n{i}.token"
+        tf.write_text(token["token"])
+        nodes.append(Node(base / f"n{i}", "--peer-listen", "127.0.0.1:0", "--join", founder.url,
+                          "--service-cert", str(admin / "service_cert.pem"), "--join-token", str(tf)).start())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        cfg = get(founder, admin, "/node/consensus")["details"]["configs"][0]["nodes"]
+        if sum(v["voter"] for v in cfg.values()) == size:
+            return nodes
+        time.sleep(0.1)
+    raise SystemExit("cluster did not form")
+
+
+def bench(target: Node, admin_dir: Path, seconds: int, connections: int, out: Path) -> dict:
+    subprocess.run(
+        [str(BIN), "bench", "--endpoint", target.url, "--cert", str(admin_dir / "admin.pem"),
+         "--service-cert", str(admin_dir / "service_cert.pem"), "--phases", "append",
+         "--connections", str(connections), "--duration", str(seconds), "--warmup", "2",
+         "--output", str(out)],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    return json.loads(out.read_text())
+
+
+def measured(nodes: list[Node], target: Node, admin_dir: Path, seconds: int, connections: int, out: Path) -> dict:
+    before = [n.cpu_ticks() for n in nodes]
+    result = bench(target, admin_dir, seconds, connections, out)
+    after = [n.cpu_ticks() for n in nodes]
+    phase = result["phases"][0]
+    writes = phase["ops_per_sec"] * (seconds + 2)  # the warm-up used CPU too
+    return {
+        "writes_per_sec": phase["ops_per_sec"],
+        "p50_ms": phase["latency_ms"]["p50"],
+        "p99_ms": phase["latency_ms"]["p99"],
+        "errors": phase["errors"],
+        "cpu_us_per_write": [round((a - b) / HZ / writes * 1e6, 1) for a, b in zip(after, before)],
+    }
+
+
+def throughput(base: Path, runs: int, seconds: int, connections: int) -> dict:
+    single = Node(base / "single").start()
+    cluster = form_cluster(base / "c3", 3)
+    admin = cluster[0].data
+    results = {"single": [], "cluster3": []}
+    try:
+        for r in range(runs):
+            results["single"].append(measured([single], single, single.data, seconds, connections, base / f"s{r}.json"))
+            p = primary(cluster, admin)
+            ordered = [p] + [n for n in cluster if n is not p]
+            results["cluster3"].append(measured(ordered, p, admin, seconds, connections, base / f"c{r}.json"))
+    finally:
+        single.stop()
+        for n in cluster:
+            n.stop()
+    return results
+
+
+def failover(base: Path, kills: int) -> dict:
+    nodes = form_cluster(base, 3)
+    admin = nodes[0].data
+    stop = threading.Event()
+    acknowledged = []
+    times = []
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            for n in nodes:
+                if n.proc.poll() is None:
+                    status, body = post(n, admin, "/app/transactions?api-version=2022-05-13",
+                                        {"contents": f"load {i}"}, timeout=3)
+                    if status == 200:
+                        acknowledged.append(time.monotonic())
+                        i += 1
+                        break
+            else:
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=writer, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(kills):
+            victim = primary(nodes, admin)
+            time.sleep(0.5)
+            killed_at = time.monotonic()
+            victim.kill()
+            while not any(t > killed_at for t in list(acknowledged)):
+                if time.monotonic() - killed_at > 30:
+                    raise SystemExit("no write committed within 30 s of a kill")
+                time.sleep(0.005)
+            times.append(min(t for t in acknowledged if t > killed_at) - killed_at)
+            victim.start()
+    finally:
+        stop.set()
+        for n in nodes:
+            n.stop()
+    return {"kills": kills, "median_s": statistics.median(times), "max_s": max(times),
+            "seconds": [round(t, 3) for t in times], "writes": len(acknowledged)}
+
+
+def catchup(base: Path, count: int) -> dict:
+    founder = Node(base / "n1", "--peer-listen", "127.0.0.1:0").start()
+    admin = founder.data
+    primary([founder], admin)
+    subprocess.run(
+        [str(BIN), "bench", "--endpoint", founder.url, "--cert", str(admin / "admin.pem"),
+         "--service-cert", str(admin / "service_cert.pem"), "--phases", "append",
+         "--connections", "64", "--count", str(count), "--warmup", "0"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    commit = get(founder, admin, "/node/commit")["transaction_id"]
+    seqno = int(commit.split(".")[1])
+    status, token = post(founder, admin, "/node/join-tokens", {})
+    (base / "t").write_text(token["token"])
+    t0 = time.monotonic()
+    joiner = Node(base / "n2", "--peer-listen", "127.0.0.1:0", "--join", founder.url,
+                  "--service-cert", str(admin / "service_cert.pem"), "--join-token", str(base / "t")).start()
+    while int(get(joiner, admin, "/node/commit")["transaction_id"].split(".")[1]) < seqno:
+        time.sleep(0.05)
+    elapsed = time.monotonic() - t0
+    joiner.stop()
+    founder.stop()
+    return {"transactions": seqno, "seconds": round(elapsed, 2), "per_sec": round(seqno / elapsed)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--catchup", type=int, default=20000)
+    args = ap.parse_args()
+    if not BIN.exists():
+        sys.exit("build it first: cargo build --release -p cledger")
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR", "/var/tmp")) as tmp:
+        base = Path(tmp)
+        (base / "tp").mkdir()
+        (base / "fo").mkdir()
+        (base / "cu").mkdir()
+        results = {
+            "throughput": throughput(base / "tp", args.runs, args.seconds, args.connections),
+            "failover": failover(base / "fo", args.kills),
+            "catchup": catchup(base / "cu", args.catchup),
+        }
+    (ROOT / "benches" / "results").mkdir(exist_ok=True)
+    (ROOT / "benches" / "results" / "cluster.json").write_text(json.dumps(results, indent=1))
+    med = statistics.median
+    for name, rs in results["throughput"].items():
+        cpu = [med([r["cpu_us_per_write"][i] for r in rs]) for i in range(len(rs[0]["cpu_us_per_write"]))]
+        print(f"{name:9} writes/s {med([r['writes_per_sec'] for r in rs]):8.0f}  p50 {med([r['p50_ms'] for r in rs]):6.2f} ms"
+              f"  p99 {med([r['p99_ms'] for r in rs]):6.2f} ms  CPU us/write per node {cpu}"
+              f"  runs {[round(r['writes_per_sec']) for r in rs]}")
+    f = results["failover"]
+    print(f"failover  {f['kills']} kills: median {f['median_s']:.2f} s, max {f['max_s']:.2f} s ({f['writes']} writes acknowledged)")
+    c = results["catchup"]
+    print(f"catch-up  {c['transactions']} transactions in {c['seconds']} s = {c['per_sec']}/s")
+
+
+if __name__ == "__main__":
+    main()
