@@ -158,6 +158,20 @@ struct ServeArgs {
     /// Log filter: a level (`info`, `debug`, ...) or `tracing` directives [default: info].
     #[arg(long, env = "CLEDGER_LOG")]
     log_level: Option<String>,
+    /// Run as a cluster node: serve the peer protocol (Raft, mutual TLS) on this address.
+    /// Without --join, the node founds a cluster (of one, until others join).
+    #[arg(long, env = "CLEDGER_PEER_LISTEN")]
+    peer_listen: Option<SocketAddr>,
+    /// Join the service one of whose nodes serves clients at this URL (https://host:port).
+    #[arg(long, env = "CLEDGER_JOIN", requires_all = ["peer_listen", "service_cert"])]
+    join: Option<String>,
+    /// The service certificate (PEM) of the service to join.
+    #[arg(long, env = "CLEDGER_SERVICE_CERT", requires = "join")]
+    service_cert: Option<PathBuf>,
+    /// A file holding a join token (`cledger cluster join-token`): joins without waiting for
+    /// an Administrator's approval.
+    #[arg(long, env = "CLEDGER_JOIN_TOKEN", requires = "join")]
+    join_token: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -191,6 +205,10 @@ impl ServeArgs {
                 LogFormatArg::Json => ledger_server::config::LogFormat::Json,
             }),
             log_level: self.log_level,
+            peer_listen: self.peer_listen,
+            join: self.join,
+            service_cert: self.service_cert,
+            join_token_file: self.join_token,
         }
     }
 }

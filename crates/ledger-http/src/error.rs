@@ -63,6 +63,9 @@ pub enum ApiError {
     NotAllowed(String),
     /// 503 `ServiceBusy` with `Retry-After: 1`: the write queue is full; nothing was written.
     Busy,
+    /// 503 `ServiceUnavailable` with `Retry-After: 1`: this node is part of a cluster that has
+    /// no primary right now (an election is under way); nothing was written.
+    NoPrimary,
     /// 503 `StorageUnavailable`, no `Retry-After`: the store failed or is closing.
     StorageUnavailable(String),
     /// 503 `StorageFull` (disk or quota full), `StorageReadOnly` (read-only filesystem) or
@@ -120,6 +123,7 @@ impl ApiError {
             Unauthenticated => (StatusCode::UNAUTHORIZED, "InvalidAuthenticationInfo"),
             NotAllowed(_) => (StatusCode::FORBIDDEN, "NotAllowed"),
             Busy => (StatusCode::SERVICE_UNAVAILABLE, "ServiceBusy"),
+            NoPrimary => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
             IdempotencyKeyReused(_) => (StatusCode::CONFLICT, "IdempotencyKeyReused"),
             UriTooLong { .. } => (StatusCode::URI_TOO_LONG, "UriTooLong"),
@@ -168,6 +172,9 @@ impl ApiError {
             Busy => {
                 "The ledger is busy; nothing was written. Retry after the Retry-After delay.".into()
             }
+            NoPrimary => "The ledger has no primary right now (an election is under way); \
+                          nothing was written. Retry after the Retry-After delay."
+                .into(),
             TooManyRequests { retry_after_secs } => format!(
                 "Too many requests from this caller; nothing was done. Retry in \
                  {retry_after_secs} s (Retry-After)."
@@ -206,7 +213,7 @@ impl ApiError {
     /// themselves; `None` for everything a retry would not fix.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            ApiError::Busy => Some(1),
+            ApiError::Busy | ApiError::NoPrimary => Some(1),
             ApiError::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
             ApiError::StorageFault {
                 transient: true, ..

@@ -178,11 +178,12 @@ fn append_error(e: AppendError) -> ApiError {
             "The ledger cannot write ({reason}); nothing was written."
         )),
         AppendError::Unavailable(fault) => storage_fault_error(&fault),
-        // A follower's store; the HTTP layer does not run on one yet (replication forwards or
-        // redirects writes to the primary).
-        e @ (AppendError::NotPrimary | AppendError::Refused(_)) => ApiError::StorageUnavailable(
-            format!("This node cannot take the write ({e}); nothing was written."),
-        ),
+        // Writes reaching a backup are redirected to the primary before they get here; this is
+        // a change of primary in between, or none elected yet.
+        AppendError::NotPrimary => ApiError::NoPrimary,
+        e @ AppendError::Refused(_) => ApiError::StorageUnavailable(format!(
+            "This node cannot take the write ({e}); nothing was written."
+        )),
         AppendError::ReservedTable(table) => {
             ApiError::InvalidInput(format!("Table {table} is written by the ledger itself."))
         }

@@ -101,6 +101,57 @@ impl NodeFiles {
         })
     }
 
+    /// The node key of a node that is asking to join a service: `identity/node_key.pem`,
+    /// generated on the first attempt and kept, so a node restarted while it waits for
+    /// approval asks again with the same key (and so the same node id).
+    pub fn joining_node_key(dir: &Path, curve: Curve) -> Result<String, FilesError> {
+        let identity = dir.join(IDENTITY_DIR);
+        let path = identity.join(NODE_KEY_FILE);
+        match fs::read_to_string(&path) {
+            Ok(pem) => return Ok(pem),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(FilesError::Io { path, source }),
+        }
+        fs::create_dir_all(&identity).map_err(|source| FilesError::Io {
+            path: identity.clone(),
+            source,
+        })?;
+        let pem = generate_private_key(curve)?;
+        write_new(&path, &pem, true)?;
+        Ok(pem)
+    }
+
+    /// Writes the identity a node received when it joined a service (the service's
+    /// certificate and key, the certificate the service issued for `node_key_pem`) into `dir`,
+    /// which must not hold an identity yet.
+    pub fn install(dir: &Path, files: &NodeFiles) -> Result<(), FilesError> {
+        let identity = dir.join(IDENTITY_DIR);
+        if identity.join(NODE_CERT_FILE).exists() || dir.join(SERVICE_CERT_FILE).exists() {
+            return Err(FilesError::Exists(dir.to_owned()));
+        }
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| FilesError::Io { path, source }
+        };
+        fs::create_dir_all(&identity).map_err(io(&identity))?;
+        write_new(
+            &identity.join(SERVICE_KEY_FILE),
+            &files.service_key_pem,
+            true,
+        )?;
+        if !identity.join(NODE_KEY_FILE).exists() {
+            write_new(&identity.join(NODE_KEY_FILE), &files.node_key_pem, true)?;
+        }
+        write_new(&identity.join(NODE_CERT_FILE), &files.node_cert_pem, false)?;
+        write_new(&dir.join(SERVICE_CERT_FILE), &files.service_cert_pem, false)?;
+        for d in [&identity, &dir.to_path_buf()] {
+            fs::File::open(d)
+                .and_then(|f| f.sync_all())
+                .map_err(io(d))?;
+        }
+        Ok(())
+    }
+
     /// Reads the identity files of `dir`.
     pub fn load(dir: &Path) -> Result<NodeFiles, FilesError> {
         let identity = dir.join(IDENTITY_DIR);

@@ -228,6 +228,27 @@ pub fn issue_node_certificate(
     node_key_pem: &str,
     hostnames: &[String],
 ) -> Result<String, IdentityError> {
+    let node_key = KeyPair::from_pem(node_key_pem).map_err(IdentityError::InvalidKey)?;
+    issue_node_certificate_for(service, &node_key, hostnames)
+}
+
+/// [`issue_node_certificate`] for a node known only by its public key (`SubjectPublicKeyInfo`
+/// DER): how a cluster's primary certifies a node that joins, which never sends its private key.
+pub fn issue_node_certificate_for_public_key(
+    service: &ServiceIdentity,
+    node_spki_der: &[u8],
+    hostnames: &[String],
+) -> Result<String, IdentityError> {
+    let node_key =
+        rcgen::SubjectPublicKeyInfo::from_der(node_spki_der).map_err(IdentityError::InvalidKey)?;
+    issue_node_certificate_for(service, &node_key, hostnames)
+}
+
+fn issue_node_certificate_for(
+    service: &ServiceIdentity,
+    node_key: &impl PublicKeyData,
+    hostnames: &[String],
+) -> Result<String, IdentityError> {
     let service_cert = parse_certificate(&service.cert_pem)?;
     let service_tbs = service_cert.tbs_certificate();
     let service_key = KeyPair::from_pem(&service.key_pem).map_err(IdentityError::InvalidKey)?;
@@ -250,7 +271,6 @@ pub fn issue_node_certificate(
     issuer_params.key_identifier_method = KeyIdMethod::PreSpecified(service_ski);
     let issuer = Issuer::new(issuer_params, service_key);
 
-    let node_key = KeyPair::from_pem(node_key_pem).map_err(IdentityError::InvalidKey)?;
     let mut params = base_params(node_name(), LEAF_VALIDITY)?;
     let service_not_after = unix_time(service_tbs.validity().not_after.to_unix_duration())?;
     params.not_after = params.not_after.min(service_not_after);
@@ -265,7 +285,7 @@ pub fn issue_node_certificate(
     ];
     params.subject_alt_names = node_subject_alt_names(hostnames)?;
     let cert = params
-        .signed_by(&node_key, &issuer)
+        .signed_by(node_key, &issuer)
         .map_err(IdentityError::CertificateGeneration)?;
 
     // The chain only links if the issuer field is byte-for-byte the service subject (webpki and
@@ -302,6 +322,23 @@ pub fn create_client_identity(
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+/// A self-signed certificate (`CN=<common_name>`, EKU clientAuth, one year) for an existing
+/// key: what a node that asks to join a service presents, proving it holds the key that the
+/// service will certify.
+pub fn self_signed_certificate(key_pem: &str, common_name: &str) -> Result<String, IdentityError> {
+    let key = KeyPair::from_pem(key_pem).map_err(IdentityError::InvalidKey)?;
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    let mut params = base_params(name, LEAF_VALIDITY)?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params
+        .self_signed(&key)
+        .map_err(IdentityError::CertificateGeneration)?;
+    Ok(cert.pem())
 }
 
 /// The ACL user id of a certificate: SHA-256 of its DER encoding as upper-case hex pairs joined

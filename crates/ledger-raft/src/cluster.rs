@@ -188,6 +188,12 @@ impl Cluster {
         Some((leader, node))
     }
 
+    /// Whether this node leads now.
+    pub fn is_primary(&self) -> bool {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        metrics.state == ServerState::Leader
+    }
+
     /// Proposes `request` and waits until it is committed (a signature after it replicated
     /// to a majority). Only the primary takes writes.
     pub async fn write(&self, request: WriteRequest) -> Result<TxId, WriteError> {
@@ -299,7 +305,7 @@ impl Cluster {
     }
 
     /// Stops consensus and the peer listener; the ledger stays open (the caller closes it).
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         for task in &self.tasks {
             task.abort();
         }

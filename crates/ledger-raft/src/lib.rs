@@ -8,16 +8,20 @@
 //! - [`state_machine`]: applying is committing — the ledger's commit point moves to the last
 //!   signature a majority holds;
 //! - [`network`]: the peer protocol over mutual TLS with node certificates the service issued;
-//! - [`cluster`]: a running node — the leader's signer, writes, membership, status.
+//! - [`cluster`]: a running node — the leader's signer, writes, membership, status;
+//! - [`handle`]: the cluster as a `LedgerHandle`, what the HTTP personality serves.
 //!
 //! openraft is pinned to `=0.10.0-alpha.37` (docs/ARCHITECTURE.md says why).
 
 pub mod cluster;
+pub mod handle;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
 pub mod types;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterError, ClusterStatus, NodeStatus, WriteError};
+pub use handle::ClusterHandle;
 pub use network::{PeerTls, node_id_of_cert};
+pub use openraft::ServerState;
 pub use types::{NodeId, PeerNode};

@@ -6,15 +6,21 @@
 //! group of appends; openraft's callback fires after that fsync. Reads come back from the
 //! segments as Raft entries ([`entry_of`]); a read of entries appended but not yet durable
 //! waits until they are (the leader replicates what it stored, byte for byte).
-//! `truncate_after` cuts an uncommitted suffix (`Ledger::truncate_after`); `purge` keeps
-//! everything (receipts need the whole ledger), so nothing is ever reported purged.
+//! `truncate_after` cuts an uncommitted suffix (`Ledger::truncate_after`).
 //!
-//! The vote is kept in `raft/vote.json` in the data directory, replaced atomically and
-//! fsync'd before openraft is told it is saved.
+//! `purge` keeps every byte (receipts of any transaction need the whole ledger): it only moves
+//! a watermark, `raft/purged.json`, below which the Raft log reports no entries, as openraft's
+//! contract requires. openraft never purges here (no snapshot is ever built, see
+//! [`crate::state_machine`]); the watermark keeps the contract if it ever does.
+//!
+//! The vote is kept in `raft/vote.json` in the data directory. Both files are replaced
+//! atomically and fsync'd before openraft is told they are saved.
 
-use crate::types::{Entry, LedgerRaft, LogId, Vote, entry_of, ledger_op, log_id_of, zero_log_id};
+use crate::types::{
+    Entry, LedgerRaft, LogId, Vote, entry_of, ledger_op, log_id_of, txid_of, zero_log_id,
+};
 use ledger_core::TxId;
-use ledger_store::{AppendError, Ledger};
+use ledger_store::{AppendError, Ledger, TxStatus};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use std::fmt::Debug;
@@ -39,6 +45,41 @@ pub struct LogShared {
     appended: Mutex<u64>,
     vote_path: PathBuf,
     vote: Mutex<Option<Vote>>,
+    purged_path: PathBuf,
+    /// The last log id openraft purged: entries through it are no longer part of the Raft
+    /// log, though the ledger keeps them.
+    purged: Mutex<Option<LogId>>,
+}
+
+/// Reads the JSON value `path` holds, if the file exists.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces `path` with `value` durably (write, fsync, rename, fsync the directory): a crash
+/// leaves the old value or the new one, never a torn file.
+fn write_json_durably<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, &bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 impl LogShared {
@@ -47,16 +88,9 @@ impl LogShared {
         let raft_dir = dir.join("raft");
         std::fs::create_dir_all(&raft_dir)?;
         let vote_path = raft_dir.join("vote.json");
-        let vote = match std::fs::read(&vote_path) {
-            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", vote_path.display()),
-                )
-            })?),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
+        let vote = read_json(&vote_path)?;
+        let purged_path = raft_dir.join("purged.json");
+        let purged = read_json(&purged_path)?;
         let durable = ledger.durable().map_or(0, TxId::seqno);
         let committed = ledger.committed().map_or(0, TxId::seqno);
         Ok(Arc::new(LogShared {
@@ -66,6 +100,8 @@ impl LogShared {
             appended: Mutex::new(durable),
             vote_path,
             vote: Mutex::new(vote),
+            purged_path,
+            purged: Mutex::new(purged),
         }))
     }
 
@@ -96,25 +132,72 @@ impl LogShared {
         }
     }
 
-    /// Saves `vote` durably (write, fsync, rename, fsync the directory).
+    /// Saves `vote` durably.
     pub fn save_vote(&self, vote: &Vote) -> io::Result<()> {
-        let tmp = self.vote_path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec(vote).map_err(io::Error::other)?;
-        {
-            let mut file = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut file, &bytes)?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.vote_path)?;
-        if let Some(dir) = self.vote_path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
+        write_json_durably(&self.vote_path, vote)?;
         *self.vote.lock().expect("vote lock") = Some(vote.clone());
         Ok(())
     }
 
     pub fn vote(&self) -> Option<Vote> {
         self.vote.lock().expect("vote lock").clone()
+    }
+
+    /// The newest seqno handed to the writer (0: none).
+    pub fn appended(&self) -> u64 {
+        *self.appended.lock().expect("appended lock")
+    }
+
+    /// The last purged log id.
+    pub fn purged(&self) -> Option<LogId> {
+        *self.purged.lock().expect("purged lock")
+    }
+
+    /// A refused append wrote nothing, and the ones queued behind it are refused too (they do
+    /// not follow what is durable): readers must not wait for any of them.
+    fn forget_refused_appends(&self) {
+        *self.appended.lock().expect("appended lock") =
+            self.ledger.durable().map_or(0, TxId::seqno);
+    }
+
+    /// Purges the Raft log through `log_id`, an entry it holds. openraft purges past the end of
+    /// its log only after installing a snapshot, which would leave a gap of seqnos the ledger
+    /// cannot have: cledger nodes exchange no snapshots (the ledger is the log), so that is
+    /// refused.
+    fn purge(&self, log_id: LogId) -> io::Result<()> {
+        let durable = self.ledger.durable().map_or(0, TxId::seqno);
+        if log_id.index > durable {
+            return Err(io::Error::other(format!(
+                "cannot purge the Raft log through {log_id}: it ends at seqno {durable}, and purging past its end needs a snapshot, which cledger nodes never install"
+            )));
+        }
+        if !self.holds(&log_id)? {
+            return Err(io::Error::other(format!(
+                "cannot purge the Raft log through {log_id}: this log holds another entry at index {}",
+                log_id.index
+            )));
+        }
+        self.save_purged(log_id)
+    }
+
+    /// Moves the purge watermark to `log_id` durably; an older one leaves it where it is.
+    fn save_purged(&self, log_id: LogId) -> io::Result<()> {
+        if self.purged().is_some_and(|p| p >= log_id) {
+            return Ok(());
+        }
+        write_json_durably(&self.purged_path, &log_id)?;
+        *self.purged.lock().expect("purged lock") = Some(log_id);
+        Ok(())
+    }
+
+    /// Whether the Raft log holds `log_id`: the virtual entry, or the ledger's durable
+    /// transaction at its seqno is of its view.
+    pub fn holds(&self, log_id: &LogId) -> io::Result<bool> {
+        let Some(txid) = txid_of(log_id) else {
+            return Ok(*log_id == zero_log_id());
+        };
+        let status = self.ledger.try_status(txid).map_err(store_error)?;
+        Ok(matches!(status, TxStatus::Pending | TxStatus::Committed))
     }
 }
 
@@ -123,7 +206,7 @@ fn store_error(e: impl std::fmt::Display) -> io::Error {
 }
 
 /// Runs blocking ledger work off the async runtime's threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
     tokio::task::spawn_blocking(f)
@@ -153,7 +236,9 @@ impl RaftLogReader<LedgerRaft> for LedgerLogStore {
             Bound::Excluded(s) => s + 1,
             Bound::Unbounded => 0,
         };
-        let appended = *self.shared.appended.lock().expect("appended lock");
+        // Purged entries are no longer part of the Raft log, though the ledger keeps them.
+        let start = start.max(self.shared.purged().map_or(0, |p| p.index + 1));
+        let appended = self.shared.appended();
         let last = match range.end_bound() {
             Bound::Included(e) => *e,
             Bound::Excluded(0) => return Ok(Vec::new()),
@@ -195,10 +280,13 @@ impl RaftLogStorage<LedgerRaft> for LedgerLogStore {
     type LogReader = LedgerLogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<LedgerRaft>, io::Error> {
+        let purged = self.shared.purged();
         let last = self.shared.ledger.durable().map(log_id_of);
         Ok(LogState {
-            last_purged_log_id: None,
-            last_log_id: last.or(Some(zero_log_id())),
+            last_purged_log_id: purged,
+            // Purging never passes the end of the log (see `purge`), so the watermark is the
+            // last log id only when it is the virtual entry's.
+            last_log_id: last.or(purged).or(Some(zero_log_id())),
         })
     }
 
@@ -241,7 +329,8 @@ impl RaftLogStorage<LedgerRaft> for LedgerLogStore {
         }
         *self.shared.appended.lock().expect("appended lock") = last;
         let shared = self.shared.clone();
-        self.shared
+        let submitted = self
+            .shared
             .ledger
             .replicate(
                 ops,
@@ -253,16 +342,36 @@ impl RaftLogStorage<LedgerRaft> for LedgerLogStore {
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "the ledger refused a Raft append");
+                            shared.forget_refused_appends();
                             callback.io_completed(Err(store_error(e)));
                         }
                     },
                 ),
             )
-            .map_err(store_error)
+            .map_err(store_error);
+        if submitted.is_err() {
+            self.shared.forget_refused_appends();
+        }
+        submitted
     }
 
+    /// Cuts the entries after `last_log_id`, never the virtual entry: every node has it, so no
+    /// leader disagrees with it (`None` is taken as the virtual entry).
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let seqno = last_log_id.map_or(0, |l| l.index);
+        if seqno == 0 && self.shared.appended() > 0 {
+            // The ledger's writer cannot rewind to no transaction at all (it would poison
+            // itself trying). Raft never asks: seqno 1 of a service's ledger is its genesis,
+            // committed before any other node joins.
+            return Err(io::Error::other(
+                "cannot cut the ledger back to empty: seqno 1 is the service's genesis",
+            ));
+        }
+        if let Some(purged) = self.shared.purged().filter(|p| p.index > seqno) {
+            return Err(io::Error::other(format!(
+                "cannot cut the Raft log after seqno {seqno}: it is purged through {purged}, and purged entries are committed"
+            )));
+        }
         let ledger = self.shared.ledger.clone();
         let durable = blocking(move || ledger.truncate_after(seqno).map_err(store_error)).await?;
         let durable = durable.map_or(0, TxId::seqno);
@@ -275,10 +384,10 @@ impl RaftLogStorage<LedgerRaft> for LedgerLogStore {
         Ok(())
     }
 
-    async fn purge(&mut self, _log_id: LogId) -> Result<(), io::Error> {
-        // The ledger keeps its whole history: receipts of any transaction need it. Snapshots
-        // are never built (SnapshotPolicy::Never), so openraft never asks to purge beyond
-        // what it already considers purged.
-        Ok(())
+    /// Moves the purge watermark; the ledger keeps every byte (receipts of any transaction
+    /// need it).
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let shared = self.shared.clone();
+        blocking(move || shared.purge(log_id)).await
     }
 }

@@ -3,15 +3,20 @@
 //! applied index — as in CCF, a transaction is committed only once a signature after it is
 //! replicated to a majority. The index, the governance tables and every read then show it.
 //!
+//! Only what this node's log holds can be applied: applying an entry the log never took is
+//! refused, as there is nothing in the ledger to commit.
+//!
 //! Snapshots are not used: every node keeps the whole ledger (receipts of any transaction need
 //! it), so the log is never purged and a lagging or new node is sent the entries it lacks.
 //! openraft is configured never to build one ([`openraft::SnapshotPolicy::Never`]); should it
-//! ask anyway, the answer is an error that says so.
+//! ask anyway, the answer is an error that says so. A snapshot of this state machine could
+//! only say "the ledger through log id X": true on a node whose ledger holds X, and of no use
+//! to one that does not (it needs the entries, which it is sent instead).
 
-use crate::log_store::LogShared;
+use crate::log_store::{LogShared, blocking};
 use crate::types::{
-    LedgerRaft, LogId, MEMBERSHIP_KEY, MEMBERSHIP_TABLE, MembershipRecord, StoredMembership,
-    log_id_of,
+    Entry, LedgerRaft, LogId, MEMBERSHIP_KEY, MEMBERSHIP_TABLE, MembershipRecord, StoredMembership,
+    log_id_of, zero_log_id,
 };
 use futures_util::StreamExt;
 use ledger_core::TxId;
@@ -32,6 +37,10 @@ fn no_snapshots() -> io::Error {
 pub struct LedgerStateMachine {
     shared: Arc<LogShared>,
     applied: Option<LogId>,
+    /// The last membership entry applied since the start, if any; before one is, the
+    /// committed ledger's. Raft applies entries before a signature covers them, and the ledger
+    /// commits only through a signature, so the ledger's membership can lag the applied one.
+    membership: Option<StoredMembership>,
 }
 
 impl LedgerStateMachine {
@@ -39,8 +48,50 @@ impl LedgerStateMachine {
         LedgerStateMachine {
             applied: shared.ledger.committed().map(log_id_of),
             shared,
+            membership: None,
         }
     }
+
+    /// Commits the ledger through the last signature at or before `last`, which this node's
+    /// log must hold.
+    async fn commit_through(&self, last: LogId) -> io::Result<()> {
+        if last.index > self.shared.appended() {
+            return Err(not_in_log(&last));
+        }
+        // Committed by a majority, but perhaps not yet durable here (the others were
+        // faster): the ledger commits only what it holds.
+        self.shared.wait_durable(last.index).await?;
+        let shared = self.shared.clone();
+        let committed = blocking(move || {
+            if !shared.holds(&last)? {
+                return Err(not_in_log(&last));
+            }
+            shared
+                .ledger
+                .commit_through(last.index)
+                .map_err(|e| io::Error::other(e.to_string()))
+        })
+        .await?;
+        self.shared
+            .committed
+            .send_replace(committed.map_or(0, TxId::seqno));
+        Ok(())
+    }
+}
+
+fn not_in_log(log_id: &LogId) -> io::Error {
+    io::Error::other(format!(
+        "cannot apply {log_id}: this node's log does not hold it, and applying is committing the ledger"
+    ))
+}
+
+/// Index 0 is the virtual blank entry of term 0 (see [`crate::types`]); nothing else can be
+/// applied there.
+fn check_virtual(entry: &Entry) -> io::Result<()> {
+    if entry.log_id == zero_log_id() && matches!(entry.payload, openraft::EntryPayload::Blank) {
+        return Ok(());
+    }
+    Err(not_in_log(&entry.log_id))
 }
 
 /// The membership the committed ledger records.
@@ -62,7 +113,11 @@ impl RaftStateMachine<LedgerRaft> for LedgerStateMachine {
     type SnapshotBuilder = NoSnapshots;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        Ok((self.applied, committed_membership(&self.shared)?))
+        let membership = match &self.membership {
+            Some(membership) => membership.clone(),
+            None => committed_membership(&self.shared)?,
+        };
+        Ok((self.applied, membership))
     }
 
     async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
@@ -74,8 +129,15 @@ impl RaftStateMachine<LedgerRaft> for LedgerStateMachine {
         let mut entries = entries;
         let mut responders = Vec::new();
         let mut last = None;
+        let mut membership = None;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
+            if entry.log_id.index == 0 {
+                check_virtual(&entry)?;
+            }
+            if let Some(m) = entry.get_membership() {
+                membership = Some(StoredMembership::new(Some(entry.log_id), m));
+            }
             last = Some(entry.log_id());
             responders.push(responder);
         }
@@ -83,24 +145,21 @@ impl RaftStateMachine<LedgerRaft> for LedgerStateMachine {
             return Ok(());
         };
         if last.index > 0 {
-            // Committed by a majority, but perhaps not yet durable here (the others were
-            // faster): the ledger commits only what it holds.
-            self.shared.wait_durable(last.index).await?;
-            let ledger = self.shared.ledger.clone();
-            let seqno = last.index;
-            let committed = tokio::task::spawn_blocking(move || ledger.commit_through(seqno))
-                .await
-                .map_err(|e| io::Error::other(e.to_string()))?
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            self.shared
-                .committed
-                .send_replace(committed.map_or(0, TxId::seqno));
+            self.commit_through(last).await?;
         }
         self.applied = Some(last);
+        if membership.is_some() {
+            self.membership = membership;
+        }
         for responder in responders.into_iter().flatten() {
             responder.send(());
         }
         Ok(())
+    }
+
+    /// A snapshot is never wanted when openraft may do without one.
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<NoSnapshots> {
+        force.then_some(NoSnapshots)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

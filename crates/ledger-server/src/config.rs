@@ -106,6 +106,18 @@ pub struct ServeConfig {
     /// Also treat `x-ms-client-request-id` as an idempotency key (the Azure SDKs resend the
     /// same id when they retry a request).
     pub idempotency_client_request_id: bool,
+    /// Run as a node of a cluster, serving the peer protocol on this address (mutual TLS with
+    /// node certificates). Without it a node is standalone.
+    pub peer_listen: Option<SocketAddr>,
+    /// Join the service one of whose nodes listens at this client address
+    /// (`https://host:port`) instead of founding one; needs `peer_listen` and `service_cert`.
+    pub join: Option<String>,
+    /// The service certificate of the service to join (PEM): the only root trusted when
+    /// asking to join.
+    pub service_cert: Option<PathBuf>,
+    /// A file holding a join token made by `cledger cluster join-token`: the join is approved
+    /// in advance (otherwise an Administrator approves it).
+    pub join_token_file: Option<PathBuf>,
 }
 
 /// How log lines are written.
@@ -133,6 +145,10 @@ impl Default for ServeConfig {
             handshake_timeout_secs: 10,
             shutdown_grace_secs: 10,
             admin_oids: Vec::new(),
+            peer_listen: None,
+            join: None,
+            service_cert: None,
+            join_token_file: None,
             jwt_issuers: Vec::new(),
             idle_timeout_secs: 60,
             request_timeout_secs: 30,
@@ -175,6 +191,10 @@ pub struct Overrides {
     pub jwt_tenant_id: Option<String>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
+    pub peer_listen: Option<SocketAddr>,
+    pub join: Option<String>,
+    pub service_cert: Option<PathBuf>,
+    pub join_token_file: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -236,6 +256,12 @@ impl ServeConfig {
         };
         rebase(&mut config.data_dir);
         config.admin_certs.iter_mut().for_each(rebase);
+        for p in [&mut config.service_cert, &mut config.join_token_file]
+            .into_iter()
+            .flatten()
+        {
+            rebase(p);
+        }
         if let Some(k) = config.kek_file.as_mut() {
             rebase(k);
         }
@@ -271,7 +297,23 @@ impl ServeConfig {
             jwt_tenant_id,
             log_format,
             log_level,
+            peer_listen,
+            join,
+            service_cert,
+            join_token_file,
         } = overrides;
+        if peer_listen.is_some() {
+            c.peer_listen = peer_listen;
+        }
+        if join.is_some() {
+            c.join = join;
+        }
+        if service_cert.is_some() {
+            c.service_cert = service_cert;
+        }
+        if join_token_file.is_some() {
+            c.join_token_file = join_token_file;
+        }
         if let Some(v) = log_format {
             c.log_format = v;
         }
@@ -322,6 +364,21 @@ impl ServeConfig {
     /// Checks the ranges a setting must be in; the message names the setting.
     pub fn validate(&self) -> Result<(), ServeError> {
         let bad = |msg: String| Err(ServeError::InvalidSetting(msg));
+        if self.join.is_some() && (self.peer_listen.is_none() || self.service_cert.is_none()) {
+            return bad(
+                "join needs peer_listen (--peer-listen) and service_cert (--service-cert)".into(),
+            );
+        }
+        if let Some(url) = &self.join
+            && !url.starts_with("https://")
+        {
+            return bad(format!(
+                "join must be an https:// URL of a node's client address, not {url:?}"
+            ));
+        }
+        if self.join.is_none() && (self.service_cert.is_some() || self.join_token_file.is_some()) {
+            return bad("service_cert and join_token_file only apply with join (--join)".into());
+        }
         if self.max_entry_bytes == 0 || self.max_entry_bytes > MAX_ENTRY_BYTES_LIMIT {
             return bad(format!(
                 "max_entry_bytes must be between 1 and {MAX_ENTRY_BYTES_LIMIT} (1 MiB), not {}",

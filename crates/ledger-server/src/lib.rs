@@ -20,9 +20,11 @@
 //! ```
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod descriptors;
 mod listener;
+pub use listener::PeerCertificate;
 pub mod metrics;
 pub mod node;
 pub mod observe;
@@ -99,6 +101,7 @@ pub struct Server {
     data_dir: PathBuf,
     report: StartReport,
     ledger: Arc<Ledger>,
+    cluster: Option<Arc<cluster::ClusterNode>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     // Held until shutdown has closed the ledger, so no other server can open it earlier.
@@ -120,13 +123,49 @@ impl Server {
             Ok(_) => {}
             Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
         }
+        // The client listener is bound first: a cluster node tells the others its address.
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let client_url = format!("https://{local_addr}");
+        if let Some(peer) = config.peer_listen {
+            cluster::join_service(&config, &client_url, &peer.to_string()).await?;
+        }
         let setup = config.clone();
         let metrics = Arc::new(metrics::Metrics::new());
         let observer: Arc<dyn ledger_store::StoreObserver> = metrics.clone();
-        let node =
+        let mut node =
             tokio::task::spawn_blocking(move || node::Node::start_observed(&setup, Some(observer)))
                 .await
                 .map_err(|e| ServeError::Internal(format!("startup task: {e}")))??;
+        let cluster = match config.peer_listen {
+            Some(_) => Some(cluster::start(&config, &node, client_url).await?),
+            None => None,
+        };
+        let handle: Arc<dyn ledger_store::LedgerHandle> = match &cluster {
+            Some(c) => c.handle.clone(),
+            None => node.ledger.clone(),
+        };
+        if let Some(c) = &cluster
+            && !cluster::wait_for_genesis(&*c.handle, std::time::Duration::from_secs(60)).await
+        {
+            return Err(ServeError::Internal(
+                "this node did not receive the service's ledger within 60 s".into(),
+            ));
+        }
+        if let Some(id) = node
+            .ledger
+            .governance(ledger_core::entry::tables::CONFIG, "ledger_id")?
+        {
+            node.ledger_id = serde_json::from_slice(&id).unwrap_or(node.ledger_id);
+        }
         let tls = tls::server_config(&node.files)?;
         let api = http::ApiConfig {
             ledger_id: node.ledger_id.clone(),
@@ -139,7 +178,7 @@ impl Server {
             idempotency_retention_secs: config.idempotency_retention_secs,
             client_request_id_is_idempotency_key: config.idempotency_client_request_id,
         };
-        let app = http::try_router(node.ledger.clone(), api)
+        let app = http::try_router(handle.clone(), api)
             .map_err(|e| ServeError::InvalidSetting(e.to_string()))?;
         // See `observe` for why the layers are in this order.
         let app = if config.rate_limit_per_second > 0 {
@@ -170,16 +209,10 @@ impl Server {
             }),
             observe::observe,
         ));
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let app = match &cluster {
+            Some(c) => cluster::routes(app, c.clone()),
+            None => app,
+        };
         let reserve = config.reserved_descriptors as u64;
         let max_connections = connection_bound(&config, reserve)?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -207,6 +240,7 @@ impl Server {
             data_dir: config.data_dir,
             report: node.report.clone(),
             ledger: node.ledger.clone(),
+            cluster,
             stop: Some(stop_tx),
             task: Some(task),
             node: Some(node),
@@ -238,6 +272,9 @@ impl Server {
         if let Some(task) = self.task.take() {
             task.await
                 .map_err(|e| ServeError::Internal(format!("accept loop: {e}")))?;
+        }
+        if let Some(cluster) = self.cluster.take() {
+            cluster.cluster.shutdown().await;
         }
         let node = self.node.take();
         let ledger = self.ledger.clone();

@@ -41,6 +41,11 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+/// The DER client certificate of the connection a request came on, when it presented one
+/// (a node asking to join proves its key with it).
+#[derive(Clone)]
+pub struct PeerCertificate(pub Arc<Vec<u8>>);
+
 pub(crate) struct Limits {
     pub max_connections: usize,
     /// Descriptors kept free for the store; 0: no check.
@@ -199,9 +204,15 @@ pub(crate) async fn serve(
                 },
                 _ = closing.wait_for(|closing| *closing) => return,
             };
-            let caller = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+            let peer_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| PeerCertificate(Arc::new(c.as_ref().to_vec())));
+            let caller = match &peer_cert {
                 Some(cert) => Caller::Certificate {
-                    fingerprint: crate::http::certificate_fingerprint(cert.as_ref()),
+                    fingerprint: crate::http::certificate_fingerprint(&cert.0),
                 },
                 None => Caller::Anonymous,
             };
@@ -213,6 +224,9 @@ pub(crate) async fn serve(
             let requests = activity.clone();
             let service = tower::service_fn(move |mut request: hyper::Request<Incoming>| {
                 request.extensions_mut().insert(caller.clone());
+                if let Some(cert) = &peer_cert {
+                    request.extensions_mut().insert(cert.clone());
+                }
                 request.extensions_mut().insert(RemoteAddr(remote));
                 let in_flight = InFlight::new(&requests);
                 let answer = app.clone().oneshot(request);

@@ -36,6 +36,9 @@ use std::sync::Arc;
 
 pub const LOCK_FILE: &str = "cledger.lock";
 pub const ADMIN_FILE: &str = "admin.pem";
+/// The directory of a cluster node's consensus state (`raft/vote.json`): its presence marks a
+/// ledger that belongs to a cluster.
+pub const CLUSTER_DIR: &str = "raft";
 const ADMIN_COMMON_NAME: &str = "cledger admin";
 
 /// A running node's state: the open ledger and the identity it serves with.
@@ -121,7 +124,31 @@ impl Node {
             cert_pem: files.node_cert_pem.clone(),
         };
 
-        let ledger = if ledger_exists {
+        // A ledger that belongs to a cluster is only ever opened as a replica: opened
+        // standalone, it would sign its unsigned tail by itself and leave the cluster's log.
+        let member = dir.join(CLUSTER_DIR).exists() || config.join.is_some();
+        if member && config.peer_listen.is_none() {
+            return Err(ServeError::InvalidSetting(format!(
+                "{} belongs to a cluster ({} exists): start it with --peer-listen",
+                dir.display(),
+                dir.join(CLUSTER_DIR).display()
+            )));
+        }
+        let replica_config = StoreConfig {
+            role: ledger_store::Role::Replica,
+            ..store_config.clone()
+        };
+        let ledger = if ledger_exists && member {
+            if !given_admins.is_empty() {
+                report.notes.push(
+                    "--admin-cert/--admin-oid are ignored on a cluster node: users are added \
+                     through the primary (PATCH /app/users/{id})"
+                        .into(),
+                );
+            }
+            let (ledger, _) = Ledger::open(dir, replica_config.clone(), identity)?;
+            ledger
+        } else if ledger_exists {
             let (ledger, recovery) = Ledger::open(dir, store_config, identity)?;
             if let Some((file, offset, bytes)) = &recovery.truncated_tail {
                 report.notes.push(format!(
@@ -174,6 +201,20 @@ impl Node {
             };
             report.created = true;
             Ledger::create(dir, store_config, identity, genesis)?
+        };
+        let ledger = if config.peer_listen.is_some() && !member {
+            // Founding a cluster: what a standalone start does (create, register the
+            // administrators) is done; from now on consensus decides what is written.
+            ledger.close();
+            drop(ledger);
+            let identity = NodeIdentity {
+                signing_key: NodeSigningKey::from_pkcs8_pem(&files.node_key_pem)
+                    .map_err(|e| ServeError::Identity(format!("identity/node_key.pem: {e}")))?,
+                cert_pem: files.node_cert_pem.clone(),
+            };
+            Ledger::open(dir, replica_config, identity)?.0
+        } else {
+            ledger
         };
 
         let ledger_id = match ledger.governance(ledger_core::entry::tables::CONFIG, "ledger_id")? {
