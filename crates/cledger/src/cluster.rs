@@ -284,9 +284,8 @@ fn probe(config: &ClientConfig, address: Option<String>) -> Probe {
     })
 }
 
-fn status(client: &Client, json_out: bool) -> Result<(), Failure> {
+fn status(client: &Client, nodes: Vec<NodeInfo>, json_out: bool) -> Result<(), Failure> {
     let network = client.network()?;
-    let nodes = client.nodes()?;
     let config = client.config().clone();
     // Every node is asked at once, so a dead one costs one timeout, not one per node.
     let probes: Vec<Probe> = std::thread::scope(|s| {
@@ -341,18 +340,33 @@ fn show_node(node: &NodeInfo, verb: &str, json_out: bool) {
     }
 }
 
+/// A node that is not a cluster node has no `/node/...` endpoints: say so.
+fn not_a_cluster(e: ledger_client::Error) -> Failure {
+    let standalone = matches!(&e, ledger_client::Error::Api { status: 404, .. });
+    let mut failure = Failure::from(e);
+    if standalone {
+        failure.hint = Some(
+            "this endpoint is not a cluster node (a node runs as one with `cledger serve --peer-listen ADDR`)"
+                .into(),
+        );
+    }
+    failure
+}
+
 pub fn run(cmd: ClusterCommand, conn: &Connection) -> Result<(), Failure> {
     let client = connect(conn)?;
+    // Every command starts by reading the node list (`status` also the network).
+    let nodes = client.nodes().map_err(not_a_cluster)?;
     match cmd {
         ClusterCommand::Status { output } => {
-            status(&client, conn.json || output == OutputFormat::Json)?
+            status(&client, nodes, conn.json || output == OutputFormat::Json)?
         }
         ClusterCommand::Approve { node_id } => {
-            let id = resolve_node_id(&node_id, &client.nodes()?).map_err(Failure::usage)?;
+            let id = resolve_node_id(&node_id, &nodes).map_err(Failure::usage)?;
             show_node(&client.approve_node(&id)?, "approved", conn.json);
         }
         ClusterCommand::Remove { node_id } => {
-            let id = resolve_node_id(&node_id, &client.nodes()?).map_err(Failure::usage)?;
+            let id = resolve_node_id(&node_id, &nodes).map_err(Failure::usage)?;
             show_node(&client.retire_node(&id)?, "retired", conn.json);
         }
         ClusterCommand::JoinToken { expires, out } => {

@@ -21,11 +21,11 @@ mod support;
 use ledger_client::{Auth, Client, ClientConfig, Entry, ListQuery};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::cluster::{Node, Operator, cledger, wait_for};
+use support::cluster::{Node, Operator, cledger, describe_all, try_wait_for, wait_for};
 
 /// One test at a time: each runs three servers on a machine with few cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -181,7 +181,6 @@ fn primary_count(status: &serde_json::Value) -> usize {
 /// Trusted.
 fn assert_join_refused(mut node: Node, op: &Operator, via: &Node, what: &str) {
     node.start();
-    let id = wait_node_key(&mut node);
     let start = Instant::now();
     let exit = loop {
         if let Some(status) = node.exited() {
@@ -192,6 +191,8 @@ fn assert_join_refused(mut node: Node, op: &Operator, via: &Node, what: &str) {
         }
         thread::sleep(Duration::from_millis(100));
     };
+    // The key is made before the node first asks.
+    let id = node_id_of_dir(&node.data_dir);
     let status = op.status(&via.address());
     let row = node_row(&status, &id);
     assert!(
@@ -290,6 +291,25 @@ fn membership_writes_and_removal() {
     let status = op.status(&n1.address());
     assert_eq!(trusted_count(&status), 1, "{status}");
     assert_eq!(primary_count(&status), 1, "{status}");
+
+    // Only an Administrator makes tokens.
+    let (stranger, _) = support::new_user("not an administrator");
+    let stranger_path = root.join("stranger.pem");
+    std::fs::write(&stranger_path, stranger).unwrap();
+    let nope = root.join("nope.token");
+    let refused = Operator {
+        service_cert: service_cert.clone(),
+        cert: stranger_path,
+    }
+    .run(
+        &n1.address(),
+        &["cluster", "join-token", "--out", nope.to_str().unwrap()],
+    );
+    assert!(
+        !refused.status.success() && refused.stderr.contains("(HTTP 403)"),
+        "a join token for a non-administrator: {refused:?}"
+    );
+    assert!(!nope.exists());
 
     // Node 2 joins with a token made by the command line.
     let token2 = root.join("n2.token");
@@ -564,6 +584,26 @@ fn membership_writes_and_removal() {
         let report = audit(node);
         assert!(report["transactions"].as_u64().unwrap() > 10, "{report}");
     }
+    // A standalone node has no cluster to show, and the command says so.
+    let standalone = support::Server::start(&root.join("standalone"), &[]);
+    let run = cledger(&[
+        "--endpoint",
+        &standalone.base,
+        "--service-cert",
+        standalone
+            .data_dir
+            .join("service_cert.pem")
+            .to_str()
+            .unwrap(),
+        "--cert",
+        standalone.data_dir.join("admin.pem").to_str().unwrap(),
+        "cluster",
+        "status",
+    ]);
+    assert!(
+        !run.status.success() && run.stderr.contains("not a cluster node"),
+        "cluster status on a standalone node: {run:?}"
+    );
     eprintln!("membership_writes_and_removal: {:.1?}", started.elapsed());
 }
 
@@ -581,6 +621,21 @@ fn load_client(address: &str, service_pem: &str, bundle: &str) -> Client {
     Client::new(config).unwrap()
 }
 
+/// What kind of failure a write met: the ACL code, or the kind of client error with the
+/// gist of its message.
+fn error_kind(e: &ledger_client::Error) -> String {
+    use ledger_client::Error::*;
+    match e {
+        Api { status, code, .. } => format!("HTTP {status} {code}"),
+        Transport(m) if m.contains("Connection refused") => "connection refused".into(),
+        Transport(m) if m.contains("timed out") => "transport: timed out".into(),
+        Transport(_) => "transport: other".into(),
+        Protocol(m) => format!("protocol: {}", m.split(':').next().unwrap_or(m)),
+        Timeout(_) => "timeout".into(),
+        other => other.to_string(),
+    }
+}
+
 /// Writes through the nodes in turn until `stop`; records what was acknowledged.
 fn writer(
     id: usize,
@@ -589,27 +644,38 @@ fn writer(
     bundle: String,
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<Acked>>>,
-    failed: Arc<AtomicU64>,
+    failed: Arc<Mutex<BTreeMap<String, u64>>>,
 ) {
     let clients: Vec<Client> = addresses
         .iter()
         .map(|a| load_client(a, &service_pem, &bundle))
         .collect();
+    // A node that refused a connection is left alone for a while (it is down).
+    let mut down_until = vec![Instant::now(); clients.len()];
     let mut next = id;
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
+        let i = next % clients.len();
+        next += 1;
+        if down_until[i] > Instant::now() {
+            if down_until.iter().all(|d| *d > Instant::now()) {
+                thread::sleep(Duration::from_millis(20));
+            }
+            continue;
+        }
         let contents = format!("load {id}-{n}");
         n += 1;
-        let c = &clients[next % clients.len()];
-        next += 1;
-        match c.append(&contents, None, &[]) {
+        match clients[i].append(&contents, None, &[]) {
             Ok(a) => acked.lock().unwrap().push(Acked {
                 txid: a.transaction_id,
                 contents,
             }),
-            Err(_) => {
-                failed.fetch_add(1, Ordering::Relaxed);
-                thread::sleep(Duration::from_millis(20));
+            Err(e) => {
+                let kind = error_kind(&e);
+                if kind == "connection refused" {
+                    down_until[i] = Instant::now() + Duration::from_millis(500);
+                }
+                *failed.lock().unwrap().entry(kind).or_default() += 1;
             }
         }
     }
@@ -687,7 +753,7 @@ fn primary_killed_under_load() {
     let addresses: Vec<String> = nodes.iter().map(Node::address).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::<Acked>::new()));
-    let failed = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
     let writers: Vec<_> = (0..4)
         .map(|id| {
             let (addresses, pem, bundle) =
@@ -751,14 +817,16 @@ fn primary_killed_under_load() {
             },
         );
         // The killed node comes back with the same command line and catches up.
+        let restarted = Instant::now();
         nodes[p].start();
         nodes[p].wait_serving(&service_pem, JOIN_LIMIT);
+        let serving = restarted.elapsed();
         let q = wait_for("a primary", Duration::from_secs(15), || {
             primary_of(&nodes, &service_pem)
         });
         let target = commit_seqno(&nodes[q], &service_pem).unwrap_or(0);
         let name = nodes[p].name.clone();
-        wait_for(&format!("{name} catching up"), JOIN_LIMIT, || {
+        let caught_up = try_wait_for(&format!("{name} catching up"), JOIN_LIMIT, || {
             let own = commit_seqno(&nodes[p], &service_pem)?;
             if own >= target {
                 Ok(())
@@ -766,8 +834,14 @@ fn primary_killed_under_load() {
                 Err(format!("{own} < {target}"))
             }
         });
+        if let Err(e) = caught_up {
+            stop.store(true, Ordering::Relaxed);
+            panic!("round {round}: {e}\n{}", describe_all(&nodes));
+        }
         eprintln!(
-            "round {round}: killed {name}; a new primary took a write after {failover:.2?}; {} writes acknowledged",
+            "round {round}: killed {name}; a new primary took a write after {failover:.2?}; \
+             restarted, {name} served after {serving:.2?} and caught up after {:.2?}; {} writes acknowledged",
+            restarted.elapsed(),
             acked_count()
         );
     }
@@ -777,7 +851,7 @@ fn primary_killed_under_load() {
         w.join().expect("writer thread");
     }
     let acked = acked.lock().unwrap().clone();
-    let failed = failed.load(Ordering::Relaxed);
+    let failed = failed.lock().unwrap().clone();
 
     // Every node reaches the same commit.
     wait_for(
@@ -851,8 +925,8 @@ fn primary_killed_under_load() {
     let mut sorted = failovers.clone();
     sorted.sort();
     eprintln!(
-        "primary_killed_under_load: {rounds} rounds, {} writes acknowledged, {failed} failed or \
-         unacknowledged; failover median {:.2?} max {max:.2?}; formed in {formed:.1?}, total {:.1?}",
+        "primary_killed_under_load: {rounds} rounds, {} writes acknowledged, failed or \
+         unacknowledged: {failed:?}; failover median {:.2?} max {max:.2?}; formed in {formed:.1?}, total {:.1?}",
         acked.len(),
         sorted.get(sorted.len() / 2).copied().unwrap_or_default(),
         started.elapsed()

@@ -26,18 +26,36 @@ pub fn free_port() -> u16 {
 
 /// Polls `probe` every 50 ms until it returns `Some`, for at most `limit`; panics naming
 /// `what` and the last note otherwise.
-pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
+pub fn wait_for<T>(what: &str, limit: Duration, probe: impl FnMut() -> Result<T, String>) -> T {
+    try_wait_for(what, limit, probe).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`wait_for`] that returns the failure instead of panicking.
+pub fn try_wait_for<T>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
     let start = Instant::now();
     loop {
         let last = match probe() {
-            Ok(v) => return v,
+            Ok(v) => return Ok(v),
             Err(note) => note,
         };
         if start.elapsed() > limit {
-            panic!("{what}: not within {limit:?}; last: {last}");
+            return Err(format!("{what}: not within {limit:?}; last: {last}"));
         }
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The output of every node, for a failure message.
+pub fn describe_all(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("##### {} #####\n{}", n.name, n.output.describe()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// One `cledger serve` node: its directory, its ports and its command line.
