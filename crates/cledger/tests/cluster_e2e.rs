@@ -513,6 +513,24 @@ fn membership_writes_and_removal() {
         by_token.transaction_id,
         "written with a token through a backup".to_owned(),
     ));
+    // The async client follows the redirect too.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let async_client = ledger_client::nonblocking::Client::new(ClientConfig::new(
+        nodes[backup].address(),
+        service_pem.as_str(),
+        Auth::Certificate(admin.bundle.clone()),
+    ))
+    .unwrap();
+    let by_async = runtime
+        .block_on(async_client.post_entry("written by the async client through a backup", None))
+        .expect("an async write through a backup");
+    written.push((
+        by_async.transaction_id,
+        "written by the async client through a backup".to_owned(),
+    ));
     for (txid, contents) in &written {
         for c in &clients {
             let entry = read_back(c, txid, Duration::from_secs(10));
@@ -629,7 +647,7 @@ fn error_kind(e: &ledger_client::Error) -> String {
         Api { status, code, .. } => format!("HTTP {status} {code}"),
         Transport(m) if m.contains("Connection refused") => "connection refused".into(),
         Transport(m) if m.contains("timed out") => "transport: timed out".into(),
-        Transport(_) => "transport: other".into(),
+        Transport(m) => format!("transport: {}", m.rsplit(": ").next().unwrap_or(m)),
         Protocol(m) => format!("protocol: {}", m.split(':').next().unwrap_or(m)),
         Timeout(_) => "timeout".into(),
         other => other.to_string(),
@@ -679,6 +697,17 @@ fn writer(
             }
         }
     }
+}
+
+/// The value, or a panic naming the round with every node's output (saved to files).
+fn or_dump<T>(result: Result<T, String>, round: usize, nodes: &[Node], stop: &AtomicBool) -> T {
+    result.unwrap_or_else(|e| {
+        stop.store(true, Ordering::Relaxed);
+        panic!(
+            "round {round}: {e}\n{}",
+            describe_all("primary_killed_under_load", nodes)
+        )
+    })
 }
 
 /// The one running node that says it is the primary.
@@ -773,19 +802,34 @@ fn primary_killed_under_load() {
 
     let mut failovers = Vec::new();
     for round in 0..rounds {
-        let p = wait_for("one primary", Duration::from_secs(15), || {
-            primary_of(&nodes, &service_pem)
-        });
+        let p = or_dump(
+            try_wait_for("one primary", Duration::from_secs(15), || {
+                primary_of(&nodes, &service_pem)
+            }),
+            round,
+            &nodes,
+            &stop,
+        );
         thread::sleep(Duration::from_millis(300));
         nodes[p].kill();
         let killed = Instant::now();
         // A new primary takes a write (through any live node: backups redirect).
+        // No waiting on Retry-After here: the failover time is the server's, to 50 ms.
         let live: Vec<Client> = (0..nodes.len())
             .filter(|i| *i != p)
-            .map(|i| load_client(&nodes[i].address(), &service_pem, &admin.bundle))
+            .map(|i| {
+                let mut config = ClientConfig::new(
+                    nodes[i].address(),
+                    service_pem.as_str(),
+                    Auth::Certificate(admin.bundle.clone()),
+                );
+                config.retry_unavailable = Duration::ZERO;
+                config.request_timeout = Duration::from_secs(5);
+                Client::new(config).unwrap()
+            })
             .collect();
         let mut k = 0;
-        let probe = wait_for(
+        let probe = try_wait_for(
             "a write after the primary's SIGKILL",
             FAILOVER_LIMIT,
             || {
@@ -800,12 +844,13 @@ fn primary_killed_under_load() {
                     .map_err(|e| e.to_string())
             },
         );
+        let probe = or_dump(probe, round, &nodes, &stop);
         let failover = killed.elapsed();
         acked.lock().unwrap().push(probe);
         failovers.push(failover);
         // The load goes on too.
         let before = acked_count();
-        wait_for(
+        let going_on = try_wait_for(
             "the load after the failover",
             Duration::from_secs(10),
             || {
@@ -816,14 +861,20 @@ fn primary_killed_under_load() {
                 }
             },
         );
+        or_dump(going_on, round, &nodes, &stop);
         // The killed node comes back with the same command line and catches up.
         let restarted = Instant::now();
         nodes[p].start();
         nodes[p].wait_serving(&service_pem, JOIN_LIMIT);
         let serving = restarted.elapsed();
-        let q = wait_for("a primary", Duration::from_secs(15), || {
-            primary_of(&nodes, &service_pem)
-        });
+        let q = or_dump(
+            try_wait_for("a primary", Duration::from_secs(15), || {
+                primary_of(&nodes, &service_pem)
+            }),
+            round,
+            &nodes,
+            &stop,
+        );
         let target = commit_seqno(&nodes[q], &service_pem).unwrap_or(0);
         let name = nodes[p].name.clone();
         let caught_up = try_wait_for(&format!("{name} catching up"), JOIN_LIMIT, || {
@@ -834,10 +885,7 @@ fn primary_killed_under_load() {
                 Err(format!("{own} < {target}"))
             }
         });
-        if let Err(e) = caught_up {
-            stop.store(true, Ordering::Relaxed);
-            panic!("round {round}: {e}\n{}", describe_all(&nodes));
-        }
+        or_dump(caught_up, round, &nodes, &stop);
         eprintln!(
             "round {round}: killed {name}; a new primary took a write after {failover:.2?}; \
              restarted, {name} served after {serving:.2?} and caught up after {:.2?}; {} writes acknowledged",
@@ -854,7 +902,7 @@ fn primary_killed_under_load() {
     let failed = failed.lock().unwrap().clone();
 
     // Every node reaches the same commit.
-    wait_for(
+    let converged = try_wait_for(
         "the same commit on every node",
         Duration::from_secs(15),
         || {
@@ -869,6 +917,7 @@ fn primary_killed_under_load() {
             }
         },
     );
+    or_dump(converged, rounds, &nodes, &stop);
     // Every node lists the same entries, and every acknowledged write is among them, read
     // back with the same contents and txid on every node.
     let clients: Vec<Client> = nodes

@@ -49,13 +49,30 @@ pub fn try_wait_for<T>(
     }
 }
 
-/// The output of every node, for a failure message.
-pub fn describe_all(nodes: &[Node]) -> String {
-    nodes
-        .iter()
-        .map(|n| format!("##### {} #####\n{}", n.name, n.output.describe()))
-        .collect::<Vec<_>>()
-        .join("\n")
+/// For a failure message: saves every node's whole output under
+/// `$CARGO_TARGET_TMPDIR/cluster_e2e/TEST/NODE.log` (the test's temporary directory goes away)
+/// and returns the last lines of each, with the paths.
+pub fn describe_all(test: &str, nodes: &[Node]) -> String {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("cluster_e2e")
+        .join(test);
+    let _ = std::fs::create_dir_all(&dir);
+    let mut out = String::new();
+    for n in nodes {
+        let path = dir.join(format!("{}.log", n.name));
+        let text = n.output.describe();
+        let saved = match std::fs::write(&path, &text) {
+            Ok(()) => path.display().to_string(),
+            Err(e) => format!("not saved: {e}"),
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        out.push_str(&format!(
+            "##### {} (whole output: {saved}) #####\n{tail}\n",
+            n.name
+        ));
+    }
+    out
 }
 
 /// One `cledger serve` node: its directory, its ports and its command line.
