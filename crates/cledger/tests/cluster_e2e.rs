@@ -407,6 +407,7 @@ fn membership_writes_and_removal() {
         .run(&n3.address(), &["cluster", "status"])
         .ok("cledger cluster status")
         .to_owned();
+    eprintln!("{table}");
     assert_eq!(table.lines().count(), 4, "header and three nodes:\n{table}");
     assert_eq!(table.matches("Trusted").count(), 3, "{table}");
     assert_eq!(table.matches("primary").count(), 1, "{table}");
