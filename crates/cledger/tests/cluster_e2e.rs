@@ -886,6 +886,24 @@ fn primary_killed_under_load() {
                 Err(format!("{own} < {target}"))
             }
         });
+        // When it does not catch up, say how the node's own commit fares on the primary.
+        let caught_up = caught_up.map_err(|e| {
+            let stuck = nodes[p].client(&service_pem, Auth::None).commit();
+            let status = |i: usize, txid: &str| {
+                client(&nodes[i], &service_pem, &admin.bundle)
+                    .status(txid)
+                    .map_or_else(|e| e.to_string(), |s| s.state)
+            };
+            match stuck {
+                Ok(txid) => format!(
+                    "{e}; {name}'s commit {txid} is {} on {name} and {} on the primary {}",
+                    status(p, &txid),
+                    status(q, &txid),
+                    nodes[q].name
+                ),
+                Err(_) => e,
+            }
+        });
         or_dump(caught_up, round, &nodes, &stop);
         eprintln!(
             "round {round}: killed {name}; a new primary took a write after {failover:.2?}; \
