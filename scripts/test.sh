@@ -27,3 +27,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 CLEDGER_BIN="$PWD/target/debug/cledger" .venv/bin/python -m pytest -q tests/python
+
+echo "== the cluster case with the newer official SDK (azure-confidentialledger 2.0.0b2)"
+if [ ! -x .venv-sdk2/bin/python ]; then
+  python3 -m venv .venv-sdk2
+fi
+.venv-sdk2/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements-sdk2.txt
+CLEDGER_BIN="$PWD/target/debug/cledger" .venv-sdk2/bin/python -m pytest -q tests/python/test_cluster.py

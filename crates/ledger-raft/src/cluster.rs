@@ -188,6 +188,11 @@ impl Cluster {
         Some((leader, node))
     }
 
+    /// Whether [`Cluster::shutdown`] has run.
+    pub fn is_shut_down(&self) -> bool {
+        self.tasks.iter().all(|t| t.is_finished())
+    }
+
     /// Whether this node leads now.
     pub fn is_primary(&self) -> bool {
         let metrics = self.raft.metrics().borrow_watched().clone();

@@ -16,6 +16,8 @@
 
 use ledger_core::TxId;
 use ledger_core::entry::{EntryView, TableWrite, TxBody, TxKind};
+#[cfg(test)]
+use ledger_store::WriteRequest;
 use ledger_store::{PreparedWrite, ReplicaOp};
 use openraft::impls::leader_id_std;
 use serde::{Deserialize, Serialize};
@@ -233,4 +235,25 @@ pub fn nodes(membership: &Membership) -> BTreeMap<NodeId, PeerNode> {
         .nodes()
         .map(|(id, node)| (id.clone(), node.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consensus_tables_are_reserved_from_clients() {
+        for table in [VIEWS_TABLE, MEMBERSHIP_TABLE] {
+            assert!(table.starts_with(ledger_store::CONSENSUS_TABLES), "{table}");
+            let write = WriteRequest::Governance(vec![TableWrite {
+                table: table.into(),
+                key: "x".into(),
+                value: Some(Vec::new()),
+            }]);
+            assert!(matches!(
+                ledger_store::Ledger::prepare(write),
+                Err(ledger_store::AppendError::ReservedTable(t)) if t == table
+            ));
+        }
+    }
 }

@@ -78,28 +78,18 @@ pub struct ClusterNode {
     adding: Mutex<BTreeSet<NodeId>>,
 }
 
-/// Starts consensus for `node` (its ledger opened as a replica), serving peers on
-/// `config.peer_listen`; `client_url` is where clients reach this node.
+/// Starts consensus for `node` (its ledger opened as a replica), serving peers on `listener`
+/// (bound to `config.peer_listen`); `client_url` is where clients reach this node.
 pub async fn start(
     config: &ServeConfig,
     node: &crate::node::Node,
     client_url: String,
+    listener: tokio::net::TcpListener,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<Arc<ClusterNode>, ServeError> {
-    let peer_listen = config
-        .peer_listen
-        .ok_or_else(|| ServeError::Internal("cluster::start without peer_listen".into()))?;
-    let listener = tokio::net::TcpListener::bind(peer_listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: peer_listen,
-            source,
-        })?;
     let peer_address = listener
         .local_addr()
-        .map_err(|source| ServeError::Bind {
-            addr: peer_listen,
-            source,
-        })?
+        .map_err(|e| ServeError::Internal(format!("the peer listener: {e}")))?
         .to_string();
     let files = &node.files;
     let cluster_config = ClusterConfig::new(
@@ -124,6 +114,7 @@ pub async fn start(
     .await
     .map_err(|e| ServeError::Internal(format!("consensus: {e}")))?;
     let cluster = Arc::new(cluster);
+    tokio::spawn(report(cluster.clone(), metrics));
     let handle: Arc<dyn LedgerHandle> = Arc::new(ledger_raft::ClusterHandle::new(
         cluster.clone(),
         tokio::runtime::Handle::current(),
@@ -142,6 +133,51 @@ pub async fn start(
         },
         adding: Mutex::new(BTreeSet::new()),
     }))
+}
+
+/// Keeps the cluster metrics current and logs every change of view and primary. Ends with
+/// consensus.
+async fn report(cluster: Arc<Cluster>, metrics: Arc<crate::metrics::Metrics>) {
+    let mut seen: Option<(u64, Option<NodeId>)> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if cluster.is_shut_down() {
+            return;
+        }
+        let status = cluster.status();
+        let primary = status.primary.as_ref() == Some(&status.node_id);
+        metrics.cluster_primary.set(i64::from(primary));
+        metrics.cluster_view.set(status.view as i64);
+        metrics
+            .cluster_commit_seqno
+            .set(status.committed.map_or(0, |t| t.seqno()) as i64);
+        metrics.cluster_peer_lag.clear();
+        if primary {
+            for n in status.nodes.iter().filter(|n| n.node_id != status.node_id) {
+                let lag = status.last_log_index.saturating_sub(n.matched.unwrap_or(0));
+                metrics
+                    .cluster_peer_lag
+                    .get_or_create(&crate::metrics::PeerLabels {
+                        node_id: n.node_id.clone(),
+                    })
+                    .set(lag as i64);
+            }
+        }
+        let now = (status.view, status.primary.clone());
+        if seen.as_ref() != Some(&now) {
+            if seen.as_ref().is_some_and(|(view, _)| *view != now.0) {
+                metrics.cluster_view_changes.inc();
+            }
+            tracing::info!(
+                view = now.0,
+                primary = now.1.as_deref().unwrap_or("none"),
+                this_node_leads = primary,
+                "cluster view"
+            );
+            seen = Some(now);
+        }
+    }
 }
 
 /// The node endpoints, added to the client router.
@@ -885,4 +921,16 @@ pub async fn wait_for_genesis(handle: &dyn LedgerHandle, timeout: Duration) -> b
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until this node knows a primary.
+pub async fn wait_for_primary(cluster: &Cluster, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while cluster.primary().is_none() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }

@@ -135,9 +135,20 @@ impl Server {
             source,
         })?;
         let client_url = format!("https://{local_addr}");
-        if let Some(peer) = config.peer_listen {
-            cluster::join_service(&config, &client_url, &peer.to_string()).await?;
-        }
+        // So is the peer listener: a joining node tells the service where to reach it.
+        let peer_listener = match config.peer_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Bind { addr, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| ServeError::Bind { addr, source })?;
+                cluster::join_service(&config, &client_url, &bound.to_string()).await?;
+                Some(listener)
+            }
+            None => None,
+        };
         let setup = config.clone();
         let metrics = Arc::new(metrics::Metrics::new());
         let observer: Arc<dyn ledger_store::StoreObserver> = metrics.clone();
@@ -145,20 +156,29 @@ impl Server {
             tokio::task::spawn_blocking(move || node::Node::start_observed(&setup, Some(observer)))
                 .await
                 .map_err(|e| ServeError::Internal(format!("startup task: {e}")))??;
-        let cluster = match config.peer_listen {
-            Some(_) => Some(cluster::start(&config, &node, client_url).await?),
+        let cluster = match peer_listener {
+            Some(listener) => {
+                Some(cluster::start(&config, &node, client_url, listener, metrics.clone()).await?)
+            }
             None => None,
         };
         let handle: Arc<dyn ledger_store::LedgerHandle> = match &cluster {
             Some(c) => c.handle.clone(),
             None => node.ledger.clone(),
         };
-        if let Some(c) = &cluster
-            && !cluster::wait_for_genesis(&*c.handle, std::time::Duration::from_secs(60)).await
-        {
-            return Err(ServeError::Internal(
-                "this node did not receive the service's ledger within 60 s".into(),
-            ));
+        if let Some(c) = &cluster {
+            if !cluster::wait_for_genesis(&*c.handle, std::time::Duration::from_secs(60)).await {
+                return Err(ServeError::Internal(
+                    "this node did not receive the service's ledger within 60 s".into(),
+                ));
+            }
+            // Ready once a primary is known (a founder elects itself within a second); a node
+            // whose cluster has lost its majority still starts, answering writes with 503.
+            if !cluster::wait_for_primary(&c.cluster, std::time::Duration::from_secs(10)).await {
+                tracing::warn!(
+                    "no primary is known yet; writes are answered 503 until one is elected"
+                );
+            }
         }
         if let Some(id) = node
             .ledger

@@ -41,6 +41,11 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub node_id: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -68,6 +73,11 @@ pub struct Metrics {
     pub ledger_seqno: Gauge,
     pub ledger_bytes: Gauge<u64, AtomicU64>,
     pub writable: Gauge,
+    pub cluster_primary: Gauge,
+    pub cluster_view: Gauge,
+    pub cluster_commit_seqno: Gauge,
+    pub cluster_peer_lag: Family<PeerLabels, Gauge>,
+    pub cluster_view_changes: Counter,
 }
 
 impl Metrics {
@@ -182,8 +192,43 @@ impl Metrics {
             "1 when the ledger accepts writes, 0 when storage faults stopped them",
             writable.clone(),
         );
+        let cluster_primary = Gauge::default();
+        registry.register(
+            "cluster_primary",
+            "Cluster nodes: 1 while this node is the primary, 0 otherwise",
+            cluster_primary.clone(),
+        );
+        let cluster_view = Gauge::default();
+        registry.register(
+            "cluster_view",
+            "Cluster nodes: the current view (Raft term)",
+            cluster_view.clone(),
+        );
+        let cluster_commit_seqno = Gauge::default();
+        registry.register(
+            "cluster_commit_seqno",
+            "Cluster nodes: the newest seqno committed here (covered by a signature a majority holds)",
+            cluster_commit_seqno.clone(),
+        );
+        let cluster_peer_lag = Family::<PeerLabels, Gauge>::default();
+        registry.register(
+            "cluster_peer_lag",
+            "On the primary: how many seqnos each other node's log is behind the primary's",
+            cluster_peer_lag.clone(),
+        );
+        let cluster_view_changes = Counter::default();
+        registry.register(
+            "cluster_view_changes",
+            "Cluster nodes: views this node has seen begin since it started (elections)",
+            cluster_view_changes.clone(),
+        );
         Metrics {
             registry,
+            cluster_primary,
+            cluster_view,
+            cluster_commit_seqno,
+            cluster_peer_lag,
+            cluster_view_changes,
             requests,
             request_seconds,
             auth_failures,

@@ -374,6 +374,11 @@ pub struct Genesis {
     pub writes: Vec<TableWrite>,
 }
 
+/// The prefix of the governance tables consensus writes itself (a new view, a membership
+/// change): every node encodes those transactions from the Raft entry, so no client may write
+/// to them ([`Ledger::prepare`] refuses it with [`AppendError::ReservedTable`]).
+pub const CONSENSUS_TABLES: &str = "public:cledger.raft.";
+
 /// Status of a transaction id, as `/status` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxStatus {
@@ -911,7 +916,9 @@ impl Ledger {
         let body = match request {
             WriteRequest::Entry(e) => TxBody::Application(e),
             WriteRequest::Governance(writes) => {
-                if let Some(w) = writes.iter().find(|w| w.table == crypto::LEDGER_SECRETS) {
+                if let Some(w) = writes.iter().find(|w| {
+                    w.table == crypto::LEDGER_SECRETS || w.table.starts_with(CONSENSUS_TABLES)
+                }) {
                     return Err(AppendError::ReservedTable(w.table.clone()));
                 }
                 TxBody::Governance(writes)
