@@ -412,6 +412,7 @@ fn membership_writes_and_removal() {
     assert_eq!(table.matches("Trusted").count(), 3, "{table}");
     assert_eq!(table.matches("primary").count(), 1, "{table}");
 
+    eprintln!("[{:.1?}] endpoints done", started.elapsed());
     // The node endpoints agree with each other.
     let nodes = [&n1, &n2, &n3];
     let clients: Vec<Client> = nodes
@@ -477,6 +478,7 @@ fn membership_writes_and_removal() {
         "no client certificate reached the peer port"
     );
 
+    eprintln!("[{:.1?}] peer port done", started.elapsed());
     // A backup answers a write with 307 to the primary's client address, same path and query.
     let backup = (p + 1) % 3;
     let path = "/app/transactions?api-version=2022-05-13&collectionId=redirected";
@@ -492,6 +494,7 @@ fn membership_writes_and_removal() {
         format!("{}{path}", nodes[p].address())
     );
 
+    eprintln!("[{:.1?}] 307 done", started.elapsed());
     // Writes through every node with `cledger append`; each reads back on every node.
     let mut written = Vec::new();
     for node in nodes {
@@ -514,6 +517,7 @@ fn membership_writes_and_removal() {
         by_token.transaction_id,
         "written with a token through a backup".to_owned(),
     ));
+    eprintln!("[{:.1?}] appends done", started.elapsed());
     // The async client follows the redirect too.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -532,6 +536,11 @@ fn membership_writes_and_removal() {
         by_async.transaction_id,
         "written by the async client through a backup".to_owned(),
     ));
+    // Its connections live on this runtime, which nothing polls from now on: close them, or
+    // the servers' graceful stop would wait for them.
+    drop(async_client);
+    drop(runtime);
+    eprintln!("[{:.1?}] async done", started.elapsed());
     for (txid, contents) in &written {
         for c in &clients {
             let entry = read_back(c, txid, Duration::from_secs(10));
@@ -554,6 +563,7 @@ fn membership_writes_and_removal() {
         }
     }
 
+    eprintln!("[{:.1?}] reads done", started.elapsed());
     // Remove a backup: it is shown Retired, and the other two keep taking writes.
     let removed = if p == 2 { 1 } else { 2 };
     let removed_id = node_id_of_dir(&nodes[removed].data_dir);
@@ -592,17 +602,21 @@ fn membership_writes_and_removal() {
         }
     }
 
+    eprintln!("[{:.1?}] removal done", started.elapsed());
     // Stop everything; every directory passes the audit.
     drop(clients);
     for node in [&mut n1, &mut n2, &mut n3] {
         if node.is_running() {
-            node.terminate();
+            let t = Instant::now();
+            let status = node.terminate();
+            eprintln!("{} stopped ({status}) in {:.1?}", node.name, t.elapsed());
         }
     }
     for node in [&n1, &n2, &n3] {
         let report = audit(node);
         assert!(report["transactions"].as_u64().unwrap() > 10, "{report}");
     }
+    eprintln!("[{:.1?}] audit done", started.elapsed());
     // A standalone node has no cluster to show, and the command says so.
     let standalone = support::Server::start(&root.join("standalone"), &[]);
     let run = cledger(&[
