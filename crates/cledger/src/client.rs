@@ -156,6 +156,9 @@ pub enum ClientCommand {
         after_help = "Example:\n  cledger bench --endpoint https://127.0.0.1:8443 --cert admin.pem \\\n    --service-cert service_cert.pem --connections 64 --size 256 --duration 60 --output bench.json"
     )]
     Bench(crate::bench::BenchArgs),
+    /// Operate a cluster: status of its nodes, approve or remove a node, make a join token.
+    #[command(subcommand)]
+    Cluster(crate::cluster::ClusterCommand),
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  cledger completions bash > /etc/bash_completion.d/cledger")]
     Completions { shell: clap_complete::Shell },
@@ -197,7 +200,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn usage(message: impl Into<String>) -> Failure {
+    pub(crate) fn usage(message: impl Into<String>) -> Failure {
         Failure {
             exit: 2,
             code: "Usage".into(),
@@ -248,6 +251,10 @@ impl From<Error> for Failure {
             Error::Io(m) => Failure { exit: 2, code: "Io".into(), message: m, hint: None },
         }
     }
+}
+
+pub(crate) fn io_failure(path: &Path, e: std::io::Error) -> Failure {
+    io(path, e)
 }
 
 fn io(path: &Path, e: std::io::Error) -> Failure {
@@ -344,7 +351,7 @@ fn read(path: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(|e| io(path, e))
 }
 
-fn connect(conn: &Connection) -> Result<Client, Failure> {
+pub(crate) fn connect(conn: &Connection) -> Result<Client, Failure> {
     Ok(Client::new(client_config(conn)?)?)
 }
 
@@ -372,7 +379,7 @@ fn client_config(conn: &Connection) -> Result<ClientConfig, Failure> {
 
 // ---------- commands ----------
 
-fn print_json(v: &Value) {
+pub(crate) fn print_json(v: &Value) {
     println!("{v}");
 }
 
@@ -465,6 +472,7 @@ fn run_inner(cmd: ClientCommand, conn: &Connection) -> Result<ExitCode, Failure>
             }
         }
         ClientCommand::Users(u) => users(conn, u)?,
+        ClientCommand::Cluster(c) => crate::cluster::run(c, conn)?,
         ClientCommand::Receipt { txid, out } => {
             let r = connect(conn)?.receipt(&txid)?;
             let text = serde_json::to_string_pretty(&r.response)

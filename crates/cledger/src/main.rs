@@ -4,6 +4,7 @@
 
 mod bench;
 mod client;
+mod cluster;
 
 // The server allocates and frees many small buffers per request across threads; glibc's
 // malloc spent ~10% of the server's CPU on that under load (perf, docs/PERFORMANCE.md).

@@ -8,6 +8,7 @@
 //! [`evidence`] builds and verifies offline evidence packages (`notarize` / `verify`).
 
 pub mod evidence;
+pub mod node;
 pub mod nonblocking;
 
 use ledger_core::TxId;
@@ -35,6 +36,16 @@ pub const DEFAULT_COLLECTION: &str = "subledger:0";
 
 /// How long `append` waits for `Committed`, and `receipt` for `Ready`.
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
+
+/// Default of [`ClientConfig::retry_unavailable`]: longer than an election.
+pub const DEFAULT_RETRY_UNAVAILABLE: Duration = Duration::from_secs(15);
+
+/// Most `307`/`308` redirects followed for one request (a backup names the primary, which
+/// answers; more hops mean the primary changed meanwhile).
+pub const MAX_REDIRECTS: usize = 4;
+
+/// The longest single wait on a `Retry-After`, whatever the server asks.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 
 /// Everything but unreserved characters is percent-encoded (the server keeps `+` as `+`).
 const QUERY: &AsciiSet = &NON_ALPHANUMERIC
@@ -67,6 +78,12 @@ pub struct ClientConfig {
     pub auth: Auth,
     /// api-version sent with every request, unless an operation needs a specific one.
     pub api_version: String,
+    /// How long a request answered `503` with `Retry-After` (nothing was done: no primary
+    /// during an election, a full write queue, a transient storage fault) is retried before
+    /// the error is returned. Zero: never retried.
+    pub retry_unavailable: Duration,
+    /// Timeout of one HTTP request.
+    pub request_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -80,6 +97,8 @@ impl ClientConfig {
             service_cert_pem: service_cert_pem.into(),
             auth,
             api_version: DEFAULT_API_VERSION.to_owned(),
+            retry_unavailable: DEFAULT_RETRY_UNAVAILABLE,
+            request_timeout: REQUEST_TIMEOUT,
         }
     }
 }
@@ -199,8 +218,8 @@ pub fn cert_fingerprint(pem: &str) -> Result<String> {
         .join(":"))
 }
 
-/// Per-request timeout of both clients.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default per-request timeout of both clients ([`ClientConfig::request_timeout`]).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The one trusted root (the pinned service certificate) and the client identity, if any.
 fn tls_material(config: &ClientConfig) -> Result<(Certificate, Option<Identity>)> {
@@ -288,6 +307,86 @@ fn decode(
     Ok((headers, body))
 }
 
+/// Where a `307`/`308` answer to a request for `current` sends it: `location` resolved
+/// against `current`. Only https targets are followed. The pinned service certificate is the
+/// only TLS root the client trusts, so whatever host the target names, it is a node of the same
+/// service (or the connection fails): the client certificate and the bearer token go nowhere
+/// else.
+pub fn redirect_target(current: &str, location: &str) -> Result<String> {
+    let base = reqwest::Url::parse(current)
+        .map_err(|e| Error::Protocol(format!("bad request URL {current:?}: {e}")))?;
+    let next = base
+        .join(location.trim())
+        .map_err(|e| Error::Protocol(format!("bad redirect Location {location:?}: {e}")))?;
+    if next.scheme() != "https" {
+        return Err(Error::Protocol(format!(
+            "refusing to follow a redirect to {next}: only https is followed"
+        )));
+    }
+    Ok(next.to_string())
+}
+
+/// The `Retry-After` delay of an answer, when it gives one in seconds.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+/// What to do with an answer before reading it as the API's.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// `307`/`308`: send the same request (method, body, credentials) to this URL.
+    Follow(String),
+    /// `503` with `Retry-After` (nothing was done): send it again after this delay.
+    Retry(Duration),
+    /// Anything else is the answer.
+    Answer,
+}
+
+/// Decides [`Step`] for an answer to a request for `url`, after `hops` redirects and `waited`
+/// time spent retrying (of at most `budget`).
+fn next_step(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    url: &str,
+    hops: usize,
+    waited: Duration,
+    budget: Duration,
+) -> Result<Step> {
+    use reqwest::StatusCode;
+    if status == StatusCode::TEMPORARY_REDIRECT || status == StatusCode::PERMANENT_REDIRECT {
+        let location = headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                Error::Protocol(format!(
+                    "HTTP {status} from {url} without a Location header"
+                ))
+            })?;
+        if hops >= MAX_REDIRECTS {
+            return Err(Error::Protocol(format!(
+                "more than {MAX_REDIRECTS} redirects (the last from {url} to {location}): the primary keeps changing"
+            )));
+        }
+        return Ok(Step::Follow(redirect_target(url, location)?));
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE
+        && let Some(delay) = retry_after(headers)
+    {
+        let delay = delay.clamp(Duration::from_millis(100), MAX_RETRY_DELAY);
+        if waited + delay <= budget {
+            return Ok(Step::Retry(delay));
+        }
+    }
+    Ok(Step::Answer)
+}
+
 /// `{base}{path}?api-version=..&k=v..`, skipping absent parameters.
 fn url(base: &str, path: &str, version: &str, params: &[(&str, Option<&str>)]) -> String {
     let mut url = format!("{base}{path}?api-version={}", enc(version));
@@ -355,9 +454,12 @@ impl Client {
     pub fn new(config: ClientConfig) -> Result<Client> {
         let base = base(&config.endpoint)?;
         let (root, identity) = tls_material(&config)?;
+        // Redirects are followed by `exchange`, which keeps the bearer token (reqwest drops
+        // it when the port changes) and follows only https.
         let mut builder = Http::builder()
             .tls_certs_only([root])
-            .timeout(REQUEST_TIMEOUT);
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.request_timeout);
         if let Some(identity) = identity {
             builder = builder.identity(identity);
         }
@@ -390,13 +492,50 @@ impl Client {
         url: &str,
         body: Option<&Value>,
     ) -> Result<(reqwest::header::HeaderMap, Value)> {
-        let mut req = self.request(method, url);
-        if let Some(body) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(body.to_string());
+        let body = body.map(|b| ("application/json", b.to_string()));
+        self.exchange(method, url, body)
+    }
+
+    /// Sends a request and reads the answer, following `307`/`308` to the primary (same
+    /// method, body and credentials; at most [`MAX_REDIRECTS`] hops, https only) and retrying
+    /// `503` answers that carry `Retry-After` for up to [`ClientConfig::retry_unavailable`],
+    /// each time from the original URL.
+    fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<(&str, String)>,
+    ) -> Result<(reqwest::header::HeaderMap, Value)> {
+        let start = Instant::now();
+        let mut target = url.to_owned();
+        let mut hops = 0;
+        loop {
+            let mut req = self.request(method.clone(), &target);
+            if let Some((content_type, body)) = &body {
+                req = req.header("content-type", *content_type).body(body.clone());
+            }
+            let resp = req.send()?;
+            let step = next_step(
+                resp.status(),
+                resp.headers(),
+                &target,
+                hops,
+                start.elapsed(),
+                self.config.retry_unavailable,
+            )?;
+            match step {
+                Step::Follow(next) => {
+                    hops += 1;
+                    target = next;
+                }
+                Step::Retry(delay) => {
+                    std::thread::sleep(delay);
+                    hops = 0;
+                    target = url.to_owned();
+                }
+                Step::Answer => return check(resp),
+            }
         }
-        check(req.send()?)
     }
 
     fn get(&self, path: &str, version: &str, params: &[(&str, Option<&str>)]) -> Result<Value> {
@@ -571,12 +710,11 @@ impl Client {
     /// Creates the user or changes its role.
     pub fn user_set_role(&self, id: &str, role: &str) -> Result<User> {
         let url = self.url(&format!("/app/users/{}", enc(id)), self.version(), &[]);
-        let mut req = self
-            .request(Method::PATCH, &url)
-            .header("content-type", "application/merge-patch+json")
-            .body(json!({"assignedRole": role}).to_string());
-        req = req.timeout(REQUEST_TIMEOUT);
-        field(check(req.send()?)?.1, "user")
+        let body = (
+            "application/merge-patch+json",
+            json!({"assignedRole": role}).to_string(),
+        );
+        field(self.exchange(Method::PATCH, &url, Some(body))?.1, "user")
     }
 
     pub fn user_remove(&self, id: &str) -> Result<()> {
@@ -729,6 +867,140 @@ mod tests {
     fn endpoint_must_be_https() {
         assert!(matches!(base("http://x"), Err(Error::Config(_))));
         assert_eq!(base("https://h:1/").unwrap(), "https://h:1");
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> reqwest::header::HeaderMap {
+        let mut h = reqwest::header::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn redirects_resolve_against_the_request_and_stay_on_https() {
+        let from = "https://127.0.0.1:8444/app/transactions?api-version=2022-05-13";
+        assert_eq!(
+            redirect_target(
+                from,
+                "https://127.0.0.1:8443/app/transactions?api-version=2022-05-13"
+            )
+            .unwrap(),
+            "https://127.0.0.1:8443/app/transactions?api-version=2022-05-13"
+        );
+        assert_eq!(
+            redirect_target(from, "/node/network").unwrap(),
+            "https://127.0.0.1:8444/node/network"
+        );
+        assert!(matches!(
+            redirect_target(from, "http://127.0.0.1:8443/app/transactions"),
+            Err(Error::Protocol(_))
+        ));
+        assert!(matches!(
+            redirect_target(from, "ftp://x/"),
+            Err(Error::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn next_step_follows_307_and_308_a_bounded_number_of_times() {
+        use reqwest::StatusCode;
+        let url = "https://h:1/app/transactions";
+        let to = headers(&[("location", "https://h:2/app/transactions")]);
+        let budget = Duration::from_secs(10);
+        for status in [
+            StatusCode::TEMPORARY_REDIRECT,
+            StatusCode::PERMANENT_REDIRECT,
+        ] {
+            assert_eq!(
+                next_step(status, &to, url, 0, Duration::ZERO, budget).unwrap(),
+                Step::Follow("https://h:2/app/transactions".into())
+            );
+            assert!(next_step(status, &to, url, MAX_REDIRECTS, Duration::ZERO, budget).is_err());
+            assert!(
+                next_step(status, &headers(&[]), url, 0, Duration::ZERO, budget).is_err(),
+                "a redirect without Location"
+            );
+        }
+        // Other redirects are not the cluster's: they are answers (errors) as before.
+        assert_eq!(
+            next_step(StatusCode::FOUND, &to, url, 0, Duration::ZERO, budget).unwrap(),
+            Step::Answer
+        );
+    }
+
+    #[test]
+    fn next_step_retries_503_with_retry_after_within_the_budget() {
+        use reqwest::StatusCode;
+        let url = "https://h:1/app/transactions";
+        let budget = Duration::from_secs(10);
+        let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+        assert_eq!(
+            next_step(
+                unavailable,
+                &headers(&[("retry-after", "1")]),
+                url,
+                0,
+                Duration::ZERO,
+                budget
+            )
+            .unwrap(),
+            Step::Retry(Duration::from_secs(1))
+        );
+        // Long delays are shortened, zero is not a busy loop.
+        assert_eq!(
+            next_step(
+                unavailable,
+                &headers(&[("retry-after", "60")]),
+                url,
+                0,
+                Duration::ZERO,
+                budget
+            )
+            .unwrap(),
+            Step::Retry(MAX_RETRY_DELAY)
+        );
+        assert_eq!(
+            next_step(
+                unavailable,
+                &headers(&[("retry-after", "0")]),
+                url,
+                0,
+                Duration::ZERO,
+                budget
+            )
+            .unwrap(),
+            Step::Retry(Duration::from_millis(100))
+        );
+        // No Retry-After: not transient; budget spent: the error is the answer.
+        assert_eq!(
+            next_step(unavailable, &headers(&[]), url, 0, Duration::ZERO, budget).unwrap(),
+            Step::Answer
+        );
+        assert_eq!(
+            next_step(
+                unavailable,
+                &headers(&[("retry-after", "1")]),
+                url,
+                0,
+                budget,
+                budget
+            )
+            .unwrap(),
+            Step::Answer
+        );
+        assert_eq!(
+            next_step(
+                StatusCode::OK,
+                &headers(&[("retry-after", "1")]),
+                url,
+                0,
+                Duration::ZERO,
+                budget
+            )
+            .unwrap(),
+            Step::Answer
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! requests share one TLS connection. A caller that wants N connections makes N clients.
 
 use crate::{
-    Appended, Auth, ClientConfig, DEFAULT_COLLECTION, Entry, REQUEST_TIMEOUT, Result,
-    VerifiedReceiptResponse, base, decode, field, tls_material, url, verified, written_txid,
+    Appended, Auth, ClientConfig, DEFAULT_COLLECTION, Entry, Result, Step, VerifiedReceiptResponse,
+    base, decode, field, next_step, tls_material, url, verified, written_txid,
 };
 use ledger_core::receipt::ReceiptResponse;
 use reqwest::Method;
@@ -22,9 +22,11 @@ impl Client {
     pub fn new(config: ClientConfig) -> Result<Client> {
         let base = base(&config.endpoint)?;
         let (root, identity) = tls_material(&config)?;
+        // Redirects are followed by `call_with_headers`, as in the blocking client.
         let mut builder = reqwest::Client::builder()
             .tls_certs_only([root])
-            .timeout(REQUEST_TIMEOUT);
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.request_timeout);
         if let Some(identity) = identity {
             builder = builder.identity(identity);
         }
@@ -45,20 +47,47 @@ impl Client {
         url: &str,
         body: Option<&Value>,
     ) -> Result<(reqwest::header::HeaderMap, Value)> {
-        let mut req = self.http.request(method, url);
-        if let Auth::Token(token) = &self.config.auth {
-            req = req.bearer_auth(token);
+        // Follows `307`/`308` and retries `503` + `Retry-After` like the blocking client.
+        let start = std::time::Instant::now();
+        let body = body.map(Value::to_string);
+        let mut target = url.to_owned();
+        let mut hops = 0;
+        loop {
+            let mut req = self.http.request(method.clone(), &target);
+            if let Auth::Token(token) = &self.config.auth {
+                req = req.bearer_auth(token);
+            }
+            if let Some(body) = &body {
+                req = req
+                    .header("content-type", "application/json")
+                    .body(body.clone());
+            }
+            let resp = req.send().await?;
+            let status = resp.status();
+            match next_step(
+                status,
+                resp.headers(),
+                &target,
+                hops,
+                start.elapsed(),
+                self.config.retry_unavailable,
+            )? {
+                Step::Follow(next) => {
+                    hops += 1;
+                    target = next;
+                }
+                Step::Retry(delay) => {
+                    tokio::time::sleep(delay).await;
+                    hops = 0;
+                    target = url.to_owned();
+                }
+                Step::Answer => {
+                    let headers = resp.headers().clone();
+                    let text = resp.text().await?;
+                    return decode(status, headers, &text);
+                }
+            }
         }
-        if let Some(body) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let resp = req.send().await?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await?;
-        decode(status, headers, &text)
     }
 
     fn url(&self, path: &str, params: &[(&str, Option<&str>)]) -> String {

@@ -1,0 +1,1016 @@
+//! A cledger cluster of real `cledger serve` processes on loopback, operated with the
+//! `cledger` command line and written to with the `cledger` client library.
+//!
+//! - `membership_writes_and_removal`: a node founds the service; a second joins with a token
+//!   made by `cledger cluster join-token`, a third by `cledger cluster approve`; a reused and
+//!   an expired token are refused; a certificate the service did not issue cannot reach the
+//!   peer port; writes through every node succeed (a backup answers `307` to the primary, and
+//!   the client keeps its certificate or bearer token), reads on every node; `cledger cluster
+//!   remove` retires a node and the other two keep taking writes; `cledger audit` passes on
+//!   every node's directory.
+//! - `primary_killed_under_load`: several client threads write through all nodes while the
+//!   primary is SIGKILLed and restarted, `CLEDGER_FAILOVER_ROUNDS` times (default 5): each
+//!   time a new primary takes writes within `FAILOVER_LIMIT`; at the end every acknowledged
+//!   write reads back with the same contents and txid on every node, the nodes list the same
+//!   entries, and `cledger audit` passes on every directory.
+//!
+//! The two tests run one after the other (they would share 2 cores otherwise).
+
+mod support;
+
+use ledger_client::{Auth, Client, ClientConfig, Entry, ListQuery};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+use support::cluster::{Node, Operator, cledger, describe_all, try_wait_for, wait_for};
+
+/// One test at a time: each runs three servers on a machine with few cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// How long a node may take to join (fetch its identity, catch up, become a voter).
+const JOIN_LIMIT: Duration = Duration::from_secs(30);
+/// How long after the primary's SIGKILL a write must succeed again.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The Administrator of the test service: `admin_cert.pem` (certificate, given to the first
+/// node with `--admin-cert`) and `admin.pem` (certificate and key, for the client).
+struct Admin {
+    cert_path: PathBuf,
+    bundle_path: PathBuf,
+    bundle: String,
+}
+
+fn admin(root: &Path) -> Admin {
+    let identity =
+        ledger_identity::create_client_identity("cluster admin", ledger_identity::Curve::P384)
+            .unwrap();
+    let cert_path = root.join("admin_cert.pem");
+    let bundle_path = root.join("admin.pem");
+    std::fs::write(&cert_path, &identity.cert_pem).unwrap();
+    std::fs::write(&bundle_path, identity.bundle_pem()).unwrap();
+    Admin {
+        cert_path,
+        bundle_path,
+        bundle: identity.bundle_pem(),
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// Starts the founding node and waits until it serves.
+fn found(root: &Path, admin: &Admin, extra: &[String]) -> (Node, PathBuf, String) {
+    let mut args = strings(&["--admin-cert", admin.cert_path.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    let mut node = Node::new("n1", root, &args);
+    node.start();
+    let service_cert = node.data_dir.join("service_cert.pem");
+    wait_for("the first node's service certificate", JOIN_LIMIT, || {
+        if let Some(status) = node.exited() {
+            panic!("n1 exited ({status})\n{}", node.output.describe());
+        }
+        std::fs::read_to_string(&service_cert)
+            .ok()
+            .filter(|pem| pem.contains("END CERTIFICATE"))
+            .ok_or_else(|| "not written yet".to_owned())
+    });
+    let pem = std::fs::read_to_string(&service_cert).unwrap();
+    node.wait_serving(&pem, JOIN_LIMIT);
+    (node, service_cert, pem)
+}
+
+/// The arguments of a node joining through `via`.
+fn join_args(
+    via: &Node,
+    service_cert: &Path,
+    token: Option<&Path>,
+    extra: &[String],
+) -> Vec<String> {
+    let mut args = strings(&[
+        "--join",
+        &via.address(),
+        "--service-cert",
+        service_cert.to_str().unwrap(),
+    ]);
+    if let Some(token) = token {
+        args.extend(strings(&["--join-token", token.to_str().unwrap()]));
+    }
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The node id of a data directory's node key: hex SHA-256 of its public key (as CCF names
+/// nodes). The key is certified by a throwaway service only to read its public key.
+fn node_id_of_dir(dir: &Path) -> String {
+    let key = std::fs::read_to_string(dir.join("identity/node_key.pem"))
+        .unwrap_or_else(|e| panic!("{}: no node key: {e}", dir.display()));
+    let throwaway = ledger_identity::create_service_identity(ledger_identity::Curve::P256).unwrap();
+    let cert = ledger_identity::issue_node_certificate(&throwaway, &key, &[]).unwrap();
+    let cert = ledger_core::x509::Cert::from_pem(&cert).unwrap();
+    ledger_core::hash::sha256(&cert.spki_der()).to_string()
+}
+
+/// The node key appears when a joining node first asks.
+fn wait_node_key(node: &mut Node) -> String {
+    let path = node.data_dir.join("identity/node_key.pem");
+    wait_for(&format!("{}'s node key", node.name), JOIN_LIMIT, || {
+        if let Some(status) = node.exited() {
+            panic!(
+                "{} exited ({status})\n{}",
+                node.name,
+                node.output.describe()
+            );
+        }
+        if path.exists() {
+            Ok(())
+        } else {
+            Err("no key yet".into())
+        }
+    });
+    node_id_of_dir(&node.data_dir)
+}
+
+/// `cledger cluster status --output json` until `check` accepts it.
+fn wait_status(
+    op: &Operator,
+    endpoint: &str,
+    what: &str,
+    limit: Duration,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    wait_for(what, limit, || {
+        let run = op.run(endpoint, &["cluster", "status", "--output", "json"]);
+        if !run.status.success() {
+            return Err(format!("status failed: {}", run.stderr));
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(run.stdout.trim()).map_err(|e| e.to_string())?;
+        if check(&v) { Ok(v) } else { Err(v.to_string()) }
+    })
+}
+
+fn node_row<'a>(status: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
+    status["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["node_id"].as_str() == Some(id))
+}
+
+fn trusted_count(status: &serde_json::Value) -> usize {
+    status["nodes"]
+        .as_array()
+        .map_or(0, |n| n.iter().filter(|n| n["status"] == "Trusted").count())
+}
+
+fn primary_count(status: &serde_json::Value) -> usize {
+    status["nodes"]
+        .as_array()
+        .map_or(0, |n| n.iter().filter(|n| n["role"] == "primary").count())
+}
+
+/// A joining node whose token is refused must not get in: it stops with an error that says
+/// so (or keeps waiting without ever becoming Trusted), and the service never lists it
+/// Trusted.
+fn assert_join_refused(mut node: Node, op: &Operator, via: &Node, what: &str) {
+    node.start();
+    let start = Instant::now();
+    let exit = loop {
+        if let Some(status) = node.exited() {
+            break Some(status);
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            break None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    // The key is made before the node first asks.
+    let id = node_id_of_dir(&node.data_dir);
+    let status = op.status(&via.address());
+    let row = node_row(&status, &id);
+    assert!(
+        row.is_none_or(|r| r["status"] != "Trusted"),
+        "{what}: the node was admitted: {status}\n{}",
+        node.output.describe()
+    );
+    let text = format!("{}{}", node.output.stdout(), node.output.stderr());
+    let said = ["403", "refused", "NotAllowed", "invalid", "expired"]
+        .iter()
+        .any(|w| text.contains(w));
+    match exit {
+        Some(status) => assert!(
+            !status.success() && said,
+            "{what}: the joining node should stop with an error naming the refusal, exited {status}\n{text}"
+        ),
+        None => {
+            assert!(
+                said,
+                "{what}: the joining node still waits and never said why\n{text}"
+            );
+            node.kill();
+        }
+    }
+}
+
+/// `cledger audit --json` on a stopped node's directory.
+fn audit(node: &Node) -> serde_json::Value {
+    let run = cledger(&[
+        "audit",
+        "--json",
+        "--data-dir",
+        node.data_dir.to_str().unwrap(),
+    ]);
+    let report = run.json(&format!("cledger audit of {}", node.name));
+    assert_eq!(report["ok"], true, "audit of {}: {report}", node.name);
+    report
+}
+
+fn client(node: &Node, service_pem: &str, bundle: &str) -> Client {
+    node.client(service_pem, Auth::Certificate(bundle.to_owned()))
+}
+
+/// Reads `txid` on `node` until it is there (a backup may not have committed it yet).
+fn read_back(client: &Client, txid: &str, limit: Duration) -> Entry {
+    wait_for(
+        &format!("{txid} on {}", client.config().endpoint),
+        limit,
+        || client.get_entry(txid, None).map_err(|e| e.to_string()),
+    )
+}
+
+/// A client that does not follow redirects, to see the server's own answers.
+fn raw_client(service_pem: &str, bundle: Option<&str>) -> reqwest::blocking::Client {
+    let mut builder = reqwest::blocking::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(service_pem.as_bytes()).unwrap()])
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10));
+    if let Some(bundle) = bundle {
+        builder = builder.identity(reqwest::Identity::from_pem(bundle.as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+#[test]
+fn membership_writes_and_removal() {
+    let _serial = serial();
+    let started = Instant::now();
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let admin = admin(root);
+
+    // Every node trusts the same token issuer: the bearer-token write below goes through a
+    // backup and is redirected.
+    let keys = root.join("issuer");
+    std::fs::create_dir_all(&keys).unwrap();
+    let key = support::jwt::new_key(&keys, "ec-1", jsonwebtoken::Algorithm::ES256);
+    let jwks_path = root.join("jwks.json");
+    std::fs::write(&jwks_path, support::jwt::jwks(&[&key])).unwrap();
+    let jwt = strings(&[
+        "--jwt-issuer",
+        support::jwt::ISSUER,
+        "--jwt-audience",
+        support::jwt::AUDIENCE,
+        "--jwt-jwks-file",
+        jwks_path.to_str().unwrap(),
+    ]);
+    let mut first = jwt.clone();
+    first.extend(strings(&["--admin-oid", support::jwt::ADMIN_OID]));
+
+    let (mut n1, service_cert, service_pem) = found(root, &admin, &first);
+    let op = Operator {
+        service_cert: service_cert.clone(),
+        cert: admin.bundle_path.clone(),
+    };
+    let status = op.status(&n1.address());
+    assert_eq!(trusted_count(&status), 1, "{status}");
+    assert_eq!(primary_count(&status), 1, "{status}");
+
+    // Only an Administrator makes tokens.
+    let (stranger, _) = support::new_user("not an administrator");
+    let stranger_path = root.join("stranger.pem");
+    std::fs::write(&stranger_path, stranger).unwrap();
+    let nope = root.join("nope.token");
+    let refused = Operator {
+        service_cert: service_cert.clone(),
+        cert: stranger_path,
+    }
+    .run(
+        &n1.address(),
+        &["cluster", "join-token", "--out", nope.to_str().unwrap()],
+    );
+    assert!(
+        !refused.status.success() && refused.stderr.contains("(HTTP 403)"),
+        "a join token for a non-administrator: {refused:?}"
+    );
+    assert!(!nope.exists());
+
+    // Node 2 joins with a token made by the command line.
+    let token2 = root.join("n2.token");
+    let out = op
+        .run(
+            &n1.address(),
+            &[
+                "cluster",
+                "join-token",
+                "--expires",
+                "10m",
+                "--out",
+                token2.to_str().unwrap(),
+            ],
+        )
+        .ok("cledger cluster join-token")
+        .to_owned();
+    assert!(out.contains("join token written to"), "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&token2).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the token file is private");
+    }
+    let mut n2 = Node::new(
+        "n2",
+        root,
+        &join_args(&n1, &service_cert, Some(&token2), &jwt),
+    );
+    n2.start();
+    n2.wait_serving(&service_pem, JOIN_LIMIT);
+    let n2_id = node_id_of_dir(&n2.data_dir);
+    wait_status(&op, &n1.address(), "n2 Trusted", JOIN_LIMIT, |s| {
+        node_row(s, &n2_id).is_some_and(|r| r["status"] == "Trusted")
+    });
+
+    // The same token again, and a token that expired, are refused.
+    let reuse = Node::new(
+        "reused",
+        root,
+        &join_args(&n1, &service_cert, Some(&token2), &[]),
+    );
+    assert_join_refused(reuse, &op, &n1, "a reused token");
+    let expired = root.join("expired.token");
+    op.run(
+        &n1.address(),
+        &[
+            "cluster",
+            "join-token",
+            "--expires",
+            "1s",
+            "--out",
+            expired.to_str().unwrap(),
+        ],
+    )
+    .ok("join-token --expires 1s");
+    thread::sleep(Duration::from_millis(2100));
+    let late = Node::new(
+        "late",
+        root,
+        &join_args(&n1, &service_cert, Some(&expired), &[]),
+    );
+    assert_join_refused(late, &op, &n1, "an expired token");
+
+    // Node 3 asks without a token (through node 2) and waits until approved.
+    let mut n3 = Node::new("n3", root, &join_args(&n2, &service_cert, None, &jwt));
+    n3.start();
+    let n3_id = wait_node_key(&mut n3);
+    wait_status(&op, &n1.address(), "n3 Pending", JOIN_LIMIT, |s| {
+        node_row(s, &n3_id).is_some_and(|r| r["status"] == "Pending")
+    });
+    let approved = op
+        .run(&n2.address(), &["cluster", "approve", &n3_id[..12]])
+        .ok("cledger cluster approve")
+        .to_owned();
+    assert!(approved.contains(&n3_id), "{approved}");
+    n3.wait_serving(&service_pem, JOIN_LIMIT);
+    let status = wait_status(
+        &op,
+        &n3.address(),
+        "3 Trusted nodes, one primary",
+        JOIN_LIMIT,
+        |s| {
+            trusted_count(s) == 3
+                && primary_count(s) == 1
+                && s["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|n| n["lag"].is_u64())
+        },
+    );
+    eprintln!("cluster formed in {:.1?}: {status}", started.elapsed());
+    let table = op
+        .run(&n3.address(), &["cluster", "status"])
+        .ok("cledger cluster status")
+        .to_owned();
+    eprintln!("{table}");
+    assert_eq!(table.lines().count(), 4, "header and three nodes:\n{table}");
+    assert_eq!(table.matches("Trusted").count(), 3, "{table}");
+    assert_eq!(table.matches("primary").count(), 1, "{table}");
+
+    eprintln!("[{:.1?}] endpoints done", started.elapsed());
+    // The node endpoints agree with each other.
+    let nodes = [&n1, &n2, &n3];
+    let clients: Vec<Client> = nodes
+        .iter()
+        .map(|n| client(n, &service_pem, &admin.bundle))
+        .collect();
+    let primaries: Vec<bool> = clients.iter().map(|c| c.is_primary().unwrap()).collect();
+    assert_eq!(primaries.iter().filter(|p| **p).count(), 1, "{primaries:?}");
+    let p = primaries.iter().position(|p| *p).unwrap();
+    let network = clients[(p + 1) % 3].network().unwrap();
+    let primary_id = node_id_of_dir(&nodes[p].data_dir);
+    assert_eq!(network.primary_id.as_deref(), Some(primary_id.as_str()));
+    assert_eq!(network.service_status, "Open");
+    assert_eq!(network.service_certificate.trim(), service_pem.trim());
+    assert_eq!(clients[p].consensus().unwrap().leadership_state, "Leader");
+    assert_eq!(
+        clients[(p + 1) % 3].consensus().unwrap().leadership_state,
+        "Follower"
+    );
+
+    // A certificate the service did not issue cannot reach the peer port; this node's own
+    // certificate can (the control: the port is reachable at all).
+    let peer_url = format!("https://127.0.0.1:{}/raft/vote", n1.peer_port);
+    let own = format!(
+        "{}{}",
+        std::fs::read_to_string(n1.data_dir.join("identity/node_cert.pem")).unwrap(),
+        std::fs::read_to_string(n1.data_dir.join("identity/node_key.pem")).unwrap()
+    );
+    let answered = raw_client(&service_pem, Some(&own))
+        .post(&peer_url)
+        .body(Vec::<u8>::new())
+        .send();
+    assert!(
+        answered.is_ok(),
+        "the peer port with a service-issued node certificate: {answered:?}"
+    );
+    let other_service =
+        ledger_identity::create_service_identity(ledger_identity::Curve::P384).unwrap();
+    let other_key = ledger_identity::generate_private_key(ledger_identity::Curve::P384).unwrap();
+    let other_cert =
+        ledger_identity::issue_node_certificate(&other_service, &other_key, &[]).unwrap();
+    let (self_signed, _) = support::new_user("not a node");
+    for (what, bundle) in [
+        (
+            "a node certificate of another service",
+            format!("{other_cert}{other_key}"),
+        ),
+        ("a self-signed certificate", self_signed),
+    ] {
+        let refused = raw_client(&service_pem, Some(&bundle))
+            .post(&peer_url)
+            .body(Vec::<u8>::new())
+            .send();
+        assert!(
+            refused.is_err(),
+            "{what} reached the peer port: {:?}",
+            refused.map(|r| r.status())
+        );
+    }
+    let anonymous = raw_client(&service_pem, None).post(&peer_url).send();
+    assert!(
+        anonymous.is_err(),
+        "no client certificate reached the peer port"
+    );
+
+    eprintln!("[{:.1?}] peer port done", started.elapsed());
+    // A backup answers a write with 307 to the primary's client address, same path and query.
+    let backup = (p + 1) % 3;
+    let path = "/app/transactions?api-version=2022-05-13&collectionId=redirected";
+    let resp = raw_client(&service_pem, Some(&admin.bundle))
+        .post(format!("{}{path}", nodes[backup].address()))
+        .header("content-type", "application/json")
+        .body(r#"{"contents":"not followed"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 307, "a write to a backup");
+    assert_eq!(
+        resp.headers()["location"].to_str().unwrap(),
+        format!("{}{path}", nodes[p].address())
+    );
+
+    eprintln!("[{:.1?}] 307 done", started.elapsed());
+    // Writes through every node with `cledger append`; each reads back on every node.
+    let mut written = Vec::new();
+    for node in nodes {
+        let contents = format!("written through {}", node.name);
+        let run = op.run(&node.address(), &["append", &contents]);
+        let txid = run
+            .ok(&format!("cledger append through {}", node.name))
+            .trim()
+            .to_owned();
+        ledger_core::TxId::parse(&txid).unwrap_or_else(|e| panic!("{txid:?}: {e}"));
+        written.push((txid, contents));
+    }
+    // A bearer token survives the redirect (reqwest alone drops it when the port changes).
+    let token = support::jwt::sign(&key, &support::jwt::claims(support::jwt::ADMIN_OID));
+    let by_token = nodes[backup]
+        .client(&service_pem, Auth::Token(token))
+        .append("written with a token through a backup", None, &[])
+        .expect("a bearer-token write through a backup");
+    written.push((
+        by_token.transaction_id,
+        "written with a token through a backup".to_owned(),
+    ));
+    eprintln!("[{:.1?}] appends done", started.elapsed());
+    // The async client follows the redirect too.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let async_client = ledger_client::nonblocking::Client::new(ClientConfig::new(
+        nodes[backup].address(),
+        service_pem.as_str(),
+        Auth::Certificate(admin.bundle.clone()),
+    ))
+    .unwrap();
+    let by_async = runtime
+        .block_on(async_client.post_entry("written by the async client through a backup", None))
+        .expect("an async write through a backup");
+    written.push((
+        by_async.transaction_id,
+        "written by the async client through a backup".to_owned(),
+    ));
+    // Its connections live on this runtime, which nothing polls from now on: close them, or
+    // the servers' graceful stop would wait for them.
+    drop(async_client);
+    drop(runtime);
+    eprintln!("[{:.1?}] async done", started.elapsed());
+    for (txid, contents) in &written {
+        for c in &clients {
+            let entry = read_back(c, txid, Duration::from_secs(10));
+            assert_eq!(
+                &entry.contents,
+                contents,
+                "{txid} on {}",
+                c.config().endpoint
+            );
+            assert_eq!(&entry.transaction_id, txid);
+        }
+        for node in nodes {
+            let run = op.run(&node.address(), &["get", txid]);
+            assert_eq!(
+                run.ok("cledger get").trim_end(),
+                contents,
+                "on {}",
+                node.name
+            );
+        }
+    }
+
+    eprintln!("[{:.1?}] reads done", started.elapsed());
+    // Remove a backup: it is shown Retired, and the other two keep taking writes.
+    let removed = if p == 2 { 1 } else { 2 };
+    let removed_id = node_id_of_dir(&nodes[removed].data_dir);
+    let out = op
+        .run(
+            &nodes[backup].address(),
+            &["cluster", "remove", &removed_id[..12]],
+        )
+        .ok("cledger cluster remove")
+        .to_owned();
+    assert!(out.contains(&removed_id), "{out}");
+    let remaining: Vec<usize> = (0..3).filter(|i| *i != removed).collect();
+    wait_status(
+        &op,
+        &nodes[remaining[0]].address(),
+        "the removed node Retired",
+        Duration::from_secs(15),
+        |s| {
+            node_row(s, &removed_id).is_some_and(|r| r["status"] == "Retired")
+                && trusted_count(s) == 2
+                && primary_count(s) == 1
+        },
+    );
+    for i in &remaining {
+        for n in 0..3 {
+            let contents = format!("after removal {n} through {}", nodes[*i].name);
+            let a = clients[*i]
+                .append(&contents, None, &[])
+                .unwrap_or_else(|e| panic!("write through {} after removal: {e}", nodes[*i].name));
+            for j in &remaining {
+                assert_eq!(
+                    read_back(&clients[*j], &a.transaction_id, Duration::from_secs(10)).contents,
+                    contents
+                );
+            }
+        }
+    }
+
+    eprintln!("[{:.1?}] removal done", started.elapsed());
+    // Stop everything; every directory passes the audit.
+    drop(clients);
+    for node in [&mut n1, &mut n2, &mut n3] {
+        if node.is_running() {
+            let t = Instant::now();
+            let status = node.terminate();
+            eprintln!("{} stopped ({status}) in {:.1?}", node.name, t.elapsed());
+        }
+    }
+    for node in [&n1, &n2, &n3] {
+        let report = audit(node);
+        assert!(report["transactions"].as_u64().unwrap() > 10, "{report}");
+    }
+    eprintln!("[{:.1?}] audit done", started.elapsed());
+    // A standalone node has no cluster to show, and the command says so.
+    let standalone = support::Server::start(&root.join("standalone"), &[]);
+    let run = cledger(&[
+        "--endpoint",
+        &standalone.base,
+        "--service-cert",
+        standalone
+            .data_dir
+            .join("service_cert.pem")
+            .to_str()
+            .unwrap(),
+        "--cert",
+        standalone.data_dir.join("admin.pem").to_str().unwrap(),
+        "cluster",
+        "status",
+    ]);
+    assert!(
+        !run.status.success() && run.stderr.contains("not a cluster node"),
+        "cluster status on a standalone node: {run:?}"
+    );
+    eprintln!("membership_writes_and_removal: {:.1?}", started.elapsed());
+}
+
+/// A write the service acknowledged.
+#[derive(Clone, Debug)]
+struct Acked {
+    txid: String,
+    contents: String,
+}
+
+fn load_client(address: &str, service_pem: &str, bundle: &str) -> Client {
+    let mut config = ClientConfig::new(address, service_pem, Auth::Certificate(bundle.to_owned()));
+    config.request_timeout = Duration::from_secs(10);
+    config.retry_unavailable = Duration::from_secs(2);
+    Client::new(config).unwrap()
+}
+
+/// What kind of failure a write met: the ACL code, or the kind of client error with the
+/// gist of its message.
+fn error_kind(e: &ledger_client::Error) -> String {
+    use ledger_client::Error::*;
+    match e {
+        Api { status, code, .. } => format!("HTTP {status} {code}"),
+        Transport(m) if m.contains("Connection refused") => "connection refused".into(),
+        Transport(m) if m.contains("timed out") => "transport: timed out".into(),
+        Transport(m) => format!("transport: {}", m.rsplit(": ").next().unwrap_or(m)),
+        Protocol(m) => format!("protocol: {}", m.split(':').next().unwrap_or(m)),
+        Timeout(_) => "timeout".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Writes through the nodes in turn until `stop`; records what was acknowledged.
+fn writer(
+    id: usize,
+    addresses: Vec<String>,
+    service_pem: String,
+    bundle: String,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<Acked>>>,
+    failed: Arc<Mutex<BTreeMap<String, u64>>>,
+) {
+    let clients: Vec<Client> = addresses
+        .iter()
+        .map(|a| load_client(a, &service_pem, &bundle))
+        .collect();
+    // A node that refused a connection is left alone for a while (it is down).
+    let mut down_until = vec![Instant::now(); clients.len()];
+    let mut next = id;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let i = next % clients.len();
+        next += 1;
+        if down_until[i] > Instant::now() {
+            if down_until.iter().all(|d| *d > Instant::now()) {
+                thread::sleep(Duration::from_millis(20));
+            }
+            continue;
+        }
+        let contents = format!("load {id}-{n}");
+        n += 1;
+        match clients[i].append(&contents, None, &[]) {
+            Ok(a) => acked.lock().unwrap().push(Acked {
+                txid: a.transaction_id,
+                contents,
+            }),
+            Err(e) => {
+                let kind = error_kind(&e);
+                if kind == "connection refused" {
+                    down_until[i] = Instant::now() + Duration::from_millis(500);
+                }
+                *failed.lock().unwrap().entry(kind).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// The value, or a panic naming the round with every node's output (saved to files).
+fn or_dump<T>(result: Result<T, String>, round: usize, nodes: &[Node], stop: &AtomicBool) -> T {
+    result.unwrap_or_else(|e| {
+        stop.store(true, Ordering::Relaxed);
+        panic!(
+            "round {round}: {e}\n{}",
+            describe_all("primary_killed_under_load", nodes)
+        )
+    })
+}
+
+/// The one running node that says it is the primary.
+fn primary_of(nodes: &[Node], service_pem: &str) -> Result<usize, String> {
+    let says: Vec<usize> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.is_running())
+        .filter(|(_, n)| {
+            n.client(service_pem, Auth::None)
+                .is_primary()
+                .unwrap_or(false)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    match says.as_slice() {
+        [one] => Ok(*one),
+        other => Err(format!("nodes saying they are primary: {other:?}")),
+    }
+}
+
+fn commit_seqno(node: &Node, service_pem: &str) -> Result<u64, String> {
+    let txid = node
+        .client(service_pem, Auth::None)
+        .commit()
+        .map_err(|e| e.to_string())?;
+    Ok(ledger_core::TxId::parse(&txid).unwrap().seqno())
+}
+
+#[test]
+fn primary_killed_under_load() {
+    let _serial = serial();
+    let started = Instant::now();
+    let rounds: usize = std::env::var("CLEDGER_FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let admin = admin(root);
+    let (n1, service_cert, service_pem) = found(root, &admin, &[]);
+    let op = Operator {
+        service_cert: service_cert.clone(),
+        cert: admin.bundle_path.clone(),
+    };
+    let mut nodes = vec![n1];
+    for name in ["n2", "n3"] {
+        let token = root.join(format!("{name}.token"));
+        op.run(
+            &nodes[0].address(),
+            &["cluster", "join-token", "--out", token.to_str().unwrap()],
+        )
+        .ok("cledger cluster join-token");
+        let mut node = Node::new(
+            name,
+            root,
+            &join_args(&nodes[0], &service_cert, Some(&token), &[]),
+        );
+        node.start();
+        node.wait_serving(&service_pem, JOIN_LIMIT);
+        nodes.push(node);
+    }
+    wait_status(
+        &op,
+        &nodes[0].address(),
+        "3 Trusted nodes",
+        JOIN_LIMIT,
+        |s| trusted_count(s) == 3 && primary_count(s) == 1,
+    );
+    let formed = started.elapsed();
+
+    let addresses: Vec<String> = nodes.iter().map(Node::address).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<Acked>::new()));
+    let failed = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+    let writers: Vec<_> = (0..4)
+        .map(|id| {
+            let (addresses, pem, bundle) =
+                (addresses.clone(), service_pem.clone(), admin.bundle.clone());
+            let (stop, acked, failed) = (stop.clone(), acked.clone(), failed.clone());
+            thread::spawn(move || writer(id, addresses, pem, bundle, stop, acked, failed))
+        })
+        .collect();
+    let acked_count = || acked.lock().unwrap().len();
+    wait_for("the load to get going", Duration::from_secs(10), || {
+        if acked_count() >= 20 {
+            Ok(())
+        } else {
+            Err(format!("{} writes", acked_count()))
+        }
+    });
+
+    let mut failovers = Vec::new();
+    for round in 0..rounds {
+        let p = or_dump(
+            try_wait_for("one primary", Duration::from_secs(15), || {
+                primary_of(&nodes, &service_pem)
+            }),
+            round,
+            &nodes,
+            &stop,
+        );
+        thread::sleep(Duration::from_millis(300));
+        nodes[p].kill();
+        let killed = Instant::now();
+        // A new primary takes a write (through any live node: backups redirect).
+        // No waiting on Retry-After here: the failover time is the server's, to 50 ms.
+        let live: Vec<Client> = (0..nodes.len())
+            .filter(|i| *i != p)
+            .map(|i| {
+                let mut config = ClientConfig::new(
+                    nodes[i].address(),
+                    service_pem.as_str(),
+                    Auth::Certificate(admin.bundle.clone()),
+                );
+                config.retry_unavailable = Duration::ZERO;
+                config.request_timeout = Duration::from_secs(5);
+                Client::new(config).unwrap()
+            })
+            .collect();
+        let mut k = 0;
+        let probe = try_wait_for(
+            "a write after the primary's SIGKILL",
+            FAILOVER_LIMIT,
+            || {
+                k += 1;
+                let contents = format!("probe {round}-{k}");
+                live[k % live.len()]
+                    .append(&contents, None, &[])
+                    .map(|a| Acked {
+                        txid: a.transaction_id,
+                        contents,
+                    })
+                    .map_err(|e| e.to_string())
+            },
+        );
+        let probe = or_dump(probe, round, &nodes, &stop);
+        let failover = killed.elapsed();
+        acked.lock().unwrap().push(probe);
+        failovers.push(failover);
+        // The load goes on too.
+        let before = acked_count();
+        let going_on = try_wait_for(
+            "the load after the failover",
+            Duration::from_secs(10),
+            || {
+                if acked_count() > before + 5 {
+                    Ok(())
+                } else {
+                    Err(format!("{} writes", acked_count()))
+                }
+            },
+        );
+        or_dump(going_on, round, &nodes, &stop);
+        // The killed node comes back with the same command line and catches up.
+        let restarted = Instant::now();
+        nodes[p].start();
+        nodes[p].wait_serving(&service_pem, JOIN_LIMIT);
+        let serving = restarted.elapsed();
+        let q = or_dump(
+            try_wait_for("a primary", Duration::from_secs(15), || {
+                primary_of(&nodes, &service_pem)
+            }),
+            round,
+            &nodes,
+            &stop,
+        );
+        let target = commit_seqno(&nodes[q], &service_pem).unwrap_or(0);
+        let name = nodes[p].name.clone();
+        let caught_up = try_wait_for(&format!("{name} catching up"), JOIN_LIMIT, || {
+            let own = commit_seqno(&nodes[p], &service_pem)?;
+            if own >= target {
+                Ok(())
+            } else {
+                Err(format!("{own} < {target}"))
+            }
+        });
+        // When it does not catch up, say how the node's own commit fares on the primary.
+        let caught_up = caught_up.map_err(|e| {
+            let stuck = nodes[p].client(&service_pem, Auth::None).commit();
+            let status = |i: usize, txid: &str| {
+                client(&nodes[i], &service_pem, &admin.bundle)
+                    .status(txid)
+                    .map_or_else(|e| e.to_string(), |s| s.state)
+            };
+            match stuck {
+                Ok(txid) => format!(
+                    "{e}; {name}'s commit {txid} is {} on {name} and {} on the primary {}",
+                    status(p, &txid),
+                    status(q, &txid),
+                    nodes[q].name
+                ),
+                Err(_) => e,
+            }
+        });
+        or_dump(caught_up, round, &nodes, &stop);
+        eprintln!(
+            "round {round}: killed {name}; a new primary took a write after {failover:.2?}; \
+             restarted, {name} served after {serving:.2?} and caught up after {:.2?}; {} writes acknowledged",
+            restarted.elapsed(),
+            acked_count()
+        );
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().expect("writer thread");
+    }
+    let acked = acked.lock().unwrap().clone();
+    let failed = failed.lock().unwrap().clone();
+
+    // Every node reaches the same commit.
+    let converged = try_wait_for(
+        "the same commit on every node",
+        Duration::from_secs(15),
+        || {
+            let commits: Vec<u64> = nodes
+                .iter()
+                .map(|n| commit_seqno(n, &service_pem))
+                .collect::<Result<_, _>>()?;
+            if commits.windows(2).all(|w| w[0] == w[1]) {
+                Ok(())
+            } else {
+                Err(format!("{commits:?}"))
+            }
+        },
+    );
+    or_dump(converged, rounds, &nodes, &stop);
+    // Every node lists the same entries, and every acknowledged write is among them, read
+    // back with the same contents and txid on every node.
+    let clients: Vec<Client> = nodes
+        .iter()
+        .map(|n| client(n, &service_pem, &admin.bundle))
+        .collect();
+    let lists: Vec<Vec<Entry>> = clients
+        .iter()
+        .map(|c| c.list_all(&ListQuery::default()).expect("list"))
+        .collect();
+    for (i, list) in lists.iter().enumerate().skip(1) {
+        assert!(
+            *list == lists[0],
+            "{} lists {} entries, {} lists {}",
+            nodes[i].name,
+            list.len(),
+            nodes[0].name,
+            lists[0].len()
+        );
+    }
+    let listed: BTreeMap<&str, &str> = lists[0]
+        .iter()
+        .map(|e| (e.transaction_id.as_str(), e.contents.as_str()))
+        .collect();
+    assert_eq!(listed.len(), lists[0].len(), "a txid listed twice");
+    for a in &acked {
+        assert_eq!(
+            listed.get(a.txid.as_str()),
+            Some(&a.contents.as_str()),
+            "acknowledged write {} ({:?}) is not listed with its contents",
+            a.txid,
+            a.contents
+        );
+        for c in &clients {
+            let entry = c
+                .get_entry(&a.txid, None)
+                .unwrap_or_else(|e| panic!("{} on {}: {e}", a.txid, c.config().endpoint));
+            assert_eq!(entry.contents, a.contents);
+            assert_eq!(entry.transaction_id, a.txid);
+        }
+    }
+    drop(clients);
+    for node in nodes.iter_mut() {
+        node.terminate();
+    }
+    for node in &nodes {
+        let report = audit(node);
+        assert!(
+            report["transactions"].as_u64().unwrap() >= acked.len() as u64,
+            "{report}"
+        );
+    }
+    let max = failovers.iter().max().copied().unwrap_or_default();
+    let mut sorted = failovers.clone();
+    sorted.sort();
+    eprintln!(
+        "primary_killed_under_load: {rounds} rounds, {} writes acknowledged, failed or \
+         unacknowledged: {failed:?}; failover median {:.2?} max {max:.2?}; formed in {formed:.1?}, total {:.1?}",
+        acked.len(),
+        sorted.get(sorted.len() / 2).copied().unwrap_or_default(),
+        started.elapsed()
+    );
+}
