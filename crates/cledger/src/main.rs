@@ -551,10 +551,33 @@ fn store_config(dir: &DataDir) -> StoreConfig {
         (None, Some(var)) => KekSource::Env(var.clone()),
         (None, None) => KekSource::DataDir,
     };
+    // A cluster member's ledger is opened as a replica: opened standalone, it would commit
+    // (and sign) a tail that consensus may have cut, and leave the cluster's log.
+    let role = if is_cluster_member(&dir.data_dir) {
+        ledger_store::Role::Replica
+    } else {
+        ledger_store::Role::Standalone
+    };
     StoreConfig {
         kek,
+        role,
         ..StoreConfig::default()
     }
+}
+
+fn is_cluster_member(data_dir: &Path) -> bool {
+    data_dir.join(ledger_server::node::CLUSTER_DIR).exists()
+}
+
+/// Local writes go around consensus: refused on a cluster member's ledger.
+fn refuse_cluster_member(dir: &DataDir) -> Result<(), String> {
+    if is_cluster_member(&dir.data_dir) {
+        return Err(format!(
+            "{} belongs to a cluster: write through the cluster (cledger append --endpoint URL), not to a node's files",
+            dir.data_dir.display()
+        ));
+    }
+    Ok(())
 }
 
 fn open(dir: &DataDir) -> Result<Ledger, String> {
@@ -690,6 +713,7 @@ fn local(cmd: LocalCommand) -> Result<(), String> {
             claims,
             contents,
         } => {
+            refuse_cluster_member(&dir)?;
             let ledger = open(&dir)?;
             for text in contents {
                 let claims_key = if claims {
@@ -716,7 +740,10 @@ fn local(cmd: LocalCommand) -> Result<(), String> {
             collection,
             count,
             size,
-        } => fill(&open(&dir)?, &collection, count, size)?,
+        } => {
+            refuse_cluster_member(&dir)?;
+            fill(&open(&dir)?, &collection, count, size)?
+        }
         LocalCommand::Receipt { dir, txid } => {
             let txid = parse_txid(&txid)?;
             let ledger = open(&dir)?;

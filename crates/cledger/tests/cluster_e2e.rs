@@ -13,8 +13,12 @@
 //!   time a new primary takes writes within `FAILOVER_LIMIT`; at the end every acknowledged
 //!   write reads back with the same contents and txid on every node, the nodes list the same
 //!   entries, and `cledger audit` passes on every directory.
+//! - `five_nodes_primary_paused_and_a_backup_killed`: five nodes under load; the primary is
+//!   paused (SIGSTOP) and a new one elected, a backup is killed (three of five remain), the
+//!   paused node continues (SIGCONT) and catches up without taking over, the killed one
+//!   restarts and catches up; the same end checks.
 //!
-//! The two tests run one after the other (they would share 2 cores otherwise).
+//! The tests run one after the other (they would share 2 cores otherwise).
 
 mod support;
 
@@ -649,7 +653,7 @@ struct Acked {
 
 fn load_client(address: &str, service_pem: &str, bundle: &str) -> Client {
     let mut config = ClientConfig::new(address, service_pem, Auth::Certificate(bundle.to_owned()));
-    config.request_timeout = Duration::from_secs(10);
+    config.request_timeout = Duration::from_secs(5);
     config.retry_unavailable = Duration::from_secs(2);
     Client::new(config).unwrap()
 }
@@ -669,6 +673,71 @@ fn error_kind(e: &ledger_client::Error) -> String {
     }
 }
 
+/// Client threads writing through every node in turn, recording what was acknowledged.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<Acked>>>,
+    failed: Arc<Mutex<BTreeMap<String, u64>>>,
+    writers: Vec<thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(nodes: &[Node], threads: usize, service_pem: &str, bundle: &str) -> Load {
+        let addresses: Vec<String> = nodes.iter().map(Node::address).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let failed = Arc::new(Mutex::new(BTreeMap::new()));
+        let writers = (0..threads)
+            .map(|id| {
+                let (addresses, pem, bundle) =
+                    (addresses.clone(), service_pem.to_owned(), bundle.to_owned());
+                let (stop, acked, failed) = (stop.clone(), acked.clone(), failed.clone());
+                thread::spawn(move || writer(id, addresses, pem, bundle, stop, acked, failed))
+            })
+            .collect();
+        let load = Load {
+            stop,
+            acked,
+            failed,
+            writers,
+        };
+        load.wait_for_more(20, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("the load does not get going: {e}"));
+        load
+    }
+
+    fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    fn push(&self, acked: Acked) {
+        self.acked.lock().unwrap().push(acked);
+    }
+
+    /// Waits until `more` writes were acknowledged after now.
+    fn wait_for_more(&self, more: usize, limit: Duration) -> Result<(), String> {
+        let before = self.acked_count();
+        try_wait_for("more acknowledged writes", limit, || {
+            if self.acked_count() >= before + more {
+                Ok(())
+            } else {
+                Err(format!("{} writes", self.acked_count() - before))
+            }
+        })
+    }
+
+    /// Stops the writers; what was acknowledged, and the failures counted by kind.
+    fn finish(self) -> (Vec<Acked>, BTreeMap<String, u64>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.writers {
+            w.join().expect("writer thread");
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        let failed = self.failed.lock().unwrap().clone();
+        (acked, failed)
+    }
+}
+
 /// Writes through the nodes in turn until `stop`; records what was acknowledged.
 fn writer(
     id: usize,
@@ -683,7 +752,8 @@ fn writer(
         .iter()
         .map(|a| load_client(a, &service_pem, &bundle))
         .collect();
-    // A node that refused a connection is left alone for a while (it is down).
+    // A node that refused a connection or did not answer is left alone for a while (it is
+    // down, or paused).
     let mut down_until = vec![Instant::now(); clients.len()];
     let mut next = id;
     let mut n = 0u64;
@@ -705,7 +775,7 @@ fn writer(
             }),
             Err(e) => {
                 let kind = error_kind(&e);
-                if kind == "connection refused" {
+                if kind == "connection refused" || kind.contains("timed out") || kind == "timeout" {
                     down_until[i] = Instant::now() + Duration::from_millis(500);
                 }
                 *failed.lock().unwrap().entry(kind).or_default() += 1;
@@ -714,23 +784,20 @@ fn writer(
     }
 }
 
-/// The value, or a panic naming the round with every node's output (saved to files).
-fn or_dump<T>(result: Result<T, String>, round: usize, nodes: &[Node], stop: &AtomicBool) -> T {
+/// The value, or a panic naming the step with every node's output (saved to files).
+fn or_dump<T>(result: Result<T, String>, step: &str, test: &str, nodes: &[Node], load: &Load) -> T {
     result.unwrap_or_else(|e| {
-        stop.store(true, Ordering::Relaxed);
-        panic!(
-            "round {round}: {e}\n{}",
-            describe_all("primary_killed_under_load", nodes)
-        )
+        load.stop.store(true, Ordering::Relaxed);
+        panic!("{step}: {e}\n{}", describe_all(test, nodes))
     })
 }
 
-/// The one running node that says it is the primary.
+/// The one node that says it is the primary (paused and stopped nodes are not asked).
 fn primary_of(nodes: &[Node], service_pem: &str) -> Result<usize, String> {
     let says: Vec<usize> = nodes
         .iter()
         .enumerate()
-        .filter(|(_, n)| n.is_running())
+        .filter(|(_, n)| n.is_running() && !n.is_paused())
         .filter(|(_, n)| {
             n.client(service_pem, Auth::None)
                 .is_primary()
@@ -752,33 +819,36 @@ fn commit_seqno(node: &Node, service_pem: &str) -> Result<u64, String> {
     Ok(ledger_core::TxId::parse(&txid).unwrap().seqno())
 }
 
-#[test]
-fn primary_killed_under_load() {
-    let _serial = serial();
+/// A cluster of `size` nodes formed with join tokens, with one primary.
+struct Formed {
+    nodes: Vec<Node>,
+    service_pem: String,
+    admin: Admin,
+    took: Duration,
+    _root: tempfile::TempDir,
+}
+
+fn form(size: usize) -> Formed {
     let started = Instant::now();
-    let rounds: usize = std::env::var("CLEDGER_FAILOVER_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
     let root = tempfile::tempdir().unwrap();
-    let root = root.path();
-    let admin = admin(root);
-    let (n1, service_cert, service_pem) = found(root, &admin, &[]);
+    let admin = admin(root.path());
+    let (n1, service_cert, service_pem) = found(root.path(), &admin, &[]);
     let op = Operator {
         service_cert: service_cert.clone(),
         cert: admin.bundle_path.clone(),
     };
     let mut nodes = vec![n1];
-    for name in ["n2", "n3"] {
-        let token = root.join(format!("{name}.token"));
+    for k in 2..=size {
+        let name = format!("n{k}");
+        let token = root.path().join(format!("{name}.token"));
         op.run(
             &nodes[0].address(),
             &["cluster", "join-token", "--out", token.to_str().unwrap()],
         )
         .ok("cledger cluster join-token");
         let mut node = Node::new(
-            name,
-            root,
+            &name,
+            root.path(),
             &join_args(&nodes[0], &service_cert, Some(&token), &[]),
         );
         node.start();
@@ -788,160 +858,107 @@ fn primary_killed_under_load() {
     wait_status(
         &op,
         &nodes[0].address(),
-        "3 Trusted nodes",
+        &format!("{size} Trusted nodes"),
         JOIN_LIMIT,
-        |s| trusted_count(s) == 3 && primary_count(s) == 1,
+        |s| trusted_count(s) == size && primary_count(s) == 1,
     );
-    let formed = started.elapsed();
+    Formed {
+        nodes,
+        service_pem,
+        admin,
+        took: started.elapsed(),
+        _root: root,
+    }
+}
 
-    let addresses: Vec<String> = nodes.iter().map(Node::address).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::<Acked>::new()));
-    let failed = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
-    let writers: Vec<_> = (0..4)
-        .map(|id| {
-            let (addresses, pem, bundle) =
-                (addresses.clone(), service_pem.clone(), admin.bundle.clone());
-            let (stop, acked, failed) = (stop.clone(), acked.clone(), failed.clone());
-            thread::spawn(move || writer(id, addresses, pem, bundle, stop, acked, failed))
+/// Time from now until a write through the nodes not in `down` is acknowledged (a new
+/// primary took it). No waiting on Retry-After, and a short timeout (a backup may redirect
+/// to a paused primary until it learns of the new one): the time is the server's, to 50 ms.
+fn time_to_write(
+    formed: &Formed,
+    down: &[usize],
+    what: &str,
+    load: &Load,
+) -> Result<Duration, String> {
+    let since = Instant::now();
+    let live: Vec<Client> = (0..formed.nodes.len())
+        .filter(|i| !down.contains(i))
+        .map(|i| {
+            let mut config = ClientConfig::new(
+                formed.nodes[i].address(),
+                formed.service_pem.as_str(),
+                Auth::Certificate(formed.admin.bundle.clone()),
+            );
+            config.retry_unavailable = Duration::ZERO;
+            config.request_timeout = Duration::from_secs(1);
+            Client::new(config).unwrap()
         })
         .collect();
-    let acked_count = || acked.lock().unwrap().len();
-    wait_for("the load to get going", Duration::from_secs(10), || {
-        if acked_count() >= 20 {
+    let mut k = 0;
+    let acked = try_wait_for(&format!("a write after {what}"), FAILOVER_LIMIT, || {
+        k += 1;
+        let contents = format!("probe after {what} #{k}");
+        live[k % live.len()]
+            .append(&contents, None, &[])
+            .map(|a| Acked {
+                txid: a.transaction_id,
+                contents,
+            })
+            .map_err(|e| e.to_string())
+    })?;
+    load.push(acked);
+    Ok(since.elapsed())
+}
+
+/// Waits until node `i` has committed as far as the primary had when asked.
+fn caught_up(formed: &Formed, i: usize) -> Result<Duration, String> {
+    let since = Instant::now();
+    let (nodes, pem) = (&formed.nodes, formed.service_pem.as_str());
+    let q = try_wait_for("a primary", Duration::from_secs(15), || {
+        primary_of(nodes, pem)
+    })?;
+    let target = commit_seqno(&nodes[q], pem).unwrap_or(0);
+    let name = &nodes[i].name;
+    try_wait_for(&format!("{name} catching up"), JOIN_LIMIT, || {
+        let own = commit_seqno(&nodes[i], pem)?;
+        if own >= target {
             Ok(())
         } else {
-            Err(format!("{} writes", acked_count()))
+            Err(format!("{own} < {target}"))
         }
-    });
+    })
+    // When it does not catch up, say how the node's own commit fares on the primary.
+    .map_err(|e| {
+        let status = |n: usize, txid: &str| {
+            client(&nodes[n], pem, &formed.admin.bundle)
+                .status(txid)
+                .map_or_else(|e| e.to_string(), |s| s.state)
+        };
+        match nodes[i].client(pem, Auth::None).commit() {
+            Ok(txid) => format!(
+                "{e}; {name}'s commit {txid} is {} on {name} and {} on the primary {}",
+                status(i, &txid),
+                status(q, &txid),
+                nodes[q].name
+            ),
+            Err(_) => e,
+        }
+    })?;
+    Ok(since.elapsed())
+}
 
-    let mut failovers = Vec::new();
-    for round in 0..rounds {
-        let p = or_dump(
-            try_wait_for("one primary", Duration::from_secs(15), || {
-                primary_of(&nodes, &service_pem)
-            }),
-            round,
-            &nodes,
-            &stop,
-        );
-        thread::sleep(Duration::from_millis(300));
-        nodes[p].kill();
-        let killed = Instant::now();
-        // A new primary takes a write (through any live node: backups redirect).
-        // No waiting on Retry-After here: the failover time is the server's, to 50 ms.
-        let live: Vec<Client> = (0..nodes.len())
-            .filter(|i| *i != p)
-            .map(|i| {
-                let mut config = ClientConfig::new(
-                    nodes[i].address(),
-                    service_pem.as_str(),
-                    Auth::Certificate(admin.bundle.clone()),
-                );
-                config.retry_unavailable = Duration::ZERO;
-                config.request_timeout = Duration::from_secs(5);
-                Client::new(config).unwrap()
-            })
-            .collect();
-        let mut k = 0;
-        let probe = try_wait_for(
-            "a write after the primary's SIGKILL",
-            FAILOVER_LIMIT,
-            || {
-                k += 1;
-                let contents = format!("probe {round}-{k}");
-                live[k % live.len()]
-                    .append(&contents, None, &[])
-                    .map(|a| Acked {
-                        txid: a.transaction_id,
-                        contents,
-                    })
-                    .map_err(|e| e.to_string())
-            },
-        );
-        let probe = or_dump(probe, round, &nodes, &stop);
-        let failover = killed.elapsed();
-        acked.lock().unwrap().push(probe);
-        failovers.push(failover);
-        // The load goes on too.
-        let before = acked_count();
-        let going_on = try_wait_for(
-            "the load after the failover",
-            Duration::from_secs(10),
-            || {
-                if acked_count() > before + 5 {
-                    Ok(())
-                } else {
-                    Err(format!("{} writes", acked_count()))
-                }
-            },
-        );
-        or_dump(going_on, round, &nodes, &stop);
-        // The killed node comes back with the same command line and catches up.
-        let restarted = Instant::now();
-        nodes[p].start();
-        nodes[p].wait_serving(&service_pem, JOIN_LIMIT);
-        let serving = restarted.elapsed();
-        let q = or_dump(
-            try_wait_for("a primary", Duration::from_secs(15), || {
-                primary_of(&nodes, &service_pem)
-            }),
-            round,
-            &nodes,
-            &stop,
-        );
-        let target = commit_seqno(&nodes[q], &service_pem).unwrap_or(0);
-        let name = nodes[p].name.clone();
-        let caught_up = try_wait_for(&format!("{name} catching up"), JOIN_LIMIT, || {
-            let own = commit_seqno(&nodes[p], &service_pem)?;
-            if own >= target {
-                Ok(())
-            } else {
-                Err(format!("{own} < {target}"))
-            }
-        });
-        // When it does not catch up, say how the node's own commit fares on the primary.
-        let caught_up = caught_up.map_err(|e| {
-            let stuck = nodes[p].client(&service_pem, Auth::None).commit();
-            let status = |i: usize, txid: &str| {
-                client(&nodes[i], &service_pem, &admin.bundle)
-                    .status(txid)
-                    .map_or_else(|e| e.to_string(), |s| s.state)
-            };
-            match stuck {
-                Ok(txid) => format!(
-                    "{e}; {name}'s commit {txid} is {} on {name} and {} on the primary {}",
-                    status(p, &txid),
-                    status(q, &txid),
-                    nodes[q].name
-                ),
-                Err(_) => e,
-            }
-        });
-        or_dump(caught_up, round, &nodes, &stop);
-        eprintln!(
-            "round {round}: killed {name}; a new primary took a write after {failover:.2?}; \
-             restarted, {name} served after {serving:.2?} and caught up after {:.2?}; {} writes acknowledged",
-            restarted.elapsed(),
-            acked_count()
-        );
-    }
-
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.join().expect("writer thread");
-    }
-    let acked = acked.lock().unwrap().clone();
-    let failed = failed.lock().unwrap().clone();
-
-    // Every node reaches the same commit.
+/// The end of a fault test: every node reaches the same commit and lists the same entries;
+/// every acknowledged write reads back with its contents and txid on every node; after a
+/// clean stop `cledger audit` passes on every directory.
+fn check_converged(mut formed: Formed, acked: &[Acked], test: &str) {
+    let (nodes, pem) = (&formed.nodes, formed.service_pem.as_str());
     let converged = try_wait_for(
         "the same commit on every node",
         Duration::from_secs(15),
         || {
             let commits: Vec<u64> = nodes
                 .iter()
-                .map(|n| commit_seqno(n, &service_pem))
+                .map(|n| commit_seqno(n, pem))
                 .collect::<Result<_, _>>()?;
             if commits.windows(2).all(|w| w[0] == w[1]) {
                 Ok(())
@@ -950,12 +967,12 @@ fn primary_killed_under_load() {
             }
         },
     );
-    or_dump(converged, rounds, &nodes, &stop);
-    // Every node lists the same entries, and every acknowledged write is among them, read
-    // back with the same contents and txid on every node.
+    if let Err(e) = converged {
+        panic!("{e}\n{}", describe_all(test, nodes));
+    }
     let clients: Vec<Client> = nodes
         .iter()
-        .map(|n| client(n, &service_pem, &admin.bundle))
+        .map(|n| client(n, pem, &formed.admin.bundle))
         .collect();
     let lists: Vec<Vec<Entry>> = clients
         .iter()
@@ -976,7 +993,7 @@ fn primary_killed_under_load() {
         .map(|e| (e.transaction_id.as_str(), e.contents.as_str()))
         .collect();
     assert_eq!(listed.len(), lists[0].len(), "a txid listed twice");
-    for a in &acked {
+    for a in acked {
         assert_eq!(
             listed.get(a.txid.as_str()),
             Some(&a.contents.as_str()),
@@ -993,24 +1010,153 @@ fn primary_killed_under_load() {
         }
     }
     drop(clients);
-    for node in nodes.iter_mut() {
+    for node in formed.nodes.iter_mut() {
         node.terminate();
     }
-    for node in &nodes {
+    for node in &formed.nodes {
         let report = audit(node);
         assert!(
             report["transactions"].as_u64().unwrap() >= acked.len() as u64,
             "{report}"
         );
     }
-    let max = failovers.iter().max().copied().unwrap_or_default();
-    let mut sorted = failovers.clone();
+}
+
+fn median_and_max(times: &[Duration]) -> (Duration, Duration) {
+    let mut sorted = times.to_vec();
     sorted.sort();
-    eprintln!(
-        "primary_killed_under_load: {rounds} rounds, {} writes acknowledged, failed or \
-         unacknowledged: {failed:?}; failover median {:.2?} max {max:.2?}; formed in {formed:.1?}, total {:.1?}",
-        acked.len(),
+    (
         sorted.get(sorted.len() / 2).copied().unwrap_or_default(),
+        sorted.last().copied().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn primary_killed_under_load() {
+    const TEST: &str = "primary_killed_under_load";
+    let _serial = serial();
+    let started = Instant::now();
+    let rounds: usize = std::env::var("CLEDGER_FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let mut formed = form(3);
+    let load = Load::start(&formed.nodes, 4, &formed.service_pem, &formed.admin.bundle);
+
+    let mut failovers = Vec::new();
+    for round in 0..rounds {
+        let step = format!("round {round}");
+        let p = try_wait_for("one primary", Duration::from_secs(15), || {
+            primary_of(&formed.nodes, &formed.service_pem)
+        });
+        let p = or_dump(p, &step, TEST, &formed.nodes, &load);
+        thread::sleep(Duration::from_millis(300));
+        formed.nodes[p].kill();
+        let failover = time_to_write(&formed, &[p], "the primary's SIGKILL", &load);
+        let failover = or_dump(failover, &step, TEST, &formed.nodes, &load);
+        failovers.push(failover);
+        // The load goes on too.
+        let going_on = load.wait_for_more(5, Duration::from_secs(10));
+        or_dump(going_on, &step, TEST, &formed.nodes, &load);
+        // The killed node comes back with the same command line and catches up.
+        let restarted = Instant::now();
+        formed.nodes[p].start();
+        formed.nodes[p].wait_serving(&formed.service_pem, JOIN_LIMIT);
+        let serving = restarted.elapsed();
+        or_dump(caught_up(&formed, p), &step, TEST, &formed.nodes, &load);
+        eprintln!(
+            "round {round}: killed {}; a new primary took a write after {failover:.2?}; \
+             restarted, it served after {serving:.2?} and caught up after {:.2?}; {} writes acknowledged",
+            formed.nodes[p].name,
+            restarted.elapsed(),
+            load.acked_count()
+        );
+    }
+
+    let (acked, failed) = load.finish();
+    let formed_in = formed.took;
+    check_converged(formed, &acked, TEST);
+    let (median, max) = median_and_max(&failovers);
+    eprintln!(
+        "{TEST}: {rounds} rounds, {} writes acknowledged, failed or unacknowledged: \
+         {failed:?}; failover median {median:.2?} max {max:.2?}; formed in {formed_in:.1?}, total {:.1?}",
+        acked.len(),
+        started.elapsed()
+    );
+}
+
+/// Five nodes: the primary is paused (SIGSTOP: it keeps its sockets and its state, but
+/// answers nothing) under load, and the others elect a new one; then a backup is killed too,
+/// leaving three of five, still a majority, which keep taking writes. The paused primary
+/// then continues (SIGCONT) with its old view: it must not take over again or commit
+/// anything of its own, and it catches up; the killed backup restarts and catches up. No
+/// acknowledged write is lost, and every directory passes `cledger audit`.
+#[test]
+fn five_nodes_primary_paused_and_a_backup_killed() {
+    const TEST: &str = "five_nodes_primary_paused_and_a_backup_killed";
+    let _serial = serial();
+    let started = Instant::now();
+    let mut formed = form(5);
+    let load = Load::start(&formed.nodes, 4, &formed.service_pem, &formed.admin.bundle);
+    let nodes_named = |formed: &Formed, i: usize| formed.nodes[i].name.clone();
+
+    let p = try_wait_for("one primary", Duration::from_secs(15), || {
+        primary_of(&formed.nodes, &formed.service_pem)
+    });
+    let p = or_dump(p, "before", TEST, &formed.nodes, &load);
+    thread::sleep(Duration::from_millis(300));
+    formed.nodes[p].pause();
+    let failover = time_to_write(&formed, &[p], "the primary's SIGSTOP", &load);
+    let failover = or_dump(failover, "paused", TEST, &formed.nodes, &load);
+    let q = try_wait_for("a new primary", Duration::from_secs(15), || {
+        primary_of(&formed.nodes, &formed.service_pem)
+    });
+    let q = or_dump(q, "paused", TEST, &formed.nodes, &load);
+    assert_ne!(p, q, "the paused node cannot still be the primary");
+
+    // A backup dies as well: three of five remain, a majority.
+    let b = (0..formed.nodes.len())
+        .find(|i| *i != p && *i != q)
+        .expect("a backup");
+    formed.nodes[b].kill();
+    let with_three = time_to_write(&formed, &[p, b], "a backup's SIGKILL", &load);
+    let with_three = or_dump(with_three, "three of five", TEST, &formed.nodes, &load);
+    let going_on = load.wait_for_more(20, Duration::from_secs(15));
+    or_dump(going_on, "three of five", TEST, &formed.nodes, &load);
+
+    // The old primary continues with its old view: it learns of the new one and catches up.
+    let resumed = Instant::now();
+    formed.nodes[p].resume();
+    let back = caught_up(&formed, p);
+    or_dump(back, "resumed", TEST, &formed.nodes, &load);
+    let resumed_after = resumed.elapsed();
+    let one = primary_of(&formed.nodes, &formed.service_pem);
+    or_dump(one, "resumed", TEST, &formed.nodes, &load);
+
+    let restarted = Instant::now();
+    formed.nodes[b].start();
+    formed.nodes[b].wait_serving(&formed.service_pem, JOIN_LIMIT);
+    or_dump(
+        caught_up(&formed, b),
+        "restarted",
+        TEST,
+        &formed.nodes,
+        &load,
+    );
+    let restarted_after = restarted.elapsed();
+    let going_on = load.wait_for_more(20, Duration::from_secs(15));
+    or_dump(going_on, "all five", TEST, &formed.nodes, &load);
+
+    let (acked, failed) = load.finish();
+    let (paused_name, killed_name) = (nodes_named(&formed, p), nodes_named(&formed, b));
+    let formed_in = formed.took;
+    check_converged(formed, &acked, TEST);
+    eprintln!(
+        "{TEST}: paused {paused_name}: a new primary took a write after {failover:.2?}; killed \
+         {killed_name}: a write after {with_three:.2?}; {paused_name} caught up {resumed_after:.2?} \
+         after SIGCONT, {killed_name} {restarted_after:.2?} after its restart; {} writes \
+         acknowledged, failed or unacknowledged: {failed:?}; formed in {formed_in:.1?}, total {:.1?}",
+        acked.len(),
         started.elapsed()
     );
 }

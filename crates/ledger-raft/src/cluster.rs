@@ -140,6 +140,10 @@ impl Cluster {
             election_timeout_max: 6 * config.heartbeat.as_millis() as u64,
             snapshot_policy: openraft::SnapshotPolicy::Never,
             max_payload_entries: 4096,
+            // A restarted primary stands for election like any node (as in Raft and CCF)
+            // rather than resuming its old view from the stored vote: its last entries may
+            // not have been committed, and a new primary may already lead.
+            enable_leader_restore: Some(false),
             ..Default::default()
         }
         .validate()

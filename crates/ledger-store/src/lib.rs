@@ -104,8 +104,18 @@ pub enum Role {
     /// encoded transactions unchanged, or, while it leads, its own proposals, which it
     /// encodes, seals and signs at the seqnos consensus assigned), and commits only through
     /// [`Ledger::commit_through`] (what consensus has committed). Clients' writes through
-    /// [`Ledger::submit`] are refused with [`AppendError::NotPrimary`].
+    /// [`Ledger::submit`] are refused with [`AppendError::NotPrimary`]. Opening commits only
+    /// what this node recorded as committed before it stopped (its own last signature may be
+    /// of a suffix a new primary cuts off); consensus commits the rest again.
     Replica,
+}
+
+/// How far opening the ledger commits: see [`Role`].
+fn commit_rule(role: Role) -> recovery::CommitRule {
+    match role {
+        Role::Standalone => recovery::CommitRule::LastSignature,
+        Role::Replica => recovery::CommitRule::Recorded,
+    }
 }
 
 /// Tunables of the store. The defaults keep commit latency in single-digit milliseconds.
@@ -665,8 +675,15 @@ impl Ledger {
             file: tree_dir.clone(),
             reason: "a rebuild was asked for".into(),
         };
-        let (recovered, tree_files) =
-            recovery::recover(&ledger_dir, &keys, &index, &tree_dir, &guard, Some(asked))?;
+        let (recovered, tree_files) = recovery::recover(
+            &ledger_dir,
+            &keys,
+            &index,
+            &tree_dir,
+            &guard,
+            Some(asked),
+            commit_rule(config.role),
+        )?;
         drop(tree_files);
         drop(index);
         remove_if_exists(&dir.join(DAMAGE_MARKER))?;
@@ -750,6 +767,7 @@ impl Ledger {
                 &tree_dir,
                 &guard,
                 rebuild_tree.clone(),
+                commit_rule(config.role),
             );
             let reason = match result {
                 Err(StoreError::IndexAhead { indexed, end }) if !index_rebuilt => format!(
@@ -794,7 +812,7 @@ impl Ledger {
             last_layout,
         )
         .map_err(|e| StoreError::io(&last_path, e))?;
-        let committed = recovered.last_signature.as_ref().map(|(t, _)| *t);
+        let committed = recovered.committed.map(|(t, _)| t);
         let shared = Arc::new(Shared {
             segments: recovered.segments,
             tree: tree_files,
@@ -814,21 +832,20 @@ impl Ledger {
                 observer: config.observer.clone(),
             },
         });
-        let last_signature = recovered.last_signature.as_ref().map(|(t, r)| {
-            (
-                *t,
-                guard::SignedPoint {
-                    seqno: t.seqno(),
-                    root: r.root,
-                },
-            )
-        });
+        // The sequencer continues from the last durable signature, committed or not.
+        let last_signature = recovered
+            .last_signature
+            .as_ref()
+            .map(|(t, r)| guard::SignedPoint {
+                seqno: t.seqno(),
+                root: r.root,
+            });
         let sequencer = sequencer::Sequencer::new(
             recovered.last,
             recovered.tree,
             signing_key,
             node_id,
-            last_signature.map(|(_, p)| p),
+            last_signature,
             config.sign_every,
             config.sign_interval,
             shared.keys.sealing(config.key_rotation_every),
@@ -841,7 +858,8 @@ impl Ledger {
                 ledger_dir,
                 sequencer,
                 guard,
-                committed: last_signature,
+                committed: recovered.committed,
+                uncommitted_signatures: recovered.uncommitted_signatures,
                 uncommitted_ops: recovered.uncommitted_ops,
             },
         );

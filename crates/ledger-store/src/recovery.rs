@@ -39,6 +39,22 @@ pub struct RecoveryReport {
     /// or marked damaged by a read while the ledger was last open), each with the reason.
     pub rebuilt: Vec<DerivedDamage>,
     pub last_signature: Option<TxId>,
+    /// The newest signature recovery committed: the last one on a standalone node, the one
+    /// this node last recorded as committed by consensus on a replica ([`CommitRule`]).
+    pub committed: Option<TxId>,
+}
+
+/// How far recovery commits the transactions it scans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CommitRule {
+    /// A standalone node: its own durable signatures are committed (no one else must agree).
+    LastSignature,
+    /// A replica: consensus decides what is committed, and this node's own last signature
+    /// may belong to a suffix that a new primary cuts off. Only what this node recorded as
+    /// committed before it stopped is committed again: through the fork guard's signature or
+    /// the end of the index, whichever is further (both move only when consensus commits, so
+    /// both are at or before the cluster's commit point). Consensus commits the rest again.
+    Recorded,
 }
 
 /// The state the writer resumes from.
@@ -46,6 +62,10 @@ pub(crate) struct Recovered {
     pub report: RecoveryReport,
     pub last: Option<TxId>,
     pub last_signature: Option<(TxId, SignatureRecord)>,
+    /// The newest committed signature ([`CommitRule`]).
+    pub committed: Option<(TxId, SignedPoint)>,
+    /// The durable signatures after it, ascending (a replica's, not committed yet).
+    pub uncommitted_signatures: Vec<(TxId, SignedPoint)>,
     /// Read handles of the segments kept.
     pub segments: Segments,
     /// The last segment (first seqno, path, layout), where appending resumes.
@@ -53,8 +73,8 @@ pub(crate) struct Recovered {
     /// End offset of the last intact frame in the last segment.
     pub active_len: u64,
     pub tree: TreeWriter,
-    /// Index changes of the durable transactions after the last signature: not committed, so
-    /// not in the index (the writer applies them when a signature commits them).
+    /// Index changes of the durable transactions after the committed signature: not
+    /// committed, so not in the index (the writer applies them when a signature commits them).
     pub uncommitted_ops: Vec<(TxId, IndexOp)>,
 }
 
@@ -71,13 +91,22 @@ pub(crate) fn recover(
     tree_dir: &Path,
     guard: &ForkGuard,
     rebuild_tree: Option<DerivedDamage>,
+    rule: CommitRule,
 ) -> Result<(Recovered, TreeFiles), StoreError> {
     let mut rebuild = rebuild_tree;
     loop {
         if rebuild.is_some() {
             TreeFiles::reset(tree_dir).map_err(|e| StoreError::io(tree_dir, e))?;
         }
-        match recover_once(ledger_dir, keys, index, tree_dir, guard, rebuild.is_some()) {
+        match recover_once(
+            ledger_dir,
+            keys,
+            index,
+            tree_dir,
+            guard,
+            rebuild.is_some(),
+            rule,
+        ) {
             Ok((mut recovered, files)) => {
                 recovered.report.tree_rebuilt = rebuild.is_some();
                 recovered.report.rebuilt.extend(rebuild);
@@ -101,6 +130,7 @@ fn recover_once(
     tree_dir: &Path,
     guard: &ForkGuard,
     force_tree_rebuild: bool,
+    rule: CommitRule,
 ) -> Result<(Recovered, TreeFiles), StoreError> {
     let segments = segment::list_segments(ledger_dir).map_err(|e| StoreError::io(ledger_dir, e))?;
     if segments.is_empty() {
@@ -116,6 +146,10 @@ fn recover_once(
     // First pass over the files: checksums, sequence, torn tail. Collects frame locations
     // lazily per segment so memory stays at one segment's bytes.
     let indexed_through = index.indexed_through()?;
+    let commit_limit = match rule {
+        CommitRule::LastSignature => u64::MAX,
+        CommitRule::Recorded => guard.last().map_or(0, |g| g.seqno).max(indexed_through),
+    };
     let (tree_size, recorded) = if force_tree_rebuild {
         (0, Vec::new())
     } else {
@@ -155,6 +189,8 @@ fn recover_once(
 
     let mut prev: Option<TxId> = None;
     let mut last_signature = None;
+    let mut committed = None;
+    let mut uncommitted_signatures = Vec::new();
     let mut ops: Vec<(TxId, IndexOp)> = Vec::new();
     let mut active_len = SEGMENT_HEADER_LEN as u64;
     let mut kept_segments = Vec::new();
@@ -168,12 +204,12 @@ fn recover_once(
             .last()
             .map_or(SEGMENT_HEADER_LEN as u64, FrameLocation::end);
         if let Some(damage) = &scan.damage {
-            let committed = guard
+            let guarded = guard
                 .last()
                 .is_some_and(|g| damage.expected_seqno <= g.seqno);
             let torn_header = damage.offset == 0 && bytes.len() <= SEGMENT_HEADER_LEN;
             let torn =
-                is_last && !committed && (damage.reaches_end && damage.offset > 0 || torn_header);
+                is_last && !guarded && (damage.reaches_end && damage.offset > 0 || torn_header);
             if !torn {
                 return Err(StoreError::Corrupt {
                     file: path.clone(),
@@ -183,7 +219,7 @@ fn recover_once(
                         scan.frames.last().map(|f| f.txid).or(prev),
                         damage.expected_seqno,
                     ),
-                    reason: describe(&damage.fault, committed),
+                    reason: describe(&damage.fault, guarded),
                 });
             }
             if torn_header {
@@ -258,13 +294,23 @@ fn recover_once(
                 tree.push(leaf, FrameRecord::new(frame.offset, class, &leaf));
             }
             if let Some(TxBody::Signature(record)) = &body {
+                let point = SignedPoint {
+                    seqno,
+                    root: record.root,
+                };
+                if seqno <= commit_limit {
+                    committed = Some((frame.txid, point));
+                } else {
+                    uncommitted_signatures.push((frame.txid, point));
+                }
                 last_signature = Some((frame.txid, record.clone()));
             }
             if seqno > indexed_through {
                 let is_signature = view.kind == ledger_core::entry::TxKind::Signature;
                 ops.push((frame.txid, index_op(body.expect("decoded above"))));
-                // Only what a signature covers is committed, so only that is indexed.
-                if is_signature && ops.len() >= REPLAY_CHUNK {
+                // Only what a committed signature covers is committed, so only that is
+                // indexed.
+                if is_signature && seqno <= commit_limit && ops.len() >= REPLAY_CHUNK {
                     report.index_replayed += ops.len() as u64;
                     index.apply(&ops, None)?;
                     ops.clear();
@@ -297,14 +343,16 @@ fn recover_once(
             ),
         });
     }
-    let signed_through = last_signature.as_ref().map_or(0, |(t, _)| t.seqno());
-    let uncommitted_ops = ops.split_off(ops.partition_point(|(t, _)| t.seqno() <= signed_through));
+    let committed_through = committed.as_ref().map_or(0, |(t, _)| t.seqno());
+    let uncommitted_ops =
+        ops.split_off(ops.partition_point(|(t, _)| t.seqno() <= committed_through));
     report.index_replayed += ops.len() as u64;
     index.apply(&ops, None)?;
     report.segments = kept_segments.len();
     report.tree_replayed = tree.size() - tree_start;
     report.transactions = prev.map_or(0, TxId::seqno);
     report.last_signature = last_signature.as_ref().map(|(t, _)| *t);
+    report.committed = committed.as_ref().map(|(t, _)| *t);
 
     let segments = Segments::open(ledger_dir.to_owned(), &kept_segments)?;
     let reader = Transactions {
@@ -339,6 +387,8 @@ fn recover_once(
             report,
             last: prev,
             last_signature,
+            committed,
+            uncommitted_signatures,
             segments,
             active,
             active_len,

@@ -114,8 +114,10 @@ pub(crate) struct WriterStart {
     pub log: SegmentLog,
     pub sequencer: Sequencer,
     pub guard: ForkGuard,
-    /// The newest durable signature, committed by recovery.
+    /// The newest signature recovery committed.
     pub committed: Option<SignatureAt>,
+    /// The durable signatures after it (a replica's, which consensus commits), ascending.
+    pub uncommitted_signatures: Vec<SignatureAt>,
     /// Index changes of the durable transactions after it (not committed yet).
     pub uncommitted_ops: Vec<(TxId, IndexOp)>,
 }
@@ -161,7 +163,7 @@ impl Writer {
             faults,
             health: Health::Healthy,
             uncommitted: Vec::new(),
-            uncommitted_signatures: Vec::new(),
+            uncommitted_signatures: start.uncommitted_signatures,
             commit_target: start.committed,
             committed: start.committed,
             index_ops: start.uncommitted_ops,

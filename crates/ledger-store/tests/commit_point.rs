@@ -441,3 +441,91 @@ fn a_follower_cuts_an_uncommitted_suffix_and_takes_another_primarys() {
     assert_eq!(follower.committed(), Some(last));
     assert_entries_intact(&follower, &new_written);
 }
+
+/// A replica that stops with durable, signed transactions consensus never committed (an old
+/// primary killed before its last batch reached a majority) must not commit them when it
+/// opens: they may be the suffix a new primary cuts. It commits again only what it recorded
+/// as committed (the fork guard, the index); consensus commits the rest, or cuts it.
+#[test]
+fn a_reopened_replica_commits_only_what_it_recorded_as_committed() {
+    let p = pair();
+    let (primary, _) = reopen_ok(&p.primary_dir, StoreConfig::default());
+    let follower = open_follower(&p.follower_dir);
+    let start = follower.committed().expect("history");
+
+    // Two batches, each ending at a signature: consensus commits the first only.
+    let first_written = append_numbered(&primary, "first", 5);
+    let first = transactions_after(&primary, start.seqno());
+    let first_end = first.last().expect("new transactions").0;
+    follower.append_encoded(first).expect("appends");
+    assert_eq!(
+        follower.commit_through(first_end.seqno()),
+        Ok(Some(first_end))
+    );
+    // The next primary holds what was committed, and not what follows.
+    primary.close();
+    drop(primary);
+    let other_dir = p.primary_dir.with_file_name("other");
+    copy_dir(&p.primary_dir, &other_dir);
+    let (primary, _) = reopen_ok(&p.primary_dir, StoreConfig::default());
+    let unconfirmed = append_numbered(&primary, "unconfirmed", 5);
+    let suffix = transactions_after(&primary, first_end.seqno());
+    let suffix_end = suffix.last().expect("new transactions").0;
+    follower.append_encoded(suffix).expect("appends");
+    assert!(
+        signature_txids(&p.follower_dir).contains(&suffix_end),
+        "the suffix ends at a durable signature"
+    );
+    follower.close();
+    drop(follower);
+
+    // Reopened: the signed suffix is durable but not committed, and nothing of it shows.
+    let follower = open_follower(&p.follower_dir);
+    assert_eq!(follower.committed(), Some(first_end));
+    assert_eq!(follower.durable(), Some(suffix_end));
+    assert_entries_intact(&follower, &first_written);
+    for (txid, _) in &unconfirmed {
+        assert_eq!(follower.status(*txid), TxStatus::Pending);
+        assert!(follower.entry(*txid).expect("reads").is_none());
+    }
+    follower.close();
+    drop(follower);
+
+    // The same with the index lost: the fork guard alone says how far it was committed.
+    std::fs::remove_file(p.follower_dir.join("index.redb")).expect("index removed");
+    let follower = open_follower(&p.follower_dir);
+    assert_eq!(follower.committed(), Some(first_end));
+    for (txid, _) in &unconfirmed {
+        assert_eq!(follower.status(*txid), TxStatus::Pending);
+    }
+
+    // A new primary's log does not hold the suffix: it is cut, and the new one commits.
+    assert_eq!(
+        follower.truncate_after(first_end.seqno() - 1),
+        Err(AppendError::Refused(FollowerRefusal::BelowCommitted {
+            seqno: first_end.seqno() - 1,
+            committed: first_end.seqno()
+        }))
+    );
+    let (other, _) = reopen_ok(&other_dir, StoreConfig::default());
+    assert_eq!(other.committed(), Some(first_end));
+    assert_eq!(
+        follower.truncate_after(first_end.seqno()),
+        Ok(Some(first_end))
+    );
+    for (txid, _) in &unconfirmed {
+        assert_eq!(follower.status(*txid), TxStatus::Unknown);
+    }
+    let newer = append_numbered(&other, "newer", 5);
+    let new = transactions_after(&other, first_end.seqno());
+    let last = new.last().expect("new transactions").0;
+    follower.append_encoded(new).expect("appends");
+    assert_eq!(follower.commit_through(last.seqno()), Ok(Some(last)));
+    assert_entries_intact(&follower, &newer);
+    follower.close();
+    drop(follower);
+    audit(&p.follower_dir, Some(&p.service_cert)).unwrap_or_else(|e| panic!("audit: {e}"));
+    let follower = open_follower(&p.follower_dir);
+    assert_eq!(follower.committed(), Some(last));
+    assert_entries_intact(&follower, &newer);
+}

@@ -84,6 +84,8 @@ pub struct Node {
     /// Arguments after `serve --data-dir D --listen A --peer-listen P`.
     pub extra: Vec<String>,
     child: Option<Child>,
+    /// Stopped with SIGSTOP (and not continued yet).
+    paused: bool,
     pub output: Output,
     pub starts: u32,
 }
@@ -97,6 +99,7 @@ impl Node {
             peer_port: free_port(),
             extra: extra.to_vec(),
             child: None,
+            paused: false,
             output: Output::default(),
             starts: 0,
         }
@@ -184,8 +187,35 @@ impl Node {
         self.child.as_ref().expect("not running").id()
     }
 
+    /// SIGSTOP: the process keeps its sockets and its state but does nothing (a machine that
+    /// hangs, or a long pause); peers and clients see it stop answering.
+    pub fn pause(&mut self) {
+        self.signal("STOP");
+        self.paused = true;
+    }
+
+    /// SIGCONT after [`Node::pause`].
+    pub fn resume(&mut self) {
+        self.signal("CONT");
+        self.paused = false;
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(ok.success(), "kill -{name} {} failed", self.name);
+    }
+
     /// SIGKILL, and reap it.
     pub fn kill(&mut self) {
+        self.paused = false;
         let mut child = self.child.take().expect("not running");
         child.kill().expect("SIGKILL");
         child.wait().expect("wait");
