@@ -11,6 +11,12 @@ cd "$(dirname "$0")/.."
 # clean machine). CARGO_INCREMENTAL=1 keeps them between runs.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
+# The partition test runs cluster nodes in network namespaces: it needs root and iproute2.
+if ! command -v ip >/dev/null; then
+  echo "== installing iproute2 (network namespaces for the cluster partition test)"
+  apt-get install -y -qq iproute2 || { apt-get update -qq && apt-get install -y -qq iproute2; }
+fi
+
 echo "== cargo fmt --check, cargo clippy (warnings are errors)"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

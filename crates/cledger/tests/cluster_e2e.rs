@@ -9,7 +9,7 @@
 //!   remove` retires a node and the other two keep taking writes; `cledger audit` passes on
 //!   every node's directory.
 //! - `primary_killed_under_load`: several client threads write through all nodes while the
-//!   primary is SIGKILLed and restarted, `CLEDGER_FAILOVER_ROUNDS` times (default 5): each
+//!   primary is SIGKILLed and restarted, `CLEDGER_FAILOVER_ROUNDS` times (default 20): each
 //!   time a new primary takes writes within `FAILOVER_LIMIT`; at the end every acknowledged
 //!   write reads back with the same contents and txid on every node, the nodes list the same
 //!   entries, and `cledger audit` passes on every directory.
@@ -17,6 +17,13 @@
 //!   paused (SIGSTOP) and a new one elected, a backup is killed (three of five remain), the
 //!   paused node continues (SIGCONT) and catches up without taking over, the killed one
 //!   restarts and catches up; the same end checks.
+//! - `primary_partitioned_from_the_majority`: three nodes in network namespaces; the primary's
+//!   peer link is cut while its clients still reach it: the writes it takes are rolled back
+//!   (their writers are told, with the txid, which then answers `Invalid`), the majority goes
+//!   on, and after the heal the old primary catches up; the same end checks.
+//! - `nodes_catch_up_a_large_ledger`: two nodes join a ledger of `CLEDGER_LARGE_LEDGER`
+//!   transactions (default 100,000) and serve reads and receipts of the old ones; a node
+//!   restarted after missing `CLEDGER_MISSED` (default 10,000) catches up; the same end checks.
 //!
 //! The tests run one after the other (they would share 2 cores otherwise).
 
@@ -30,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::cluster::{Node, Operator, cledger, describe_all, try_wait_for, wait_for};
+use support::netns::{Host, Network};
 
 /// One test at a time: each runs three servers on a machine with few cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -71,10 +79,23 @@ fn strings(args: &[&str]) -> Vec<String> {
 }
 
 /// Starts the founding node and waits until it serves.
-fn found(root: &Path, admin: &Admin, extra: &[String]) -> (Node, PathBuf, String) {
+/// A node on loopback, or in `host`'s network namespace.
+fn place(name: &str, root: &Path, extra: &[String], host: Option<&Host>) -> Node {
+    match host {
+        None => Node::new(name, root, extra),
+        Some(host) => Node::in_namespace(name, root, extra, host),
+    }
+}
+
+fn found(
+    root: &Path,
+    admin: &Admin,
+    extra: &[String],
+    host: Option<&Host>,
+) -> (Node, PathBuf, String) {
     let mut args = strings(&["--admin-cert", admin.cert_path.to_str().unwrap()]);
     args.extend_from_slice(extra);
-    let mut node = Node::new("n1", root, &args);
+    let mut node = place("n1", root, &args, host);
     node.start();
     let service_cert = node.data_dir.join("service_cert.pem");
     wait_for("the first node's service certificate", JOIN_LIMIT, || {
@@ -287,7 +308,7 @@ fn membership_writes_and_removal() {
     let mut first = jwt.clone();
     first.extend(strings(&["--admin-oid", support::jwt::ADMIN_OID]));
 
-    let (mut n1, service_cert, service_pem) = found(root, &admin, &first);
+    let (mut n1, service_cert, service_pem) = found(root, &admin, &first, None);
     let op = Operator {
         service_cert: service_cert.clone(),
         cert: admin.bundle_path.clone(),
@@ -825,14 +846,24 @@ struct Formed {
     service_pem: String,
     admin: Admin,
     took: Duration,
+    /// The namespaces the nodes run in, if any (dropped after the nodes).
+    network: Option<Network>,
     _root: tempfile::TempDir,
 }
 
 fn form(size: usize) -> Formed {
+    form_with(size, None, |_| {})
+}
+
+/// [`form`], with node k in `network`'s host k (if given), and `prepare` given the founder's
+/// data directory before it first starts.
+fn form_with(size: usize, network: Option<Network>, prepare: impl FnOnce(&Path)) -> Formed {
     let started = Instant::now();
     let root = tempfile::tempdir().unwrap();
     let admin = admin(root.path());
-    let (n1, service_cert, service_pem) = found(root.path(), &admin, &[]);
+    prepare(&root.path().join("n1"));
+    let host = |k: usize| network.as_ref().map(|n| &n.hosts[k - 1]);
+    let (n1, service_cert, service_pem) = found(root.path(), &admin, &[], host(1));
     let op = Operator {
         service_cert: service_cert.clone(),
         cert: admin.bundle_path.clone(),
@@ -846,10 +877,11 @@ fn form(size: usize) -> Formed {
             &["cluster", "join-token", "--out", token.to_str().unwrap()],
         )
         .ok("cledger cluster join-token");
-        let mut node = Node::new(
+        let mut node = place(
             &name,
             root.path(),
             &join_args(&nodes[0], &service_cert, Some(&token), &[]),
+            host(k),
         );
         node.start();
         node.wait_serving(&service_pem, JOIN_LIMIT);
@@ -867,6 +899,7 @@ fn form(size: usize) -> Formed {
         service_pem,
         admin,
         took: started.elapsed(),
+        network,
         _root: root,
     }
 }
@@ -1039,7 +1072,7 @@ fn primary_killed_under_load() {
     let rounds: usize = std::env::var("CLEDGER_FAILOVER_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(20);
     let mut formed = form(3);
     let load = Load::start(&formed.nodes, 4, &formed.service_pem, &formed.admin.bundle);
 
@@ -1156,6 +1189,313 @@ fn five_nodes_primary_paused_and_a_backup_killed() {
          {killed_name}: a write after {with_three:.2?}; {paused_name} caught up {resumed_after:.2?} \
          after SIGCONT, {killed_name} {restarted_after:.2?} after its restart; {} writes \
          acknowledged, failed or unacknowledged: {failed:?}; formed in {formed_in:.1?}, total {:.1?}",
+        acked.len(),
+        started.elapsed()
+    );
+}
+
+/// `cledger bench` writing `count` entries through `node` with 64 in flight; it must report
+/// no errors (its `errors` counts them by kind).
+fn bulk_write(formed: &Formed, node: usize, count: u64) {
+    let dir = formed.nodes[node].data_dir.parent().unwrap();
+    let pem = dir.join("bulk_service_cert.pem");
+    std::fs::write(&pem, &formed.service_pem).unwrap();
+    let out = dir.join("bulk.json");
+    cledger(&[
+        "bench",
+        "--endpoint",
+        &formed.nodes[node].address(),
+        "--cert",
+        formed.admin.bundle_path.to_str().unwrap(),
+        "--service-cert",
+        pem.to_str().unwrap(),
+        "--phases",
+        "append",
+        "--connections",
+        "64",
+        "--count",
+        &count.to_string(),
+        "--warmup",
+        "0",
+        "--output",
+        out.to_str().unwrap(),
+    ])
+    .ok("cledger bench");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let errors = &report["phases"][0]["errors"];
+    assert!(
+        errors.as_object().is_some_and(|kinds| kinds.is_empty()),
+        "{report}"
+    );
+}
+
+/// A ledger of `CLEDGER_LARGE_LEDGER` transactions (default 100,000, made with `cledger local
+/// fill` before it founds the cluster) is copied whole to two joining nodes; then one node
+/// misses `CLEDGER_MISSED` writes (default 10,000) while it is down, and catches up when it
+/// restarts. The joined nodes serve reads and receipts of the old entries; every node ends
+/// with the same ledger, and every directory passes the audit.
+#[test]
+fn nodes_catch_up_a_large_ledger() {
+    const TEST: &str = "nodes_catch_up_a_large_ledger";
+    let _serial = serial();
+    let count = |var: &str, default: u64| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (large, missed) = (
+        count("CLEDGER_LARGE_LEDGER", 100_000),
+        count("CLEDGER_MISSED", 10_000),
+    );
+    let started = Instant::now();
+    let mut filled = Duration::ZERO;
+    let mut formed = form_with(3, None, |dir| {
+        let dir = dir.to_str().unwrap();
+        cledger(&["local", "init", "--data-dir", dir]).ok("cledger local init");
+        let t = Instant::now();
+        cledger(&[
+            "local",
+            "fill",
+            "--data-dir",
+            dir,
+            "--count",
+            &large.to_string(),
+        ])
+        .ok("cledger local fill");
+        filled = t.elapsed();
+    });
+    let pem = formed.service_pem.clone();
+    let commits = |formed: &Formed| -> Vec<u64> {
+        formed
+            .nodes
+            .iter()
+            .map(|n| commit_seqno(n, &pem).unwrap_or(0))
+            .collect()
+    };
+    let joined = try_wait_for(
+        "the joined nodes holding the whole ledger",
+        JOIN_LIMIT,
+        || {
+            let c = commits(&formed);
+            if c.iter().all(|c| *c > large) {
+                Ok(())
+            } else {
+                Err(format!("commits {c:?}"))
+            }
+        },
+    );
+    if let Err(e) = joined {
+        panic!("{e}\n{}", describe_all(TEST, &formed.nodes));
+    }
+    let formed_in = started.elapsed() - filled;
+
+    // The joined nodes serve the old entries and their receipts (verified by the client
+    // against the service certificate): the first two of the fill and its last.
+    for node in &formed.nodes[1..] {
+        let c = client(node, &pem, &formed.admin.bundle);
+        let mut old: Vec<Entry> = c
+            .list(&ListQuery::default())
+            .take(2)
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("list on {}: {e}", node.name));
+        let view = old[0].transaction_id.split('.').next().unwrap();
+        let near_the_end = ListQuery {
+            from: Some(format!("{view}.{}", large - 10)),
+            ..ListQuery::default()
+        };
+        let last = c.list_all(&near_the_end).unwrap().pop();
+        old.push(last.expect("entries near the end of the fill"));
+        assert!(old[0].contents.len() >= 256, "{:?}", old[0]);
+        for e in &old {
+            let read = c.get_entry(&e.transaction_id, None).unwrap();
+            assert_eq!(read.contents, e.contents, "on {}", node.name);
+            let receipt = c.receipt(&e.transaction_id);
+            receipt.unwrap_or_else(|e| panic!("a receipt on {}: {e}", node.name));
+        }
+    }
+
+    // A backup is down while the others commit `missed` writes.
+    let p = primary_of(&formed.nodes, &pem).unwrap_or_else(|e| panic!("{e}"));
+    let down = (0..3).find(|i| *i != p).unwrap();
+    formed.nodes[down].kill();
+    let t = Instant::now();
+    bulk_write(&formed, p, missed);
+    let written = t.elapsed();
+    let restarted = Instant::now();
+    formed.nodes[down].start();
+    formed.nodes[down].wait_serving(&pem, JOIN_LIMIT);
+    let target = commit_seqno(&formed.nodes[p], &pem).unwrap();
+    let behind = target.saturating_sub(commits(&formed)[down]);
+    let caught = try_wait_for("the restarted node catching up", JOIN_LIMIT, || {
+        let own = commit_seqno(&formed.nodes[down], &pem)?;
+        if own >= target {
+            Ok(())
+        } else {
+            Err(format!("{own} < {target}"))
+        }
+    });
+    if let Err(e) = caught {
+        panic!("{e}\n{}", describe_all(TEST, &formed.nodes));
+    }
+    let caught_up = restarted.elapsed();
+    check_converged(formed, &[], TEST);
+    eprintln!(
+        "{TEST}: filled {large} entries in {filled:.1?}; two nodes joined that ledger in \
+         {formed_in:.1?} (formed, from the founder's start); {missed} writes in {written:.1?} \
+         while a node was down; restarted {behind} seqnos behind, it caught up in \
+         {caught_up:.2?}; total {:.1?}",
+        started.elapsed()
+    );
+}
+
+/// The first transaction id (`VIEW.SEQNO`) a message names.
+fn txid_named(message: &str) -> Option<String> {
+    message
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map(|w| w.trim_matches('.'))
+        .find(|w| ledger_core::TxId::parse(w).is_ok())
+        .map(str::to_owned)
+}
+
+/// Three nodes, each in its own network namespace, under load. The primary's peer link is cut
+/// (its clients still reach it): the other two elect a new primary and keep committing, while
+/// the old one goes on taking writes that can never commit. When the link heals, the old
+/// primary learns of the new view, its uncommitted suffix is rolled back (those txids answer
+/// `Invalid` on every node, in ACL's shape: 404 `InvalidTransactionId` from `/status`; their
+/// writers get an error naming the txid, never a success) and it catches up. No acknowledged write
+/// is lost, and every directory passes `cledger audit`.
+#[test]
+fn primary_partitioned_from_the_majority() {
+    const TEST: &str = "primary_partitioned_from_the_majority";
+    let _serial = serial();
+    let started = Instant::now();
+    let network = Network::new(3)
+        .unwrap_or_else(|e| panic!("{TEST} needs network namespaces (root and iproute2): {e}"));
+    let formed = form_with(3, Some(network), |_| {});
+    let load = Load::start(&formed.nodes, 4, &formed.service_pem, &formed.admin.bundle);
+    let (pem, bundle) = (formed.service_pem.clone(), formed.admin.bundle.clone());
+    let network = formed.network.as_ref().unwrap();
+
+    let p = try_wait_for("one primary", Duration::from_secs(15), || {
+        primary_of(&formed.nodes, &pem)
+    });
+    let p = or_dump(p, "before", TEST, &formed.nodes, &load);
+    thread::sleep(Duration::from_millis(300));
+    // Clients of the primary, connected before the cut, each send one write the moment its
+    // peer link goes down. Until its leader lease runs out the isolated primary takes writes
+    // into its log, where they can never commit: each must end in an error (at the heal, a
+    // rollback naming the txid), never in a success.
+    let cut_now = Arc::new(std::sync::Barrier::new(9));
+    let stranded_writers: Vec<_> = (0..8)
+        .map(|k| {
+            let mut config = ClientConfig::new(
+                formed.nodes[p].address(),
+                pem.as_str(),
+                Auth::Certificate(bundle.clone()),
+            );
+            config.retry_unavailable = Duration::ZERO;
+            config.request_timeout = Duration::from_secs(30);
+            let old_primary = Client::new(config).unwrap();
+            old_primary.commit().expect("a connection to the primary");
+            let cut_now = cut_now.clone();
+            thread::spawn(move || {
+                cut_now.wait();
+                old_primary.submit(&format!("stranded {k}"), None, &[])
+            })
+        })
+        .collect();
+    network.isolate(p).unwrap();
+    let cut = Instant::now();
+    cut_now.wait();
+
+    let failover = time_to_write(&formed, &[p], "the primary's partition", &load);
+    let failover = or_dump(failover, "partitioned", TEST, &formed.nodes, &load);
+    let q = try_wait_for(
+        "a new primary among the majority",
+        Duration::from_secs(15),
+        || {
+            let majority: Vec<usize> = (0..3).filter(|i| *i != p).collect();
+            let says: Vec<usize> = majority
+                .into_iter()
+                .filter(|i| {
+                    formed.nodes[*i]
+                        .client(&pem, Auth::None)
+                        .is_primary()
+                        .unwrap_or(false)
+                })
+                .collect();
+            match says.as_slice() {
+                [one] => Ok(*one),
+                other => Err(format!("primaries among the majority: {other:?}")),
+            }
+        },
+    );
+    or_dump(q, "partitioned", TEST, &formed.nodes, &load);
+    let going_on = load.wait_for_more(20, Duration::from_secs(15));
+    or_dump(going_on, "partitioned", TEST, &formed.nodes, &load);
+    let partitioned_for = cut.elapsed();
+
+    network.heal(p).unwrap();
+    let healed = Instant::now();
+    or_dump(caught_up(&formed, p), "healed", TEST, &formed.nodes, &load);
+    let caught_up_after = healed.elapsed();
+    let one = primary_of(&formed.nodes, &pem);
+    let one = or_dump(one, "healed", TEST, &formed.nodes, &load);
+    assert_ne!(one, p, "the partitioned node must not take over again");
+    // The stranded suffix is rolled back everywhere: its txids are Invalid on every node.
+    let mut stranded = Vec::new();
+    let mut refused = BTreeMap::<String, u64>::new();
+    for writer in stranded_writers {
+        match writer.join().expect("a stranded writer") {
+            Ok(a) => panic!(
+                "{} was acknowledged by a primary cut off from the majority\n{}",
+                a.transaction_id,
+                describe_all(TEST, &formed.nodes)
+            ),
+            Err(e) => match txid_named(&e.to_string()) {
+                Some(txid) => stranded.push(txid),
+                None => *refused.entry(error_kind(&e)).or_default() += 1,
+            },
+        }
+    }
+    assert!(
+        !stranded.is_empty(),
+        "the isolated primary took none of the writes sent as it was cut off (refused: \
+         {refused:?}): the test did not exercise a rollback"
+    );
+    for txid in &stranded {
+        for node in &formed.nodes {
+            let state = try_wait_for(
+                &format!("{txid} Invalid on {}", node.name),
+                Duration::from_secs(10),
+                || match client(node, &pem, &bundle).status(txid) {
+                    // ACL's shape of CCF's `Invalid`: 404 InvalidTransactionId.
+                    Err(ledger_client::Error::Api {
+                        status: 404, code, ..
+                    }) if code == "InvalidTransactionId" => Ok(()),
+                    Ok(s) => Err(s.state),
+                    Err(e) => Err(e.to_string()),
+                },
+            );
+            or_dump(state, "rolled back", TEST, &formed.nodes, &load);
+        }
+    }
+    let going_on = load.wait_for_more(20, Duration::from_secs(15));
+    or_dump(going_on, "healed", TEST, &formed.nodes, &load);
+
+    let (acked, failed) = load.finish();
+    let formed_in = formed.took;
+    let partitioned_name = formed.nodes[p].name.clone();
+    check_converged(formed, &acked, TEST);
+    eprintln!(
+        "{TEST}: cut {partitioned_name}'s peer link: a new primary took a write after \
+         {failover:.2?}; the isolated primary gave {} txids that never committed (refused: \
+         {refused:?}); healed after {partitioned_for:.1?}, it caught up in \
+         {caught_up_after:.2?} and those txids answered Invalid everywhere; {} writes \
+         acknowledged, failed or unacknowledged: {failed:?}; formed in {formed_in:.1?}, total {:.1?}",
+        stranded.len(),
         acked.len(),
         started.elapsed()
     );

@@ -581,6 +581,31 @@ impl Client {
         tags: &[String],
         version: &str,
     ) -> Result<Appended> {
+        let appended = self.submit_with_version(contents, collection, tags, version)?;
+        self.wait_committed(&appended.transaction_id)?;
+        Ok(appended)
+    }
+
+    /// Writes an entry and returns its transaction id without waiting for commit: the write
+    /// is `Pending` until a signature after it is replicated, and may still be rolled back
+    /// (`Invalid`) if the primary that took it loses its office first.
+    pub fn submit(
+        &self,
+        contents: &str,
+        collection: Option<&str>,
+        tags: &[String],
+    ) -> Result<Appended> {
+        let version = self.version_for_tags(!tags.is_empty()).to_owned();
+        self.submit_with_version(contents, collection, tags, &version)
+    }
+
+    fn submit_with_version(
+        &self,
+        contents: &str,
+        collection: Option<&str>,
+        tags: &[String],
+        version: &str,
+    ) -> Result<Appended> {
         let tags = (!tags.is_empty()).then(|| tags.join(","));
         let url = self.url(
             "/app/transactions",
@@ -595,7 +620,6 @@ impl Client {
             .map(str::to_owned)
             .or_else(|| collection.map(str::to_owned))
             .unwrap_or_else(|| DEFAULT_COLLECTION.to_owned());
-        self.wait_committed(&txid)?;
         Ok(Appended {
             collection_id,
             transaction_id: txid,

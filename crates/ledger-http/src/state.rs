@@ -189,9 +189,10 @@ fn append_error(e: AppendError) -> ApiError {
         }
         AppendError::Limit(limit) => limit.into(),
         AppendError::Indeterminate(reason) => ApiError::WriteIndeterminate(format!(
-            "The write may be on disk but could not be committed ({reason}). If it reached the \
-             disk it is committed when storage recovers or the ledger restarts; check the status \
-             of the transaction named here before sending it again."
+            "The write may be in the ledger but is not committed yet ({reason}). Check the \
+             status of the transaction named here before sending it again: it becomes Committed \
+             once storage recovers, the ledger restarts or (in a cluster) a primary commits it, \
+             and Invalid if it was rolled back."
         )),
     }
 }

@@ -13,7 +13,7 @@ use crate::log_store::{LedgerLogStore, LogShared};
 use crate::network::{PeerNetwork, PeerTls, PeerTlsError, serve_peers};
 use crate::state_machine::LedgerStateMachine;
 use crate::types::{
-    Membership, NodeId, PeerNode, Proposal, Raft, membership_write, nodes, txid_of,
+    Membership, NodeId, PeerNode, Proposal, ProposedWrite, Raft, membership_write, nodes, txid_of,
 };
 use ledger_core::TxId;
 use ledger_store::{AppendError, Ledger, ReplicaOp, TxStatus, WriteRequest};
@@ -207,7 +207,9 @@ impl Cluster {
     /// to a majority). Only the primary takes writes.
     pub async fn write(&self, request: WriteRequest) -> Result<TxId, WriteError> {
         let prepared = Ledger::prepare(request).map_err(WriteError::Refused)?;
-        let response = match self.raft.client_write(Proposal::Write(prepared)).await {
+        let proposed = ProposedWrite::new(prepared);
+        let placed = proposed.placed.clone();
+        let response = match self.raft.client_write(Proposal::Write(proposed)).await {
             Ok(response) => response,
             Err(openraft::errors::RaftError::APIError(
                 openraft::errors::ClientWriteError::ForwardToLeader(_),
@@ -215,6 +217,19 @@ impl Cluster {
                 return Err(WriteError::NotPrimary {
                     primary: self.primary(),
                 });
+            }
+            // This node lost its office after the write entered its log. Whether the write
+            // survived depends on whether the new primary had it: the ledger says, once this
+            // node has caught up past its seqno (a rolled-back seqno names another view).
+            Err(openraft::errors::RaftError::APIError(
+                openraft::errors::ClientWriteError::LogEntryDiscarded(_),
+            )) => {
+                return match placed.get() {
+                    Some(txid) => self.wait_committed(*txid).await,
+                    None => Err(WriteError::NotPrimary {
+                        primary: self.primary(),
+                    }),
+                };
             }
             Err(openraft::errors::RaftError::APIError(e)) => {
                 return Err(WriteError::Refused(AppendError::Failed(e.to_string())));

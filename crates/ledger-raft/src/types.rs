@@ -23,6 +23,7 @@ use openraft::impls::leader_id_std;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 /// The governance table recording the start of each view (openraft's blank entry).
 pub const VIEWS_TABLE: &str = "public:cledger.raft.views";
@@ -68,7 +69,7 @@ pub type Raft = openraft::Raft<LedgerRaft, crate::state_machine::LedgerStateMach
 /// stored, which is encoded bytes, and serializing any other variant fails.
 pub enum Proposal {
     /// A client's write, checked by the leader before it is proposed.
-    Write(PreparedWrite),
+    Write(ProposedWrite),
     /// A signature over the root of every transaction before it.
     Signature,
     /// A new ledger secret (the data key's use budget is nearly spent).
@@ -163,6 +164,25 @@ impl MembershipRecord {
     }
 }
 
+/// A client's write as the primary proposes it, with the txid its log gives it once appended.
+///
+/// openraft answers a proposal whose entry was discarded by a change of primary with "commit
+/// status unknown" and no log id; the slot lets the writer learn which txid the write had, so
+/// that it can tell the client whether it was rolled back (`Invalid`) or committed after all.
+pub struct ProposedWrite {
+    pub write: PreparedWrite,
+    pub placed: Arc<OnceLock<TxId>>,
+}
+
+impl ProposedWrite {
+    pub fn new(write: PreparedWrite) -> Self {
+        ProposedWrite {
+            write,
+            placed: Arc::default(),
+        }
+    }
+}
+
 /// The ledger transaction a Raft entry is, for the replica's append.
 pub fn ledger_op(entry: Entry) -> Result<(TxId, ReplicaOp), String> {
     let txid = txid_of(&entry.log_id)
@@ -176,7 +196,11 @@ pub fn ledger_op(entry: Entry) -> Result<(TxId, ReplicaOp), String> {
         openraft::EntryPayload::Membership(membership) => {
             ReplicaOp::Governance(vec![membership_write(txid, membership)])
         }
-        openraft::EntryPayload::Normal(Proposal::Write(w)) => ReplicaOp::Write(w),
+        openraft::EntryPayload::Normal(Proposal::Write(proposed)) => {
+            // Set once: an entry is appended at one log id (a retry of the append is the same).
+            let _ = proposed.placed.set(txid);
+            ReplicaOp::Write(proposed.write)
+        }
         openraft::EntryPayload::Normal(Proposal::Signature) => ReplicaOp::Signature,
         openraft::EntryPayload::Normal(Proposal::Rotation) => ReplicaOp::Rotation,
         openraft::EntryPayload::Normal(Proposal::Encoded(bytes)) => ReplicaOp::Encoded(bytes),

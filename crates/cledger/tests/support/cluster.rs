@@ -1,10 +1,12 @@
-//! Clusters of real `cledger serve` processes on loopback for the cluster suites: nodes on
-//! fixed free ports (a restarted node is started with the same command line), the `cledger`
-//! command line as an operator runs it, and polling helpers.
+//! Clusters of real `cledger serve` processes for the cluster suites: nodes on loopback with
+//! fixed free ports, or each in a network namespace of a [`Network`] (a restarted node is
+//! started with the same command line), the `cledger` command line as an operator runs it,
+//! and polling helpers.
 //!
 //! Every [`Node`] kills its process when dropped, so a failing test never leaks one.
 #![allow(dead_code)]
 
+use super::netns::Host;
 use super::{Output, binary, clear_cledger_env};
 use ledger_client::{Auth, Client, ClientConfig};
 use std::io::{BufRead, BufReader, Read};
@@ -79,6 +81,8 @@ pub fn describe_all(test: &str, nodes: &[Node]) -> String {
 pub struct Node {
     pub name: String,
     pub data_dir: PathBuf,
+    /// Where the process runs: loopback in this namespace, or a namespace of its own.
+    pub host: Option<Host>,
     pub port: u16,
     pub peer_port: u16,
     /// Arguments after `serve --data-dir D --listen A --peer-listen P`.
@@ -95,6 +99,7 @@ impl Node {
         Node {
             name: name.to_owned(),
             data_dir: root.join(name),
+            host: None,
             port: free_port(),
             peer_port: free_port(),
             extra: extra.to_vec(),
@@ -105,31 +110,59 @@ impl Node {
         }
     }
 
-    /// `https://127.0.0.1:PORT`, the node's client address.
+    /// A node in `host`'s network namespace (the ports are its own there).
+    pub fn in_namespace(name: &str, root: &Path, extra: &[String], host: &Host) -> Node {
+        let mut node = Node::new(name, root, extra);
+        node.host = Some(host.clone());
+        (node.port, node.peer_port) = (8443, 9443);
+        node
+    }
+
+    fn client_ip(&self) -> &str {
+        self.host.as_ref().map_or("127.0.0.1", |h| &h.client_ip)
+    }
+
+    /// `https://IP:PORT`, the node's client address.
     pub fn address(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://{}:{}", self.client_ip(), self.port)
     }
 
     /// The full command line of `cledger serve` for this node.
     pub fn command_line(&self) -> Vec<String> {
+        let peer_ip = self.host.as_ref().map_or("127.0.0.1", |h| &h.peer_ip);
         let mut args = vec![
             "serve".to_owned(),
             "--data-dir".to_owned(),
             self.data_dir.display().to_string(),
             "--listen".to_owned(),
-            format!("127.0.0.1:{}", self.port),
+            format!("{}:{}", self.client_ip(), self.port),
             "--peer-listen".to_owned(),
-            format!("127.0.0.1:{}", self.peer_port),
+            format!("{peer_ip}:{}", self.peer_port),
         ];
+        if self.host.is_some() {
+            // The founder's certificate must name its addresses (a joining node's certificate
+            // names those it asked to join with).
+            for ip in [self.client_ip(), peer_ip] {
+                args.extend(["--hostname".to_owned(), ip.to_owned()]);
+            }
+        }
         args.extend(self.extra.iter().cloned());
         args
     }
 
-    /// Starts the process (without waiting for it to serve).
+    /// Starts the process (without waiting for it to serve). In a namespace, through `ip netns
+    /// exec`, which execs it: the child is the server process itself.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         self.starts += 1;
-        let mut command = Command::new(binary());
+        let mut command = match &self.host {
+            None => Command::new(binary()),
+            Some(host) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &host.netns]).arg(binary());
+                c
+            }
+        };
         command
             .args(self.command_line())
             .stdin(Stdio::null())

@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod jwt;
+pub mod netns;
 
 use reqwest::header::HeaderMap;
 use reqwest::{Certificate, Client, Identity, Method, StatusCode};
