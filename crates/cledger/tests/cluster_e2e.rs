@@ -1500,3 +1500,42 @@ fn primary_partitioned_from_the_majority() {
         started.elapsed()
     );
 }
+
+/// The primary is killed right after the cluster formed, before any checkpoint recorded the
+/// membership as committed on its disk. Restarted, it must rejoin its cluster as a replica:
+/// not found a new cluster of one on its ledger (committing, alone, transactions the cluster
+/// never committed, in a view another primary also leads).
+#[test]
+fn primary_killed_right_after_forming() {
+    const TEST: &str = "primary_killed_right_after_forming";
+    let _serial = serial();
+    let mut formed = form(3);
+    let pem = formed.service_pem.clone();
+    let p = primary_of(&formed.nodes, &pem).unwrap_or_else(|e| panic!("{e}"));
+    formed.nodes[p].kill();
+    let failover = try_wait_for("a new primary", Duration::from_secs(15), || {
+        primary_of(&formed.nodes, &pem)
+    });
+    let q = failover.unwrap_or_else(|e| panic!("{e}\n{}", describe_all(TEST, &formed.nodes)));
+    formed.nodes[p].start();
+    formed.nodes[p].wait_serving(&pem, JOIN_LIMIT);
+    if let Err(e) = caught_up(&formed, p) {
+        panic!("{e}\n{}", describe_all(TEST, &formed.nodes));
+    }
+    // Long enough for a node that founded a cluster of its own to have elected itself.
+    thread::sleep(Duration::from_secs(2));
+    let one = primary_of(&formed.nodes, &pem);
+    let one = one.unwrap_or_else(|e| panic!("{e}\n{}", describe_all(TEST, &formed.nodes)));
+    assert_eq!(one, q, "the primary changed although nothing failed");
+    let acked = vec![{
+        let contents = "after the restart".to_owned();
+        let a = client(&formed.nodes[p], &pem, &formed.admin.bundle)
+            .append(&contents, None, &[])
+            .unwrap_or_else(|e| panic!("a write through the restarted node: {e}"));
+        Acked {
+            txid: a.transaction_id,
+            contents,
+        }
+    }];
+    check_converged(formed, &acked, TEST);
+}

@@ -129,8 +129,15 @@ impl Cluster {
         joining: bool,
     ) -> Result<Cluster, ClusterError> {
         let shared = LogShared::open(dir, ledger)?;
+        // A node founds a cluster once, on a ledger that has never taken part in one: no
+        // vote, and no committed membership. The committed membership alone would not do:
+        // after a crash a replica's commit point may lag the membership entries it holds
+        // (recovery commits only what it recorded as committed), and founding again would
+        // commit them, and everything after, as a cluster of one beside the real one.
         let membership = crate::state_machine::committed_membership(&shared)?;
-        if !joining && membership.membership().nodes().next().is_none() {
+        let never_a_member =
+            shared.vote().is_none() && membership.membership().nodes().next().is_none();
+        if !joining && never_a_member {
             found(&shared, &config).await?;
         }
         let raft_config = openraft::Config {
