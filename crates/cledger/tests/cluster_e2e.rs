@@ -815,10 +815,15 @@ fn or_dump<T>(result: Result<T, String>, step: &str, test: &str, nodes: &[Node],
 
 /// The one node that says it is the primary (paused and stopped nodes are not asked).
 fn primary_of(nodes: &[Node], service_pem: &str) -> Result<usize, String> {
+    primary_among(nodes, service_pem, &[])
+}
+
+/// [`primary_of`], not asking the nodes in `except` (cut off from the others).
+fn primary_among(nodes: &[Node], service_pem: &str, except: &[usize]) -> Result<usize, String> {
     let says: Vec<usize> = nodes
         .iter()
         .enumerate()
-        .filter(|(_, n)| n.is_running() && !n.is_paused())
+        .filter(|(i, n)| n.is_running() && !n.is_paused() && !except.contains(i))
         .filter(|(_, n)| {
             n.client(service_pem, Auth::None)
                 .is_primary()
@@ -1415,22 +1420,7 @@ fn primary_partitioned_from_the_majority() {
     let q = try_wait_for(
         "a new primary among the majority",
         Duration::from_secs(15),
-        || {
-            let majority: Vec<usize> = (0..3).filter(|i| *i != p).collect();
-            let says: Vec<usize> = majority
-                .into_iter()
-                .filter(|i| {
-                    formed.nodes[*i]
-                        .client(&pem, Auth::None)
-                        .is_primary()
-                        .unwrap_or(false)
-                })
-                .collect();
-            match says.as_slice() {
-                [one] => Ok(*one),
-                other => Err(format!("primaries among the majority: {other:?}")),
-            }
-        },
+        || primary_among(&formed.nodes, &pem, &[p]),
     );
     or_dump(q, "partitioned", TEST, &formed.nodes, &load);
     let going_on = load.wait_for_more(20, Duration::from_secs(15));

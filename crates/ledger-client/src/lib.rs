@@ -564,8 +564,9 @@ impl Client {
         collection: Option<&str>,
         tags: &[String],
     ) -> Result<Appended> {
-        let version = self.version_for_tags(!tags.is_empty()).to_owned();
-        self.append_with_version(contents, collection, tags, &version)
+        let appended = self.submit(contents, collection, tags)?;
+        self.wait_committed(&appended.transaction_id)?;
+        Ok(appended)
     }
 
     /// Writes an entry with a claims-capable api-version, so that it records a
