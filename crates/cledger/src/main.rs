@@ -172,6 +172,12 @@ struct ServeArgs {
     /// an Administrator's approval.
     #[arg(long, env = "CLEDGER_JOIN_TOKEN", requires = "join")]
     join_token: Option<PathBuf>,
+    /// Found a new cluster of one on this data directory's ledger: a copy (`cledger backup`)
+    /// of a node of a cluster that is lost. Everything in the copy up to its last signature is
+    /// kept; the old nodes are retired; others join as usual. Only for a copy: refused on a
+    /// member's own directory (see docs/OPERATIONS.md, "Restoring a cluster").
+    #[arg(long, requires = "peer_listen", conflicts_with = "join")]
+    recover: bool,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -209,6 +215,7 @@ impl ServeArgs {
             join: self.join,
             service_cert: self.service_cert,
             join_token_file: self.join_token,
+            recover: self.recover,
         }
     }
 }

@@ -24,6 +24,11 @@
 //! - `nodes_catch_up_a_large_ledger`: two nodes join a ledger of `CLEDGER_LARGE_LEDGER`
 //!   transactions (default 100,000) and serve reads and receipts of the old ones; a node
 //!   restarted after missing `CLEDGER_MISSED` (default 10,000) catches up; the same end checks.
+//! - `primary_killed_right_after_forming`: restarted before any checkpoint, the old primary
+//!   rejoins its cluster (it once founded a second one); the same end checks.
+//! - `a_lost_cluster_is_recovered_from_a_backup`: every node is lost; a backup of one founds a
+//!   new service with `--recover` (old writes and receipts intact, old nodes retired, a new
+//!   node joins); `--recover` is refused on a member's own directory.
 //!
 //! The tests run one after the other (they would share 2 cores otherwise).
 
@@ -1528,4 +1533,162 @@ fn primary_killed_right_after_forming() {
         }
     }];
     check_converged(formed, &acked, TEST);
+}
+
+/// `cledger serve ARGS...` expected to stop at once with an error; returns what it printed.
+fn serve_refused(args: &[&str]) -> String {
+    let mut all = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--peer-listen",
+        "127.0.0.1:0",
+    ];
+    all.extend_from_slice(args);
+    let run = cledger(&all);
+    assert!(
+        !run.status.success(),
+        "cledger serve {args:?} started: {run:?}"
+    );
+    run.stderr
+}
+
+/// The whole cluster is lost; a backup taken from one of its nodes while it ran founds a new
+/// service with `cledger serve --recover`: every acknowledged write reads back with a receipt
+/// that verifies against the same service certificate, the old nodes are retired, a new node
+/// joins with a token, and the Administrator is still the Administrator. `--recover` is
+/// refused on a member's own directory, and on the recovered one once it has started.
+#[test]
+fn a_lost_cluster_is_recovered_from_a_backup() {
+    const TEST: &str = "a_lost_cluster_is_recovered_from_a_backup";
+    let _serial = serial();
+    let formed = form(3);
+    let (pem, bundle) = (formed.service_pem.clone(), formed.admin.bundle.clone());
+    let p = primary_of(&formed.nodes, &pem).unwrap_or_else(|e| panic!("{e}"));
+    let writer = client(&formed.nodes[p], &pem, &bundle);
+    let mut acked: Vec<Acked> = (0..20)
+        .map(|k| {
+            let contents = format!("before the loss {k}");
+            let a = writer.append(&contents, None, &[]).unwrap();
+            Acked {
+                txid: a.transaction_id,
+                contents,
+            }
+        })
+        .collect();
+    // A backup of a backup node, taken while it runs, once it has the last write.
+    let b = (0..3).find(|i| *i != p).unwrap();
+    let last = &acked.last().unwrap().txid;
+    read_back(&client(&formed.nodes[b], &pem, &bundle), last, JOIN_LIMIT);
+    let Formed {
+        nodes: mut lost,
+        admin,
+        _root: root,
+        ..
+    } = formed;
+    let copy = root.path().join("recovered");
+    cledger(&[
+        "backup",
+        "--data-dir",
+        lost[b].data_dir.to_str().unwrap(),
+        "--to",
+        copy.to_str().unwrap(),
+    ])
+    .ok("cledger backup of a cluster node");
+    for node in lost.iter_mut() {
+        node.kill();
+    }
+
+    // A member's own directory cannot be recovered: it would lead beside its cluster.
+    let own = lost[0].data_dir.to_str().unwrap().to_owned();
+    let said = serve_refused(&["--data-dir", &own, "--recover"]);
+    assert!(said.contains("raft/vote.json"), "{said}");
+
+    let mut recovered = Node::new("recovered", root.path(), &strings(&["--recover"]));
+    recovered.start();
+    recovered.wait_serving(&pem, JOIN_LIMIT);
+    let nodes = std::slice::from_ref(&recovered);
+    wait_for("the recovered node leading", JOIN_LIMIT, || {
+        primary_of(nodes, &pem)
+    });
+    let c = client(&recovered, &pem, &bundle);
+    for a in &acked {
+        assert_eq!(c.get_entry(&a.txid, None).unwrap().contents, a.contents);
+        c.receipt(&a.txid)
+            .unwrap_or_else(|e| panic!("the receipt of {} after recovery: {e}", a.txid));
+    }
+    let first_new = c.append("after the recovery", None, &[]).unwrap();
+    let (old_view, new_view) = (
+        ledger_core::TxId::parse(last).unwrap().view(),
+        ledger_core::TxId::parse(&first_new.transaction_id)
+            .unwrap()
+            .view(),
+    );
+    assert!(
+        new_view > old_view,
+        "{last} then {}",
+        first_new.transaction_id
+    );
+    acked.push(Acked {
+        txid: first_new.transaction_id,
+        contents: "after the recovery".into(),
+    });
+
+    // The old nodes are retired; a new one joins with a token; the Administrator is the same.
+    let service_cert = root.path().join("service_cert.pem");
+    std::fs::write(&service_cert, &pem).unwrap();
+    let op = Operator {
+        service_cert: service_cert.clone(),
+        cert: admin.bundle_path.clone(),
+    };
+    let token = root.path().join("n4.token");
+    op.run(
+        &recovered.address(),
+        &["cluster", "join-token", "--out", token.to_str().unwrap()],
+    )
+    .ok("cledger cluster join-token after recovery");
+    let mut joined = Node::new(
+        "n4",
+        root.path(),
+        &join_args(&recovered, &service_cert, Some(&token), &[]),
+    );
+    joined.start();
+    joined.wait_serving(&pem, JOIN_LIMIT);
+    let lost_ids: Vec<String> = lost
+        .iter()
+        .map(|n| node_id_of_dir(&n.data_dir))
+        .filter(|id| *id != node_id_of_dir(&recovered.data_dir))
+        .collect();
+    wait_status(
+        &op,
+        &recovered.address(),
+        "two Trusted nodes, the lost ones Retired",
+        JOIN_LIMIT,
+        |s| {
+            trusted_count(s) == 2
+                && primary_count(s) == 1
+                && lost_ids
+                    .iter()
+                    .all(|id| node_row(s, id).is_some_and(|r| r["status"] == "Retired"))
+        },
+    );
+
+    // Started again with --recover, the recovered node refuses (it has voted); without, it
+    // resumes its place.
+    recovered.terminate();
+    let dir = recovered.data_dir.to_str().unwrap().to_owned();
+    let said = serve_refused(&["--data-dir", &dir, "--recover"]);
+    assert!(said.contains("raft/vote.json"), "{said}");
+    recovered.extra.clear();
+    recovered.start();
+    recovered.wait_serving(&pem, JOIN_LIMIT);
+    let recovered_formed = Formed {
+        nodes: vec![recovered, joined],
+        service_pem: pem,
+        admin,
+        took: Duration::ZERO,
+        network: None,
+        _root: root,
+    };
+    check_converged(recovered_formed, &acked, TEST);
 }

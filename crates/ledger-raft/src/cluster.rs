@@ -16,6 +16,7 @@ use crate::types::{
     Membership, NodeId, PeerNode, Proposal, ProposedWrite, Raft, membership_write, nodes, txid_of,
 };
 use ledger_core::TxId;
+use ledger_core::entry::TableWrite;
 use ledger_store::{AppendError, Ledger, ReplicaOp, TxStatus, WriteRequest};
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
@@ -53,6 +54,21 @@ impl ClusterConfig {
     }
 }
 
+/// How a node starts consensus on its ledger.
+#[derive(Debug, Clone)]
+pub enum StartMode {
+    /// Resume as a member of the cluster this node's ledger belongs to; a ledger that has
+    /// never taken part in one (no vote, no membership) founds a cluster of one.
+    FoundOrResume,
+    /// Joining through another node: wait until the primary reaches it.
+    Join,
+    /// Found a new cluster of one, in a new view, on a copy of a member's ledger whose
+    /// cluster is lost (CCF's recovery). `governance` is recorded in the same transaction
+    /// (the personality retires the old nodes). Refused where this node has voted: a member's
+    /// own directory, or a recovered one started again with the flag.
+    Recover { governance: Vec<TableWrite> },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error(transparent)]
@@ -63,6 +79,12 @@ pub enum ClusterError {
     Raft(String),
     #[error("the ledger: {0}")]
     Ledger(#[from] AppendError),
+    #[error(
+        "cannot recover: this data directory holds a cluster member's consensus state (raft/vote.json). \
+         Recovery founds a new service on a copy of a lost cluster's ledger (`cledger backup`); \
+         a member's own directory, or one already recovered, starts without --recover"
+    )]
+    RecoverMember,
 }
 
 /// Why a write was not acknowledged.
@@ -118,15 +140,14 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts consensus on the replica ledger `ledger` of `dir`, serving peers on
-    /// `peer_listener`. A ledger that records no membership yet is *founded* by this node as
-    /// a cluster of one (its first membership transaction and a signature are appended and
-    /// committed here), unless `joining`: a joining node waits for the leader to reach it.
+    /// `peer_listener`, as `mode` says. Founding appends and commits here, in one
+    /// transaction and a signature after it, the membership of a cluster of one.
     pub async fn start(
         dir: &Path,
         ledger: Arc<Ledger>,
         config: ClusterConfig,
         peer_listener: TcpListener,
-        joining: bool,
+        mode: StartMode,
     ) -> Result<Cluster, ClusterError> {
         let shared = LogShared::open(dir, ledger)?;
         // A node founds a cluster once, on a ledger that has never taken part in one: no
@@ -134,11 +155,19 @@ impl Cluster {
         // after a crash a replica's commit point may lag the membership entries it holds
         // (recovery commits only what it recorded as committed), and founding again would
         // commit them, and everything after, as a cluster of one beside the real one.
-        let membership = crate::state_machine::committed_membership(&shared)?;
-        let never_a_member =
-            shared.vote().is_none() && membership.membership().nodes().next().is_none();
-        if !joining && never_a_member {
-            found(&shared, &config).await?;
+        let voted = shared.vote().is_some();
+        match mode {
+            StartMode::Join => {}
+            StartMode::FoundOrResume => {
+                let membership = crate::state_machine::committed_membership(&shared)?;
+                if !voted && membership.membership().nodes().next().is_none() {
+                    found(&shared, &config, Founding::New).await?;
+                }
+            }
+            StartMode::Recover { governance } if !voted => {
+                found(&shared, &config, Founding::Recovery { governance }).await?;
+            }
+            StartMode::Recover { .. } => return Err(ClusterError::RecoverMember),
         }
         let raft_config = openraft::Config {
             cluster_name: "cledger".into(),
@@ -347,10 +376,27 @@ impl Cluster {
 /// Founds a cluster of one on a ledger that records no membership: appends, as this node in
 /// the view of its last transaction, the first membership transaction and a signature, and
 /// commits them. The vote is set to that view, so the first election opens the next one.
-async fn found(shared: &Arc<LogShared>, config: &ClusterConfig) -> Result<(), ClusterError> {
+/// What a founding transaction starts.
+enum Founding {
+    /// A cluster on a ledger that never took part in one (a new or a standalone ledger): in
+    /// the ledger's view.
+    New,
+    /// A new service on the ledger of a lost cluster: in the next view, so that its
+    /// transactions never share a view with the old cluster's last ones.
+    Recovery { governance: Vec<TableWrite> },
+}
+
+async fn found(
+    shared: &Arc<LogShared>,
+    config: &ClusterConfig,
+    founding: Founding,
+) -> Result<(), ClusterError> {
     let ledger = shared.ledger.clone();
     let last = ledger.durable();
-    let view = last.map_or(1, TxId::view);
+    let (view, mut writes) = match founding {
+        Founding::New => (last.map_or(1, TxId::view), Vec::new()),
+        Founding::Recovery { governance } => (last.map_or(1, |t| t.view() + 1), governance),
+    };
     let next = last.map_or(1, |t| t.seqno() + 1);
     let membership = Membership::new(
         vec![BTreeSet::from([config.node_id.clone()])],
@@ -358,11 +404,9 @@ async fn found(shared: &Arc<LogShared>, config: &ClusterConfig) -> Result<(), Cl
     )
     .map_err(|e| ClusterError::Raft(e.to_string()))?;
     let at = |seqno| TxId::new(view, seqno).expect("view and seqno are >= 1");
+    writes.insert(0, membership_write(at(next), membership));
     let ops = vec![
-        (
-            at(next),
-            ReplicaOp::Governance(vec![membership_write(at(next), membership)]),
-        ),
+        (at(next), ReplicaOp::Governance(writes)),
         (at(next + 1), ReplicaOp::Signature),
     ];
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -379,8 +423,9 @@ async fn found(shared: &Arc<LogShared>, config: &ClusterConfig) -> Result<(), Cl
     shared
         .committed
         .send_replace(committed.map_or(0, TxId::seqno));
+    shared.adopt_ledger_end();
     shared.save_vote(&openraft::impls::Vote::new(view, config.node_id.clone()))?;
-    tracing::info!(node = %config.node_id, view, "founded a cluster of one");
+    tracing::info!(node = %config.node_id, view, seqno = next, "founded a cluster of one");
     Ok(())
 }
 

@@ -20,7 +20,9 @@ pub mod network;
 pub mod state_machine;
 pub mod types;
 
-pub use cluster::{Cluster, ClusterConfig, ClusterError, ClusterStatus, NodeStatus, WriteError};
+pub use cluster::{
+    Cluster, ClusterConfig, ClusterError, ClusterStatus, NodeStatus, StartMode, WriteError,
+};
 pub use handle::ClusterHandle;
 pub use network::{PeerTls, node_id_of_cert};
 pub use openraft::ServerState;

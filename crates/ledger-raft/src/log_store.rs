@@ -105,6 +105,15 @@ impl LogShared {
         }))
     }
 
+    /// Takes the ledger's durable end as the log's, after transactions were appended to the
+    /// ledger directly (founding) rather than through [`RaftLogStorage::append`]: reads up to
+    /// it must neither come back empty nor wait for an append that never comes.
+    pub(crate) fn adopt_ledger_end(&self) {
+        let durable = self.ledger.durable().map_or(0, TxId::seqno);
+        *self.appended.lock().expect("appended lock") = durable;
+        self.durable.send_replace(durable);
+    }
+
     /// Watches the ledger's committed seqno.
     pub fn committed(&self) -> watch::Receiver<u64> {
         self.committed.subscribe()

@@ -8,7 +8,7 @@ use ledger_core::entry::ApplicationEntry;
 use ledger_core::signing::NodeSigningKey;
 use ledger_identity::files::NodeFiles;
 use ledger_identity::{Curve, ServiceIdentity, generate_private_key, issue_node_certificate};
-use ledger_raft::{Cluster, ClusterConfig, PeerNode, PeerTls, WriteError};
+use ledger_raft::{Cluster, ClusterConfig, PeerNode, PeerTls, StartMode, WriteError};
 use ledger_store::{
     Genesis, KekSource, Ledger, NodeIdentity, Role, StoreConfig, TxStatus, WriteRequest,
 };
@@ -79,7 +79,12 @@ async fn start_at(
         },
     );
     config.heartbeat = Duration::from_millis(50);
-    let cluster = Cluster::start(&setup.dir, Arc::new(ledger), config, listener, joining)
+    let mode = if joining {
+        StartMode::Join
+    } else {
+        StartMode::FoundOrResume
+    };
+    let cluster = Cluster::start(&setup.dir, Arc::new(ledger), config, listener, mode)
         .await
         .expect("cluster starts");
     (cluster, address)

@@ -33,7 +33,8 @@ use ledger_core::hash::sha256;
 use ledger_core::x509::Cert;
 use ledger_identity::ServiceIdentity;
 use ledger_identity::files::NodeFiles;
-use ledger_raft::{Cluster, ClusterConfig, NodeId, PeerNode, PeerTls, WriteError};
+use ledger_raft::types::{MEMBERSHIP_KEY, MEMBERSHIP_TABLE, MembershipRecord};
+use ledger_raft::{Cluster, ClusterConfig, NodeId, PeerNode, PeerTls, StartMode, WriteError};
 use ledger_store::{KekSource, LedgerHandle, WriteRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -92,6 +93,15 @@ pub async fn start(
         .map_err(|e| ServeError::Internal(format!("the peer listener: {e}")))?
         .to_string();
     let files = &node.files;
+    let mode = if config.join.is_some() {
+        StartMode::Join
+    } else if config.recover {
+        StartMode::Recover {
+            governance: recovered_node_records(node, &client_url, &peer_address)?,
+        }
+    } else {
+        StartMode::FoundOrResume
+    };
     let cluster_config = ClusterConfig::new(
         node.node_id.clone(),
         PeerNode {
@@ -109,7 +119,7 @@ pub async fn start(
         node.ledger.clone(),
         cluster_config,
         listener,
-        config.join.is_some(),
+        mode,
     )
     .await
     .map_err(|e| ServeError::Internal(format!("consensus: {e}")))?;
@@ -133,6 +143,63 @@ pub async fn start(
         },
         adding: Mutex::new(BTreeSet::new()),
     }))
+}
+
+/// The node records a recovered service starts with: every node of the lost cluster (those
+/// with a record, and members without one, such as its founder) is retired — a node that
+/// survived joins the new service afresh, with a new key — and this one is trusted at its new
+/// addresses.
+fn recovered_node_records(
+    node: &crate::node::Node,
+    client_url: &str,
+    peer_address: &str,
+) -> Result<Vec<TableWrite>, ServeError> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        ServeError::Internal(format!("the lost cluster's node records: {e}"))
+    };
+    let mut records: BTreeMap<String, NodeRecord> = BTreeMap::new();
+    for (id, bytes) in node
+        .ledger
+        .governance_table(NODES_TABLE)
+        .map_err(|e| unreadable(&e))?
+    {
+        let record = serde_json::from_slice(&bytes).map_err(|e| unreadable(&e))?;
+        records.insert(id, record);
+    }
+    let membership = node
+        .ledger
+        .governance(MEMBERSHIP_TABLE, MEMBERSHIP_KEY)
+        .map_err(|e| unreadable(&e))?;
+    if let Some(bytes) = membership {
+        let record: MembershipRecord =
+            serde_json::from_slice(&bytes).map_err(|e| unreadable(&e))?;
+        for (id, peer) in record.membership.nodes() {
+            records.entry(id.clone()).or_insert_with(|| NodeRecord {
+                status: NodeStatus::Trusted,
+                client_url: peer.client_url.clone(),
+                peer_address: peer.peer_address.clone(),
+                certificate: String::new(),
+            });
+        }
+    }
+    let mut writes = Vec::new();
+    for (id, mut record) in records {
+        if id == node.node_id {
+            record.status = NodeStatus::Trusted;
+            record.client_url = client_url.to_owned();
+            record.peer_address = peer_address.to_owned();
+        } else if record.status == NodeStatus::Retired {
+            continue;
+        } else {
+            record.status = NodeStatus::Retired;
+        }
+        writes.push(TableWrite {
+            table: NODES_TABLE.into(),
+            key: id,
+            value: Some(serde_json::to_vec(&record).expect("a record serializes")),
+        });
+    }
+    Ok(writes)
 }
 
 /// Keeps the cluster metrics current and logs every change of view and primary. Ends with

@@ -118,6 +118,10 @@ pub struct ServeConfig {
     /// A file holding a join token made by `cledger cluster join-token`: the join is approved
     /// in advance (otherwise an Administrator approves it).
     pub join_token_file: Option<PathBuf>,
+    /// Found a new service on this directory's ledger, a copy of a lost cluster's (`--recover`;
+    /// a one-time action, so a flag only, never read from the file).
+    #[serde(skip)]
+    pub recover: bool,
 }
 
 /// How log lines are written.
@@ -149,6 +153,7 @@ impl Default for ServeConfig {
             join: None,
             service_cert: None,
             join_token_file: None,
+            recover: false,
             jwt_issuers: Vec::new(),
             idle_timeout_secs: 60,
             request_timeout_secs: 30,
@@ -195,6 +200,7 @@ pub struct Overrides {
     pub join: Option<String>,
     pub service_cert: Option<PathBuf>,
     pub join_token_file: Option<PathBuf>,
+    pub recover: bool,
 }
 
 impl Overrides {
@@ -301,7 +307,9 @@ impl ServeConfig {
             join,
             service_cert,
             join_token_file,
+            recover,
         } = overrides;
+        c.recover = recover;
         if peer_listen.is_some() {
             c.peer_listen = peer_listen;
         }
@@ -378,6 +386,12 @@ impl ServeConfig {
         }
         if self.join.is_none() && (self.service_cert.is_some() || self.join_token_file.is_some()) {
             return bad("service_cert and join_token_file only apply with join (--join)".into());
+        }
+        if self.recover && (self.peer_listen.is_none() || self.join.is_some()) {
+            return bad(
+                "--recover founds a new cluster on this ledger: it needs --peer-listen, and not --join"
+                    .into(),
+            );
         }
         if self.max_entry_bytes == 0 || self.max_entry_bytes > MAX_ENTRY_BYTES_LIMIT {
             return bad(format!(
@@ -604,6 +618,23 @@ max_entry_bytes = 100
                     ..Overrides::default()
                 },
                 "ledger_id",
+            ),
+            (
+                Overrides {
+                    recover: true,
+                    ..Overrides::default()
+                },
+                "--recover",
+            ),
+            (
+                Overrides {
+                    recover: true,
+                    peer_listen: Some("127.0.0.1:0".parse().unwrap()),
+                    join: Some("https://127.0.0.1:1".into()),
+                    service_cert: Some("s.pem".into()),
+                    ..Overrides::default()
+                },
+                "--recover",
             ),
         ] {
             let err = ServeConfig::load(over).unwrap_err().to_string();
