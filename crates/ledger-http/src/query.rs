@@ -35,17 +35,25 @@ impl QueryParams {
         Ok(QueryParams { pairs })
     }
 
-    /// The value of `name`; an error if it is given more than once, since which one was meant
-    /// is a guess.
+    /// The value of `name`. Given more than once with the same value, it is that value: the
+    /// official JavaScript SDK appends `api-version` to a `nextLink` that already carries it
+    /// (and CCF reads the first of repeated parameters). With different values it is an
+    /// error, since which one was meant is a guess.
     pub fn get(&self, name: &str) -> Result<Option<&str>, ApiError> {
-        let mut found = self.pairs.iter().filter(|(k, _)| k == name);
+        let mut found = self
+            .pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str());
         let first = found.next();
-        if found.next().is_some() {
+        if let Some(other) = found.find(|v| Some(*v) != first) {
             return Err(ApiError::InvalidQueryParameter(format!(
-                "The query parameter '{name}' is given more than once."
+                "The query parameter '{name}' is given more than once, with different values \
+                 ({:?} and {other:?}).",
+                first.unwrap_or_default()
             )));
         }
-        Ok(first.map(|(_, v)| v.as_str()))
+        Ok(first)
     }
 }
 
@@ -78,10 +86,30 @@ mod tests {
     }
 
     #[test]
-    fn rejects_duplicates_and_bad_utf8() {
+    fn rejects_conflicting_duplicates_and_bad_utf8() {
         let q = QueryParams::parse(Some("a=1&a=2")).unwrap();
+        let err = q.get("a").unwrap_err();
+        assert!(
+            matches!(&err, ApiError::InvalidQueryParameter(m) if m.contains("different values")),
+            "{err:?}"
+        );
+        let q = QueryParams::parse(Some("a=1&b=x&a=1&a=3")).unwrap();
         assert!(q.get("a").is_err());
         assert!(QueryParams::parse(Some("a=%FF")).is_err());
+    }
+
+    #[test]
+    fn equal_duplicates_are_one_value() {
+        // What @azure-rest/confidential-ledger 1.0.0 sends for page 2.
+        let q = QueryParams::parse(Some(
+            "api-version=2022-05-13&collectionId=c&fromTransactionId=1.206&api-version=2022-05-13",
+        ))
+        .unwrap();
+        assert_eq!(q.get("api-version").unwrap(), Some("2022-05-13"));
+        assert_eq!(q.get("collectionId").unwrap(), Some("c"));
+        // Percent-encoding does not make two values different.
+        let q = QueryParams::parse(Some("c=a%2Bb&c=a+b")).unwrap();
+        assert_eq!(q.get("c").unwrap(), Some("a+b"));
     }
 
     #[test]

@@ -233,6 +233,14 @@ async fn paging_is_inclusive_and_stable() {
     assert_eq!(entries.len(), 51);
     assert_eq!(entries[50]["transactionId"], last.as_str());
     assert!(r.json.get("nextLink").is_none());
+    // The JavaScript SDK appends api-version to the link again: the same page; a conflicting
+    // second value is refused.
+    let again = app.get(&format!("{link}&api-version={V}")).await;
+    app.expect_ok(&again);
+    assert_eq!(again.json["entries"], r.json["entries"]);
+    app.get(&format!("{link}&api-version=2024-12-09-preview"))
+        .await
+        .expect_error(400, "InvalidQueryParameterValue");
 
     // Exactly one page: no link. Empty range: entries present and empty.
     let uri = format!(
