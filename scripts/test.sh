@@ -2,9 +2,11 @@
 # Runs every test of the project: formatting and lints (rustfmt, clippy with warnings as
 # errors), the Rust workspace (unit, property, crash, tamper, recovery, fault-injection and
 # SIGKILL tests), a short run of every fuzz target (cargo-fuzz on the
-# stable toolchain, installed if missing), and the Python compatibility suite, which checks
+# stable toolchain, installed if missing), the Python compatibility suite, which checks
 # our receipts with the official azure-confidentialledger SDK and CCF's `ccf` package, both
-# installed from PyPI into a virtualenv this script creates.
+# installed from PyPI into a virtualenv this script creates, and the JavaScript compatibility
+# suite (the official @azure-rest/confidential-ledger SDK, installed from npm into
+# tests/js/node_modules as pinned by tests/js/package-lock.json, run with `node --test`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Every target is built once per run: incremental caches would only cost disk (gigabytes on a
@@ -15,6 +17,11 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 if ! command -v ip >/dev/null; then
   echo "== installing iproute2 (network namespaces for the cluster partition test)"
   apt-get install -y -qq iproute2 || { apt-get update -qq && apt-get install -y -qq iproute2; }
+fi
+# The JavaScript suite needs Node.js (20 or later) and npm.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "== installing nodejs and npm (the JavaScript SDK suite)"
+  apt-get install -y -qq nodejs npm || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
 fi
 
 echo "== cargo fmt --check, cargo clippy (warnings are errors)"
@@ -43,3 +50,9 @@ if [ ! -x .venv-sdk2/bin/python ]; then
 fi
 .venv-sdk2/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements-sdk2.txt
 CLEDGER_BIN="$PWD/target/debug/cledger" .venv-sdk2/bin/python -m pytest -q tests/python/test_cluster.py
+
+echo "== JavaScript compatibility suite (official @azure-rest/confidential-ledger)"
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
+  || { echo "Node.js 20 or later is needed, found $(node --version)"; exit 1; }
+npm ci --prefix tests/js --no-audit --no-fund --ignore-scripts --loglevel=error
+CLEDGER_BIN="$PWD/target/debug/cledger" node --test tests/js/*.test.mjs
