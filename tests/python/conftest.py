@@ -127,6 +127,12 @@ class Cledger:
         return ledger
 
 
+def pytest_report_header(config) -> str:
+    from sdk_compat import DEFAULT_API_VERSION, SDK_VERSION
+
+    return f"azure-confidentialledger {SDK_VERSION} (default api-version {DEFAULT_API_VERSION})"
+
+
 def _binary_path() -> Path:
     configured = os.environ.get("CLEDGER_BIN")
     return Path(configured) if configured else DEFAULT_BINARY

@@ -4,7 +4,8 @@ follow; receipts are fetched from another node and verified with the SDK's `veri
 against the one service certificate; then the primary is killed (SIGKILL) and the SDK keeps
 writing through a survivor, and receipts from both views verify.
 
-The test harness runs this file with SDK 1.1.1 (`.venv`) and with SDK 2.0.0b2 (`.venv-sdk2`).
+The test harness runs this file, like the others, with SDK 1.1.1 (`.venv`) and with SDK 2.0.0b2
+(`.venv-sdk2`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from azure.confidentialledger.receipt import verify_receipt
 
+from sdk_compat import plain
 from server import LedgerServer
 
 
@@ -104,11 +106,8 @@ def sdk_client(node: LedgerServer, founder: LedgerServer):
 
 
 def receipt_of(client, txid: str) -> dict:
-    """The receipt as the plain dict `verify_receipt` checks. SDK 2.0.0b2 wraps responses in
-    models whose nested parts are not `dict`s, which its own `verify_receipt` asserts; its
-    `as_dict()` gives back the JSON the server sent (1.1.1 returns that JSON directly)."""
-    receipt = client.begin_get_receipt(txid).result()["receipt"]
-    return receipt.as_dict() if hasattr(receipt, "as_dict") else receipt
+    """The receipt as the plain dict `verify_receipt` checks (see `sdk_compat.plain`)."""
+    return plain(client.begin_get_receipt(txid).result()["receipt"])
 
 
 def primary_of(nodes: list[LedgerServer], cert: Path) -> LedgerServer:

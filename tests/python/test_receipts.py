@@ -1,6 +1,7 @@
 """Receipts written by cledger must verify with the two public verifiers, and only when intact.
 
-* the Azure SDK: `azure.confidentialledger.receipt.verify_receipt` (azure-confidentialledger 1.1.1);
+* the Azure SDK: `azure.confidentialledger.receipt.verify_receipt` (azure-confidentialledger 1.1.1,
+  and 2.0.0b2 when scripts/test.sh runs the suite again with it);
 * CCF's reference functions in the `ccf` package (`ccf.receipt`): `root`, `verify`,
   `check_endorsements`, `check_cert_chain`, with the leaf computed from `leafComponents` as CCF's
   `doc/use_apps/verify_tx.rst` describes.

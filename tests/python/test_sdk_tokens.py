@@ -1,6 +1,6 @@
-"""The official `azure-confidentialledger` 1.1.1 SDK, unchanged, with bearer tokens (the way
-Entra ID users call Azure confidential ledger) against a live `cledger serve` that trusts a
-local test issuer (`token_issuer.py`) through a JWKS file.
+"""The official `azure-confidentialledger` SDK (1.1.1 or 2.0.0b2), unchanged, with bearer tokens
+(the way Entra ID users call Azure confidential ledger) against a live `cledger serve` that
+trusts a local test issuer (`token_issuer.py`) through a JWKS file.
 
 The SDK gets a `TokenCredential` whose token the test issuer signed; it writes, reads and
 fetches receipts that verify with the SDK's own `verify_receipt`. Refused tokens surface as
@@ -17,6 +17,7 @@ from azure.confidentialledger import ConfidentialLedgerClient
 from azure.confidentialledger.receipt import verify_receipt
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
+from sdk_compat import plain
 from server import LedgerServer
 from token_issuer import AUDIENCE, ISSUER, SCOPE, TENANT, StaticTokenCredential, LocalIssuer
 
@@ -66,7 +67,7 @@ def test_sdk_with_a_token_writes_reads_and_verifies_receipts(live: LedgerServer,
     assert got["state"] == "Ready"
     assert got["entry"]["contents"] == "written with a bearer token"
     assert client.get_transaction_status(txid)["state"] == "Committed"
-    receipt = client.begin_get_receipt(txid).result()
+    receipt = plain(client.begin_get_receipt(txid).result())
     assert receipt["state"] == "Ready"
     verify_receipt(receipt["receipt"], live.service_cert_pem)
     assert client.get_user(ADMIN_OID)["assignedRole"] == "Administrator"
