@@ -178,6 +178,10 @@ struct ServeArgs {
     /// member's own directory (see docs/OPERATIONS.md, "Restoring a cluster").
     #[arg(long, requires = "peer_listen", conflicts_with = "join")]
     recover: bool,
+    /// Serve /metrics only on this address (HTTPS with the node's certificate), not on the
+    /// client listener.
+    #[arg(long, env = "CLEDGER_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -216,6 +220,7 @@ impl ServeArgs {
             service_cert: self.service_cert,
             join_token_file: self.join_token,
             recover: self.recover,
+            metrics_listen: self.metrics_listen,
         }
     }
 }

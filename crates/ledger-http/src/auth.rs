@@ -56,6 +56,12 @@ pub fn certificate_fingerprint(der: &[u8]) -> String {
     out
 }
 
+/// Marks a response to a request that was authorized as a user of the ledger (not merely a
+/// public route): the transport then counts the connection as authenticated (it may use the
+/// connection slots kept for users, and is no longer limited as an unknown client).
+#[derive(Clone, Copy, Debug)]
+pub struct Authenticated;
+
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {

@@ -88,6 +88,14 @@ pub enum ApiError {
     RequestTimeout { limit_secs: u64 },
     /// 500 `WriteIndeterminate`: the entry is on disk but could not be committed now.
     WriteIndeterminate(String),
+    /// The request line and headers are larger than the node accepts.
+    HeadersTooLarge { size: usize, limit: usize },
+    /// An HTTP/1.1 request without a `Host` header.
+    MissingHeader(&'static str),
+    /// A header that may appear once appeared more than once.
+    RepeatedHeader(&'static str),
+    /// The connection has this many bytes of earlier responses its client has not read yet.
+    ResponseBacklog { unread: usize, limit: usize },
     /// 500 `InternalError`: a bug in this server, not in the request.
     Internal(String),
 }
@@ -131,6 +139,13 @@ impl ApiError {
             StorageUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "StorageUnavailable"),
             StorageFault { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             WriteIndeterminate(_) => (StatusCode::INTERNAL_SERVER_ERROR, "WriteIndeterminate"),
+            HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "RequestHeaderFieldsTooLarge",
+            ),
+            MissingHeader(_) => (StatusCode::BAD_REQUEST, "MissingRequiredHeader"),
+            RepeatedHeader(_) => (StatusCode::BAD_REQUEST, "InvalidHeaderValue"),
+            ResponseBacklog { .. } => (StatusCode::SERVICE_UNAVAILABLE, "ResponseBacklog"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         }
     }
@@ -186,6 +201,18 @@ impl ApiError {
                 "The request did not complete within {limit_secs} s (a slow or stalled request \
                  body); nothing was done."
             ),
+            HeadersTooLarge { size, limit } => format!(
+                "The request line and headers are {size} bytes; the limit is {limit} bytes."
+            ),
+            MissingHeader(name) => format!("An HTTP/1.1 request must have a {name} header."),
+            RepeatedHeader(name) => {
+                format!("The {name} header appears more than once; it may appear only once.")
+            }
+            ResponseBacklog { unread, limit } => format!(
+                "This connection has {unread} bytes of earlier responses that its client has \
+                 not read (the limit is {limit}); read them, or use another connection. Nothing \
+                 was done."
+            ),
             InvalidQueryParameter(m)
             | InvalidTransactionIdParameter(m)
             | InvalidTransactionId(m)
@@ -213,7 +240,7 @@ impl ApiError {
     /// themselves; `None` for everything a retry would not fix.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            ApiError::Busy | ApiError::NoPrimary => Some(1),
+            ApiError::Busy | ApiError::NoPrimary | ApiError::ResponseBacklog { .. } => Some(1),
             ApiError::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
             ApiError::StorageFault {
                 transient: true, ..

@@ -32,7 +32,7 @@ mod state;
 pub mod users;
 pub mod version;
 
-pub use auth::{Caller, certificate_fingerprint};
+pub use auth::{Authenticated, Caller, certificate_fingerprint};
 pub use config::{ApiConfig, ConfigError};
 pub use constitution::CONSTITUTION;
 pub use error::{ApiError, ErrorInfo};

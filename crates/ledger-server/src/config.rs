@@ -62,9 +62,16 @@ pub struct ServeConfig {
     pub max_collections: usize,
     /// Key-encryption key file (64 hex characters); default: generated `DATA_DIR/keys/kek`.
     pub kek_file: Option<PathBuf>,
-    /// Most simultaneous client connections; further clients wait in the accept queue. Also
-    /// bounded by the open-file limit, less `reserved_descriptors` (see `descriptors`).
+    /// Most simultaneous client connections. When they are all open, a newcomer takes the slot
+    /// of the connection idle longest (one not yet authenticated first), or is closed if every
+    /// one is busy. Also bounded by the open-file limit, less `reserved_descriptors` (see
+    /// `descriptors`).
     pub max_connections: usize,
+    /// Connection slots that only connections authenticated as users of the ledger may hold
+    /// (a connection is authenticated once a request on it is authorized as a user).
+    pub reserved_connections: usize,
+    /// Connections not yet authenticated that one IP address may hold at once.
+    pub max_unauthenticated_connections_per_ip: usize,
     /// File descriptors kept free for the store (segments, checkpoints, probes): connections
     /// that would use them are closed at once. 0 turns the descriptor bounds off.
     pub reserved_descriptors: usize,
@@ -95,12 +102,28 @@ pub struct ServeConfig {
     /// Requests a caller may make at once above the sustained rate; 0 means the same as
     /// `rate_limit_per_second`.
     pub rate_limit_burst: u32,
+    /// Requests per second one IP address may make on connections not yet authenticated as a
+    /// user, counted before authentication (failed authentication also counts); 0 turns this
+    /// limit off.
+    pub unauthenticated_rate_per_second: u32,
+    /// Such requests one IP address may make at once above that rate (0: the same as the rate).
+    pub unauthenticated_rate_burst: u32,
+    /// A connection whose responses make no progress (its client reads nothing) for this long
+    /// is closed.
+    pub send_timeout_secs: u64,
+    /// Bytes of responses a connection's client may leave unread; further requests on that
+    /// connection wait until it reads (503 `ResponseBacklog` after `send_timeout_secs`).
+    pub max_unread_response_bytes: usize,
     /// Log format on stderr: `text` or `json`.
     pub log_format: LogFormat,
     /// Log filter, `tracing` `EnvFilter` syntax (`info`, `warn,cledger=debug`, ...).
     pub log_level: String,
     /// Serve Prometheus metrics at `/metrics` (no authentication; counts only, no contents).
     pub metrics: bool,
+    /// Serve `/metrics` only on this address (TLS with the node's certificate, no client
+    /// authentication), for example one reachable only from the monitoring network, instead
+    /// of on the client listener, where anyone who reaches the node could read them.
+    pub metrics_listen: Option<SocketAddr>,
     /// How long an `Idempotency-Key` is remembered, in seconds.
     pub idempotency_retention_secs: u64,
     /// Also treat `x-ms-client-request-id` as an idempotency key (the Azure SDKs resend the
@@ -145,6 +168,12 @@ impl Default for ServeConfig {
             max_collections: DEFAULT_MAX_COLLECTIONS,
             kek_file: None,
             max_connections: 1024,
+            reserved_connections: 64,
+            max_unauthenticated_connections_per_ip: 256,
+            unauthenticated_rate_per_second: 200,
+            unauthenticated_rate_burst: 1000,
+            send_timeout_secs: 30,
+            max_unread_response_bytes: 16 << 20,
             reserved_descriptors: DEFAULT_RESERVED_DESCRIPTORS,
             handshake_timeout_secs: 10,
             shutdown_grace_secs: 10,
@@ -165,6 +194,7 @@ impl Default for ServeConfig {
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
             metrics: true,
+            metrics_listen: None,
             idempotency_retention_secs: ledger_http::config::DEFAULT_IDEMPOTENCY_RETENTION_SECS,
             idempotency_client_request_id: false,
         }
@@ -201,6 +231,7 @@ pub struct Overrides {
     pub service_cert: Option<PathBuf>,
     pub join_token_file: Option<PathBuf>,
     pub recover: bool,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Overrides {
@@ -308,8 +339,12 @@ impl ServeConfig {
             service_cert,
             join_token_file,
             recover,
+            metrics_listen,
         } = overrides;
         c.recover = recover;
+        if metrics_listen.is_some() {
+            c.metrics_listen = metrics_listen;
+        }
         if peer_listen.is_some() {
             c.peer_listen = peer_listen;
         }
@@ -408,6 +443,27 @@ impl ServeConfig {
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1".to_owned());
         }
+        if self.metrics_listen.is_some() && !self.metrics {
+            return bad("metrics_listen needs metrics = true".to_owned());
+        }
+        if self.reserved_connections >= self.max_connections {
+            return bad(format!(
+                "reserved_connections ({}) must be less than max_connections ({})",
+                self.reserved_connections, self.max_connections
+            ));
+        }
+        if self.max_unauthenticated_connections_per_ip == 0 {
+            return bad("max_unauthenticated_connections_per_ip must be at least 1".to_owned());
+        }
+        if self.send_timeout_secs == 0 {
+            return bad("send_timeout_secs must be at least 1".to_owned());
+        }
+        if self.max_unread_response_bytes < 1 << 20 {
+            return bad(format!(
+                "max_unread_response_bytes must be at least 1048576 (1 MiB), not {}",
+                self.max_unread_response_bytes
+            ));
+        }
         if self.handshake_timeout_secs == 0 {
             return bad("handshake_timeout_secs must be at least 1".to_owned());
         }
@@ -469,6 +525,10 @@ impl ServeConfig {
 
     pub(crate) fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
+    }
+
+    pub(crate) fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.send_timeout_secs)
     }
 
     pub(crate) fn idle_timeout(&self) -> Duration {

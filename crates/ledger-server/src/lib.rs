@@ -22,7 +22,10 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+mod connections;
 pub mod descriptors;
+mod guard;
+mod linger;
 mod listener;
 pub use listener::PeerCertificate;
 pub mod metrics;
@@ -42,7 +45,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Why the server could not start (or stop cleanly). Messages say what to do.
@@ -102,8 +105,10 @@ pub struct Server {
     report: StartReport,
     ledger: Arc<Ledger>,
     cluster: Option<Arc<cluster::ClusterNode>>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    /// Set to true to stop the listeners.
+    stop: Option<watch::Sender<bool>>,
+    /// The listeners' accept loops (clients; metrics when on their own address).
+    tasks: Vec<JoinHandle<()>>,
     // Held until shutdown has closed the ledger, so no other server can open it earlier.
     node: Option<node::Node>,
 }
@@ -135,6 +140,14 @@ impl Server {
             source,
         })?;
         let client_url = format!("https://{local_addr}");
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         // So is the peer listener: a joining node tells the service where to reach it.
         let peer_listener = match config.peer_listen {
             Some(addr) => {
@@ -214,12 +227,42 @@ impl Server {
         // Always installed: with no issuer configured, a bearer token gets a clear 401.
         let validator = auth::TokenValidator::load(&config.jwt_issuers).await?;
         let app = auth::layer::with_bearer_auth(app, std::sync::Arc::new(validator));
+        let reserve = config.reserved_descriptors as u64;
+        let max_connections = connection_bound(&config, reserve)?;
+        let connections = connections::Connections::new(connections::SlotPolicy {
+            max_connections,
+            // The open-file limit may bound connections below the configured number.
+            reserved_for_authenticated: config
+                .reserved_connections
+                .min(max_connections.saturating_sub(1)),
+            max_unauthenticated_per_ip: config.max_unauthenticated_connections_per_ip,
+        });
         let app = observe::ops_routes(
             app,
             node.ledger.clone(),
-            config.metrics.then(|| metrics.clone()),
+            (config.metrics && metrics_listener.is_none()).then(|| metrics.clone()),
             config.data_dir.join("ledger"),
         );
+        let app = match &cluster {
+            Some(c) => cluster::routes(app, c.clone()),
+            None => app,
+        };
+        // Outermost, over every route: the request guard, then `observe` around it.
+        let app = app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(guard::GuardState {
+                connections: connections.clone(),
+                max_header_bytes: config.max_header_bytes,
+                unauthenticated: (config.unauthenticated_rate_per_second > 0).then(|| {
+                    ratelimit::RateLimiter::new(
+                        config.unauthenticated_rate_per_second,
+                        config.unauthenticated_rate_burst,
+                    )
+                }),
+                max_unread_response_bytes: config.max_unread_response_bytes,
+                send_timeout: config.send_timeout(),
+            }),
+            guard::guard,
+        ));
         let app = app.layer(axum::middleware::from_fn_with_state(
             Arc::new(observe::ObserveState {
                 metrics: metrics.clone(),
@@ -229,32 +272,46 @@ impl Server {
             }),
             observe::observe,
         ));
-        let app = match &cluster {
-            Some(c) => cluster::routes(app, c.clone()),
-            None => app,
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut stop = stop_rx.clone();
+            async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            }
         };
-        let reserve = config.reserved_descriptors as u64;
-        let max_connections = connection_bound(&config, reserve)?;
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let mut tasks = Vec::new();
+        if let Some(listener) = metrics_listener {
+            tasks.push(tokio::spawn(listener::serve(
+                listener,
+                tokio_rustls::TlsAcceptor::from(tls.clone()),
+                observe::metrics_routes(
+                    node.ledger.clone(),
+                    metrics.clone(),
+                    config.data_dir.join("ledger"),
+                ),
+                listener::Limits::for_operators(&config, &metrics),
+                stopped(),
+            )));
+        }
         let limits = listener::Limits {
-            max_connections,
+            connections,
             reserved_descriptors: reserve,
             connections_refused: metrics.connections_refused.clone(),
+            connections_evicted: metrics.connections_evicted.clone(),
             handshake_timeout: config.handshake_timeout(),
             idle_timeout: config.idle_timeout(),
+            send_timeout: config.send_timeout(),
             max_header_bytes: config.max_header_bytes,
             grace: config.shutdown_grace(),
             connections_open: metrics.connections_open.clone(),
         };
-        let task = tokio::spawn(listener::serve(
+        tasks.push(tokio::spawn(listener::serve(
             listener,
             tokio_rustls::TlsAcceptor::from(tls),
             app,
             limits,
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
+            stopped(),
+        )));
         Ok(Server {
             local_addr,
             data_dir: config.data_dir,
@@ -262,7 +319,7 @@ impl Server {
             ledger: node.ledger.clone(),
             cluster,
             stop: Some(stop_tx),
-            task: Some(task),
+            tasks,
             node: Some(node),
         })
     }
@@ -287,9 +344,9 @@ impl Server {
     /// directory is unlocked when this returns.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
-        if let Some(task) = self.task.take() {
+        for task in std::mem::take(&mut self.tasks) {
             task.await
                 .map_err(|e| ServeError::Internal(format!("accept loop: {e}")))?;
         }
@@ -322,7 +379,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
     }
 }

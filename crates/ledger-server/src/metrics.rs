@@ -62,6 +62,7 @@ pub struct Metrics {
     pub writes_shed: Counter,
     pub connections_open: Gauge,
     pub connections_refused: Counter,
+    pub connections_evicted: Counter,
     pub commit_seconds: Histogram,
     pub batch_transactions: Histogram,
     pub batch_bytes: Histogram,
@@ -123,8 +124,14 @@ impl Metrics {
         let connections_refused = Counter::default();
         registry.register(
             "connections_refused",
-            "Connections closed at once because they would have used the descriptors reserved for the store",
+            "Connections closed at once: every slot they could use was busy, their address held its share of unauthenticated connections, or they would have used the descriptors reserved for the store",
             connections_refused.clone(),
+        );
+        let connections_evicted = Counter::default();
+        registry.register(
+            "connections_evicted",
+            "Idle connections closed to give their slot to a new connection",
+            connections_evicted.clone(),
         );
         let commit_seconds = latency_histogram();
         registry.register(
@@ -236,6 +243,7 @@ impl Metrics {
             writes_shed,
             connections_open,
             connections_refused,
+            connections_evicted,
             commit_seconds,
             batch_transactions,
             batch_bytes,

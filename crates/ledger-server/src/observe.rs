@@ -2,10 +2,13 @@
 //! authentication and authorization, metrics per route, the health endpoints, and the
 //! per-caller rate limit that sits between authentication and the routes.
 //!
-//! Layer order (outermost first): `observe` → bearer-token authentication → `rate_limit` →
-//! the ACL routes. `observe` is outermost so that every answer, including a 401 from the
-//! token layer and a 429 from the limiter, gets a request id, a log line and a count;
-//! `rate_limit` is inside authentication so that token users are limited by user id.
+//! Layer order (outermost first): `observe` → the request guard (`guard`: head checks, the
+//! per-address limit before authentication, response backlog) → a cluster node's redirect of
+//! writes → bearer-token authentication → `rate_limit` → the ACL routes (the operator and
+//! `/node/*` routes sit beside bearer authentication, inside the guard). `observe` is
+//! outermost so that every answer, including a 401 from the token layer and a 429 from a
+//! limiter, gets a request id, a log line and a count; `rate_limit` is inside authentication so
+//! that token users are limited by user id.
 
 use crate::http::{ApiError, Caller, ErrorInfo};
 use crate::metrics::{CodeLabels, Metrics};
@@ -91,6 +94,25 @@ fn caller_label(request: &Request) -> String {
     }
 }
 
+/// The method as a metric label and in logs: a method of HTTP's own, or `other`. Clients choose
+/// method names freely (16 KB names were sent), and every distinct label value is a metric
+/// series kept for the life of the process.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 pub async fn observe(
     State(state): State<Arc<ObserveState>>,
     request: Request,
@@ -104,7 +126,7 @@ pub async fn observe(
         .get::<MatchedPath>()
         .map_or("unmatched", |m| m.as_str())
         .to_owned();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let caller = caller_label(&request);
     let url_len = request
         .uri()
@@ -136,7 +158,7 @@ pub async fn observe(
     let status = response.status();
     state
         .metrics
-        .observe_request(&route, &method, status.as_u16(), elapsed);
+        .observe_request(&route, method, status.as_u16(), elapsed);
     let info = response.extensions().get::<ErrorInfo>().cloned();
     let code = info.as_ref().map_or("", |i| i.code);
     let client_id_text = client_id
@@ -263,6 +285,29 @@ pub fn ops_routes(
     }
 }
 
+/// The router of the metrics listener (`metrics_listen`): `/metrics` and `/healthz` only.
+pub fn metrics_routes(
+    ledger: Arc<dyn LedgerHandle>,
+    metrics: Arc<Metrics>,
+    ledger_dir: std::path::PathBuf,
+) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/healthz",
+            get(|| async { json(StatusCode::OK, serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                let ledger = ledger.clone();
+                let dir = ledger_dir.clone();
+                async move { scrape(&metrics, &*ledger, &dir) }
+            }),
+        )
+}
+
 fn json(status: StatusCode, body: serde_json::Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
     response.headers_mut().insert(
@@ -290,10 +335,9 @@ fn readiness(ledger: &dyn LedgerHandle) -> Response {
     match ledger.write_health().err() {
         None => json(
             StatusCode::OK,
-            serde_json::json!({
-                "status": "ready",
-                "committed": ledger.committed().map(|t| t.to_string()),
-            }),
+            // No transaction id or counter: this answers anyone (load balancers), and what the
+            // ledger holds is for its users.
+            serde_json::json!({"status": "ready"}),
         ),
         Some(refusal) => json(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -4,45 +4,10 @@
 
 mod common;
 
-use common::{Answer, Client, config, write_request};
-use ledger_server::node::ADMIN_FILE;
-use ledger_server::{ServeConfig, Server};
+use common::{Answer, Client, closed_within, start, write_request};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn start(
-    tweak: impl FnOnce(&mut ServeConfig),
-) -> (tempfile::TempDir, Server, Client, Client) {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = config(tmp.path());
-    tweak(&mut cfg);
-    let server = Server::start(cfg).await.unwrap();
-    let service = std::fs::read_to_string(tmp.path().join("service_cert.pem")).unwrap();
-    let admin_pem = std::fs::read_to_string(tmp.path().join(ADMIN_FILE)).unwrap();
-    let admin = Client::new(&service, Some(&admin_pem), &[b"http/1.1"]);
-    let anonymous = Client::new(&service, None, &[b"http/1.1"]);
-    (tmp, server, admin, anonymous)
-}
-
-/// Reads until the peer closes; returns how long that took, or `None` if it stayed open
-/// for `limit`.
-async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
-    stream: &mut S,
-    limit: Duration,
-) -> Option<Duration> {
-    let start = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(limit.saturating_sub(start.elapsed()), stream.read(&mut buf))
-            .await
-        {
-            Err(_) => return None,
-            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
-            Ok(Ok(_)) => continue,
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_and_request_ids() {

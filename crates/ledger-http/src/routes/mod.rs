@@ -142,7 +142,8 @@ async fn gate(State(state): State<Arc<ApiState>>, mut request: Request, next: Ne
     } else {
         method.clone()
     };
-    if auth::access(&policy_method, &route).is_none() {
+    let access = auth::access(&policy_method, &route);
+    if access.is_none() {
         // Not a route/method pair of ours (e.g. the 405 fallback): no context, no handler.
         return next.run(request).await;
     }
@@ -167,7 +168,12 @@ async fn gate(State(state): State<Arc<ApiState>>, mut request: Request, next: Ne
     match checked {
         Ok(context) => {
             request.extensions_mut().insert(context);
-            next.run(request).await
+            let mut response = next.run(request).await;
+            if matches!(access, Some(auth::Access::Action(_))) {
+                // Authorized as a user of the ledger: the transport trusts the connection more.
+                response.extensions_mut().insert(auth::Authenticated);
+            }
+            response
         }
         Err(e) => e.into_response(),
     }

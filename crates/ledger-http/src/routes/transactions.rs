@@ -361,7 +361,8 @@ fn replay(
     Ok(response)
 }
 
-/// `GET /app/transactions`: entries of one collection in an inclusive range, 100 per page.
+/// `GET /app/transactions`: entries of one collection in an inclusive range, 100 per page (fewer
+/// when their contents exceed [`paging::PAGE_CONTENT_BYTES`]).
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     Extension(ctx): Extension<RequestContext>,
@@ -389,8 +390,13 @@ pub async fn list(
         to.seqno(),
         PAGE_SIZE + 1,
     )?;
-    let more = records.len() > PAGE_SIZE;
-    records.truncate(PAGE_SIZE);
+    let on_page = paging::entries_on_page(
+        records.iter().map(|r| r.entry.contents.len()),
+        PAGE_SIZE,
+        paging::PAGE_CONTENT_BYTES,
+    );
+    let more = records.len() > on_page;
+    records.truncate(on_page);
     let entries: Vec<Value> = records.iter().map(entry_json).collect();
     let mut page = serde_json::Map::new();
     page.insert("entries".into(), Value::Array(entries));

@@ -17,6 +17,69 @@ pub fn config(dir: &Path) -> ServeConfig {
     }
 }
 
+/// Starts a server on a fresh directory with `tweak`ed settings; returns it with an
+/// administrator client and an anonymous one (HTTP/1.1).
+pub async fn start(
+    tweak: impl FnOnce(&mut ServeConfig),
+) -> (tempfile::TempDir, ledger_server::Server, Client, Client) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    tweak(&mut cfg);
+    let server = ledger_server::Server::start(cfg).await.unwrap();
+    let service = std::fs::read_to_string(tmp.path().join("service_cert.pem")).unwrap();
+    let admin_pem =
+        std::fs::read_to_string(tmp.path().join(ledger_server::node::ADMIN_FILE)).unwrap();
+    let admin = Client::new(&service, Some(&admin_pem), &[b"http/1.1"]);
+    let anonymous = Client::new(&service, None, &[b"http/1.1"]);
+    (tmp, server, admin, anonymous)
+}
+
+/// Reads until the peer closes; returns how long that took, or `None` if it stayed open
+/// for `limit`.
+pub async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(start.elapsed()), stream.read(&mut buf))
+            .await
+        {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Sends one HTTP/1.1 request on an open connection (kept alive) and reads its answer, whose
+/// body must carry a Content-Length; `None` if the connection closed instead.
+pub async fn request_on<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &str,
+) -> Option<Answer> {
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = Answer::parse(&raw[..end + 4]);
+            let length: usize = head
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if raw.len() >= end + 4 + length {
+                return Some(Answer::parse(&raw[..end + 4 + length]));
+            }
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 pub struct Client {
     pub config: Arc<rustls::ClientConfig>,
 }
