@@ -49,8 +49,9 @@ pub const CONSTITUTION: &str = r#"// cledger constitution
 //   this to at most 1 MiB). A collection id may hold at most 256 bytes after URL decoding. At
 //   most 5000 collections may exist besides the default collection "subledger:0". A collection
 //   may have at most 10000 distinct tags; a tag holds 1 to 256 bytes without commas, and one
-//   entry at most 64 tags. A rejected
-//   request writes nothing.
+//   entry at most 64 tags. No collection id, tag, user id or role name may hold a control
+//   character, a line or paragraph separator, or a bidirectional formatting character (such
+//   as U+202E). A rejected request writes nothing.
 //
 // Commit and signing
 //   A write is answered only once it is committed: durable on disk and covered by a signature

@@ -13,6 +13,7 @@
 //! * [`query`]: raw query decoding (`+` stays `+`) and encoding;
 //! * [`auth`]: callers, fingerprints, the role-per-route table;
 //! * [`users`]: built-in roles and the stored user format;
+//! * [`names`]: the characters no collection id, tag, user id or role name may hold;
 //! * [`roles`]: the action vocabulary, built-in role actions, user-defined roles;
 //! * `body`, `response`, `paging`: request bodies, success responses, next links;
 //! * `routes`: the route table, the gate (version + authorization) and the handlers.
@@ -23,6 +24,7 @@ pub mod config;
 mod constitution;
 pub mod error;
 pub mod idempotency;
+pub mod names;
 mod paging;
 pub mod query;
 mod response;

@@ -751,3 +751,74 @@ async fn unknown_routes_and_methods() {
             .expect_error(405, "MethodNotAllowed");
     }
 }
+
+/// Collection ids are listed verbatim to every Reader, so, like tags and user ids, they may
+/// not hold control characters (NUL, newline, ESC starting a terminal escape sequence) or
+/// bidirectional overrides. Each is refused with `InvalidInput` naming the character, on the
+/// write and on every read that takes a collection id, and nothing is written.
+#[tokio::test]
+async fn collection_ids_refuse_control_and_bidi_characters() {
+    let app = app();
+    let txid = app.write("&collectionId=fine", "x").await;
+    let tags = "2024-12-09-preview";
+    for (raw, named) in [
+        ("nul%00x", "U+0000"),
+        ("line%0Abreak", "U+000A"),
+        ("%1B%5B31mred", "U+001B"),
+        ("invoice%E2%80%AEfdp.exe", "U+202E"),
+    ] {
+        let before = app.committed();
+        let r = app
+            .post(&format!("&collectionId={raw}"), r#"{"contents":"x"}"#)
+            .await;
+        r.expect_error(400, "InvalidInput");
+        let message = r.json["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{raw}: {message}");
+        assert!(message.contains("collection id"), "{raw}: {message}");
+        assert_eq!(app.committed(), before, "{raw} wrote something");
+        for read in [
+            format!("/app/transactions?api-version={V}&collectionId={raw}"),
+            format!("/app/transactions/current?api-version={V}&collectionId={raw}"),
+            format!("/app/transactions/{txid}?api-version={V}&collectionId={raw}"),
+            format!("/app/collections/tags?api-version={tags}&collectionId={raw}"),
+        ] {
+            let r = app.get(&read).await;
+            r.expect_error(400, "InvalidInput");
+            let message = r.json["error"]["message"].as_str().unwrap();
+            assert!(message.contains(named), "{read}: {message}");
+        }
+    }
+
+    // A ledger written before this rule may hold such an id: it is still listed (JSON escapes
+    // the control characters), and reading around it works.
+    let old = "old\u{1b}[31m\u{202e}";
+    let written = app
+        .ledger
+        .append(ledger_store::WriteRequest::Entry(
+            ledger_core::entry::ApplicationEntry {
+                collection_id: old.into(),
+                contents: "from an older version".into(),
+                tags: Vec::new(),
+                claims_key: None,
+                idempotency: None,
+            },
+        ))
+        .unwrap();
+    let r = app.get(&url("/app/collections")).await;
+    app.expect_ok(&r);
+    assert!(
+        r.json["collections"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"collectionId": old})),
+        "{}",
+        r.json
+    );
+    app.get(&url(&format!("/app/transactions/{written}")))
+        .await
+        .expect_error(404, "ResourceNotFound");
+    let r = app
+        .get(&url(&format!("/app/transactions/{written}/receipt")))
+        .await;
+    app.expect_ok(&r);
+}

@@ -136,12 +136,14 @@ fn parse_roles(bytes: &[u8]) -> ApiResult<Vec<(String, Vec<String>)>> {
                     "Every role needs a string \"roleName\": {example}."
                 ))
             })?;
-        if name.is_empty() || name.len() > MAX_ROLE_NAME_BYTES || name.chars().any(char::is_control)
-        {
+        if name.is_empty() || name.len() > MAX_ROLE_NAME_BYTES {
             return Err(ApiError::InvalidInput(format!(
-                "A role name holds 1 to {MAX_ROLE_NAME_BYTES} bytes without control characters."
+                "A role name holds 1 to {MAX_ROLE_NAME_BYTES} bytes."
             )));
         }
+        crate::names::check(name).map_err(|why| {
+            ApiError::InvalidInput(format!("The role name {why}; {}.", crate::names::RULE))
+        })?;
         if Role::parse(name).is_some() {
             return Err(ApiError::InvalidInput(format!(
                 "'{name}' is a built-in role; it cannot be defined or changed."

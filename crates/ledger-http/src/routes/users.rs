@@ -34,12 +34,15 @@ fn user_id(segment: Result<Path<String>, PathRejection>) -> ApiResult<String> {
     let id = segment
         .map_err(|e| ApiError::InvalidInput(format!("Bad user id: {e}")))?
         .0;
-    if id.is_empty() || id.len() > MAX_USER_ID_BYTES || id.chars().any(char::is_control) {
+    if id.is_empty() || id.len() > MAX_USER_ID_BYTES {
         return Err(ApiError::InvalidInput(format!(
             "A user id is a certificate fingerprint or an Entra object id: 1 to \
-             {MAX_USER_ID_BYTES} bytes without control characters."
+             {MAX_USER_ID_BYTES} bytes."
         )));
     }
+    crate::names::check(&id).map_err(|why| {
+        ApiError::InvalidInput(format!("The user id {why}; {}.", crate::names::RULE))
+    })?;
     Ok(users::normalize_user_id(&id))
 }
 
