@@ -34,8 +34,10 @@ pub const CONSTITUTION: &str = r#"// cledger constitution
 //                    (/app/users, /app/ledgerUsers, /app/roles); it holds every action.
 //   Administrators may define more roles with PUT /app/roles, as lists of the actions below;
 //   a user-defined role allows exactly its actions, checked on every request.
+//   A client certificate is accepted only within its validity period (notBefore..notAfter).
 //   GET /ledgerIdentity/{ledgerId} needs no authentication. Anyone else gets 401 (no
-//   certificate) or 403 NotAllowed (a certificate that is not a user, or a role too low).
+//   credentials, an expired or not yet valid certificate) or 403 NotAllowed (a certificate
+//   that is not a user, or a role too low).
 //   The first administrators are written in the ledger's first (genesis) transaction.
 //   The last administrator cannot be removed or demoted.
 //

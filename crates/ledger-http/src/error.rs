@@ -59,6 +59,9 @@ pub enum ApiError {
     LastAdministrator(String),
     /// 401 `InvalidAuthenticationInfo`.
     Unauthenticated,
+    /// 401 `InvalidAuthenticationInfo` with the reason: credentials were presented but cannot
+    /// be accepted (a client certificate outside its validity period).
+    InvalidCredentials(String),
     /// 403 `NotAllowed`.
     NotAllowed(String),
     /// 503 `ServiceBusy` with `Retry-After: 1`: the write queue is full; nothing was written.
@@ -120,7 +123,9 @@ impl ApiError {
             TagCapacityExceeded { .. } => (StatusCode::BAD_REQUEST, "TagCapacityExceeded"),
             StorageLimit { code, .. } => (StatusCode::BAD_REQUEST, code),
             NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "NotSupported"),
-            Unauthenticated => (StatusCode::UNAUTHORIZED, "InvalidAuthenticationInfo"),
+            Unauthenticated | InvalidCredentials(_) => {
+                (StatusCode::UNAUTHORIZED, "InvalidAuthenticationInfo")
+            }
             NotAllowed(_) => (StatusCode::FORBIDDEN, "NotAllowed"),
             Busy => (StatusCode::SERVICE_UNAVAILABLE, "ServiceBusy"),
             NoPrimary => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
@@ -199,6 +204,7 @@ impl ApiError {
             | OperationNotInVersion(m)
             | NotSupported(m)
             | NotAllowed(m)
+            | InvalidCredentials(m)
             | StorageUnavailable(m)
             | StorageFault { message: m, .. }
             | StorageLimit { message: m, .. }

@@ -412,9 +412,9 @@ async fn rejected_writes_write_nothing() {
         .header("content-length", "99999999")
         .body(Body::from("{}"))
         .unwrap();
-    request.extensions_mut().insert(Caller::Certificate {
-        fingerprint: CONTRIBUTOR.clone(),
-    });
+    request
+        .extensions_mut()
+        .insert(certificate_caller(&CONTRIBUTOR));
     let response = app.router.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), 413);
     let r = app
@@ -821,4 +821,78 @@ async fn collection_ids_refuse_control_and_bidi_characters() {
         .get(&url(&format!("/app/transactions/{written}/receipt")))
         .await;
     app.expect_ok(&r);
+}
+
+/// A client certificate with the validity period `not_before`..`not_after` (year, month, day):
+/// its DER and fingerprint.
+fn certificate(not_before: (i32, u8, u8), not_after: (i32, u8, u8)) -> (Vec<u8>, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let der = params.self_signed(&key).unwrap().der().to_vec();
+    let fingerprint = certificate_fingerprint(&der);
+    (der, fingerprint)
+}
+
+/// A registered user's certificate outside its validity period is refused with 401 and the
+/// reason, on every route but the public one; within it, the user's role applies.
+#[tokio::test]
+async fn certificates_outside_their_validity_period_are_refused() {
+    let app = app();
+    let expired = certificate((2020, 1, 1), (2021, 3, 4));
+    let future = certificate((2099, 5, 6), (2100, 1, 1));
+    let current = certificate((2020, 1, 1), (2099, 1, 1));
+    for (_, id) in [&expired, &future, &current] {
+        let r = app
+            .call_json(
+                Method::PATCH,
+                &url(&format!("/app/users/{id}")),
+                &ADMIN,
+                Some(json!({"assignedRole": "Administrator"})),
+            )
+            .await;
+        app.expect_ok(&r);
+    }
+    let as_holder = |der: &[u8], path: &str| {
+        let (caller, uri) = (Caller::from_certificate(der), url(path));
+        let app = &app;
+        async move { app.call_as(Method::GET, &uri, Some(caller), None).await }
+    };
+    let r = as_holder(&current.0, "/app/collections").await;
+    app.expect_ok(&r);
+    let r = as_holder(&current.0, &format!("/app/users/{}", current.1)).await;
+    assert_eq!(r.json["assignedRole"], "Administrator");
+    for (der, reason) in [
+        (
+            &expired.0,
+            "The client certificate expired on 2021-03-04T00:00:00Z.",
+        ),
+        (
+            &future.0,
+            "The client certificate is not valid before 2099-05-06T00:00:00Z",
+        ),
+    ] {
+        for path in ["/app/collections", "/app/users/x"] {
+            let r = as_holder(der, path).await;
+            r.expect_error(401, "InvalidAuthenticationInfo");
+            let message = r.json["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with(reason), "{message}");
+        }
+        let r = as_holder(der, "/ledgerIdentity/testledger").await;
+        app.expect_ok(&r);
+    }
+    // Bytes that are no certificate have no validity period: refused too.
+    let r = app
+        .call_as(
+            Method::GET,
+            &url("/app/collections"),
+            Some(Caller::Certificate {
+                fingerprint: ADMIN.clone(),
+                validity: None,
+            }),
+            None,
+        )
+        .await;
+    r.expect_error(401, "InvalidAuthenticationInfo");
 }
