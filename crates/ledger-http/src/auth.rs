@@ -31,7 +31,8 @@ pub enum Caller {
         fingerprint: String,
         validity: Option<Validity>,
     },
-    /// A verified bearer token (JWT); `user_id` is its configured user claim (`oid` by default).
+    /// A verified bearer token (JWT); `user_id` is [`crate::users::token_principal`] of its
+    /// issuer's user claim (`oid` by default).
     Token {
         user_id: String,
     },
@@ -57,8 +58,9 @@ impl Caller {
     }
 
     /// The ACL user id of the caller if its credentials are acceptable at `now` (Unix
-    /// seconds); otherwise 401 `InvalidAuthenticationInfo` saying why: none were presented, or
-    /// the client certificate is expired or not yet valid (as CCF refuses user certificates).
+    /// seconds); otherwise 401 `InvalidAuthenticationInfo` saying why: none were presented, the
+    /// client certificate is expired or not yet valid (as CCF refuses user certificates), or a
+    /// token names a certificate user (the transport never builds one; this is the last word).
     pub fn authenticated_id(&self, now: u64) -> Result<&str, ApiError> {
         match self {
             Caller::Anonymous => Err(ApiError::Unauthenticated),
@@ -68,6 +70,13 @@ impl Caller {
             } => {
                 check_validity(validity.as_ref(), now)?;
                 Ok(fingerprint)
+            }
+            Caller::Token { user_id } if crate::users::is_fingerprint(user_id) => {
+                Err(ApiError::InvalidCredentials(
+                    "A bearer token's principal has the form of a certificate fingerprint; \
+                     certificate users are reached with their certificate only."
+                        .into(),
+                ))
             }
             Caller::Token { user_id } => Ok(user_id),
         }
@@ -277,6 +286,13 @@ mod tests {
             Caller::Anonymous.authenticated_id(1_500),
             Err(ApiError::Unauthenticated)
         );
+        let token = Caller::Token {
+            user_id: ["ab"; 32].join(":"),
+        };
+        assert!(matches!(
+            token.authenticated_id(1_500),
+            Err(ApiError::InvalidCredentials(_))
+        ));
     }
 
     #[test]

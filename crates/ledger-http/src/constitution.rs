@@ -35,6 +35,8 @@ pub const CONSTITUTION: &str = r#"// cledger constitution
 //   Administrators may define more roles with PUT /app/roles, as lists of the actions below;
 //   a user-defined role allows exactly its actions, checked on every request.
 //   A client certificate is accepted only within its validity period (notBefore..notAfter).
+//   Bearer-token users are named by their issuer's user claim (an Entra object id), after
+//   "<prefix>:" for an issuer given a principal prefix; a token never names a certificate.
 //   GET /ledgerIdentity/{ledgerId} needs no authentication. Anyone else gets 401 (no
 //   credentials, an expired or not yet valid certificate) or 403 NotAllowed (a certificate
 //   that is not a user, or a role too low).

@@ -12,7 +12,7 @@
 //! * [`version`]: `api-version` strings and version-dependent shapes;
 //! * [`query`]: raw query decoding (`+` stays `+`) and encoding;
 //! * [`auth`]: callers, fingerprints, the role-per-route table;
-//! * [`users`]: built-in roles and the stored user format;
+//! * [`users`]: built-in roles, the stored user format, user ids of tokens;
 //! * [`names`]: the characters no collection id, tag, user id or role name may hold;
 //! * [`roles`]: the action vocabulary, built-in role actions, user-defined roles;
 //! * `body`, `response`, `paging`: request bodies, success responses, next links;
