@@ -33,7 +33,12 @@ pub const CONSTITUTION: &str = r#"// cledger constitution
 //     Administrator  may also read, create, change and delete users and user-defined roles
 //                    (/app/users, /app/ledgerUsers, /app/roles); it holds every action.
 //   Administrators may define more roles with PUT /app/roles, as lists of the actions below;
-//   a user-defined role allows exactly its actions, checked on every request.
+//   a user-defined role allows exactly its actions, checked on every request. Built-in role
+//   names, in any letter case, cannot be defined, changed or deleted.
+//   Nobody grants what it does not hold: granting a role to a user or taking it away needs
+//   every action of that role, and adding an action to a role or removing it needs that
+//   action (403 InsufficientPrivileges). A change of users or roles is authorized again, with
+//   the caller's roles as they are when it commits, so a caller demoted meanwhile is refused.
 //   A client certificate is accepted only within its validity period (notBefore..notAfter).
 //   Bearer-token users are named by their issuer's user claim (an Entra object id), after
 //   "<prefix>:" for an issuer given a principal prefix; a token never names a certificate.

@@ -64,6 +64,9 @@ pub enum ApiError {
     InvalidCredentials(String),
     /// 403 `NotAllowed`.
     NotAllowed(String),
+    /// 403 `InsufficientPrivileges`: the caller may change users or roles, but not grant or
+    /// take away a role or an action that its own roles do not allow.
+    InsufficientPrivileges(String),
     /// 503 `ServiceBusy` with `Retry-After: 1`: the write queue is full; nothing was written.
     Busy,
     /// 503 `ServiceUnavailable` with `Retry-After: 1`: this node is part of a cluster that has
@@ -127,6 +130,7 @@ impl ApiError {
                 (StatusCode::UNAUTHORIZED, "InvalidAuthenticationInfo")
             }
             NotAllowed(_) => (StatusCode::FORBIDDEN, "NotAllowed"),
+            InsufficientPrivileges(_) => (StatusCode::FORBIDDEN, "InsufficientPrivileges"),
             Busy => (StatusCode::SERVICE_UNAVAILABLE, "ServiceBusy"),
             NoPrimary => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
@@ -205,6 +209,7 @@ impl ApiError {
             | NotSupported(m)
             | NotAllowed(m)
             | InvalidCredentials(m)
+            | InsufficientPrivileges(m)
             | StorageUnavailable(m)
             | StorageFault { message: m, .. }
             | StorageLimit { message: m, .. }

@@ -14,6 +14,7 @@
 //! * [`auth`]: callers, fingerprints, the role-per-route table;
 //! * [`users`]: built-in roles, the stored user format, user ids of tokens;
 //! * [`names`]: the characters no collection id, tag, user id or role name may hold;
+//! * `grants`: who may grant which roles and actions, checked where the change commits;
 //! * [`roles`]: the action vocabulary, built-in role actions, user-defined roles;
 //! * `body`, `response`, `paging`: request bodies, success responses, next links;
 //! * `routes`: the route table, the gate (version + authorization) and the handlers.
@@ -23,6 +24,7 @@ mod body;
 pub mod config;
 mod constitution;
 pub mod error;
+mod grants;
 pub mod idempotency;
 pub mod names;
 mod paging;

@@ -32,6 +32,15 @@ impl Role {
     pub fn parse(name: &str) -> Option<Role> {
         Role::ALL.into_iter().find(|r| r.as_str() == name)
     }
+
+    /// Whether `name` is a built-in role's name in any letter case: such a name is never given
+    /// to a user-defined role, since `administrator` holding a few actions would mislead
+    /// whoever reads a user's roles.
+    pub fn is_builtin_name(name: &str) -> bool {
+        Role::ALL
+            .iter()
+            .any(|r| r.as_str().eq_ignore_ascii_case(name))
+    }
 }
 
 /// The stored value of one user.

@@ -7,6 +7,7 @@ use axum::http::{Method, Request};
 use ledger_core::TxId;
 use ledger_http::{ApiConfig, ApiVersion, Caller, certificate_fingerprint};
 use serde_json::json;
+use std::sync::Arc;
 use tower::ServiceExt;
 
 mod common;
@@ -821,6 +822,74 @@ async fn collection_ids_refuse_control_and_bidi_characters() {
         .get(&url(&format!("/app/transactions/{written}/receipt")))
         .await;
     app.expect_ok(&r);
+}
+
+/// Check-then-act: an administrator demoted while its own grant is in flight. The grant may
+/// commit before the demotion, or be refused; it must never commit after it (the roles that
+/// authorize a change are the ones in force when it commits). The two requests race in every
+/// round; before the fix the grant committed after the demotion in about a third of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_administrator_cannot_grant_after_the_demotion() {
+    const ROUNDS: usize = 30;
+    let app = Arc::new(app());
+    let admin2 = certificate_fingerprint(b"admin2");
+    let patch = |app: Arc<App>, who: String, target: String, role: &'static str| async move {
+        let body = format!(r#"{{"assignedRole":"{role}"}}"#).into_bytes();
+        app.call(
+            Method::PATCH,
+            &url(&format!("/app/users/{target}")),
+            Some(&who),
+            Some(("application/merge-patch+json", body)),
+        )
+        .await
+    };
+    let seqno = |r: &Reply| TxId::parse(&r.txid().unwrap()).unwrap().seqno();
+    let (mut before, mut refused) = (0, 0);
+    for round in 0..ROUNDS {
+        let promoted = patch(app.clone(), ADMIN.clone(), admin2.clone(), "Administrator").await;
+        app.expect_ok(&promoted);
+        let newcomer = certificate_fingerprint(format!("newcomer {round}").as_bytes());
+        let start = Arc::new(tokio::sync::Barrier::new(2));
+        let demotion = tokio::spawn({
+            let (app, start, admin2) = (app.clone(), start.clone(), admin2.clone());
+            async move {
+                start.wait().await;
+                patch(app, ADMIN.clone(), admin2, "Reader").await
+            }
+        });
+        let grant = tokio::spawn({
+            let (app, start, admin2, newcomer) =
+                (app.clone(), start.clone(), admin2.clone(), newcomer.clone());
+            async move {
+                start.wait().await;
+                patch(app, admin2, newcomer, "Administrator").await
+            }
+        });
+        let (demotion, grant) = (demotion.await.unwrap(), grant.await.unwrap());
+        app.expect_ok(&demotion);
+        let stored = app
+            .ledger
+            .governance("public:cledger.users", &newcomer)
+            .unwrap();
+        if grant.status == 200 {
+            assert!(
+                seqno(&grant) < seqno(&demotion),
+                "round {round}: the grant ({}) committed after the demotion ({})",
+                grant.txid().unwrap(),
+                demotion.txid().unwrap()
+            );
+            assert!(stored.is_some());
+            before += 1;
+        } else {
+            grant.expect_error(403, "NotAllowed");
+            assert!(
+                stored.is_none(),
+                "round {round}: a refused grant was written"
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!(before + refused, ROUNDS);
 }
 
 /// A client certificate with the validity period `not_before`..`not_after` (year, month, day):
