@@ -466,6 +466,17 @@ fn body_bytes(b: &BodySel) -> Option<Vec<u8>> {
 }
 
 /// Builds the request, or `None` when the fuzz input does not make a valid HTTP request.
+/// The caller of a certificate user; the users are made-up fingerprints, valid at all times.
+fn certificate(fingerprint: &str) -> Caller {
+    Caller::Certificate {
+        fingerprint: fingerprint.to_owned(),
+        validity: Some(ledger_http::auth::Validity {
+            not_before_unix: 0,
+            not_after_unix: u64::MAX,
+        }),
+    }
+}
+
 fn request(req: &Req, app: &App) -> Option<Request<Body>> {
     let method = match &req.method {
         Meth::Get => Method::GET,
@@ -513,22 +524,12 @@ fn request(req: &Req, app: &App) -> Option<Request<Body>> {
     let body = body_bytes(&req.body).map_or_else(Body::empty, Body::from);
     let mut request = builder.body(body).ok()?;
     let caller = match &req.caller {
-        Who::Admin => Some(Caller::Certificate {
-            fingerprint: app.users[0].clone(),
-        }),
-        Who::Contributor => Some(Caller::Certificate {
-            fingerprint: app.users[1].clone(),
-        }),
-        Who::Reader => Some(Caller::Certificate {
-            fingerprint: app.users[2].clone(),
-        }),
-        Who::Stranger => Some(Caller::Certificate {
-            fingerprint: app.users[3].clone(),
-        }),
+        Who::Admin => Some(certificate(&app.users[0])),
+        Who::Contributor => Some(certificate(&app.users[1])),
+        Who::Reader => Some(certificate(&app.users[2])),
+        Who::Stranger => Some(certificate(&app.users[3])),
         Who::Anonymous => None,
-        Who::Certificate(fp) => Some(Caller::Certificate {
-            fingerprint: fp.clone(),
-        }),
+        Who::Certificate(fp) => Some(certificate(fp)),
         Who::Token(oid) => Some(Caller::Token {
             user_id: oid.clone(),
         }),

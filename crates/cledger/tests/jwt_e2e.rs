@@ -482,3 +482,166 @@ async fn bearer_tokens_without_an_issuer_and_bad_flag_combinations() {
         );
     }
 }
+
+/// Why a token of an issuer without a `principal_prefix` may not name a principal with a ':'.
+const NO_SEPARATOR: &str = "the claim oid holds ':', which only an issuer's principal_prefix \
+                            puts in a token principal (certificate fingerprints are never token \
+                            principals)";
+
+/// A certificate user's id (its fingerprint) can never be a token's principal: a token from a
+/// trusted issuer whose user claim holds an administrator's fingerprint, in any letter case,
+/// is refused, and the certificate administrator is untouched.
+#[tokio::test]
+async fn a_token_never_names_a_certificate_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "k", Algorithm::ES256);
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, jwks(&[&key])).unwrap();
+    let (cert_admin, fingerprint) = new_user("certificate admin");
+    let cert_path = dir.path().join("admin-cert.pem");
+    std::fs::write(&cert_path, &cert_admin).unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--jwt-issuer",
+            ISSUER,
+            "--jwt-audience",
+            AUDIENCE,
+            "--jwt-jwks-file",
+            jwks_path.to_str().unwrap(),
+            "--admin-cert",
+            cert_path.to_str().unwrap(),
+            "--admin-oid",
+            ADMIN_OID,
+        ],
+    );
+    let api = TokenClient::new(&server);
+    let certificate = server.client(Some(&cert_admin));
+    let before = certificate.get("/app/transactions/current").await.text;
+    for oid in [fingerprint.clone(), fingerprint.to_lowercase()] {
+        let token = sign(&key, &claims(&oid));
+        assert_refused(
+            api.write(&token, "as the certificate admin").await,
+            NO_SEPARATOR,
+        );
+        assert_refused(
+            api.get(&format!("/app/users/{fingerprint}"), &token).await,
+            NO_SEPARATOR,
+        );
+    }
+    assert_eq!(
+        certificate.get("/app/transactions/current").await.text,
+        before
+    );
+    certificate.write_ok(None, "by certificate").await;
+    api.write(&sign(&key, &claims(ADMIN_OID)), "by token")
+        .await
+        .expect(200);
+}
+
+/// Two trusted issuers never share a principal: the second one's principals carry its
+/// `principal_prefix`, so its user named like a user of the first is somebody else, and the
+/// first cannot name the second's users (a ':' is refused in an unprefixed principal).
+#[tokio::test]
+async fn issuers_have_separate_principals() {
+    const PARTNER: &str = "https://partner.example.test/";
+    let dir = tempfile::tempdir().unwrap();
+    let ours = new_key(dir.path(), "ours", Algorithm::ES256);
+    let theirs = new_key(dir.path(), "theirs", Algorithm::ES256);
+    let (ours_jwks, theirs_jwks) = (dir.path().join("ours.json"), dir.path().join("theirs.json"));
+    std::fs::write(&ours_jwks, jwks(&[&ours])).unwrap();
+    std::fs::write(&theirs_jwks, jwks(&[&theirs])).unwrap();
+    let issuers = |prefix: &str| {
+        format!(
+            r#"admin_oid = ["{ADMIN_OID}"]
+
+[[jwt_issuers]]
+issuer = "{ISSUER}"
+audiences = ["{AUDIENCE}"]
+jwks_file = "{}"
+
+[[jwt_issuers]]
+issuer = "{PARTNER}"
+audiences = ["{AUDIENCE}"]
+jwks_file = "{}"
+user_claim = "preferred_username"
+{prefix}
+"#,
+            ours_jwks.display(),
+            theirs_jwks.display()
+        )
+    };
+    // Without a prefix the two issuers would share one namespace: refused at start.
+    let config = dir.path().join("shared.toml");
+    std::fs::write(&config, issuers("")).unwrap();
+    let failure = match Server::try_start(
+        &dir.path().join("shared"),
+        &["--config", config.to_str().unwrap()],
+    ) {
+        Ok(_) => panic!("two issuers without a principal_prefix started"),
+        Err(f) => f,
+    };
+    assert!(
+        failure.stderr.contains("principal_prefix") && failure.stderr.contains(PARTNER),
+        "{}",
+        failure.stderr
+    );
+
+    let config = dir.path().join("cledger.toml");
+    std::fs::write(&config, issuers(r#"principal_prefix = "partner""#)).unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let api = TokenClient::new(&server);
+    let admin = sign(&ours, &claims(ADMIN_OID));
+    api.write(&admin, "by our administrator").await.expect(200);
+    let partner = |name: &str| {
+        let mut c = claims("unused");
+        c["iss"] = json!(PARTNER);
+        c["preferred_username"] = json!(name);
+        sign(&theirs, &c)
+    };
+
+    // The partner's user named like our administrator is not our administrator.
+    let r = api.write(&partner(ADMIN_OID), "impersonation").await;
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    r.error_code(403, "NotAllowed");
+    assert!(
+        message.contains(&format!("partner:{ADMIN_OID}")),
+        "{message}"
+    );
+
+    // Users are registered per issuer: partner:alice is the partner's alice only.
+    for id in ["partner:alice", "bob"] {
+        api.send(
+            Method::PATCH,
+            &format!("/app/users/{id}"),
+            &admin,
+            Some(json!({ "assignedRole": "Reader" })),
+        )
+        .await
+        .expect(200);
+    }
+    api.get("/app/transactions/current", &partner("alice"))
+        .await
+        .expect(200);
+    api.get("/app/transactions/current", &sign(&ours, &claims("alice")))
+        .await
+        .error_code(403, "NotAllowed");
+    api.get("/app/transactions/current", &sign(&ours, &claims("bob")))
+        .await
+        .expect(200);
+    api.get("/app/transactions/current", &partner("bob"))
+        .await
+        .error_code(403, "NotAllowed");
+    // Our issuer cannot reach into the partner's namespace.
+    assert_refused(
+        api.get(
+            "/app/transactions/current",
+            &sign(&ours, &claims("partner:alice")),
+        )
+        .await,
+        NO_SEPARATOR,
+    );
+}

@@ -1,12 +1,13 @@
 //! Who is calling, and whether they may make this call.
 //!
-//! The transport authenticates (TLS client certificate today, bearer tokens later) and puts a
-//! [`Caller`] into the request's extensions; a request without one is anonymous. Authorization
-//! is decided here from one table, [`access`], which maps each route to the action it needs
-//! (vocabulary and built-in roles in [`crate::roles`]), and from the caller's roles as stored
-//! in the ledger's governance tables (read on every request, so a change to a user or a
-//! user-defined role takes effect on the next call). A caller may do what any of its roles
-//! allows.
+//! The transport authenticates (TLS client certificate, bearer token) and puts a [`Caller`]
+//! into the request's extensions; a request without one is anonymous. Whether the credentials
+//! are acceptable now (a certificate's validity period) is decided here, on every request.
+//! Authorization is decided here from one table, [`access`], which maps each route to the
+//! action it needs (vocabulary and built-in roles in [`crate::roles`]), and from the caller's
+//! roles as stored in the ledger's governance tables (read on every request, so a change to a
+//! user or a user-defined role takes effect on the next call). A caller may do what any of its
+//! roles allows.
 
 use crate::error::ApiError;
 use crate::roles;
@@ -14,17 +15,24 @@ use crate::routes::paths;
 use crate::users::{Role, UserRecord};
 use axum::http::Method;
 use ledger_core::entry::tables;
+use ledger_core::x509::Cert;
+pub use ledger_core::x509::Validity;
 use ledger_store::LedgerHandle;
 
 /// The authenticated identity of a request, inserted as a request extension by the transport.
 /// A request without this extension is [`Caller::Anonymous`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
-    /// A TLS client certificate; `fingerprint` is [`certificate_fingerprint`] of its DER.
+    /// A TLS client certificate (build it with [`Caller::from_certificate`]): `fingerprint` is
+    /// [`certificate_fingerprint`] of its DER, `validity` its validity period, or `None` when
+    /// the DER does not parse as X.509 (refused: its period is unknown). The period is checked
+    /// on every request, because a connection may outlive its certificate.
     Certificate {
         fingerprint: String,
+        validity: Option<Validity>,
     },
-    /// A verified bearer token (JWT); `user_id` is its configured user claim (`oid` by default).
+    /// A verified bearer token (JWT); `user_id` is [`crate::users::token_principal`] of its
+    /// issuer's user claim (`oid` by default).
     Token {
         user_id: String,
     },
@@ -32,14 +40,95 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// The ACL user id of the caller, if authenticated.
+    /// The caller a TLS client certificate (DER) makes.
+    pub fn from_certificate(der: &[u8]) -> Caller {
+        Caller::Certificate {
+            fingerprint: certificate_fingerprint(der),
+            validity: Cert::from_der(der).ok().map(|cert| cert.validity()),
+        }
+    }
+
+    /// The ACL user id of the caller, if it presented credentials (valid or not).
     pub fn user_id(&self) -> Option<&str> {
         match self {
-            Caller::Certificate { fingerprint } => Some(fingerprint),
+            Caller::Certificate { fingerprint, .. } => Some(fingerprint),
             Caller::Token { user_id } => Some(user_id),
             Caller::Anonymous => None,
         }
     }
+
+    /// The ACL user id of the caller if its credentials are acceptable at `now` (Unix
+    /// seconds); otherwise 401 `InvalidAuthenticationInfo` saying why: none were presented, the
+    /// client certificate is expired or not yet valid (as CCF refuses user certificates), or a
+    /// token names a certificate user (the transport never builds one; this is the last word).
+    pub fn authenticated_id(&self, now: u64) -> Result<&str, ApiError> {
+        match self {
+            Caller::Anonymous => Err(ApiError::Unauthenticated),
+            Caller::Certificate {
+                fingerprint,
+                validity,
+            } => {
+                check_validity(validity.as_ref(), now)?;
+                Ok(fingerprint)
+            }
+            Caller::Token { user_id } if crate::users::is_fingerprint(user_id) => {
+                Err(ApiError::InvalidCredentials(
+                    "A bearer token's principal has the form of a certificate fingerprint; \
+                     certificate users are reached with their certificate only."
+                        .into(),
+                ))
+            }
+            Caller::Token { user_id } => Ok(user_id),
+        }
+    }
+}
+
+/// Refuses a client certificate outside its validity period (RFC 5280 §4.1.2.5: valid from
+/// notBefore to notAfter, both inclusive). No leeway: certificates made by cledger start an
+/// hour early for clock skew, and an expired one must stop working when it expires.
+fn check_validity(validity: Option<&Validity>, now: u64) -> Result<(), ApiError> {
+    let Some(validity) = validity else {
+        return Err(ApiError::InvalidCredentials(
+            "The client certificate cannot be read as an X.509 certificate, so its validity \
+             period is unknown; use a certificate that standard tools can parse."
+                .into(),
+        ));
+    };
+    if now > validity.not_after_unix {
+        return Err(ApiError::InvalidCredentials(format!(
+            "The client certificate expired on {}. Use a current certificate; a new \
+             certificate has a new fingerprint, which an administrator registers with PATCH \
+             /app/users/{{userId}}.",
+            rfc3339(validity.not_after_unix)
+        )));
+    }
+    if now < validity.not_before_unix {
+        return Err(ApiError::InvalidCredentials(format!(
+            "The client certificate is not valid before {} (its notBefore); check the clock \
+             of the machine that made it.",
+            rfc3339(validity.not_before_unix)
+        )));
+    }
+    Ok(())
+}
+
+/// `secs` since the Unix epoch as RFC 3339 UTC, e.g. `2021-03-04T00:00:00Z`.
+fn rfc3339(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{secs} s after 1970-01-01T00:00:00Z"))
+}
+
+/// Seconds since the Unix epoch now.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The ACL user id of a certificate: SHA-256 of its DER encoding as upper-case hex pairs joined
@@ -136,7 +225,7 @@ pub fn authorize(
             )));
         }
     };
-    let user_id = caller.user_id().ok_or(ApiError::Unauthenticated)?;
+    let user_id = caller.authenticated_id(unix_now())?;
     let denied =
         |why: String| ApiError::NotAllowed(format!("Not allowed to call {method} {path}: {why}"));
     match record_of(user_id)? {
@@ -167,6 +256,50 @@ pub fn authorize(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificates_are_accepted_within_their_validity_period_only() {
+        let validity = Validity {
+            not_before_unix: 1_000,
+            not_after_unix: 2_000,
+        };
+        let caller = Caller::Certificate {
+            fingerprint: "F".into(),
+            validity: Some(validity),
+        };
+        for now in [1_000, 1_500, 2_000] {
+            assert_eq!(caller.authenticated_id(now), Ok("F"));
+        }
+        let message = |now| match caller.authenticated_id(now) {
+            Err(e @ ApiError::InvalidCredentials(_)) => e.message(),
+            other => panic!("{other:?}"),
+        };
+        assert!(message(2_001).contains("expired on 1970-01-01T00:33:20Z"));
+        assert!(message(999).contains("not valid before 1970-01-01T00:16:40Z"));
+        let unreadable = Caller::Certificate {
+            fingerprint: "F".into(),
+            validity: None,
+        };
+        assert!(matches!(
+            unreadable.authenticated_id(1_500),
+            Err(ApiError::InvalidCredentials(_))
+        ));
+        assert!(matches!(
+            Caller::from_certificate(b"not a certificate"),
+            Caller::Certificate { validity: None, .. }
+        ));
+        assert_eq!(
+            Caller::Anonymous.authenticated_id(1_500),
+            Err(ApiError::Unauthenticated)
+        );
+        let token = Caller::Token {
+            user_id: ["ab"; 32].join(":"),
+        };
+        assert!(matches!(
+            token.authenticated_id(1_500),
+            Err(ApiError::InvalidCredentials(_))
+        ));
+    }
 
     #[test]
     fn fingerprint_format() {

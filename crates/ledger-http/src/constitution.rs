@@ -33,9 +33,18 @@ pub const CONSTITUTION: &str = r#"// cledger constitution
 //     Administrator  may also read, create, change and delete users and user-defined roles
 //                    (/app/users, /app/ledgerUsers, /app/roles); it holds every action.
 //   Administrators may define more roles with PUT /app/roles, as lists of the actions below;
-//   a user-defined role allows exactly its actions, checked on every request.
+//   a user-defined role allows exactly its actions, checked on every request. Built-in role
+//   names, in any letter case, cannot be defined, changed or deleted.
+//   Nobody grants what it does not hold: granting a role to a user or taking it away needs
+//   every action of that role, and adding an action to a role or removing it needs that
+//   action (403 InsufficientPrivileges). A change of users or roles is authorized again, with
+//   the caller's roles as they are when it commits, so a caller demoted meanwhile is refused.
+//   A client certificate is accepted only within its validity period (notBefore..notAfter).
+//   Bearer-token users are named by their issuer's user claim (an Entra object id), after
+//   "<prefix>:" for an issuer given a principal prefix; a token never names a certificate.
 //   GET /ledgerIdentity/{ledgerId} needs no authentication. Anyone else gets 401 (no
-//   certificate) or 403 NotAllowed (a certificate that is not a user, or a role too low).
+//   credentials, an expired or not yet valid certificate) or 403 NotAllowed (a certificate
+//   that is not a user, or a role too low).
 //   The first administrators are written in the ledger's first (genesis) transaction.
 //   The last administrator cannot be removed or demoted.
 //
@@ -49,8 +58,9 @@ pub const CONSTITUTION: &str = r#"// cledger constitution
 //   this to at most 1 MiB). A collection id may hold at most 256 bytes after URL decoding. At
 //   most 5000 collections may exist besides the default collection "subledger:0". A collection
 //   may have at most 10000 distinct tags; a tag holds 1 to 256 bytes without commas, and one
-//   entry at most 64 tags. A rejected
-//   request writes nothing.
+//   entry at most 64 tags. No collection id, tag, user id or role name may hold a control
+//   character, a line or paragraph separator, or a bidirectional formatting character (such
+//   as U+202E). A rejected request writes nothing.
 //
 // Commit and signing
 //   A write is answered only once it is committed: durable on disk and covered by a signature

@@ -59,8 +59,14 @@ pub enum ApiError {
     LastAdministrator(String),
     /// 401 `InvalidAuthenticationInfo`.
     Unauthenticated,
+    /// 401 `InvalidAuthenticationInfo` with the reason: credentials were presented but cannot
+    /// be accepted (a client certificate outside its validity period).
+    InvalidCredentials(String),
     /// 403 `NotAllowed`.
     NotAllowed(String),
+    /// 403 `InsufficientPrivileges`: the caller may change users or roles, but not grant or
+    /// take away a role or an action that its own roles do not allow.
+    InsufficientPrivileges(String),
     /// 503 `ServiceBusy` with `Retry-After: 1`: the write queue is full; nothing was written.
     Busy,
     /// 503 `ServiceUnavailable` with `Retry-After: 1`: this node is part of a cluster that has
@@ -128,8 +134,11 @@ impl ApiError {
             TagCapacityExceeded { .. } => (StatusCode::BAD_REQUEST, "TagCapacityExceeded"),
             StorageLimit { code, .. } => (StatusCode::BAD_REQUEST, code),
             NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "NotSupported"),
-            Unauthenticated => (StatusCode::UNAUTHORIZED, "InvalidAuthenticationInfo"),
+            Unauthenticated | InvalidCredentials(_) => {
+                (StatusCode::UNAUTHORIZED, "InvalidAuthenticationInfo")
+            }
             NotAllowed(_) => (StatusCode::FORBIDDEN, "NotAllowed"),
+            InsufficientPrivileges(_) => (StatusCode::FORBIDDEN, "InsufficientPrivileges"),
             Busy => (StatusCode::SERVICE_UNAVAILABLE, "ServiceBusy"),
             NoPrimary => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
@@ -226,6 +235,8 @@ impl ApiError {
             | OperationNotInVersion(m)
             | NotSupported(m)
             | NotAllowed(m)
+            | InvalidCredentials(m)
+            | InsufficientPrivileges(m)
             | StorageUnavailable(m)
             | StorageFault { message: m, .. }
             | StorageLimit { message: m, .. }

@@ -12,7 +12,9 @@
 //! * [`version`]: `api-version` strings and version-dependent shapes;
 //! * [`query`]: raw query decoding (`+` stays `+`) and encoding;
 //! * [`auth`]: callers, fingerprints, the role-per-route table;
-//! * [`users`]: built-in roles and the stored user format;
+//! * [`users`]: built-in roles, the stored user format, user ids of tokens;
+//! * [`names`]: the characters no collection id, tag, user id or role name may hold;
+//! * `grants`: who may grant which roles and actions, checked where the change commits;
 //! * [`roles`]: the action vocabulary, built-in role actions, user-defined roles;
 //! * `body`, `response`, `paging`: request bodies, success responses, next links;
 //! * `routes`: the route table, the gate (version + authorization) and the handlers.
@@ -22,7 +24,9 @@ mod body;
 pub mod config;
 mod constitution;
 pub mod error;
+mod grants;
 pub mod idempotency;
+pub mod names;
 mod paging;
 pub mod query;
 mod response;

@@ -27,6 +27,7 @@
 use crate::users::{Role, UserRecord};
 use ledger_core::entry::{TableWrite, tables};
 use ledger_store::{LedgerHandle, StoreError};
+use std::collections::BTreeSet;
 
 pub const PREFIX: &str = "Microsoft.ConfidentialLedger/ledger/";
 
@@ -102,6 +103,34 @@ pub fn custom_roles(ledger: &dyn LedgerHandle) -> Result<Vec<(String, Vec<String
     Ok(roles)
 }
 
+/// The actions of the role `name`, built-in or user-defined; `None` if there is no such role.
+pub fn role_actions(
+    ledger: &dyn LedgerHandle,
+    name: &str,
+) -> Result<Option<Vec<String>>, StoreError> {
+    match Role::parse(name) {
+        Some(role) => Ok(Some(
+            builtin_actions(role)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        )),
+        None => custom_role(ledger, name),
+    }
+}
+
+/// Every action any of `roles` allows (names of roles that do not exist allow nothing).
+pub fn actions_of(
+    ledger: &dyn LedgerHandle,
+    roles: &[String],
+) -> Result<BTreeSet<String>, StoreError> {
+    let mut actions = BTreeSet::new();
+    for name in roles {
+        actions.extend(role_actions(ledger, name)?.unwrap_or_default());
+    }
+    Ok(actions)
+}
+
 /// The governance write that stores (or, with `None`, removes) a user-defined role.
 pub fn role_write(name: &str, actions: Option<&[String]>) -> TableWrite {
     TableWrite {
@@ -133,7 +162,6 @@ pub fn allows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
 
     #[test]
     fn builtin_roles_nest() {

@@ -670,3 +670,194 @@ async fn tag_capacity_is_enforced_per_collection() {
     app.write(TAGS, "&collectionId=other&tags=brand-new", "elsewhere")
         .await;
 }
+
+/// PostgreSQL's ADMIN OPTION rule: a user may only grant or take away a role whose every
+/// action its own roles allow, and only give a role (or take from it) actions it holds.
+/// Refused with 403 `InsufficientPrivileges` naming the role or action; nothing is written.
+#[tokio::test]
+async fn nobody_grants_what_they_do_not_hold() {
+    let app = app();
+    let roles = format!("/app/roles?api-version={TAGS}");
+    let user = |id: &str| format!("/app/ledgerUsers/{id}?api-version={TAGS}");
+    let single = |id: &str| format!("/app/users/{id}?api-version={STABLE}");
+    let define = |name: &str, actions: &[&str]| {
+        json!([{"roleName": name,
+                "roleActions": actions.iter().map(|a| format!("{A}{a}")).collect::<Vec<_>>()}])
+    };
+    let committed = |app: &App| app.ledger.committed();
+    #[track_caller]
+    fn refused(r: &Reply, names: &str) {
+        r.expect_error(403, "InsufficientPrivileges");
+        let message = r.json["error"]["message"].as_str().unwrap();
+        assert!(message.contains(names), "expected {names:?} in {message}");
+    }
+
+    // mallory may manage users and nothing else.
+    app.call_json(
+        Method::PUT,
+        &roles,
+        &ADMIN,
+        Some(define(
+            "userAdmin",
+            &["users/read", "users/write", "users/delete"],
+        )),
+    )
+    .await
+    .ok();
+    app.call_json(
+        Method::PATCH,
+        &user("mallory"),
+        &ADMIN,
+        Some(json!({"assignedRoles": ["userAdmin"]})),
+    )
+    .await
+    .ok();
+    let before = committed(&app);
+    // She cannot make herself (or anyone) Administrator, in either API shape.
+    let r = app
+        .call_json(
+            Method::PATCH,
+            &single("mallory"),
+            "mallory",
+            Some(json!({"assignedRole": "Administrator"})),
+        )
+        .await;
+    refused(&r, "'Administrator'");
+    let r = app
+        .call_json(
+            Method::PATCH,
+            &user("mallory"),
+            "mallory",
+            Some(json!({"assignedRoles": ["userAdmin", "Administrator"]})),
+        )
+        .await;
+    refused(&r, "'Administrator'");
+    // Nor grant Reader, whose actions she lacks.
+    let r = app
+        .call_json(
+            Method::PATCH,
+            &user("trent"),
+            "mallory",
+            Some(json!({"assignedRoles": ["Reader"]})),
+        )
+        .await;
+    refused(&r, "'Reader'");
+    // Nor take a role she does not hold away from someone: demote or delete an administrator
+    // or a contributor.
+    let r = app
+        .call_json(
+            Method::PATCH,
+            &single(&ADMIN),
+            "mallory",
+            Some(json!({"assignedRole": "Reader"})),
+        )
+        .await;
+    refused(&r, "'Administrator'");
+    let r = app
+        .call_json(Method::DELETE, &single(&CONTRIBUTOR), "mallory", None)
+        .await;
+    refused(&r, "'Contributor'");
+    assert_eq!(committed(&app), before, "a refused change was written");
+    assert_eq!(
+        app.get(&user("mallory"), &ADMIN).await.ok()["assignedRoles"],
+        json!(["userAdmin"])
+    );
+    // What she holds, she may grant.
+    let r = app
+        .call_json(
+            Method::PATCH,
+            &user("trent"),
+            "mallory",
+            Some(json!({"assignedRoles": ["userAdmin"]})),
+        )
+        .await;
+    assert_eq!(r.ok()["assignedRoles"], json!(["userAdmin"]));
+
+    // eve may define roles: not with actions she lacks, not even on her own role.
+    app.call_json(
+        Method::PUT,
+        &roles,
+        &ADMIN,
+        Some(define(
+            "roleAdmin",
+            &["roles/read", "roles/write", "roles/delete"],
+        )),
+    )
+    .await
+    .ok();
+    app.call_json(
+        Method::PATCH,
+        &user("eve"),
+        &ADMIN,
+        Some(json!({"assignedRoles": ["roleAdmin"]})),
+    )
+    .await
+    .ok();
+    let everything: Vec<&str> = ledger_http::roles::ALL_ACTIONS
+        .iter()
+        .map(|a| a.strip_prefix(A).unwrap())
+        .collect();
+    let before = committed(&app);
+    let r = app
+        .call_json(
+            Method::PATCH,
+            &roles,
+            "eve",
+            Some(define("roleAdmin", &everything)),
+        )
+        .await;
+    refused(&r, &format!("{A}users/write"));
+    let r = app
+        .call_json(
+            Method::PUT,
+            &roles,
+            "eve",
+            Some(define("writer", &["roles/read", "transactions/write"])),
+        )
+        .await;
+    refused(&r, &format!("{A}transactions/write"));
+    // Nor strip actions she lacks from a role (or delete it).
+    let r = app
+        .call_json(Method::PUT, &roles, "eve", Some(define("userAdmin", &[])))
+        .await;
+    refused(&r, &format!("{A}users/write"));
+    let r = app
+        .call_json(
+            Method::DELETE,
+            &format!("{roles}&roleName=userAdmin"),
+            "eve",
+            None,
+        )
+        .await;
+    // (userAdmin is in use, but her privileges are checked first.)
+    refused(&r, &format!("{A}users/write"));
+    assert_eq!(committed(&app), before, "a refused change was written");
+    let r = app
+        .get(&format!("{roles}&roleName=roleAdmin"), &ADMIN)
+        .await;
+    assert_eq!(r.ok()[0]["roleActions"].as_array().unwrap().len(), 3);
+    // Roles made of actions she holds are fine.
+    app.call_json(
+        Method::PUT,
+        &roles,
+        "eve",
+        Some(define("roleReader", &["roles/read"])),
+    )
+    .await
+    .ok();
+
+    // Built-in roles cannot be redefined or deleted, in any letter case.
+    for name in ["Administrator", "administrator", "READER"] {
+        app.call_json(Method::PUT, &roles, &ADMIN, Some(define(name, &[])))
+            .await
+            .expect_error(400, "InvalidInput");
+        app.call_json(
+            Method::DELETE,
+            &format!("{roles}&roleName={name}"),
+            &ADMIN,
+            None,
+        )
+        .await
+        .expect_error(400, "InvalidInput");
+    }
+}

@@ -429,7 +429,7 @@ async fn consensus(State(node): State<Arc<ClusterNode>>) -> Response {
 /// The caller, who must be an Administrator.
 fn administrator(node: &ClusterNode, caller: Option<&Caller>) -> Result<(), ApiError> {
     let caller = caller.ok_or(ApiError::Unauthenticated)?;
-    let user = caller.user_id().ok_or(ApiError::Unauthenticated)?;
+    let user = caller.authenticated_id(now_secs())?;
     match crate::http::auth::role_of(&*node.handle, user)? {
         Some(crate::http::users::Role::Administrator) => Ok(()),
         _ => Err(ApiError::NotAllowed(format!(

@@ -399,6 +399,8 @@ impl ServeConfig {
                 oidc_discovery: jwt_oidc_discovery,
                 user_claim: jwt_user_claim.unwrap_or_else(crate::auth::default_user_claim),
                 tenant_id: jwt_tenant_id,
+                // One issuer: its principals are the bare claim, as in ACL.
+                principal_prefix: None,
             }];
         }
         c
@@ -516,10 +518,17 @@ impl ServeConfig {
                      Entra object id, a GUID)"
                 ));
             }
+            if crate::http::users::is_fingerprint(oid) {
+                return bad(format!(
+                    "admin_oid {oid:?} is a certificate fingerprint, which no token can name; \
+                     give the certificate with admin_cert"
+                ));
+            }
         }
         for issuer in &self.jwt_issuers {
             issuer.validate().map_err(ServeError::InvalidSetting)?;
         }
+        crate::auth::check_namespaces(&self.jwt_issuers).map_err(ServeError::InvalidSetting)?;
         Ok(())
     }
 
@@ -728,6 +737,7 @@ issuer = "https://idp.example"
 audience = ["ledger"]
 jwks_file = "keys/jwks.json"
 user_claim = "sub"
+principal_prefix = "idp"
 "#,
         )
         .unwrap();
@@ -745,6 +755,38 @@ user_claim = "sub"
             Some(dir.path().join("keys/jwks.json").as_path())
         );
         assert_eq!(c.jwt_issuers[1].user_claim, "sub");
+        assert_eq!(c.jwt_issuers[0].principal_prefix, None);
+        assert_eq!(c.jwt_issuers[1].principal_prefix.as_deref(), Some("idp"));
+
+        // Issuers that could name each other's principals are refused, naming the setting.
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (changed, expected) in [
+            (
+                text.replace("principal_prefix = \"idp\"", ""),
+                "principal_prefix",
+            ),
+            (
+                text.replace(
+                    "tenant_id = \"t\"",
+                    "tenant_id = \"t\"\nprincipal_prefix = \"idp\"",
+                ),
+                "the same principal_prefix \"idp\"",
+            ),
+            (
+                text.replace("principal_prefix = \"idp\"", "principal_prefix = \"a:b\""),
+                "principal_prefix \"a:b\"",
+            ),
+        ] {
+            let other = dir.path().join("other.toml");
+            std::fs::write(&other, changed).unwrap();
+            let err = ServeConfig::load(Overrides {
+                config: Some(other),
+                ..Overrides::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
 
         // --jwt-issuer replaces the file's list with one issuer.
         let c = ServeConfig::load(Overrides {
@@ -808,6 +850,13 @@ user_claim = "sub"
                     ..Overrides::default()
                 },
                 "admin_oid",
+            ),
+            (
+                Overrides {
+                    admin_oids: vec![["ab"; 32].join(":")],
+                    ..Overrides::default()
+                },
+                "admin_cert",
             ),
         ] {
             let err = ServeConfig::load(over).unwrap_err().to_string();

@@ -290,9 +290,7 @@ async fn serve_connection(
         .and_then(|c| c.first())
         .map(|c| PeerCertificate(Arc::new(c.as_ref().to_vec())));
     let caller = match &peer_cert {
-        Some(cert) => Caller::Certificate {
-            fingerprint: crate::http::certificate_fingerprint(&cert.0),
-        },
+        Some(cert) => Caller::from_certificate(&cert.0),
         None => Caller::Anonymous,
     };
     let timeouts = ConnectionTimeouts {

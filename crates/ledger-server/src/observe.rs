@@ -85,7 +85,7 @@ fn caller_label(request: &Request) -> String {
         .map(|r| r.0.ip().to_string())
         .unwrap_or_default();
     match request.extensions().get::<Caller>() {
-        Some(Caller::Certificate { fingerprint }) => format!("cert:{fingerprint}@{remote}"),
+        Some(Caller::Certificate { fingerprint, .. }) => format!("cert:{fingerprint}@{remote}"),
         Some(Caller::Token { user_id }) => format!("token:{user_id}@{remote}"),
         _ if request.headers().contains_key(header::AUTHORIZATION) => {
             format!("bearer@{remote}")

@@ -281,3 +281,70 @@ async fn shutdown_does_not_wait_for_idle_or_handshaking_clients() {
     .await
     .expect("connection closed");
 }
+
+/// A self-signed client certificate valid from `not_before` to `not_after` (year, month,
+/// day), as a PEM bundle with its key.
+fn client_identity(not_before: (i32, u8, u8), not_after: (i32, u8, u8)) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let cert = params.self_signed(&key).unwrap();
+    format!("{}{}", cert.pem(), key.serialize_pem())
+}
+
+/// As CCF does for user certificates: a registered user's certificate outside its validity
+/// period is refused with 401 and the reason, however the user was registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_not_yet_valid_client_certificates_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let expired = client_identity((2020, 1, 1), (2021, 3, 4));
+    let future = client_identity((2099, 5, 6), (2100, 1, 1));
+    let current = client_identity((2020, 1, 1), (2099, 1, 1));
+    let mut c = config(&dir);
+    for (name, pem) in [
+        ("expired", &expired),
+        ("future", &future),
+        ("current", &current),
+    ] {
+        let path = tmp.path().join(format!("{name}.pem"));
+        std::fs::write(&path, pem).unwrap();
+        c.admin_certs.push(path);
+    }
+    let server = Server::start(c).await.unwrap();
+    let addr = server.local_addr();
+    let service_cert = std::fs::read_to_string(dir.join("service_cert.pem")).unwrap();
+    let path = "/app/transactions/current?api-version=2022-05-13";
+    let get = |identity: &str| {
+        let client = Client::new(&service_cert, Some(identity), &[b"http/1.1"]);
+        async move { client.get(addr, path).await }
+    };
+
+    let (status, body) = get(&current).await;
+    assert_eq!(
+        status, 404,
+        "a valid administrator reads (no entries yet): {body}"
+    );
+    for (identity, reason) in [
+        (&expired, "expired on 2021-03-04T00:00:00Z"),
+        (&future, "not valid before 2099-05-06T00:00:00Z"),
+    ] {
+        let (status, body) = get(identity).await;
+        assert_eq!(status, 401, "{body}");
+        let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            error["error"]["code"], "InvalidAuthenticationInfo",
+            "{body}"
+        );
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(reason), "expected {reason:?} in {message}");
+    }
+    // The public route stays public.
+    let client = Client::new(&service_cert, Some(&expired), &[b"http/1.1"]);
+    let (status, body) = client
+        .get(addr, "/ledgerIdentity/cledger?api-version=2022-05-13")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.shutdown().await.unwrap();
+}

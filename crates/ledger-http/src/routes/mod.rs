@@ -79,6 +79,13 @@ pub mod paths {
 pub struct RequestContext {
     pub version: ApiVersion,
     pub query: QueryParams,
+    /// Who is calling, and what was authorized: `method` (GET for HEAD) on the route template
+    /// `route` at `path`. Changes of users and roles authorize it again where they commit
+    /// (`crate::grants`).
+    pub caller: Caller,
+    pub method: Method,
+    pub route: String,
+    pub path: String,
 }
 
 pub fn build(state: Arc<ApiState>) -> Router {
@@ -155,15 +162,23 @@ async fn gate(State(state): State<Arc<ApiState>>, mut request: Request, next: Ne
             .get::<Caller>()
             .cloned()
             .unwrap_or(Caller::Anonymous);
+        let path = request.uri().path().to_owned();
         auth::authorize(
             &*state.ledger,
             &caller,
             &policy_method,
             &route,
-            request.uri().path(),
+            &path,
             |id| state.user_record(id),
         )?;
-        Ok::<_, ApiError>(RequestContext { version, query })
+        Ok::<_, ApiError>(RequestContext {
+            version,
+            query,
+            caller,
+            method: policy_method,
+            route,
+            path,
+        })
     })();
     match checked {
         Ok(context) => {

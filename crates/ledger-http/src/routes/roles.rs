@@ -10,7 +10,9 @@
 //!   cannot be deleted (400 `InvalidInput` naming the users' count), so no user silently
 //!   loses access.
 //!
-//! Built-in role names cannot be defined, changed or deleted. Every action must be one of
+//! Built-in role names (in any letter case) cannot be defined, changed or deleted. A caller
+//! may only give a role, or take from it, actions its own roles allow, checked against the
+//! state the change commits on (`crate::grants`). Every action must be one of
 //! [`crate::roles::ALL_ACTIONS`]; an unknown one is refused rather than stored, because an
 //! action the server never checks would look like a permission and be none.
 //! Every change is one governance transaction.
@@ -18,6 +20,7 @@
 use super::RequestContext;
 use crate::body;
 use crate::error::{ApiError, ApiResult};
+use crate::grants::Grantor;
 use crate::response;
 use crate::roles::{self, ALL_ACTIONS, MAX_ROLE_NAME_BYTES, MAX_ROLES};
 use crate::state::ApiState;
@@ -136,15 +139,18 @@ fn parse_roles(bytes: &[u8]) -> ApiResult<Vec<(String, Vec<String>)>> {
                     "Every role needs a string \"roleName\": {example}."
                 ))
             })?;
-        if name.is_empty() || name.len() > MAX_ROLE_NAME_BYTES || name.chars().any(char::is_control)
-        {
+        if name.is_empty() || name.len() > MAX_ROLE_NAME_BYTES {
             return Err(ApiError::InvalidInput(format!(
-                "A role name holds 1 to {MAX_ROLE_NAME_BYTES} bytes without control characters."
+                "A role name holds 1 to {MAX_ROLE_NAME_BYTES} bytes."
             )));
         }
-        if Role::parse(name).is_some() {
+        crate::names::check(name).map_err(|why| {
+            ApiError::InvalidInput(format!("The role name {why}; {}.", crate::names::RULE))
+        })?;
+        if Role::is_builtin_name(name) {
             return Err(ApiError::InvalidInput(format!(
-                "'{name}' is a built-in role; it cannot be defined or changed."
+                "'{name}' is a built-in role (in any letter case); it cannot be defined or \
+                 changed."
             )));
         }
         if out.iter().any(|(n, _)| n == name) {
@@ -190,7 +196,16 @@ async fn upsert(
     let bytes = body::read(&headers, request_body, state.config.max_body_bytes).await?;
     let given = parse_roles(&bytes)?;
     let _guard = state.check_then_write.lock().await;
+    let grantor = Grantor::under_lock(&state, &ctx)?;
     let existing = roles::custom_roles(&*state.ledger)?;
+    for (name, actions) in &given {
+        let before = existing
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.as_slice())
+            .unwrap_or_default();
+        grantor.may_change_actions(name, before, actions)?;
+    }
     let mut added = 0;
     for (name, _) in &given {
         let exists = existing.iter().any(|(n, _)| n == name);
@@ -250,15 +265,18 @@ pub async fn delete(
     let name = role_name_param(&ctx)?.ok_or_else(|| {
         ApiError::InvalidQueryParameter("DELETE /app/roles needs ?roleName=.".into())
     })?;
-    if Role::parse(&name).is_some() {
+    let _guard = state.check_then_write.lock().await;
+    let grantor = Grantor::under_lock(&state, &ctx)?;
+    let custom = roles::custom_role(&*state.ledger, &name)?;
+    // A user-defined role named like a built-in one in another letter case can only come from
+    // an older version; it may be deleted.
+    if Role::parse(&name).is_some() || (Role::is_builtin_name(&name) && custom.is_none()) {
         return Err(ApiError::InvalidInput(format!(
             "'{name}' is a built-in role; it cannot be deleted."
         )));
     }
-    let _guard = state.check_then_write.lock().await;
-    if roles::custom_role(&*state.ledger, &name)?.is_none() {
-        return Err(unknown_role(&name));
-    }
+    let actions = custom.ok_or_else(|| unknown_role(&name))?;
+    grantor.may_delete_role(&name, &actions)?;
     let holders = state
         .ledger
         .governance_table(tables::USERS)?

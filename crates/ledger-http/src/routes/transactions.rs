@@ -35,6 +35,7 @@ use crate::body;
 use crate::config::MAX_COLLECTION_ID_BYTES;
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency;
+use crate::names;
 use crate::paging::{self, PAGE_SIZE};
 use crate::query::QueryParams;
 use crate::response;
@@ -54,12 +55,20 @@ use ledger_store::{EntryRecord, TxStatus, WriteRequest};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// `collectionId`, or the default collection when it is absent or empty.
+/// `collectionId`, or the default collection when it is absent or empty. Every route that
+/// takes a collection id reads it here, so a write and a read refuse the same ids.
 fn collection_id(query: &QueryParams) -> ApiResult<String> {
-    Ok(match query.get("collectionId")? {
-        Some(id) if !id.is_empty() => id.to_owned(),
-        _ => DEFAULT_COLLECTION.to_owned(),
-    })
+    let id = match query.get("collectionId")? {
+        Some(id) if !id.is_empty() => id,
+        _ => DEFAULT_COLLECTION,
+    };
+    names::check(id).map_err(|why| {
+        ApiError::InvalidInput(format!(
+            "The collection id {why}; {}. Nothing was done.",
+            names::RULE
+        ))
+    })?;
+    Ok(id.to_owned())
 }
 
 fn entry_json(record: &EntryRecord) -> Value {
@@ -92,13 +101,14 @@ fn refuse_param(version: ApiVersion, name: &str) -> ApiError {
 }
 
 fn check_tag(tag: &str) -> ApiResult<()> {
-    if tag.is_empty() || tag.len() > MAX_TAG_BYTES || tag.chars().any(char::is_control) {
+    if tag.is_empty() || tag.len() > MAX_TAG_BYTES {
         return Err(ApiError::InvalidQueryParameter(format!(
-            "A tag holds 1 to {MAX_TAG_BYTES} bytes without control characters; {:?} does not.",
-            tag.chars().take(40).collect::<String>()
+            "A tag holds 1 to {MAX_TAG_BYTES} bytes; one given holds {}.",
+            tag.len()
         )));
     }
-    Ok(())
+    names::check(tag)
+        .map_err(|why| ApiError::InvalidQueryParameter(format!("A tag {why}; {}.", names::RULE)))
 }
 
 /// The `tags` of a write: comma-separated, each valid, duplicates dropped, order kept.

@@ -10,11 +10,14 @@
 //! The user id arrives raw (`5F:23:...`, as Python sends it) or percent-encoded (`5F%3A23...`,
 //! as .NET sends it); the router decodes both. Changes are governance transactions answered
 //! after commit with their own txid. They run under the check-then-write lock because each
-//! first checks that the ledger keeps at least one administrator.
+//! first checks, against the state it commits on, that the caller still may make it and
+//! grants or takes away only roles it holds (`crate::grants`), and that the ledger keeps at
+//! least one administrator.
 
 use super::RequestContext;
 use crate::body;
 use crate::error::{ApiError, ApiResult};
+use crate::grants::Grantor;
 use crate::paging;
 use crate::response;
 use crate::state::ApiState;
@@ -34,12 +37,15 @@ fn user_id(segment: Result<Path<String>, PathRejection>) -> ApiResult<String> {
     let id = segment
         .map_err(|e| ApiError::InvalidInput(format!("Bad user id: {e}")))?
         .0;
-    if id.is_empty() || id.len() > MAX_USER_ID_BYTES || id.chars().any(char::is_control) {
+    if id.is_empty() || id.len() > MAX_USER_ID_BYTES {
         return Err(ApiError::InvalidInput(format!(
             "A user id is a certificate fingerprint or an Entra object id: 1 to \
-             {MAX_USER_ID_BYTES} bytes without control characters."
+             {MAX_USER_ID_BYTES} bytes."
         )));
     }
+    crate::names::check(&id).map_err(|why| {
+        ApiError::InvalidInput(format!("The user id {why}; {}.", crate::names::RULE))
+    })?;
     Ok(users::normalize_user_id(&id))
 }
 
@@ -95,7 +101,7 @@ pub async fn get(
 /// Creates the user or changes its role (a JSON merge patch of `{"assignedRole"}`).
 pub async fn patch(
     State(state): State<Arc<ApiState>>,
-    Extension(_): Extension<RequestContext>,
+    Extension(ctx): Extension<RequestContext>,
     segment: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     request_body: Body,
@@ -123,7 +129,9 @@ pub async fn patch(
         }
     };
     let _guard = state.check_then_write.lock().await;
-    let current = record(&state, &id)?.and_then(|r| r.role());
+    let grantor = Grantor::under_lock(&state, &ctx)?;
+    let stored = record(&state, &id)?;
+    let current = stored.as_ref().and_then(UserRecord::role);
     let role = match (requested, current) {
         (Some(role), _) | (None, Some(role)) => role,
         (None, None) => {
@@ -132,6 +140,9 @@ pub async fn patch(
             )));
         }
     };
+    // The record becomes exactly [role]: any other role the user held is taken away.
+    let before = stored.map(|r| r.roles).unwrap_or_default();
+    grantor.may_change_roles(&state, &id, &before, &[role.as_str().to_owned()])?;
     if current == Some(Role::Administrator) && role != Role::Administrator {
         keep_an_administrator(&state, &id)?;
     }
@@ -143,12 +154,14 @@ pub async fn patch(
 
 pub async fn delete(
     State(state): State<Arc<ApiState>>,
-    Extension(_): Extension<RequestContext>,
+    Extension(ctx): Extension<RequestContext>,
     segment: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let id = user_id(segment)?;
     let _guard = state.check_then_write.lock().await;
+    let grantor = Grantor::under_lock(&state, &ctx)?;
     let record = record(&state, &id)?.ok_or_else(|| unknown_user(&id))?;
+    grantor.may_change_roles(&state, &id, &record.roles, &[])?;
     if record.role() == Some(Role::Administrator) {
         keep_an_administrator(&state, &id)?;
     }
@@ -311,6 +324,7 @@ pub async fn patch_multi(
         }
     };
     let _guard = state.check_then_write.lock().await;
+    let grantor = Grantor::under_lock(&state, &ctx)?;
     if let Some(names) = &requested {
         for name in names {
             if Role::parse(name).is_none()
@@ -333,6 +347,11 @@ pub async fn patch_multi(
             )));
         }
     };
+    let before = current
+        .as_ref()
+        .map(|r| r.roles.as_slice())
+        .unwrap_or_default();
+    grantor.may_change_roles(&state, &id, before, &roles)?;
     let was_admin = current.as_ref().and_then(UserRecord::role) == Some(Role::Administrator);
     if was_admin && !roles.iter().any(|r| r == Role::Administrator.as_str()) {
         keep_an_administrator(&state, &id)?;

@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use ledger_core::signing::NodeSigningKey;
+use ledger_http::auth::Validity;
 use ledger_http::users::{Role, user_write};
 use ledger_http::{ApiConfig, Caller, certificate_fingerprint, router};
 use ledger_identity::Curve;
@@ -22,6 +23,18 @@ pub static CONTRIBUTOR: LazyLock<String> =
     LazyLock::new(|| certificate_fingerprint(b"contributor"));
 pub static READER: LazyLock<String> = LazyLock::new(|| certificate_fingerprint(b"reader"));
 pub static STRANGER: LazyLock<String> = LazyLock::new(|| certificate_fingerprint(b"stranger"));
+
+/// The caller of the certificate user `fingerprint`. The test users have no real certificate
+/// (their ids are made-up fingerprints or names), so theirs is valid at all times.
+pub fn certificate_caller(fingerprint: &str) -> Caller {
+    Caller::Certificate {
+        fingerprint: fingerprint.to_owned(),
+        validity: Some(Validity {
+            not_before_unix: 0,
+            not_after_unix: u64::MAX,
+        }),
+    }
+}
 
 pub struct App {
     pub router: Router,
@@ -117,6 +130,18 @@ impl App {
         caller: Option<&str>,
         body: Option<(&str, Vec<u8>)>,
     ) -> Reply {
+        self.call_as(method, uri, caller.map(certificate_caller), body)
+            .await
+    }
+
+    /// [`App::call`] as any caller (anonymous when `None`).
+    pub async fn call_as(
+        &self,
+        method: Method,
+        uri: &str,
+        caller: Option<Caller>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Reply {
         let mut builder = Request::builder().method(method).uri(uri);
         if let Some((content_type, _)) = &body {
             builder = builder.header("content-type", *content_type);
@@ -124,10 +149,8 @@ impl App {
         let mut request = builder
             .body(body.map_or_else(Body::empty, |(_, b)| Body::from(b)))
             .unwrap();
-        if let Some(fp) = caller {
-            request.extensions_mut().insert(Caller::Certificate {
-                fingerprint: fp.to_owned(),
-            });
+        if let Some(caller) = caller {
+            request.extensions_mut().insert(caller);
         }
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();

@@ -52,6 +52,12 @@ pub struct IssuerConfig {
     /// When set, the token's `tid` must equal it.
     #[serde(default)]
     pub tenant_id: Option<String>,
+    /// When set, this issuer's principals are `<principal_prefix>:<claim>`, so that they never
+    /// collide with another issuer's; at most one issuer goes without (its principals are the
+    /// bare claim, e.g. Entra object ids as ACL registers them, and may not hold ':').
+    /// See [`crate::http::users::token_principal`].
+    #[serde(default)]
+    pub principal_prefix: Option<String>,
 }
 
 impl IssuerConfig {
@@ -91,6 +97,10 @@ impl IssuerConfig {
                 self.issuer
             ));
         }
+        if let Some(prefix) = &self.principal_prefix {
+            crate::http::users::check_principal_prefix(prefix)
+                .map_err(|e| format!("token issuer {:?}: {e}", self.issuer))?;
+        }
         match self.key_source()? {
             keys::KeySource::File(_) => Ok(()),
             keys::KeySource::JwksUrl(u) | keys::KeySource::Discovery(u) => {
@@ -98,4 +108,33 @@ impl IssuerConfig {
             }
         }
     }
+}
+
+/// Checks that no two `issuers` can name the same principal: at most one has no
+/// `principal_prefix`, and no two share one.
+pub fn check_namespaces(issuers: &[IssuerConfig]) -> Result<(), String> {
+    for (i, a) in issuers.iter().enumerate() {
+        for b in &issuers[i + 1..] {
+            match (&a.principal_prefix, &b.principal_prefix) {
+                (None, None) => {
+                    return Err(format!(
+                        "token issuers {:?} and {:?} would share one namespace of principals \
+                         (a token of one could name a user of the other): give every issuer \
+                         but one a principal_prefix (its users are then registered as \
+                         <principal_prefix>:<claim>)",
+                        a.issuer, b.issuer
+                    ));
+                }
+                (Some(x), Some(y)) if x == y => {
+                    return Err(format!(
+                        "token issuers {:?} and {:?} have the same principal_prefix {x:?}; \
+                         each issuer needs its own",
+                        a.issuer, b.issuer
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }

@@ -45,6 +45,9 @@ pub enum TokenError {
     TenantMismatch,
     #[error("missing claim {0}")]
     MissingClaim(String),
+    /// The user claim holds something no principal may be (see `token_principal`).
+    #[error("the claim {claim} {reason}")]
+    BadPrincipal { claim: String, reason: String },
     #[error("no token issuer is configured on this server")]
     NoIssuers,
 }
@@ -158,8 +161,12 @@ impl TokenValidator {
         }
         let claim = &issuer.config.user_claim;
         match claims.get(claim).and_then(Value::as_str) {
-            Some(user) if !user.is_empty() && user.len() <= 256 => {
-                Ok(crate::http::users::normalize_user_id(user))
+            Some(user) if !user.is_empty() => {
+                crate::http::users::token_principal(issuer.config.principal_prefix.as_deref(), user)
+                    .map_err(|e| TokenError::BadPrincipal {
+                        claim: claim.clone(),
+                        reason: e.to_string(),
+                    })
             }
             _ => Err(TokenError::MissingClaim(claim.clone())),
         }
@@ -227,6 +234,7 @@ mod tests {
                     oidc_discovery: None,
                     user_claim: "oid".into(),
                     tenant_id: None,
+                    principal_prefix: None,
                 },
                 keys: KeyStore::empty_for_tests(),
             })],
