@@ -100,6 +100,8 @@ pub enum ApiError {
     MissingHeader(&'static str),
     /// A header that may appear once appeared more than once.
     RepeatedHeader(&'static str),
+    /// The caller already holds its share of the write budget with writes in progress.
+    CallerBusy { held: usize, share: usize },
     /// The connection has this many bytes of earlier responses its client has not read yet.
     ResponseBacklog { unread: usize, limit: usize },
     /// 500 `InternalError`: a bug in this server, not in the request.
@@ -155,6 +157,7 @@ impl ApiError {
             MissingHeader(_) => (StatusCode::BAD_REQUEST, "MissingRequiredHeader"),
             RepeatedHeader(_) => (StatusCode::BAD_REQUEST, "InvalidHeaderValue"),
             ResponseBacklog { .. } => (StatusCode::SERVICE_UNAVAILABLE, "ResponseBacklog"),
+            CallerBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "ServiceBusy"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         }
     }
@@ -217,6 +220,11 @@ impl ApiError {
             RepeatedHeader(name) => {
                 format!("The {name} header appears more than once; it may appear only once.")
             }
+            CallerBusy { held, share } => format!(
+                "This caller already has {held} bytes of writes in progress, and one caller may \
+                 hold at most {share} bytes of the ledger's write budget; nothing was written. \
+                 Retry after the Retry-After delay, or send fewer writes at once."
+            ),
             ResponseBacklog { unread, limit } => format!(
                 "This connection has {unread} bytes of earlier responses that its client has \
                  not read (the limit is {limit}); read them, or use another connection. Nothing \
@@ -251,7 +259,10 @@ impl ApiError {
     /// themselves; `None` for everything a retry would not fix.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            ApiError::Busy | ApiError::NoPrimary | ApiError::ResponseBacklog { .. } => Some(1),
+            ApiError::Busy
+            | ApiError::NoPrimary
+            | ApiError::ResponseBacklog { .. }
+            | ApiError::CallerBusy { .. } => Some(1),
             ApiError::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
             ApiError::StorageFault {
                 transient: true, ..

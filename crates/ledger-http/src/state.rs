@@ -28,6 +28,8 @@ pub struct ApiState {
     known_collections: Mutex<HashSet<String>>,
     /// Bytes of write requests admitted and not yet answered (see `admit_write`).
     write_budget: Arc<tokio::sync::Semaphore>,
+    /// Of those, the bytes each caller holds (see `admit_write`).
+    write_shares: Arc<Mutex<std::collections::HashMap<String, usize>>>,
     /// Serialises writes that carry the same idempotency key.
     pub(crate) idempotency_locks: crate::idempotency::KeyLocks,
     /// Users' records as the gate reads them on every request (see `user_record`).
@@ -47,8 +49,31 @@ struct UserCache {
 /// Most users cached; unknown callers (random certificates) must not grow it without bound.
 const MAX_CACHED_USERS: usize = 10_000;
 
-/// Held while an admitted write is in progress; returns its bytes to the budget when dropped.
-pub(crate) struct WriteAdmission(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+/// Held while an admitted write is in progress; returns its bytes to the budget and to its
+/// caller's share when dropped.
+pub(crate) struct WriteAdmission {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    shares: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    caller: String,
+    bytes: usize,
+}
+
+impl Drop for WriteAdmission {
+    fn drop(&mut self) {
+        let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = shares.get_mut(&self.caller) {
+            *held = held.saturating_sub(self.bytes);
+            if *held == 0 {
+                shares.remove(&self.caller); // the table holds only callers with writes in flight
+            }
+        }
+    }
+}
+
+/// The fraction of the write budget one caller may hold: one caller (a Contributor opening
+/// hundreds of HTTP/2 streams that declare a large body and send none) took it all, and every
+/// other writer got 503 until the request timeout.
+pub const WRITE_SHARE_DIVISOR: usize = 8;
 
 impl ApiState {
     pub fn new(ledger: Arc<dyn LedgerHandle>, config: ApiConfig) -> Result<ApiState, ConfigError> {
@@ -64,6 +89,7 @@ impl ApiState {
             check_then_write: tokio::sync::Mutex::new(()),
             known_collections: Mutex::new(HashSet::new()),
             write_budget,
+            write_shares: Default::default(),
             idempotency_locks: Default::default(),
             users: Mutex::default(),
         })
@@ -73,19 +99,44 @@ impl ApiState {
     /// declares none, before its body is read: memory for writes stays bounded however many
     /// clients send at once, and the excess is told to retry (503 `ServiceBusy`) at once
     /// rather than queued without bound. Reads never pass through here.
-    pub(crate) fn admit_write(&self, headers: &axum::http::HeaderMap) -> ApiResult<WriteAdmission> {
+    ///
+    /// One caller (`caller`, a user id) may hold at most a [`WRITE_SHARE_DIVISOR`]th of the
+    /// budget (and never less than one largest body), so no single user can starve the others.
+    pub(crate) fn admit_write(
+        &self,
+        caller: &str,
+        headers: &axum::http::HeaderMap,
+    ) -> ApiResult<WriteAdmission> {
         let declared =
             crate::body::declared_length(headers).map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         // Oversized bodies are refused by the body reader with 413; charge them the cap here.
         let bytes = declared
             .unwrap_or(self.config.max_body_bytes)
             .clamp(1, self.config.max_body_bytes);
+        let share = self.write_share();
+        let mut shares = self.write_shares.lock().unwrap_or_else(|p| p.into_inner());
+        let held = shares.get(caller).copied().unwrap_or(0);
+        if held + bytes > share {
+            return Err(ApiError::CallerBusy { held, share });
+        }
         let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
-        self.write_budget
+        let permit = self
+            .write_budget
             .clone()
             .try_acquire_many_owned(permits)
-            .map(WriteAdmission)
-            .map_err(|_| ApiError::Busy)
+            .map_err(|_| ApiError::Busy)?;
+        *shares.entry(caller.to_owned()).or_insert(0) += bytes;
+        Ok(WriteAdmission {
+            _permit: permit,
+            shares: self.write_shares.clone(),
+            caller: caller.to_owned(),
+            bytes,
+        })
+    }
+
+    /// Bytes of the write budget one caller may hold.
+    fn write_share(&self) -> usize {
+        (self.config.max_pending_write_bytes / WRITE_SHARE_DIVISOR).max(self.config.max_body_bytes)
     }
 
     /// A user's stored record, from the cache when possible. This process is the ledger's only

@@ -77,10 +77,10 @@ pub(crate) async fn guard(
     if let Err(e) = check_head(&request, state.max_header_bytes) {
         return e.into_response();
     }
-    if !connection.is_authenticated() {
-        if let Err(refused) = take_unauthenticated_token(&state, &connection) {
-            return refused;
-        }
+    if !connection.is_authenticated()
+        && let Err(refused) = take_unauthenticated_token(&state, &connection)
+    {
+        return refused.into_response();
     }
     // Reads are what produce large bodies; writes are answered with a few bytes.
     let producing = if matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -115,17 +115,14 @@ fn address_key(connection: &Connection) -> String {
     connection.ip().to_string()
 }
 
-fn take_unauthenticated_token(state: &GuardState, connection: &Connection) -> Result<(), Response> {
+fn take_unauthenticated_token(state: &GuardState, connection: &Connection) -> Result<(), ApiError> {
     let Some(limiter) = &state.unauthenticated else {
         return Ok(());
     };
     limiter
         .check(&address_key(connection), Instant::now())
-        .map_err(|wait| {
-            ApiError::TooManyRequests {
-                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-            }
-            .into_response()
+        .map_err(|wait| ApiError::TooManyRequests {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
         })
 }
 

@@ -101,6 +101,8 @@ pub enum ServeError {
 /// A running server. Dropping it without [`Server::shutdown`] stops accepting but does not wait.
 pub struct Server {
     local_addr: SocketAddr,
+    /// Where `/metrics` is served when it has its own listener (`metrics_listen`).
+    metrics_addr: Option<SocketAddr>,
     data_dir: PathBuf,
     report: StartReport,
     ledger: Arc<Ledger>,
@@ -148,6 +150,7 @@ impl Server {
             ),
             None => None,
         };
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         // So is the peer listener: a joining node tells the service where to reach it.
         let peer_listener = match config.peer_listen {
             Some(addr) => {
@@ -312,8 +315,12 @@ impl Server {
             limits,
             stopped(),
         )));
+        if let Some(addr) = metrics_addr {
+            tracing::info!("serving /metrics on https://{addr}");
+        }
         Ok(Server {
             local_addr,
+            metrics_addr,
             data_dir: config.data_dir,
             report: node.report.clone(),
             ledger: node.ledger.clone(),
@@ -327,6 +334,11 @@ impl Server {
     /// The address actually bound (the real port when `listen` had port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the metrics listener, when `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// What this start created or registered.

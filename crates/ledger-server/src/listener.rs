@@ -364,15 +364,18 @@ async fn serve_connection(
     };
     let unread_body = connection.has_unread_body();
     drop(served); // hands the stream back through `returned`
-    if finished && unread_body && !connection.is_evicted() && !*closing.borrow() {
-        if let Ok(mut stream) = returned.await {
-            let discarded = tokio::select! {
-                n = crate::linger::drain(&mut stream) => n,
-                () = connection.evicted() => 0,
-                _ = closing.wait_for(|closing| *closing) => 0,
-            };
-            tracing::debug!(%remote, discarded, "lingering close");
-        }
+    if finished
+        && unread_body
+        && !connection.is_evicted()
+        && !*closing.borrow()
+        && let Ok(mut stream) = returned.await
+    {
+        let discarded = tokio::select! {
+            n = crate::linger::drain(&mut stream) => n,
+            () = connection.evicted() => 0,
+            _ = closing.wait_for(|closing| *closing) => 0,
+        };
+        tracing::debug!(%remote, discarded, "lingering close");
     }
     drop(slot);
 }

@@ -390,3 +390,54 @@ where
     }
     out
 }
+
+/// One Contributor opened 670 HTTP/2 streams declaring a 112 KiB body and sent none: the whole
+/// write budget was taken and other users got 503 until the request timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_caller_cannot_take_the_whole_write_budget() {
+    use ledger_identity::{Curve, create_client_identity};
+    let tmp = tempfile::tempdir().unwrap();
+    let hog = create_client_identity("hog", Curve::P384).unwrap();
+    let other = create_client_identity("other", Curve::P256).unwrap();
+    let mut admin_certs = Vec::new();
+    for (name, identity) in [("hog", &hog), ("other", &other)] {
+        let path = tmp.path().join(format!("{name}.pem"));
+        std::fs::write(&path, identity.bundle_pem()).unwrap();
+        admin_certs.push(path);
+    }
+    let data = tmp.path().join("data");
+    let mut config = common::config(&data);
+    config.admin_certs = admin_certs;
+    config.request_timeout_secs = 20;
+    // Eight of the largest bodies (8 KiB entries: 114,688 bytes); a caller may hold one.
+    config.max_pending_write_bytes = 8 * 114_688;
+    let server = ledger_server::Server::start(config).await.unwrap();
+    let addr = server.local_addr();
+    let service = std::fs::read_to_string(data.join("service_cert.pem")).unwrap();
+    let hog = common::Client::new(&service, Some(&hog.bundle_pem()), &[b"http/1.1"]);
+    let other = common::Client::new(&service, Some(&other.bundle_pem()), &[b"http/1.1"]);
+    let stalled = b"POST /app/transactions?api-version=2022-05-13 HTTP/1.1\r\nHost: localhost\r\n\
+                    Content-Type: application/json\r\nContent-Length: 114680\r\n\r\n{\"contents\":\"";
+    let mut hogging = Vec::new();
+    for _ in 0..8 {
+        let mut tls = hog.connect(addr).await;
+        tls.write_all(stalled).await.unwrap();
+        hogging.push(tls);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The hog is refused more...
+    let refused = hog.exchange(addr, write_request("more").as_bytes()).await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (503, "ServiceBusy"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains("This caller"), "{}", refused.body);
+    assert_eq!(refused.header("retry-after").as_deref(), Some("1"));
+    // ...and everyone else still writes.
+    let answer = other.exchange(addr, write_request("mine").as_bytes()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    drop(hogging);
+    server.shutdown().await.unwrap();
+}

@@ -348,3 +348,57 @@ async fn expired_and_not_yet_valid_client_certificates_are_refused() {
     assert_eq!(status, 200, "{body}");
     server.shutdown().await.unwrap();
 }
+
+type SetAddress = fn(&mut ledger_server::ServeConfig, std::net::SocketAddr);
+
+/// `cledger serve` on a busy port created the ledger and `admin.pem` before failing to bind,
+/// and the notice about the generated administrator certificate was then never shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_port_fails_before_anything_is_created() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let settings: [(&str, SetAddress); 3] = [
+        ("listen", |c, a| c.listen = a),
+        ("metrics_listen", |c, a| c.metrics_listen = Some(a)),
+        ("peer_listen", |c, a| c.peer_listen = Some(a)),
+    ];
+    for (name, set) in settings {
+        let mut c = config(&dir);
+        set(&mut c, busy_addr);
+        let err = Server::start(c).await.err().expect("must fail");
+        assert!(
+            matches!(&err, ServeError::Bind { addr, .. } if *addr == busy_addr),
+            "{name}: {err}"
+        );
+        assert!(!dir.exists(), "{name}: {} was created", dir.display());
+    }
+}
+
+/// `/metrics` and `/readyz` answered anyone and revealed the committed seqno.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_have_their_own_listener() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = config(tmp.path());
+    c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = Server::start(c).await.unwrap();
+    let service = std::fs::read_to_string(tmp.path().join("service_cert.pem")).unwrap();
+    let anonymous = Client::new(&service, None, &[b"http/1.1"]);
+    let addr = server.local_addr();
+    let (status, _) = anonymous.get(addr, "/metrics").await;
+    assert_eq!(status, 404, "/metrics is still served to clients");
+    let (status, body) = anonymous.get(addr, "/readyz").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ready"}"#));
+    let (status, body) = anonymous.get(addr, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    let metrics_addr = server.metrics_addr().expect("a metrics listener");
+    let (status, body) = anonymous.get(metrics_addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("cledger_ledger_committed_seqno"), "{body}");
+    let (status, _) = anonymous
+        .get(metrics_addr, "/app/transactions?api-version=2022-05-13")
+        .await;
+    assert_eq!(status, 404, "the metrics listener serves the ledger");
+    server.shutdown().await.unwrap();
+}

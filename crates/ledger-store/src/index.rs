@@ -138,6 +138,43 @@ pub struct Index {
     path: PathBuf,
     /// `None` only while a reopen after a storage fault has not succeeded yet.
     db: RwLock<Option<Database>>,
+    /// The newest entry of the default collection applied since the index was opened (0:
+    /// none). The default collection has no rows here (see `apply`), and finding its newest
+    /// entry in the frame records meant scanning back over every other transaction: 18 ms on 3
+    /// million. The ledger scans once and keeps the answer here.
+    pub(crate) latest_default: LatestDefault,
+}
+
+/// See [`Index::latest_default`].
+#[derive(Default)]
+pub(crate) struct LatestDefault {
+    seqno: std::sync::atomic::AtomicU64,
+    /// Whether `seqno` also accounts for everything before the index was opened.
+    complete: std::sync::atomic::AtomicBool,
+}
+
+impl LatestDefault {
+    fn applied(&self, seqno: u64) {
+        self.seqno
+            .fetch_max(seqno, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The newest default-collection entry, if known for the whole ledger.
+    pub fn get(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        self.complete
+            .load(Ordering::Acquire)
+            .then(|| self.seqno.load(Ordering::Acquire))
+    }
+
+    /// Records what a scan of the whole ledger up to the committed transaction found.
+    pub fn scanned(&self, found: Option<u64>) {
+        use std::sync::atomic::Ordering;
+        if let Some(seqno) = found {
+            self.applied(seqno);
+        }
+        self.complete.store(true, Ordering::Release);
+    }
 }
 
 impl Index {
@@ -148,6 +185,7 @@ impl Index {
         Ok(Index {
             path: path.to_owned(),
             db: RwLock::new(Some(db)),
+            latest_default: LatestDefault::default(),
         })
     }
 
@@ -332,6 +370,8 @@ impl Index {
                         // most entries are in it, and a row each would cost ~50 bytes.
                         if collection != DEFAULT_COLLECTION {
                             collection_entries.insert((collection.as_str(), seqno), ())?;
+                        } else {
+                            self.latest_default.applied(seqno);
                         }
                         let n = collections
                             .get(collection.as_str())?

@@ -1431,7 +1431,18 @@ impl Ledger {
         self.noted((|| {
             let to = self.committed().map_or(0, TxId::seqno);
             let (latest, source) = if collection == entry::DEFAULT_COLLECTION {
-                let latest = self.default_collection_entries(1, to, 1, true)?.pop();
+                let known = &self.shared.index.latest_default;
+                let latest = match known.get() {
+                    Some(0) => None,
+                    Some(seqno) if seqno <= to => Some(seqno),
+                    // Applied but not yet published as committed: the answer is before it.
+                    Some(_) => self.default_collection_entries(1, to, 1, true)?.pop(),
+                    None => {
+                        let found = self.default_collection_entries(1, to, 1, true)?.pop();
+                        known.scanned(found);
+                        found
+                    }
+                };
                 (latest, self.shared.tree.records_path())
             } else {
                 let latest = self.shared.index.latest_entry(collection, to)?;

@@ -200,7 +200,7 @@ pub async fn create(
             limit: MAX_COLLECTION_ID_BYTES,
         });
     }
-    let _admitted = state.admit_write(&headers)?;
+    let _admitted = state.admit_write(ctx.caller.user_id().unwrap_or_default(), &headers)?;
     let bytes = body::read(&headers, request_body, state.config.max_body_bytes).await?;
     let object = body::json_object(&bytes, r#"{"contents":"..."}"#)?;
     let contents = match object.get("contents") {
