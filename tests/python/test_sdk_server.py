@@ -37,8 +37,9 @@ DEFAULT_COLLECTION = "subledger:0"
 API_VERSION = "2022-05-13"
 PAGED_ENTRIES = 240  # > 2 pages of at most 100
 ODD_COLLECTIONS = ("sdk orders", "événements clés ✓", "a+b c", "日本語/x")
-# Query delimiters in a collection id: see test_paging_collection_with_query_delimiters.
-DELIMITER_COLLECTION = "q?a&b=c#d"
+# Query delimiters (and '+', a space in a query) in a collection id: see
+# test_paging_collection_with_query_delimiters.
+DELIMITER_COLLECTION = "q?a&b=c#d+e"
 
 
 @dataclass
@@ -255,8 +256,9 @@ def test_collections(live: LedgerServer, written: Written):
     assert collections >= {DEFAULT_COLLECTION, *ODD_COLLECTIONS}, collections
     assert "a b c" not in collections, "'+' must not be decoded as a space"
 
-    # Paging inside a collection whose id needs encoding in nextLink ('+', space).
-    odd = ODD_COLLECTIONS[2]
+    # Paging inside a collection whose id needs encoding in nextLink (space, non-ASCII); '+' is
+    # in test_paging_collection_with_query_delimiters.
+    odd = ODD_COLLECTIONS[1]
     txids = [client.create_ledger_entry({"contents": f"odd {i}"}, collection_id=odd)["transactionId"] for i in range(110)]
     client.begin_wait_for_commit(txids[-1]).result()
     for i, txid in enumerate(txids):
@@ -273,7 +275,8 @@ def test_collections(live: LedgerServer, written: Written):
     reason=(
         f"SDK {SDK_VERSION} limitation: the pager re-sends nextLink query values decoded and "
         "unquoted (parse_qs, then azure-core HttpRequest(params=...) joins them raw), so '&', "
-        "'=', '#' in a collection id split the query of page 2. Only an opaque continuation "
+        "'=', '#' in a collection id split the query of page 2, and '+' arrives raw, which "
+        "is a space in a query (as CCF decodes it). Only an opaque continuation "
         "token in nextLink (instead of repeating collectionId) would survive that round trip. "
         "SDK 2.0.0b2 quotes the values again (urllib.parse.quote), and passes."
     ),

@@ -47,7 +47,8 @@ pub const MAX_REDIRECTS: usize = 4;
 /// The longest single wait on a `Retry-After`, whatever the server asks.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 
-/// Everything but unreserved characters is percent-encoded (the server keeps `+` as `+`).
+/// Everything but unreserved characters is percent-encoded (in a query the server reads `+` as a
+/// space, as CCF does; a plus sign must be `%2B`).
 const QUERY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')

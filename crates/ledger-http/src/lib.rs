@@ -10,7 +10,7 @@
 //! Layout, one job per module:
 //! * [`error`]: every failure's status, code and `Retry-After`;
 //! * [`version`]: `api-version` strings and version-dependent shapes;
-//! * [`query`]: raw query decoding (`+` stays `+`) and encoding;
+//! * [`query`]: query decoding as CCF does it (`%XX`, and `+` is a space) and encoding;
 //! * [`auth`]: callers, fingerprints, the role-per-route table;
 //! * [`users`]: built-in roles, the stored user format, user ids of tokens;
 //! * [`names`]: the characters no collection id, tag, user id or role name may hold;

@@ -1,15 +1,17 @@
-//! The query string, decoded the way ACL clients encode it.
+//! The query string, decoded the way CCF decodes it.
 //!
-//! Clients percent-encode query values (RFC 3986); they do not use HTML form encoding. So a
-//! literal `+` is a plus sign, not a space (`%2B` is a plus too, `%20` a space). Form decoders
-//! such as `serde_urlencoded` would turn a collection id `a+b` into `a b`, which is why the raw
-//! query is parsed here instead. The encoder is the exact inverse, used for `nextLink`.
+//! Each parameter is split on its first `=`, then key and value are decoded: `%XX` is that
+//! byte and `+` is a space (form encoding, which the official JavaScript SDK uses: its
+//! `URLSearchParams` sends `my collection` as `my+collection`). CCF's
+//! `ccf::http::parse_query` decodes the same way. A plus sign arrives as `%2B` (the Python and
+//! .NET SDKs, and our own links, escape it). The encoder is the exact inverse, used for
+//! `nextLink`.
 
 use crate::error::ApiError;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 /// Everything but RFC 3986 unreserved characters is escaped, so a value survives any decoder
-/// (Python's `parse_qs` turns a raw `+` into a space; `%2B` is safe).
+/// (a raw `+` would be a space to us, to CCF and to Python's `parse_qs`; `%2B` is safe).
 const VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
@@ -58,7 +60,7 @@ impl QueryParams {
 }
 
 fn decode(text: &str, name: &str) -> Result<String, ApiError> {
-    percent_decode_str(text)
+    percent_decode_str(&text.replace('+', " "))
         .decode_utf8()
         .map(|s| s.into_owned())
         .map_err(|_| {
@@ -78,9 +80,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plus_is_a_plus() {
+    fn plus_is_a_space_and_an_escaped_plus_a_plus() {
         let q = QueryParams::parse(Some("collectionId=a+b%2Bc%20d&x")).unwrap();
-        assert_eq!(q.get("collectionId").unwrap(), Some("a+b+c d"));
+        assert_eq!(q.get("collectionId").unwrap(), Some("a b+c d"));
         assert_eq!(q.get("x").unwrap(), Some(""));
         assert_eq!(q.get("y").unwrap(), None);
     }
@@ -108,8 +110,8 @@ mod tests {
         assert_eq!(q.get("api-version").unwrap(), Some("2022-05-13"));
         assert_eq!(q.get("collectionId").unwrap(), Some("c"));
         // Percent-encoding does not make two values different.
-        let q = QueryParams::parse(Some("c=a%2Bb&c=a+b")).unwrap();
-        assert_eq!(q.get("c").unwrap(), Some("a+b"));
+        let q = QueryParams::parse(Some("c=a%20b&c=a+b")).unwrap();
+        assert_eq!(q.get("c").unwrap(), Some("a b"));
     }
 
     #[test]

@@ -157,12 +157,12 @@ async fn write_and_read_back() {
 }
 
 #[tokio::test]
-async fn collection_ids_are_percent_decoded_and_plus_stays_plus() {
+async fn collection_ids_are_percent_decoded_and_plus_is_a_space() {
     let app = app();
     let cases = [
         ("my%20collection", "my collection"),
         ("%C3%BC%E2%9C%93", "ü✓"),
-        ("a+b", "a+b"),
+        ("a+b", "a b"),
         ("a%2Bb", "a+b"),
         ("x%3Ay", "x:y"),
     ];
@@ -189,7 +189,10 @@ async fn collection_ids_are_percent_decoded_and_plus_stays_plus() {
         .map(|c| c["collectionId"].as_str().unwrap().to_owned())
         .collect();
     ids.sort();
-    assert_eq!(ids, ["a+b", "my collection", "subledger:0", "x:y", "ü✓"]);
+    assert_eq!(
+        ids,
+        ["a b", "a+b", "my collection", "subledger:0", "x:y", "ü✓"]
+    );
 }
 
 #[tokio::test]
