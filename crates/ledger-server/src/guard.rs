@@ -92,7 +92,6 @@ pub(crate) async fn guard(
         None
     };
     let response = next.run(request).await;
-    drop(producing); // the body exists now: the meter counts it
     if response.extensions().get::<Authenticated>().is_some() {
         state.connections.authenticated(&connection);
     } else if connection.is_authenticated()
@@ -108,7 +107,10 @@ pub(crate) async fn guard(
             let _ = limiter.check(&address_key(&connection), Instant::now());
         }
     }
-    response.map(|body| Body::new(MeteredBody::new(body, connection)))
+    let response = response.map(|body| Body::new(MeteredBody::new(body, connection.clone())));
+    // Only now: the meter counts the body, so the next read to get the permit sees it.
+    drop(producing);
+    response
 }
 
 fn address_key(connection: &Connection) -> String {
