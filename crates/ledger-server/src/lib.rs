@@ -296,18 +296,12 @@ impl Server {
                 stopped(),
             )));
         }
-        let limits = listener::Limits {
+        let limits = listener::Limits::new(
+            &config,
+            &metrics,
             connections,
-            reserved_descriptors: reserve,
-            connections_refused: metrics.connections_refused.clone(),
-            connections_evicted: metrics.connections_evicted.clone(),
-            handshake_timeout: config.handshake_timeout(),
-            idle_timeout: config.idle_timeout(),
-            send_timeout: config.send_timeout(),
-            max_header_bytes: config.max_header_bytes,
-            grace: config.shutdown_grace(),
-            connections_open: metrics.connections_open.clone(),
-        };
+            metrics.connections_open.clone(),
+        );
         tasks.push(tokio::spawn(listener::serve(
             listener,
             tokio_rustls::TlsAcceptor::from(tls),

@@ -69,15 +69,16 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    /// The limits of the metrics listener: a few connections from monitoring, the client
-    /// listener's timeouts.
-    pub fn for_operators(config: &crate::ServeConfig, metrics: &crate::metrics::Metrics) -> Limits {
+    /// A listener's limits: its connection table and open-connections gauge, the timeouts and
+    /// bounds of `config`.
+    pub fn new(
+        config: &crate::ServeConfig,
+        metrics: &crate::metrics::Metrics,
+        connections: Arc<Connections>,
+        connections_open: Gauge,
+    ) -> Limits {
         Limits {
-            connections: Connections::new(crate::connections::SlotPolicy {
-                max_connections: 16,
-                reserved_for_authenticated: 0,
-                max_unauthenticated_per_ip: 16,
-            }),
+            connections,
             reserved_descriptors: config.reserved_descriptors as u64,
             connections_refused: metrics.connections_refused.clone(),
             connections_evicted: metrics.connections_evicted.clone(),
@@ -86,8 +87,19 @@ impl Limits {
             send_timeout: config.send_timeout(),
             max_header_bytes: config.max_header_bytes,
             grace: config.shutdown_grace(),
-            connections_open: Gauge::default(),
+            connections_open,
         }
+    }
+
+    /// The limits of the metrics listener: a few connections from monitoring (not counted in
+    /// the clients' gauge), the client listener's timeouts.
+    pub fn for_operators(config: &crate::ServeConfig, metrics: &crate::metrics::Metrics) -> Limits {
+        let connections = Connections::new(crate::connections::SlotPolicy {
+            max_connections: 16,
+            reserved_for_authenticated: 0,
+            max_unauthenticated_per_ip: 16,
+        });
+        Limits::new(config, metrics, connections, Gauge::default())
     }
 }
 

@@ -259,30 +259,36 @@ pub fn ops_routes(
 ) -> axum::Router {
     use axum::routing::get;
     let ready_ledger = ledger.clone();
-    let router = router
-        .route(
-            "/healthz",
-            get(|| async { json(StatusCode::OK, serde_json::json!({"status": "ok"})) }),
-        )
-        .route(
-            "/readyz",
-            get(move || {
-                let ledger = ready_ledger.clone();
-                async move { readiness(&*ledger) }
-            }),
-        );
+    let router = router.route("/healthz", health_route()).route(
+        "/readyz",
+        get(move || {
+            let ledger = ready_ledger.clone();
+            async move { readiness(&*ledger) }
+        }),
+    );
     match metrics {
-        Some(metrics) => router.route(
-            "/metrics",
-            get(move || {
-                let metrics = metrics.clone();
-                let ledger = ledger.clone();
-                let dir = ledger_dir.clone();
-                async move { scrape(&metrics, &*ledger, &dir) }
-            }),
-        ),
+        Some(metrics) => router.route("/metrics", metrics_route(ledger, metrics, ledger_dir)),
         None => router,
     }
+}
+
+/// `GET /healthz`: the process serves.
+fn health_route() -> axum::routing::MethodRouter {
+    axum::routing::get(|| async { json(StatusCode::OK, serde_json::json!({"status": "ok"})) })
+}
+
+/// `GET /metrics`: a scrape.
+fn metrics_route(
+    ledger: Arc<dyn LedgerHandle>,
+    metrics: Arc<Metrics>,
+    ledger_dir: std::path::PathBuf,
+) -> axum::routing::MethodRouter {
+    axum::routing::get(move || {
+        let metrics = metrics.clone();
+        let ledger = ledger.clone();
+        let dir = ledger_dir.clone();
+        async move { scrape(&metrics, &*ledger, &dir) }
+    })
 }
 
 /// The router of the metrics listener (`metrics_listen`): `/metrics` and `/healthz` only.
@@ -291,21 +297,9 @@ pub fn metrics_routes(
     metrics: Arc<Metrics>,
     ledger_dir: std::path::PathBuf,
 ) -> axum::Router {
-    use axum::routing::get;
     axum::Router::new()
-        .route(
-            "/healthz",
-            get(|| async { json(StatusCode::OK, serde_json::json!({"status": "ok"})) }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let metrics = metrics.clone();
-                let ledger = ledger.clone();
-                let dir = ledger_dir.clone();
-                async move { scrape(&metrics, &*ledger, &dir) }
-            }),
-        )
+        .route("/healthz", health_route())
+        .route("/metrics", metrics_route(ledger, metrics, ledger_dir))
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response {
