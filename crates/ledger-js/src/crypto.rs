@@ -61,24 +61,30 @@ pub(crate) fn verify_signature(
     data: &[u8],
 ) -> Result<bool, String> {
     if name != "ECDSA" {
-        return Err(format!("unsupported signature algorithm '{name}' (only ECDSA)"));
+        return Err(format!(
+            "unsupported signature algorithm '{name}' (only ECDSA)"
+        ));
     }
     let spki = spki_der(key_pem)?;
     match hash {
         "SHA-256" => {
             use p256::ecdsa::{Signature, VerifyingKey, signature::Verifier};
-            let key = VerifyingKey::from_public_key_der(&spki)
-                .map_err(|_| "the key is not a P-256 public key (SHA-256 needs P-256)".to_owned())?;
+            let key = VerifyingKey::from_public_key_der(&spki).map_err(|_| {
+                "the key is not a P-256 public key (SHA-256 needs P-256)".to_owned()
+            })?;
             let sig = Signature::from_der(signature).or_else(|_| Signature::from_slice(signature));
             Ok(sig.is_ok_and(|sig| key.verify(data, &sig).is_ok()))
         }
         "SHA-384" => {
             use p384::ecdsa::{Signature, VerifyingKey, signature::Verifier};
-            let key = VerifyingKey::from_public_key_der(&spki)
-                .map_err(|_| "the key is not a P-384 public key (SHA-384 needs P-384)".to_owned())?;
+            let key = VerifyingKey::from_public_key_der(&spki).map_err(|_| {
+                "the key is not a P-384 public key (SHA-384 needs P-384)".to_owned()
+            })?;
             let sig = Signature::from_der(signature).or_else(|_| Signature::from_slice(signature));
             Ok(sig.is_ok_and(|sig| key.verify(data, &sig).is_ok()))
         }
-        _ => Err(format!("unsupported hash '{hash}' for ECDSA (SHA-256 or SHA-384)")),
+        _ => Err(format!(
+            "unsupported hash '{hash}' for ECDSA (SHA-256 or SHA-384)"
+        )),
     }
 }

@@ -96,62 +96,69 @@ pub fn run_endpoint(
     let source = bundle.get(&entry).cloned();
     let meta = request_meta(request).to_string();
     let body = request.body.clone();
-    engine::execute(kv, limits, Imports::Bundle(Rc::new(bundle)), move |ctx, env| {
-        let source = source.ok_or_else(|| ScriptError::ModuleNotFound { name: entry.clone() })?;
-        let func = load_export(ctx, env, &entry, &source, export)?;
-        let meta = ctx.json_parse(meta).map_err(|e| env.classify(ctx, e))?;
-        let body = ArrayBuffer::new(ctx.clone(), body).map_err(|e| env.classify(ctx, e))?;
-        let req: Value = env
-            .helper("makeRequest")?
-            .call((meta, body))
-            .map_err(|e| env.classify(ctx, e))?;
-        let returned: Value = func.call((req,)).map_err(|e| env.classify(ctx, e))?;
-        let returned = env.settle(ctx, returned)?;
-        let converted: Value = env
-            .helper("convertResponse")?
-            .call((returned,))
-            .map_err(|e| env.classify(ctx, e))?;
-        if let Some(problem) = converted.as_string() {
-            return Err(ScriptError::InvalidResponse {
-                message: problem.to_string().unwrap_or_default(),
-            });
-        }
-        let internal = |e: rquickjs::Error| ScriptError::Internal {
-            message: format!("response conversion: {e}"),
-        };
-        let parts = converted
-            .into_array()
-            .ok_or_else(|| internal(rquickjs::Error::new_from_js("value", "array")))?;
-        let status: u16 = parts.get(0).map_err(internal)?;
-        let headers: Vec<Vec<String>> = parts.get(1).map_err(internal)?;
-        let content_type: Option<String> = parts.get(2).map_err(internal)?;
-        let bin: String = parts.get(3).map_err(internal)?;
-        if bin.len() > 2 * MAX_OUTPUT_BYTES {
-            // Each byte is at most two UTF-8 bytes in the binary string; anything longer is over.
-            return Err(ScriptError::OutputTooLarge {
-                what: "response body",
-                limit: MAX_OUTPUT_BYTES,
-            });
-        }
-        let body = bin_to_bytes(&bin);
-        if body.len() > MAX_OUTPUT_BYTES {
-            return Err(ScriptError::OutputTooLarge {
-                what: "response body",
-                limit: MAX_OUTPUT_BYTES,
-            });
-        }
-        let headers = headers
-            .into_iter()
-            .filter_map(|h| match <[String; 2]>::try_from(h) {
-                Ok([n, v]) => Some((n, v)),
-                Err(_) => None,
+    engine::execute(
+        kv,
+        limits,
+        Imports::Bundle(Rc::new(bundle)),
+        move |ctx, env| {
+            let source = source.ok_or_else(|| ScriptError::ModuleNotFound {
+                name: entry.clone(),
+            })?;
+            let func = load_export(ctx, env, &entry, &source, export)?;
+            let meta = ctx.json_parse(meta).map_err(|e| env.classify(ctx, e))?;
+            let body = ArrayBuffer::new(ctx.clone(), body).map_err(|e| env.classify(ctx, e))?;
+            let req: Value = env
+                .helper("makeRequest")?
+                .call((meta, body))
+                .map_err(|e| env.classify(ctx, e))?;
+            let returned: Value = func.call((req,)).map_err(|e| env.classify(ctx, e))?;
+            let returned = env.settle(ctx, returned)?;
+            let converted: Value = env
+                .helper("convertResponse")?
+                .call((returned,))
+                .map_err(|e| env.classify(ctx, e))?;
+            if let Some(problem) = converted.as_string() {
+                return Err(ScriptError::InvalidResponse {
+                    message: problem.to_string().unwrap_or_default(),
+                });
+            }
+            let internal = |e: rquickjs::Error| ScriptError::Internal {
+                message: format!("response conversion: {e}"),
+            };
+            let parts = converted
+                .into_array()
+                .ok_or_else(|| internal(rquickjs::Error::new_from_js("value", "array")))?;
+            let status: u16 = parts.get(0).map_err(internal)?;
+            let headers: Vec<Vec<String>> = parts.get(1).map_err(internal)?;
+            let content_type: Option<String> = parts.get(2).map_err(internal)?;
+            let bin: String = parts.get(3).map_err(internal)?;
+            if bin.len() > 2 * MAX_OUTPUT_BYTES {
+                // Each byte is at most two UTF-8 bytes in the binary string; anything longer is over.
+                return Err(ScriptError::OutputTooLarge {
+                    what: "response body",
+                    limit: MAX_OUTPUT_BYTES,
+                });
+            }
+            let body = bin_to_bytes(&bin);
+            if body.len() > MAX_OUTPUT_BYTES {
+                return Err(ScriptError::OutputTooLarge {
+                    what: "response body",
+                    limit: MAX_OUTPUT_BYTES,
+                });
+            }
+            let headers = headers
+                .into_iter()
+                .filter_map(|h| match <[String; 2]>::try_from(h) {
+                    Ok([n, v]) => Some((n, v)),
+                    Err(_) => None,
+                })
+                .collect();
+            Ok(EndpointResponse {
+                status,
+                headers,
+                body,
+                content_type,
             })
-            .collect();
-        Ok(EndpointResponse {
-            status,
-            headers,
-            body,
-            content_type,
-        })
-    })
+        },
+    )
 }

@@ -223,7 +223,9 @@ impl Resolver for ImportResolver {
                         let shown = resolved.unwrap_or(joined);
                         self.failure
                             .borrow_mut()
-                            .get_or_insert(ScriptError::ModuleNotFound { name: shown.clone() });
+                            .get_or_insert(ScriptError::ModuleNotFound {
+                                name: shown.clone(),
+                            });
                         Err(rquickjs::Error::new_resolving_message(
                             base,
                             name,
@@ -259,7 +261,12 @@ impl Loader for ImportLoader {
 
 /// Runs `entry` in a fresh engine on its own thread, serving key-value reads from `kv`
 /// on the calling thread until it is done.
-pub(crate) fn execute<T, F>(kv: &dyn KvSource, limits: &Limits, imports: Imports, entry: F) -> Execution<T>
+pub(crate) fn execute<T, F>(
+    kv: &dyn KvSource,
+    limits: &Limits,
+    imports: Imports,
+    entry: F,
+) -> Execution<T>
 where
     T: Send,
     F: for<'js> FnOnce(&Ctx<'js>, &Env<'js>) -> Result<T, ScriptError> + Send,
@@ -344,7 +351,12 @@ where
     }
 }
 
-fn run_in_runtime<T, F>(state: &Shared, limits: Limits, imports: Imports, entry: F) -> Result<T, ScriptError>
+fn run_in_runtime<T, F>(
+    state: &Shared,
+    limits: Limits,
+    imports: Imports,
+    entry: F,
+) -> Result<T, ScriptError>
 where
     F: for<'js> FnOnce(&Ctx<'js>, &Env<'js>) -> Result<T, ScriptError>,
 {

@@ -27,13 +27,17 @@ pub(crate) fn load_export<'js>(
     source: &str,
     name: &str,
 ) -> Result<Function<'js>, ScriptError> {
-    let declared = Module::declare(ctx.clone(), module_name, source).map_err(|e| match env.classify(ctx, e) {
-        ScriptError::Thrown { message, .. } => ScriptError::Compile { message },
-        other => other,
+    let declared = Module::declare(ctx.clone(), module_name, source).map_err(|e| {
+        match env.classify(ctx, e) {
+            ScriptError::Thrown { message, .. } => ScriptError::Compile { message },
+            other => other,
+        }
     })?;
     let (module, promise) = declared.eval().map_err(|e| env.classify(ctx, e))?;
     env.settle(ctx, promise.into_value())?;
-    let missing = || ScriptError::MissingExport { name: name.to_owned() };
+    let missing = || ScriptError::MissingExport {
+        name: name.to_owned(),
+    };
     let namespace = module.namespace().map_err(|_| missing())?;
     let export: Value = namespace.get(name).map_err(|_| missing())?;
     export.into_function().ok_or_else(missing)
@@ -74,7 +78,10 @@ pub fn run_function(
             .helper("formatReturn")?
             .call((value,))
             .map_err(|e| env.classify(ctx, e))?;
-        if formatted.as_ref().is_some_and(|s| s.len() > MAX_OUTPUT_BYTES) {
+        if formatted
+            .as_ref()
+            .is_some_and(|s| s.len() > MAX_OUTPUT_BYTES)
+        {
             return Err(ScriptError::OutputTooLarge {
                 what: "return value",
                 limit: MAX_OUTPUT_BYTES,

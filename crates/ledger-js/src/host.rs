@@ -74,15 +74,19 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, state: &Shared) -> rquickjs::Result<O
     )?;
     host.set(
         "digest",
-        Function::new(ctx.clone(), |ctx: Ctx<'js>, alg: String, bin: String| {
-            match crypto::digest(&alg, &bin_to_bytes(&bin)) {
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, alg: String, bin: String| match crypto::digest(
+                &alg,
+                &bin_to_bytes(&bin),
+            ) {
                 Some(d) => buffer(&ctx, d),
                 None => Err(Exception::throw_type(
                     &ctx,
                     &format!("unsupported digest algorithm '{alg}' (SHA-256, SHA-384, SHA-512)"),
                 )),
-            }
-        })?,
+            },
+        )?,
     )?;
     host.set(
         "pemToId",
@@ -95,8 +99,14 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, state: &Shared) -> rquickjs::Result<O
         Function::new(
             ctx.clone(),
             |ctx: Ctx<'js>, name: String, hash: String, key: String, sig: String, data: String| {
-                crypto::verify_signature(&name, &hash, &key, &bin_to_bytes(&sig), &bin_to_bytes(&data))
-                    .map_err(|m| Exception::throw_type(&ctx, &m))
+                crypto::verify_signature(
+                    &name,
+                    &hash,
+                    &key,
+                    &bin_to_bytes(&sig),
+                    &bin_to_bytes(&data),
+                )
+                .map_err(|m| Exception::throw_type(&ctx, &m))
             },
         )?,
     )?;
@@ -104,14 +114,17 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, state: &Shared) -> rquickjs::Result<O
     let s = state.clone();
     host.set(
         "kvGet",
-        Function::new(ctx.clone(), move |ctx: Ctx<'js>, table: String, key: String| {
-            let got = s.borrow_mut().kv.get(&table, &bin_to_bytes(&key));
-            match got {
-                Ok(Some(v)) => Ok(Some(buffer(&ctx, v)?)),
-                Ok(None) => Ok(None),
-                Err(f) => Err(kv_error(&ctx, f)),
-            }
-        })?,
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, table: String, key: String| {
+                let got = s.borrow_mut().kv.get(&table, &bin_to_bytes(&key));
+                match got {
+                    Ok(Some(v)) => Ok(Some(buffer(&ctx, v)?)),
+                    Ok(None) => Ok(None),
+                    Err(f) => Err(kv_error(&ctx, f)),
+                }
+            },
+        )?,
     )?;
     let s = state.clone();
     host.set(
@@ -130,10 +143,13 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, state: &Shared) -> rquickjs::Result<O
     let s = state.clone();
     host.set(
         "kvDelete",
-        Function::new(ctx.clone(), move |ctx: Ctx<'js>, table: String, key: String| {
-            let r = s.borrow_mut().kv.delete(&table, bin_to_bytes(&key));
-            r.map_err(|f| kv_error(&ctx, f))
-        })?,
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, table: String, key: String| {
+                let r = s.borrow_mut().kv.delete(&table, bin_to_bytes(&key));
+                r.map_err(|f| kv_error(&ctx, f))
+            },
+        )?,
     )?;
     let s = state.clone();
     host.set(

@@ -15,13 +15,16 @@ use std::sync::mpsc::{Receiver, Sender};
 use crate::error::KvError;
 use crate::limits::{MAX_WRITE_BYTES, MAX_WRITE_KEYS};
 
+/// One (key, value) pair of a table.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Application key-value tables as the execution sees them (a consistent snapshot chosen
 /// by the caller).
 pub trait KvSource {
     /// The value of `key` in `table`, if any.
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
     /// Every (key, value) of a table, keys in ascending byte order.
-    fn scan(&self, table: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError>;
+    fn scan(&self, table: &str) -> Result<Vec<Entry>, KvError>;
     /// Whether a script may read / write this table (the caller's policy).
     fn access(&self, table: &str) -> TableAccess;
 }
@@ -59,7 +62,7 @@ pub(crate) enum KvRequest {
 /// The caller's answer to a [`KvRequest`].
 pub(crate) enum KvReply {
     Value(Result<Option<Vec<u8>>, KvError>),
-    Entries(Result<Vec<(Vec<u8>, Vec<u8>)>, KvError>),
+    Entries(Result<Vec<Entry>, KvError>),
     Access(TableAccess),
 }
 
@@ -91,7 +94,7 @@ impl KvClient {
         }
     }
 
-    fn scan(&self, table: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+    fn scan(&self, table: &str) -> Result<Vec<Entry>, KvError> {
         match self.ask(KvRequest::Scan(table.to_owned())) {
             Some(KvReply::Entries(v)) => v,
             _ => Err(KvError("the key-value source is gone".into())),
@@ -208,7 +211,7 @@ impl KvView {
     }
 
     /// The merged contents of a table, keys ascending.
-    pub fn entries(&mut self, table: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvFault> {
+    pub fn entries(&mut self, table: &str) -> Result<Vec<Entry>, KvFault> {
         self.check(table, false)?;
         self.read_tables = true;
         let base = match self.client.scan(table) {

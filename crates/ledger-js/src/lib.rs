@@ -83,7 +83,7 @@ mod logs;
 pub use endpoint::{EndpointRequest, EndpointResponse, run_endpoint};
 pub use error::{KvError, ScriptError};
 pub use function::{FunctionResult, run_function};
-pub use kv::{KvSource, TableAccess, WriteSet};
+pub use kv::{Entry, KvSource, TableAccess, WriteSet};
 pub use limits::{
     Limits, MAX_LOG_BYTES, MAX_LOG_LINES, MAX_OUTPUT_BYTES, MAX_WRITE_BYTES, MAX_WRITE_KEYS,
 };

@@ -45,7 +45,10 @@ impl KvSource for MemKv {
             .unwrap_or_default())
     }
     fn access(&self, table: &str) -> TableAccess {
-        self.access.get(table).copied().unwrap_or(TableAccess::ReadWrite)
+        self.access
+            .get(table)
+            .copied()
+            .unwrap_or(TableAccess::ReadWrite)
     }
 }
 
@@ -56,13 +59,25 @@ pub fn limits_ms(ms: u64) -> Limits {
     }
 }
 
-pub fn run_with(code: &str, args: &[&str], context: serde_json::Value, kv: &MemKv, limits: &Limits) -> Execution<FunctionResult> {
+pub fn run_with(
+    code: &str,
+    args: &[&str],
+    context: serde_json::Value,
+    kv: &MemKv,
+    limits: &Limits,
+) -> Execution<FunctionResult> {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     run_function("f", code, "main", &args, &context, kv, limits)
 }
 
 pub fn run(code: &str) -> Execution<FunctionResult> {
-    run_with(code, &[], serde_json::json!({}), &MemKv::default(), &Limits::default())
+    run_with(
+        code,
+        &[],
+        serde_json::json!({}),
+        &MemKv::default(),
+        &Limits::default(),
+    )
 }
 
 pub fn ret(code: &str) -> Option<String> {
@@ -72,5 +87,8 @@ pub fn ret(code: &str) -> Option<String> {
 
 /// The engine still works after something hostile ran.
 pub fn still_fine() {
-    assert_eq!(ret("export function main() { return 1 + 1; }").as_deref(), Some("2"));
+    assert_eq!(
+        ret("export function main() { return 1 + 1; }").as_deref(),
+        Some("2")
+    );
 }
