@@ -497,7 +497,7 @@ fn print_audit(
         });
         let value = serde_json::json!({
             "ok": damaged.is_empty(), "segments": r.segments, "transactions": r.transactions,
-            "entries": r.entries, "governance": r.governance, "signatures": r.signatures,
+            "entries": r.entries, "kvTransactions": r.kv_transactions, "governance": r.governance, "signatures": r.signatures,
             "lastVerifiedTransactionId": last, "unsignedTail": r.unsigned_tail, "nodes": r.nodes,
             "keyRotations": r.key_rotations,
             "derived": derived, "notes": notes, "repaired": repaired.is_some(),
@@ -516,8 +516,8 @@ fn print_audit(
         r.transactions, r.segments
     );
     println!(
-        "  entries {}, governance {}, signatures {}, nodes {}, key rotations {}",
-        r.entries, r.governance, r.signatures, r.nodes, r.key_rotations
+        "  entries {}, key-value {}, governance {}, signatures {}, nodes {}, key rotations {}",
+        r.entries, r.kv_transactions, r.governance, r.signatures, r.nodes, r.key_rotations
     );
     println!("  last verified transaction: {last}");
     if r.unsigned_tail > 0 {
@@ -643,6 +643,7 @@ fn fill(ledger: &Ledger, collection: &str, count: u64, size: usize) -> Result<()
             tags: Vec::new(),
             claims_key: None,
             idempotency: None,
+            kv_writes: Vec::new(),
         };
         let tx = done_tx.clone();
         let done = Box::new(move |r: Result<TxId, ledger_store::AppendError>| {
@@ -739,6 +740,7 @@ fn local(cmd: LocalCommand) -> Result<(), String> {
                     tags: tag.clone(),
                     claims_key,
                     idempotency: None,
+                    kv_writes: Vec::new(),
                 };
                 let txid = ledger
                     .append(WriteRequest::Entry(entry))

@@ -47,6 +47,7 @@ fn write_with_tiny_budget(dir: &Path, count: usize) -> (Vec<(String, String, Str
                 tags: Vec::new(),
                 claims_key: None,
                 idempotency: None,
+                kv_writes: Vec::new(),
             };
             let tx = tx.clone();
             ledger

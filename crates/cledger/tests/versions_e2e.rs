@@ -109,15 +109,5 @@ async fn claims_users_and_tags_over_tls() {
     .await;
     assert_eq!(r, json!({"tags": ["blue", "red"]}));
 
-    // Not supported, said clearly.
-    admin
-        .raw(
-            Method::GET,
-            &format!("/app/userDefinedFunctions?api-version={TAGS}"),
-            None,
-            None,
-        )
-        .await
-        .error_code(501, "NotSupported");
     server.assert_alive();
 }

@@ -292,6 +292,7 @@ fn bench_entries(c: &mut Criterion) {
         tags: vec!["tag1".into()],
         claims_key: None,
         idempotency: None,
+        kv_writes: Vec::new(),
     });
     let txid = TxId::new(2, 4711).unwrap();
     let ce = sha256(b"commit evidence");

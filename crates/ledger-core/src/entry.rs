@@ -88,6 +88,8 @@ const APP_DEFAULT_COLLECTION: u8 = 1;
 const APP_CLAIMS_KEY: u8 = 2;
 /// Format-2 application plaintext flag: an idempotency record is present.
 const APP_IDEMPOTENCY: u8 = 4;
+/// Format-2 application plaintext flag: key-value writes of the transaction's hooks follow.
+const APP_KV_WRITES: u8 = 8;
 /// Internal tables written by governance transactions. Public, so audits can follow them.
 pub mod tables {
     /// Key `identity`: the service certificate (PEM) the ledger was created with.
@@ -100,6 +102,11 @@ pub mod tables {
     pub const ROLES: &str = "public:cledger.roles";
     /// Key: setting name; value: JSON.
     pub const CONFIG: &str = "public:cledger.config";
+    /// Key: user-defined function id; value: its JavaScript source (UTF-8).
+    pub const FUNCTIONS: &str = "public:cledger.functions";
+    /// Key `bundle`: the deployed user-defined endpoints (JSON, ACL's bundle shape); key
+    /// `runtime_options`: the JavaScript runtime options (JSON, CCF's names).
+    pub const PROGRAMS: &str = "public:cledger.programs";
     /// Key: data key version (decimal, from 1); value: the new ledger secret, sealed under the
     /// previous version's key. Written by the store's writer only, never by clients.
     pub const LEDGER_SECRETS: &str = "public:cledger.ledger_secrets";
@@ -111,6 +118,9 @@ pub enum TxKind {
     Application = 1,
     Governance = 2,
     Signature = 3,
+    /// Writes of a user-defined function or endpoint to application tables, without a ledger
+    /// entry (format 2 only).
+    Kv = 4,
 }
 
 impl TxKind {
@@ -119,6 +129,7 @@ impl TxKind {
             1 => Some(TxKind::Application),
             2 => Some(TxKind::Governance),
             3 => Some(TxKind::Signature),
+            4 => Some(TxKind::Kv),
             _ => None,
         }
     }
@@ -134,6 +145,9 @@ pub struct ApplicationEntry {
     pub claims_key: Option<[u8; 32]>,
     /// The idempotency key the write was made with, if any.
     pub idempotency: Option<IdempotencyRecord>,
+    /// What the write's hooks (user-defined functions run before and after it) wrote to
+    /// application tables, in the same transaction; sorted by (table, key), each key once.
+    pub kv_writes: Vec<KvWrite>,
 }
 
 /// How an idempotent write is recognised when it is retried: a digest of the caller and the
@@ -153,6 +167,27 @@ pub struct TableWrite {
     pub value: Option<Vec<u8>>,
 }
 
+/// One write to an application key-value table (CCF's `ccf.kv[table]`), made by JavaScript.
+/// Keys and values are bytes, as in CCF; `value: None` removes the key. A list of them is a
+/// write set: [`KvWrite::is_canonical`] holds for every list that is encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvWrite {
+    pub table: String,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+impl KvWrite {
+    /// Whether `writes` is in the one order the encoding allows: strictly ascending by
+    /// (table, key) bytes, so each key appears once and equal write sets encode equally.
+    pub fn is_canonical(writes: &[KvWrite]) -> bool {
+        writes.windows(2).all(|w| {
+            (w[0].table.as_bytes(), w[0].key.as_slice())
+                < (w[1].table.as_bytes(), w[1].key.as_slice())
+        })
+    }
+}
+
 /// A signature transaction at seqno `s` signs the root of the tree of leaves `0..s`
 /// (every transaction before it), as CCF's signature transactions do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +204,8 @@ pub enum TxBody {
     Application(ApplicationEntry),
     Governance(Vec<TableWrite>),
     Signature(SignatureRecord),
+    /// Application-table writes without a ledger entry; never empty, canonical order.
+    Kv(Vec<KvWrite>),
 }
 
 impl TxBody {
@@ -177,6 +214,7 @@ impl TxBody {
             TxBody::Application(_) => TxKind::Application,
             TxBody::Governance(_) => TxKind::Governance,
             TxBody::Signature(_) => TxKind::Signature,
+            TxBody::Kv(_) => TxKind::Kv,
         }
     }
 }
@@ -246,8 +284,12 @@ pub fn encode(
     }
     put_varint(&mut out, public.len() as u64);
     out.extend_from_slice(&public);
-    if let TxBody::Application(e) = body {
-        let plaintext = application_plaintext_v2(e);
+    let plaintext = match body {
+        TxBody::Application(e) => Some(application_plaintext_v2(e)),
+        TxBody::Kv(writes) => Some(kv_writes_plaintext(writes)),
+        TxBody::Governance(_) | TxBody::Signature(_) => None,
+    };
+    if let Some(plaintext) = plaintext {
         let aad = aad_v2(txid.seqno(), &out);
         let sealed = sealer.seal(&aad, &plaintext);
         assert_eq!(
@@ -279,7 +321,14 @@ pub fn encode_v1(
     out.extend_from_slice(&claims_digest.0);
     put_bytes(&mut out, &public_section(body));
     let private = match body {
-        TxBody::Application(e) => application_plaintext_v1(e),
+        TxBody::Application(e) => {
+            assert!(
+                e.kv_writes.is_empty(),
+                "format 1 cannot hold key-value writes"
+            );
+            application_plaintext_v1(e)
+        }
+        TxBody::Kv(_) => panic!("format 1 has no key-value transactions"),
         _ => Vec::new(),
     };
     if private.is_empty() {
@@ -340,6 +389,7 @@ pub fn encoded_len(body: &TxBody, view: u64, has_claims_digest: bool) -> u64 {
     let header = 2 + varint_len(view) + 1 + 32 + if has_claims_digest { 32 } else { 0 };
     let private = match body {
         TxBody::Application(e) => SEAL_OVERHEAD as u64 + application_plaintext_v2_len(e),
+        TxBody::Kv(writes) => SEAL_OVERHEAD as u64 + kv_writes_len(writes),
         TxBody::Governance(_) | TxBody::Signature(_) => 0,
     };
     header
@@ -373,7 +423,7 @@ fn varint_bytes_len(n: usize) -> u64 {
 fn public_section_len(body: &TxBody) -> u64 {
     let lp = |n: usize| 4u64.saturating_add(len64(n));
     match body {
-        TxBody::Application(_) => 0,
+        TxBody::Application(_) | TxBody::Kv(_) => 0,
         TxBody::Governance(writes) => writes.iter().fold(4u64, |total, w| {
             total
                 .saturating_add(lp(w.table.len()))
@@ -403,13 +453,58 @@ fn application_plaintext_v2_len(e: &ApplicationEntry) -> u64 {
         .saturating_add(varint_bytes_len(e.contents.len()))
         .saturating_add(if e.claims_key.is_some() { 32 } else { 0 })
         .saturating_add(if e.idempotency.is_some() { 32 + 8 } else { 0 })
+        .saturating_add(if e.kv_writes.is_empty() {
+            0
+        } else {
+            kv_writes_len(&e.kv_writes)
+        })
+}
+
+/// The length of [`kv_writes_plaintext`]`(writes)`.
+fn kv_writes_len(writes: &[KvWrite]) -> u64 {
+    writes
+        .iter()
+        .fold(varint_len(len64(writes.len())), |total, w| {
+            total
+                .saturating_add(varint_bytes_len(w.table.len()))
+                .saturating_add(varint_bytes_len(w.key.len()))
+                .saturating_add(1)
+                .saturating_add(w.value.as_ref().map_or(0, |v| varint_bytes_len(v.len())))
+        })
+}
+
+/// A write set: varint count, then per write varint-bytes table, varint-bytes key, and
+/// `u8 0` (removed) or `u8 1` varint-bytes value.
+fn kv_writes_plaintext(writes: &[KvWrite]) -> Vec<u8> {
+    debug_assert!(
+        KvWrite::is_canonical(writes),
+        "write sets are encoded sorted"
+    );
+    let mut out = Vec::new();
+    put_kv_writes(&mut out, writes);
+    out
+}
+
+fn put_kv_writes(out: &mut Vec<u8>, writes: &[KvWrite]) {
+    put_varint(out, writes.len() as u64);
+    for w in writes {
+        put_varint_bytes(out, w.table.as_bytes());
+        put_varint_bytes(out, &w.key);
+        match &w.value {
+            Some(v) => {
+                out.push(1);
+                put_varint_bytes(out, v);
+            }
+            None => out.push(0),
+        }
+    }
 }
 
 /// The kind-specific public section, the same in both formats (empty for application entries).
 fn public_section(body: &TxBody) -> Vec<u8> {
     let mut public = Vec::new();
     match body {
-        TxBody::Application(_) => {}
+        TxBody::Application(_) | TxBody::Kv(_) => {}
         TxBody::Governance(writes) => {
             put_u32(&mut public, writes.len() as u32);
             for w in writes {
@@ -469,6 +564,9 @@ fn application_plaintext_v2(e: &ApplicationEntry) -> Vec<u8> {
     if e.idempotency.is_some() {
         flags |= APP_IDEMPOTENCY;
     }
+    if !e.kv_writes.is_empty() {
+        flags |= APP_KV_WRITES;
+    }
     let mut private = Vec::with_capacity(e.contents.len() + 16);
     private.push(flags);
     if !default_collection {
@@ -485,6 +583,13 @@ fn application_plaintext_v2(e: &ApplicationEntry) -> Vec<u8> {
     if let Some(record) = &e.idempotency {
         private.extend_from_slice(&record.key_digest.0);
         private.extend_from_slice(&record.unix_secs.to_le_bytes());
+    }
+    if !e.kv_writes.is_empty() {
+        debug_assert!(
+            KvWrite::is_canonical(&e.kv_writes),
+            "write sets are encoded sorted"
+        );
+        put_kv_writes(&mut private, &e.kv_writes);
     }
     private
 }
@@ -555,6 +660,9 @@ impl<'a> EntryView<'a> {
     fn parse_v1(bytes: &'a [u8], expected_seqno: u64) -> Result<EntryView<'a>, DecodeError> {
         let mut r = Reader { bytes, pos: 1 };
         let kind = r.kind()?;
+        if kind == TxKind::Kv {
+            return Err(DecodeError::UnknownKind(TxKind::Kv as u8));
+        }
         let view = r.u64()?;
         let seqno = r.u64()?;
         let txid = TxId::new(view, seqno).ok_or(DecodeError::InvalidTxId)?;
@@ -698,16 +806,38 @@ impl<'a> EntryView<'a> {
         if self.kind != TxKind::Application {
             return Err(DecodeError::Malformed("application entry (wrong kind)"));
         }
-        let before = &self.bytes[..self.private_start];
-        let sealed = &self.bytes[self.private_start..];
+        let plain = self.open_private(opener)?;
         if self.version == FORMAT_VERSION_1 {
-            let plain = opener.open(before, sealed).ok_or(DecodeError::Decrypt)?;
             decode_application_v1(&plain)
         } else {
-            let aad = aad_v2(self.txid.seqno(), before);
-            let plain = opener.open(&aad, sealed).ok_or(DecodeError::Decrypt)?;
             decode_application_v2(&plain)
         }
+    }
+
+    /// Decrypts and decodes the write set of a key-value transaction.
+    pub fn kv_writes(&self, opener: &dyn Opener) -> Result<Vec<KvWrite>, DecodeError> {
+        if self.kind != TxKind::Kv {
+            return Err(DecodeError::Malformed("key-value transaction (wrong kind)"));
+        }
+        let plain = self.open_private(opener)?;
+        let mut r = Reader {
+            bytes: &plain,
+            pos: 0,
+        };
+        let writes = decode_kv_writes(&mut r)?;
+        r.finish()?;
+        Ok(writes)
+    }
+
+    fn open_private(&self, opener: &dyn Opener) -> Result<Vec<u8>, DecodeError> {
+        let before = &self.bytes[..self.private_start];
+        let sealed = &self.bytes[self.private_start..];
+        let plain = if self.version == FORMAT_VERSION_1 {
+            opener.open(before, sealed)
+        } else {
+            opener.open(&aad_v2(self.txid.seqno(), before), sealed)
+        };
+        plain.ok_or(DecodeError::Decrypt)
     }
 
     /// Decodes the body. Application entries need an opener; pass `None` to get `Decrypt`.
@@ -719,6 +849,10 @@ impl<'a> EntryView<'a> {
             },
             TxKind::Governance => self.governance_writes().map(TxBody::Governance),
             TxKind::Signature => self.signature().map(TxBody::Signature),
+            TxKind::Kv => match opener {
+                Some(o) => self.kv_writes(o).map(TxBody::Kv),
+                None => Err(DecodeError::Decrypt),
+            },
         }
     }
 }
@@ -726,22 +860,54 @@ impl<'a> EntryView<'a> {
 /// The section rules shared by both formats: governance writes and signatures have no private
 /// section; application entries have a sealed private section and nothing public.
 fn check_sections(kind: TxKind, public: &[u8], private_len: usize) -> Result<(), DecodeError> {
-    if kind != TxKind::Application && private_len != 0 {
+    let sealed = matches!(kind, TxKind::Application | TxKind::Kv);
+    if !sealed && private_len != 0 {
         return Err(DecodeError::UnexpectedPrivate(kind_name(kind)));
     }
     // Everything a user writes is private; a public part of an application entry is not
     // something any writer produces, so it is refused rather than carried along unseen.
-    if kind == TxKind::Application && !public.is_empty() {
-        return Err(DecodeError::Malformed(
-            "application entry (public section must be empty)",
-        ));
+    if sealed && !public.is_empty() {
+        return Err(DecodeError::Malformed(match kind {
+            TxKind::Kv => "key-value transaction (public section must be empty)",
+            _ => "application entry (public section must be empty)",
+        }));
     }
-    if kind == TxKind::Application && private_len < SEAL_OVERHEAD {
-        return Err(DecodeError::Malformed(
-            "application entry (private section too short)",
-        ));
+    if sealed && private_len < SEAL_OVERHEAD {
+        return Err(DecodeError::Malformed(match kind {
+            TxKind::Kv => "key-value transaction (private section too short)",
+            _ => "application entry (private section too short)",
+        }));
     }
     Ok(())
+}
+
+/// A write set (see [`kv_writes_plaintext`]): at least one write, strictly ascending by
+/// (table, key), each operation byte 0 or 1.
+fn decode_kv_writes(r: &mut Reader<'_>) -> Result<Vec<KvWrite>, DecodeError> {
+    let count = r.varint()?;
+    if count == 0 {
+        return Err(DecodeError::Malformed("write set (empty)"));
+    }
+    // Every write takes at least three bytes, so the count is bounded by the input.
+    let mut writes: Vec<KvWrite> = Vec::with_capacity(count.min(1024) as usize);
+    for _ in 0..count {
+        let table = r.varint_string()?;
+        let key = r.varint_bytes()?.to_vec();
+        let value = match r.u8()? {
+            0 => None,
+            1 => Some(r.varint_bytes()?.to_vec()),
+            _ => return Err(DecodeError::Malformed("write set operation")),
+        };
+        if let Some(last) = writes.last()
+            && (last.table.as_bytes(), last.key.as_slice()) >= (table.as_bytes(), key.as_slice())
+        {
+            return Err(DecodeError::Malformed(
+                "write set (not in ascending key order)",
+            ));
+        }
+        writes.push(KvWrite { table, key, value });
+    }
+    Ok(writes)
 }
 
 fn decode_application_v1(plain: &[u8]) -> Result<ApplicationEntry, DecodeError> {
@@ -779,6 +945,7 @@ fn decode_application_v1(plain: &[u8]) -> Result<ApplicationEntry, DecodeError> 
         tags,
         claims_key,
         idempotency,
+        kv_writes: Vec::new(),
     })
 }
 
@@ -788,7 +955,7 @@ fn decode_application_v2(plain: &[u8]) -> Result<ApplicationEntry, DecodeError> 
         pos: 0,
     };
     let flags = r.u8()?;
-    if flags & !(APP_DEFAULT_COLLECTION | APP_CLAIMS_KEY | APP_IDEMPOTENCY) != 0 {
+    if flags & !(APP_DEFAULT_COLLECTION | APP_CLAIMS_KEY | APP_IDEMPOTENCY | APP_KV_WRITES) != 0 {
         return Err(DecodeError::Malformed(
             "application entry flags (reserved bits set)",
         ));
@@ -825,6 +992,11 @@ fn decode_application_v2(plain: &[u8]) -> Result<ApplicationEntry, DecodeError> 
     } else {
         None
     };
+    let kv_writes = if flags & APP_KV_WRITES != 0 {
+        decode_kv_writes(&mut r)?
+    } else {
+        Vec::new()
+    };
     r.finish()?;
     Ok(ApplicationEntry {
         collection_id,
@@ -832,6 +1004,7 @@ fn decode_application_v2(plain: &[u8]) -> Result<ApplicationEntry, DecodeError> 
         tags,
         claims_key,
         idempotency,
+        kv_writes,
     })
 }
 
@@ -840,6 +1013,7 @@ fn kind_name(kind: TxKind) -> &'static str {
         TxKind::Application => "application",
         TxKind::Governance => "governance",
         TxKind::Signature => "signature",
+        TxKind::Kv => "key-value",
     }
 }
 
@@ -979,6 +1153,7 @@ mod tests {
                 key_digest: Hash32([4u8; 32]),
                 unix_secs: 1_790_000_000,
             }),
+            kv_writes: Vec::new(),
         })
     }
 
@@ -989,6 +1164,7 @@ mod tests {
             tags: Vec::new(),
             claims_key: None,
             idempotency: None,
+            kv_writes: Vec::new(),
         })
     }
 
@@ -1129,6 +1305,7 @@ mod tests {
                 tags: vec!["t".into(), "".into(), "ü".repeat(100)],
                 claims_key: None,
                 idempotency: None,
+                kv_writes: Vec::new(),
             }),
             TxBody::Application(ApplicationEntry {
                 collection_id: DEFAULT_COLLECTION.into(),
@@ -1136,6 +1313,7 @@ mod tests {
                 tags: Vec::new(),
                 claims_key: Some([1u8; 32]),
                 idempotency: None,
+                kv_writes: Vec::new(),
             }),
             TxBody::Application(ApplicationEntry {
                 collection_id: "subledger:1".into(),
@@ -1146,6 +1324,7 @@ mod tests {
                     key_digest: Hash32([8u8; 32]),
                     unix_secs: u64::MAX,
                 }),
+                kv_writes: Vec::new(),
             }),
             app("everything"),
             app(""),
@@ -1530,6 +1709,7 @@ mod tests {
                 tags: Vec::new(),
                 claims_key: None,
                 idempotency: None,
+                kv_writes: Vec::new(),
             }
         );
         assert_eq!(
@@ -1542,8 +1722,14 @@ mod tests {
                 &mut ToySealer(7)
             )
         );
-        // Reserved flag bits.
-        for bit in 3..8 {
+        // Reserved flag bits (bit 3 says a write set follows: here, a missing one).
+        let mut hooks = ok;
+        hooks[0] |= APP_KV_WRITES;
+        assert!(matches!(
+            decode_v2_plaintext(&hooks).unwrap_err(),
+            DecodeError::Truncated { .. }
+        ));
+        for bit in 4..8 {
             let mut flagged = ok;
             flagged[0] |= 1 << bit;
             assert_eq!(
@@ -1642,7 +1828,40 @@ mod tests {
         prop_oneof![Just(Hash32::ZERO), any::<[u8; 32]>().prop_map(Hash32)]
     }
 
+    /// A write set in canonical order (a map's order), 1 to 5 writes.
+    fn arb_kv_writes() -> impl Strategy<Value = Vec<KvWrite>> {
+        proptest::collection::btree_map(
+            (
+                prop_oneof![Just("public:t".to_owned()), "\\PC{0,10}"],
+                proptest::collection::vec(any::<u8>(), 0..12),
+            ),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+            1..5,
+        )
+        .prop_map(|m| {
+            m.into_iter()
+                .map(|((table, key), value)| KvWrite { table, key, value })
+                .collect()
+        })
+    }
+
+    /// Everything format 2 holds: format-1 bodies, hooks' writes, key-value transactions.
     fn arb_body() -> impl Strategy<Value = TxBody> {
+        let with_hooks = (arb_body_v1(), arb_kv_writes()).prop_map(|(body, writes)| match body {
+            TxBody::Application(mut e) => {
+                e.kv_writes = writes;
+                TxBody::Application(e)
+            }
+            other => other,
+        });
+        prop_oneof![
+            arb_body_v1(),
+            with_hooks,
+            arb_kv_writes().prop_map(TxBody::Kv)
+        ]
+    }
+
+    fn arb_body_v1() -> impl Strategy<Value = TxBody> {
         let application = (
             prop_oneof![Just(DEFAULT_COLLECTION.to_owned()), "\\PC{0,20}"],
             "\\PC{0,200}",
@@ -1660,6 +1879,7 @@ mod tests {
                         key_digest: Hash32(d),
                         unix_secs,
                     }),
+                    kv_writes: Vec::new(),
                 })
             });
         let governance = proptest::collection::vec(
@@ -1685,6 +1905,118 @@ mod tests {
                 })
             });
         prop_oneof![application, governance, signature]
+    }
+
+    /// An entry of `kind` at `seqno` whose sealed section holds `plaintext` as given (the
+    /// encoder writes only canonical write sets, so refusals are tested with hand-made ones).
+    fn sealed_entry(kind: TxKind, seqno: u64, plaintext: &[u8]) -> Vec<u8> {
+        let mut out = vec![FORMAT_VERSION, kind as u8];
+        put_varint(&mut out, 1);
+        out.push(0);
+        out.extend_from_slice(&[7u8; 32]);
+        put_varint(&mut out, 0);
+        let sealed = ToySealer(5).seal(&aad_v2(seqno, &out), plaintext);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    fn write(table: &str, key: &[u8], value: Option<&[u8]>) -> KvWrite {
+        KvWrite {
+            table: table.into(),
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn key_value_transactions_round_trip_and_only_canonical_write_sets_decode() {
+        let writes = vec![
+            write("private:b", b"k", Some(b"v")),
+            write("public:a", b"", None),
+            write("public:a", b"\x00", Some(b"")),
+        ];
+        assert!(KvWrite::is_canonical(&writes));
+        let bytes = sealed_entry(TxKind::Kv, 9, &kv_writes_plaintext(&writes));
+        let view = EntryView::parse(&bytes, 9).unwrap();
+        assert_eq!(view.kv_writes(&ToySealer(5)).unwrap(), writes);
+        // The same as `encode` writes.
+        let body = TxBody::Kv(writes.clone());
+        let encoded = encode(
+            TxId::new(1, 9).unwrap(),
+            &body,
+            &Hash32([7u8; 32]),
+            &Hash32::ZERO,
+            &mut ToySealer(5),
+        );
+        assert_eq!(encoded, bytes);
+
+        let refused = |writes: &[KvWrite]| {
+            let mut plain = Vec::new();
+            put_kv_writes(&mut plain, writes);
+            let bytes = sealed_entry(TxKind::Kv, 9, &plain);
+            EntryView::parse(&bytes, 9)
+                .unwrap()
+                .kv_writes(&ToySealer(5))
+        };
+        let mut reversed = writes.clone();
+        reversed.reverse();
+        assert!(!KvWrite::is_canonical(&reversed));
+        assert_eq!(
+            refused(&reversed),
+            Err(DecodeError::Malformed(
+                "write set (not in ascending key order)"
+            ))
+        );
+        let twice = [writes[0].clone(), writes[0].clone()];
+        assert!(!KvWrite::is_canonical(&twice));
+        assert_eq!(
+            refused(&twice),
+            Err(DecodeError::Malformed(
+                "write set (not in ascending key order)"
+            ))
+        );
+        assert_eq!(
+            refused(&[]),
+            Err(DecodeError::Malformed("write set (empty)"))
+        );
+        // An unknown operation byte.
+        let mut plain = Vec::new();
+        put_kv_writes(&mut plain, &writes[..1]);
+        let op_at = plain.len() - 3;
+        assert_eq!(plain[op_at], 1);
+        plain[op_at] = 2;
+        let bytes = sealed_entry(TxKind::Kv, 9, &plain);
+        assert_eq!(
+            EntryView::parse(&bytes, 9)
+                .unwrap()
+                .kv_writes(&ToySealer(5)),
+            Err(DecodeError::Malformed("write set operation"))
+        );
+        // A key-value transaction has nothing public and a sealed section.
+        let mut public = vec![FORMAT_VERSION, TxKind::Kv as u8, 1, 0];
+        public.extend_from_slice(&[7u8; 32]);
+        public.extend_from_slice(&[1, 0xaa]);
+        assert!(EntryView::parse(&public, 9).is_err());
+        let mut bare = vec![FORMAT_VERSION, TxKind::Kv as u8, 1, 0];
+        bare.extend_from_slice(&[7u8; 32]);
+        bare.push(0);
+        assert!(EntryView::parse(&bare, 9).is_err());
+    }
+
+    #[test]
+    fn format_1_has_no_key_value_transactions() {
+        let mut bytes = encode_v1(
+            TxId::new(1, 3).unwrap(),
+            &TxBody::Governance(Vec::new()),
+            &Hash32::ZERO,
+            &Hash32::ZERO,
+            &mut ToySealer(1),
+        );
+        bytes[1] = TxKind::Kv as u8;
+        assert_eq!(
+            EntryView::parse(&bytes, 3).unwrap_err(),
+            DecodeError::UnknownKind(4)
+        );
     }
 
     proptest! {
@@ -1723,15 +2055,15 @@ mod tests {
             prop_assert_eq!(parsed.claims_digest, cd);
             prop_assert_eq!(peek_view(&bytes), Ok(view));
             prop_assert_eq!(parsed.body(Some(&ToySealer(0x33))).unwrap(), body.clone());
-            // Seqno-bound: elsewhere in the ledger an application entry does not open.
-            if body.kind() == TxKind::Application {
+            // Seqno-bound: elsewhere in the ledger a sealed section does not open.
+            if matches!(body.kind(), TxKind::Application | TxKind::Kv) {
                 let elsewhere = EntryView::parse(&bytes, seqno.wrapping_add(1).max(1)).unwrap();
                 prop_assert_eq!(elsewhere.body(Some(&ToySealer(0x33))), Err(DecodeError::Decrypt));
             }
         }
 
         #[test]
-        fn body_round_trips_v1(body in arb_body(), view in 1u64.., seqno in 1u64..,
+        fn body_round_trips_v1(body in arb_body_v1(), view in 1u64.., seqno in 1u64..,
                                ced in arb_hash(), cd in arb_hash()) {
             let id = TxId::new(view, seqno).unwrap();
             let bytes = encode_v1(id, &body, &ced, &cd, &mut ToySealer(0x33));

@@ -30,6 +30,9 @@ pub enum Caller {
     Certificate {
         fingerprint: String,
         validity: Option<Validity>,
+        /// The certificate as PEM, for user-defined endpoints (`request.caller.cert`); `None`
+        /// when the DER does not parse.
+        pem: Option<std::sync::Arc<str>>,
     },
     /// A verified bearer token (JWT); `user_id` is [`crate::users::token_principal`] of its
     /// issuer's user claim (`oid` by default).
@@ -42,9 +45,11 @@ pub enum Caller {
 impl Caller {
     /// The caller a TLS client certificate (DER) makes.
     pub fn from_certificate(der: &[u8]) -> Caller {
+        let cert = Cert::from_der(der).ok();
         Caller::Certificate {
             fingerprint: certificate_fingerprint(der),
-            validity: Cert::from_der(der).ok().map(|cert| cert.validity()),
+            validity: cert.as_ref().map(|cert| cert.validity()),
+            pem: cert.map(|cert| cert.to_pem().into()),
         }
     }
 
@@ -67,6 +72,7 @@ impl Caller {
             Caller::Certificate {
                 fingerprint,
                 validity,
+                ..
             } => {
                 check_validity(validity.as_ref(), now)?;
                 Ok(fingerprint)
@@ -178,17 +184,14 @@ pub fn access(method: &Method, route: &str) -> Option<Access> {
         ("GET", ROLES) => ROLES_READ,
         ("PUT" | "PATCH", ROLES) => ROLES_WRITE,
         ("DELETE", ROLES) => ROLES_DELETE,
-        (m, route) if route.starts_with("/app/userDefinedEndpoints") => match m {
-            "GET" => UDE_READ,
-            "PUT" | "PATCH" => UDE_WRITE,
-            _ => return None,
-        },
-        (m, route) if route.starts_with("/app/userDefinedFunctions") => match m {
-            "GET" => UDF_READ,
-            "PUT" | "POST" => UDF_WRITE,
-            "DELETE" => UDF_DELETE,
-            _ => return None,
-        },
+        ("GET", ENDPOINTS | RUNTIME_OPTIONS | RUNTIME_OPTIONS_ALIAS | MODULES) => UDE_READ,
+        ("PUT", ENDPOINTS) => UDE_WRITE,
+        ("PATCH", RUNTIME_OPTIONS | RUNTIME_OPTIONS_ALIAS) => UDE_WRITE,
+        ("GET", FUNCTIONS | FUNCTION) => UDF_READ,
+        ("PUT", FUNCTION) => UDF_WRITE,
+        ("DELETE", FUNCTION) => UDF_DELETE,
+        // Only `{id}:execute`; the handler refuses any other POST.
+        ("POST", FUNCTION) => UDF_EXECUTE,
         _ => return None,
     };
     Some(Access::Action(action))
@@ -266,6 +269,7 @@ mod tests {
         let caller = Caller::Certificate {
             fingerprint: "F".into(),
             validity: Some(validity),
+            pem: None,
         };
         for now in [1_000, 1_500, 2_000] {
             assert_eq!(caller.authenticated_id(now), Ok("F"));
@@ -279,6 +283,7 @@ mod tests {
         let unreadable = Caller::Certificate {
             fingerprint: "F".into(),
             validity: None,
+            pem: None,
         };
         assert!(matches!(
             unreadable.authenticated_id(1_500),

@@ -81,7 +81,7 @@ export const roles = {
     "GET /app/transactions/{transactionId}/status",
     "GET /app/collections/tags",
   ],
-  Contributor: ["...Reader", "POST /app/transactions"],
+  Contributor: ["...Reader", "POST /app/transactions", "POST /app/userDefinedFunctions/{functionId}:execute"],
   Administrator: [
     "...Contributor",
     "GET /app/users/{userId}",
@@ -96,6 +96,15 @@ export const roles = {
     "PUT /app/roles",
     "PATCH /app/roles",
     "DELETE /app/roles",
+    "GET /app/userDefinedFunctions",
+    "GET /app/userDefinedFunctions/{functionId}",
+    "PUT /app/userDefinedFunctions/{functionId}",
+    "DELETE /app/userDefinedFunctions/{functionId}",
+    "GET /app/userDefinedEndpoints",
+    "PUT /app/userDefinedEndpoints",
+    "GET /app/userDefinedEndpoints/runtimeOptions",
+    "PATCH /app/userDefinedEndpoints/runtimeOptions",
+    "GET /app/userDefinedEndpoints/modules",
   ],
 };
 
@@ -113,23 +122,17 @@ export const actions = {
   "Microsoft.ConfidentialLedger/ledger/roles/read": ["GET /app/roles"],
   "Microsoft.ConfidentialLedger/ledger/roles/write": ["PUT /app/roles", "PATCH /app/roles"],
   "Microsoft.ConfidentialLedger/ledger/roles/delete": ["DELETE /app/roles"],
-  "Microsoft.ConfidentialLedger/ledger/userDefinedEndpoints/read": ["GET /app/userDefinedEndpoints (not supported)"],
-  "Microsoft.ConfidentialLedger/ledger/userDefinedEndpoints/write": ["PUT, PATCH /app/userDefinedEndpoints (not supported)"],
-  "Microsoft.ConfidentialLedger/ledger/userDefinedFunctions/read": ["GET /app/userDefinedFunctions (not supported)"],
-  "Microsoft.ConfidentialLedger/ledger/userDefinedFunctions/write": ["PUT, POST /app/userDefinedFunctions (not supported)"],
-  "Microsoft.ConfidentialLedger/ledger/userDefinedFunctions/delete": ["DELETE /app/userDefinedFunctions (not supported)"],
+  "Microsoft.ConfidentialLedger/ledger/userDefinedEndpoints/read": ["GET /app/userDefinedEndpoints", "GET /app/userDefinedEndpoints/runtimeOptions", "GET /app/userDefinedEndpoints/modules"],
+  "Microsoft.ConfidentialLedger/ledger/userDefinedEndpoints/write": ["PUT /app/userDefinedEndpoints", "PATCH /app/userDefinedEndpoints/runtimeOptions"],
+  "Microsoft.ConfidentialLedger/ledger/userDefinedFunctions/read": ["GET /app/userDefinedFunctions", "GET /app/userDefinedFunctions/{functionId}"],
+  "Microsoft.ConfidentialLedger/ledger/userDefinedFunctions/write": ["PUT /app/userDefinedFunctions/{functionId}"],
+  "Microsoft.ConfidentialLedger/ledger/userDefinedFunctions/delete": ["DELETE /app/userDefinedFunctions/{functionId}"],
+  "Microsoft.ConfidentialLedger/ledger/userDefinedFunctions/execute": ["POST /app/userDefinedFunctions/{functionId}:execute", "POST /app/transactions with preHooks or postHooks"],
 };
 
-// Not supported (answered 501 NotSupported to callers allowed the action): cledger runs no
-// JavaScript, so these ACL operations do not exist here.
-export const notSupported = [
-  "/app/userDefinedEndpoints",
-  "/app/userDefinedEndpoints/runTimeOptions",
-  "/app/userDefinedEndpoints/runtimeOptions",
-  "/app/userDefinedEndpoints/modules",
-  "/app/userDefinedFunctions",
-  "/app/userDefinedFunctions/{functionId}",
-];
+// Deployed endpoints (PUT /app/userDefinedEndpoints) are served under /app/ with the
+// authentication their authn_policies name; they authorize inside their JavaScript.
+// /app/userDefinedEndpoints/runTimeOptions is another spelling of .../runtimeOptions.
 "#;
 
 /// Lower-case hex SHA-256 of [`CONSTITUTION`], served as `digest`.

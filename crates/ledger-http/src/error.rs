@@ -104,6 +104,9 @@ pub enum ApiError {
     CallerBusy { held: usize, share: usize },
     /// The connection has this many bytes of earlier responses its client has not read yet.
     ResponseBacklog { unread: usize, limit: usize },
+    /// A hook (a user-defined function run with a write) failed, so nothing was written:
+    /// 500 `InternalError`, as ACL answers, with the function's error.
+    HookFailed(String),
     /// 500 `InternalError`: a bug in this server, not in the request.
     Internal(String),
 }
@@ -158,7 +161,7 @@ impl ApiError {
             RepeatedHeader(_) => (StatusCode::BAD_REQUEST, "InvalidHeaderValue"),
             ResponseBacklog { .. } => (StatusCode::SERVICE_UNAVAILABLE, "ResponseBacklog"),
             CallerBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "ServiceBusy"),
-            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+            HookFailed(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         }
     }
 
@@ -249,6 +252,7 @@ impl ApiError {
             | StorageFault { message: m, .. }
             | StorageLimit { message: m, .. }
             | WriteIndeterminate(m)
+            | HookFailed(m)
             | Internal(m) => m.clone(),
         }
     }
@@ -311,7 +315,7 @@ impl From<ledger_store::LimitError> for ApiError {
         let code = match &limit {
             EntryTooLarge { .. } | FrameTooLarge { .. } => "EntrySizeCapacityExceeded",
             CollectionIdTooLong { .. } => "CollectionIdTooLong",
-            TagTooLong { .. } | TooManyTags { .. } => "InvalidInput",
+            TagTooLong { .. } | TooManyTags { .. } | WriteSet(_) => "InvalidInput",
         };
         ApiError::StorageLimit {
             code,

@@ -17,6 +17,8 @@
 //! * `grants`: who may grant which roles and actions, checked where the change commits;
 //! * [`roles`]: the action vocabulary, built-in role actions, user-defined roles;
 //! * `body`, `response`, `paging`: request bodies, success responses, next links;
+//! * `programs`: user-defined functions, hooks and endpoints (JavaScript, through `ledger-js`):
+//!   what is deployed, execution slots, pending key-value writes and their concurrency control;
 //! * `routes`: the route table, the gate (version + authorization) and the handlers.
 
 pub mod auth;
@@ -28,6 +30,7 @@ mod grants;
 pub mod idempotency;
 pub mod names;
 mod paging;
+mod programs;
 pub mod query;
 mod response;
 pub mod roles;

@@ -37,6 +37,11 @@ impl QueryParams {
         Ok(QueryParams { pairs })
     }
 
+    /// Every decoded (name, value), in request order.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.pairs
+    }
+
     /// The value of `name`. Given more than once with the same value, it is that value: the
     /// official JavaScript SDK appends `api-version` to a `nextLink` that already carries it
     /// (and CCF reads the first of repeated parameters). With different values it is an

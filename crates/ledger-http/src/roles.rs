@@ -16,12 +16,15 @@
 //! | `users/write` | PATCH `/app/users/{id}`, `/app/ledgerUsers/{id}` |
 //! | `users/delete` | DELETE `/app/users/{id}`, `/app/ledgerUsers/{id}` |
 //! | `roles/read` / `roles/write` / `roles/delete` | GET / PUT, PATCH / DELETE `/app/roles` |
-//! | `userDefinedEndpoints/read` / `write` | GET / PUT, PATCH `/app/userDefinedEndpoints[/runtimeOptions,/modules]` (501) |
-//! | `userDefinedFunctions/read` / `write` / `delete` | GET / PUT, POST `:execute` / DELETE `/app/userDefinedFunctions[/{id}]` (501) |
+//! | `userDefinedEndpoints/read` / `write` | GET / PUT, PATCH `/app/userDefinedEndpoints[/runtimeOptions,/modules]` |
+//! | `userDefinedFunctions/read` / `write` / `delete` | GET / PUT / DELETE `/app/userDefinedFunctions[/{id}]` |
+//! | `userDefinedFunctions/execute` | POST `/app/userDefinedFunctions/{id}:execute`, and `preHooks`/`postHooks` on POST `/app/transactions` |
 //!
 //! Built-in roles: Reader = `governance/read`, `enclaveQuotes/read`, `collections/read`,
 //! `transactions/read`; Contributor =
-//! Reader + `transactions/write`; Administrator = every action. User-defined roles are stored
+//! Reader + `transactions/write` + `userDefinedFunctions/execute` (ACL: "Contributor role is
+//! required to execute a UDF"; creating, reading and deleting one is the Administrator's);
+//! Administrator = every action. User-defined roles are stored
 //! in `public:cledger.roles` (key = role name, value = JSON array of action names).
 
 use crate::users::{Role, UserRecord};
@@ -56,6 +59,7 @@ actions! {
     UDF_READ = "userDefinedFunctions/read",
     UDF_WRITE = "userDefinedFunctions/write",
     UDF_DELETE = "userDefinedFunctions/delete",
+    UDF_EXECUTE = "userDefinedFunctions/execute",
 }
 
 /// The actions a built-in role allows.
@@ -68,7 +72,10 @@ pub fn builtin_actions(role: Role) -> Vec<&'static str> {
     ];
     match role {
         Role::Reader => reader.to_vec(),
-        Role::Contributor => reader.into_iter().chain([TRANSACTIONS_WRITE]).collect(),
+        Role::Contributor => reader
+            .into_iter()
+            .chain([TRANSACTIONS_WRITE, UDF_EXECUTE])
+            .collect(),
         Role::Administrator => ALL_ACTIONS.to_vec(),
     }
 }

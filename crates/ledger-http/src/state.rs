@@ -34,6 +34,8 @@ pub struct ApiState {
     pub(crate) idempotency_locks: crate::idempotency::KeyLocks,
     /// Users' records as the gate reads them on every request (see `user_record`).
     users: Mutex<UserCache>,
+    /// User-defined code: execution slots and the application tables' pending writes.
+    pub(crate) programs: crate::programs::Programs,
 }
 
 /// Cached user records (`None`: not a user), valid for one generation of governance state.
@@ -92,6 +94,7 @@ impl ApiState {
             write_shares: Default::default(),
             idempotency_locks: Default::default(),
             users: Mutex::default(),
+            programs: Default::default(),
         })
     }
 
@@ -198,6 +201,33 @@ impl ApiState {
         }
     }
 
+    /// Submits a write carrying JavaScript's `writes` (a key-value transaction, or an entry
+    /// with its hooks' writes) unless the execution read the tables (`read`) and they changed
+    /// since version `seen` (see `programs::pending`), and waits until it is committed.
+    pub(crate) async fn commit_programmed(
+        &self,
+        seen: u64,
+        read: bool,
+        request: WriteRequest,
+        writes: &[ledger_core::entry::KvWrite],
+    ) -> Result<TxId, crate::programs::pending::SubmitError> {
+        use crate::programs::pending::SubmitError;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.programs.pending.submit(
+            seen,
+            read,
+            writes,
+            |completion| self.ledger.submit(request, completion),
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        )?;
+        match rx.await {
+            Ok(result) => result.map_err(SubmitError::Refused),
+            Err(_) => Err(SubmitError::Refused(AppendError::Closed)),
+        }
+    }
+
     /// The transaction id reads are served at: the last committed one. Take it *after* reading,
     /// so it is never older than the state that was read.
     pub(crate) fn read_txid(&self) -> ApiResult<TxId> {
@@ -219,7 +249,7 @@ impl ApiState {
     }
 }
 
-fn append_error(e: AppendError) -> ApiError {
+pub(crate) fn append_error(e: AppendError) -> ApiError {
     match e {
         AppendError::Busy => ApiError::Busy,
         AppendError::Closed => {

@@ -805,6 +805,7 @@ async fn collection_ids_refuse_control_and_bidi_characters() {
                 tags: Vec::new(),
                 claims_key: None,
                 idempotency: None,
+                kv_writes: Vec::new(),
             },
         ))
         .unwrap();
@@ -962,6 +963,7 @@ async fn certificates_outside_their_validity_period_are_refused() {
             Some(Caller::Certificate {
                 fingerprint: ADMIN.clone(),
                 validity: None,
+                pem: None,
             }),
             None,
         )

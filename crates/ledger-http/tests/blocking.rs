@@ -101,6 +101,17 @@ impl LedgerHandle for Stalling {
     fn governance_table(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.inner.governance_table(table)
     }
+    fn kv_get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.kv_get(table, key)
+    }
+    fn kv_scan(
+        &self,
+        table: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<ledger_store::KvPair>, StoreError> {
+        self.inner.kv_scan(table, after, limit)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

@@ -397,27 +397,49 @@ async fn tag_filter_pages_keep_the_tag() {
 }
 
 #[tokio::test]
-async fn javascript_is_not_supported() {
+async fn user_defined_code_routes_need_their_version_and_role() {
     let app = app();
-    for (method, path) in [
-        (Method::GET, "/app/userDefinedEndpoints"),
-        (Method::PUT, "/app/userDefinedEndpoints"),
-        (Method::GET, "/app/userDefinedEndpoints/runtimeOptions"),
-        (Method::PATCH, "/app/userDefinedEndpoints/runTimeOptions"),
-        (Method::GET, "/app/userDefinedEndpoints/modules"),
-        (Method::GET, "/app/userDefinedFunctions"),
-        (Method::PUT, "/app/userDefinedFunctions/f1"),
-        (Method::POST, "/app/userDefinedFunctions/f1:execute"),
+    for (method, path, since) in [
+        (Method::GET, "/app/userDefinedEndpoints", "2024-08-22-preview"),
+        (Method::GET, "/app/userDefinedEndpoints/runtimeOptions", "2024-08-22-preview"),
+        (Method::GET, "/app/userDefinedEndpoints/runTimeOptions", "2024-08-22-preview"),
+        (Method::GET, "/app/userDefinedEndpoints/modules", "2024-08-22-preview"),
+        (Method::GET, "/app/userDefinedFunctions", "2024-12-09-preview"),
+        (Method::GET, "/app/userDefinedFunctions/f1", "2024-12-09-preview"),
     ] {
-        let uri = format!("{path}?api-version={NEWEST}");
-        let r = app.call_json(method.clone(), &uri, &ADMIN, None).await;
-        r.expect_error(501, "NotSupported");
+        let old = format!("{path}?api-version=2024-01-26-preview");
+        let r = app.call_json(method.clone(), &old, &ADMIN, None).await;
+        r.expect_error(404, "ResourceNotFound");
         let message = r.json["error"]["message"].as_str().unwrap();
-        assert!(message.contains("not supported"), "{message}");
+        assert!(message.contains(since), "{message}");
+        let uri = format!("{path}?api-version={NEWEST}");
         app.call_json(method, &uri, &READER, None)
             .await
             .expect_error(403, "NotAllowed");
     }
+    // Administrators read them; a contributor may run functions but not change them.
+    let uri = |path: &str| format!("{path}?api-version={NEWEST}");
+    let r = app
+        .call_json(Method::GET, &uri("/app/userDefinedEndpoints"), &ADMIN, None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json, json!({"metadata": {"endpoints": {}}, "modules": []}));
+    app.call_json(
+        Method::PUT,
+        &uri("/app/userDefinedFunctions/f1"),
+        &CONTRIBUTOR,
+        Some(json!({"code": "export function main() {}"})),
+    )
+    .await
+    .expect_error(403, "NotAllowed");
+    app.call_json(
+        Method::POST,
+        &uri("/app/userDefinedFunctions/f1:execute"),
+        &CONTRIBUTOR,
+        None,
+    )
+    .await
+    .expect_error(404, "ResourceNotFound");
 }
 
 const AUDITOR: &str = "auditor";

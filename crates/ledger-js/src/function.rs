@@ -55,10 +55,11 @@ pub fn run_function(
     kv: &dyn KvSource,
     limits: &Limits,
 ) -> Execution<FunctionResult> {
+    // Stack traces name the function as ACL's do: "at main (validateTransaction:1:67)".
     let module_name = if function_id.is_empty() || function_id.contains('\0') {
-        "function.js".to_owned()
+        "function".to_owned()
     } else {
-        format!("{function_id}.js")
+        function_id.to_owned()
     };
     let context_json = context.to_string();
     engine::execute(kv, limits, Imports::Refuse, move |ctx, env| {

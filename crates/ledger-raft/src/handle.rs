@@ -8,8 +8,8 @@ use crate::cluster::{Cluster, WriteError};
 use ledger_core::TxId;
 use ledger_core::hash::Hash32;
 use ledger_store::{
-    AppendError, Completion, DerivedDamage, EntryRecord, LedgerHandle, ReceiptBundle, StoreError,
-    TxStatus, WriteRequest,
+    AppendError, Completion, DerivedDamage, EntryRecord, KvPair, LedgerHandle, ReceiptBundle,
+    StoreError, TxStatus, WriteRequest,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,5 +113,16 @@ impl LedgerHandle for ClusterHandle {
     }
     fn governance_table(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.cluster.ledger().governance_table(table)
+    }
+    fn kv_get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.cluster.ledger().kv_get(table, key)
+    }
+    fn kv_scan(
+        &self,
+        table: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KvPair>, StoreError> {
+        self.cluster.ledger().kv_scan(table, after, limit)
     }
 }

@@ -45,6 +45,7 @@ fn entry(label: &str, i: u64) -> WriteRequest {
         tags: vec![],
         claims_key: None,
         idempotency: None,
+        kv_writes: Vec::new(),
     })
 }
 

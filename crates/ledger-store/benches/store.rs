@@ -21,6 +21,7 @@ fn app_body() -> TxBody {
         tags: Vec::new(),
         claims_key: None,
         idempotency: None,
+        kv_writes: Vec::new(),
     })
 }
 

@@ -62,6 +62,7 @@ fn main() {
             tags: vec![],
             claims_key: None,
             idempotency: None,
+            kv_writes: Vec::new(),
         };
         let (slots2, committed2) = (slots.clone(), committed.clone());
         let done = Box::new(move |r: Result<TxId, ledger_store::AppendError>| {

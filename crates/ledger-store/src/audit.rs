@@ -43,6 +43,8 @@ pub struct AuditReport {
     pub segments: usize,
     pub transactions: u64,
     pub entries: u64,
+    /// Transactions of application-table writes without a ledger entry (user-defined code).
+    pub kv_transactions: u64,
     pub governance: u64,
     pub signatures: u64,
     /// The last signature: every transaction up to it is verified.
@@ -306,6 +308,7 @@ impl AuditState<'_> {
             .map_err(fail)?;
         match view.kind {
             TxKind::Application => self.report.entries += 1,
+            TxKind::Kv => self.report.kv_transactions += 1,
             TxKind::Governance => {
                 self.report.governance += 1;
                 let writes = view.governance_writes().map_err(|e| fail(e.to_string()))?;
@@ -703,7 +706,7 @@ impl<'a> DerivedCheck<'a> {
             ring.observe(txid, view).map_err(|e| e.to_string())?;
         }
         let body = match (view.kind, self.secret) {
-            (TxKind::Application, None) => None,
+            (TxKind::Application | TxKind::Kv, None) => None,
             (_, ring) => {
                 let opener = ring.map(|r| r.opener(txid.seqno()));
                 Some(

@@ -5,7 +5,8 @@
 
 use crate::DerivedDamage;
 use crate::{
-    AppendError, Completion, EntryRecord, Ledger, ReceiptBundle, StoreError, TxStatus, WriteRequest,
+    AppendError, Completion, EntryRecord, KvPair, Ledger, ReceiptBundle, StoreError, TxStatus,
+    WriteRequest,
 };
 use ledger_core::TxId;
 use ledger_core::hash::Hash32;
@@ -67,6 +68,16 @@ pub trait LedgerHandle: Send + Sync {
 
     fn governance(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn governance_table(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// The committed value of `key` in application table `table` (user-defined code's state).
+    fn kv_get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Up to `limit` committed pairs of `table` with keys after `after`, ascending.
+    fn kv_scan(
+        &self,
+        table: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KvPair>, StoreError>;
 }
 
 impl LedgerHandle for Ledger {
@@ -136,5 +147,16 @@ impl LedgerHandle for Ledger {
     }
     fn governance_table(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         Ledger::governance_table(self, table)
+    }
+    fn kv_get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ledger::kv_get(self, table, key)
+    }
+    fn kv_scan(
+        &self,
+        table: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KvPair>, StoreError> {
+        Ledger::kv_scan(self, table, after, limit)
     }
 }

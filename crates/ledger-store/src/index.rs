@@ -40,6 +40,9 @@ const SIGNATURES: TableDefinition<u64, ()> = TableDefinition::new("signatures");
 const GOVERNANCE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("governance");
 /// name → value
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// (application table, key) → seqno of the transaction that last set it. The value stays in
+/// that transaction's sealed section: the index holds no application value in plaintext.
+const APP_KV: TableDefinition<(&str, &[u8]), u64> = TableDefinition::new("app_kv");
 /// key digest → (seqno, view, Unix seconds of the write).
 const IDEMPOTENCY: TableDefinition<&[u8; 32], (u64, u64, u64)> =
     TableDefinition::new("idempotency");
@@ -129,9 +132,34 @@ pub enum IndexOp {
         collection: String,
         tags: Vec<String>,
         idempotency: Option<ledger_core::entry::IdempotencyRecord>,
+        /// The application-table keys its hooks wrote.
+        kv: Vec<KvKeyOp>,
     },
     Governance(Vec<(String, String, Option<Vec<u8>>)>),
     Signature,
+    /// A key-value transaction's keys.
+    Kv(Vec<KvKeyOp>),
+}
+
+/// An application-table key a transaction set (`removed: false`) or removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvKeyOp {
+    pub table: String,
+    pub key: Vec<u8>,
+    pub removed: bool,
+}
+
+impl KvKeyOp {
+    pub fn of(writes: &[ledger_core::entry::KvWrite]) -> Vec<KvKeyOp> {
+        writes
+            .iter()
+            .map(|w| KvKeyOp {
+                table: w.table.clone(),
+                key: w.key.clone(),
+                removed: w.value.is_none(),
+            })
+            .collect()
+    }
 }
 
 pub struct Index {
@@ -231,6 +259,7 @@ impl Index {
                 tx.open_table(SIGNATURES).map_err(|x| e(x.into()))?;
                 tx.open_table(GOVERNANCE).map_err(|x| e(x.into()))?;
                 tx.open_table(IDEMPOTENCY).map_err(|x| e(x.into()))?;
+                tx.open_table(APP_KV).map_err(|x| e(x.into()))?;
                 tx.open_table(TREE_SUMS).map_err(|x| e(x.into()))?;
             }
             tx.commit().map_err(|x| e(x.into()))?;
@@ -350,6 +379,18 @@ impl Index {
             let mut governance = tx.open_table(GOVERNANCE)?;
             let mut meta = tx.open_table(META)?;
             let mut idempotency_keys = tx.open_table(IDEMPOTENCY)?;
+            let mut app_kv = tx.open_table(APP_KV)?;
+            let mut apply_kv = |seqno: u64, kv: &[KvKeyOp]| -> Result<(), redb::Error> {
+                for op in kv {
+                    let key = (op.table.as_str(), op.key.as_slice());
+                    if op.removed {
+                        app_kv.remove(key)?;
+                    } else {
+                        app_kv.insert(key, seqno)?;
+                    }
+                }
+                Ok(())
+            };
             for (txid, op) in ops {
                 let seqno = txid.seqno();
                 match op {
@@ -357,7 +398,9 @@ impl Index {
                         collection,
                         tags: entry_tags,
                         idempotency,
+                        kv,
                     } => {
+                        apply_kv(seqno, kv)?;
                         if let Some(record) = idempotency {
                             // A later write with the same key (after the retention window)
                             // takes the key over.
@@ -400,6 +443,7 @@ impl Index {
                     IndexOp::Signature => {
                         signatures.insert(seqno, ())?;
                     }
+                    IndexOp::Kv(kv) => apply_kv(seqno, kv)?,
                 }
             }
             if let Some((last, _)) = ops.last() {
@@ -559,6 +603,47 @@ impl Index {
         })
     }
 
+    /// The seqno of the transaction that last set `key` of application table `table`.
+    pub fn kv_seqno(&self, table: &str, key: &[u8]) -> Result<Option<u64>, IndexError> {
+        self.read(|tx| {
+            let t = tx.open_table(APP_KV)?;
+            Ok(t.get((table, key))?.map(|v| v.value()))
+        })
+    }
+
+    /// Up to `limit` keys of application table `table` after `after` (from the first when
+    /// `None`), ascending, each with the seqno that last set it.
+    pub fn kv_keys(
+        &self,
+        table: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, u64)>, IndexError> {
+        self.read(|tx| {
+            let t = tx.open_table(APP_KV)?;
+            let mut out = Vec::new();
+            let range = match after {
+                Some(k) => t.range((table, k)..)?,
+                None => t.range((table, &[][..])..)?,
+            };
+            for item in range {
+                let (k, v) = item?;
+                let (t_name, key) = k.value();
+                if t_name != table {
+                    break;
+                }
+                if after == Some(key) {
+                    continue;
+                }
+                out.push((key.to_vec(), v.value()));
+                if out.len() == limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// All keys and values of a governance table.
     pub fn governance_table(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, IndexError> {
         self.read(|tx| {
@@ -635,6 +720,13 @@ impl Index {
                 let (k, v) = item?;
                 actual.idempotency.insert(*k.value(), v.value());
             }
+            for item in tx.open_table(APP_KV)?.iter()? {
+                let (k, v) = item?;
+                let (table, key) = k.value();
+                actual
+                    .app_kv
+                    .insert((table.to_owned(), key.to_vec()), v.value());
+            }
             Ok(actual)
         })?;
         expected.difference(&actual).map_or(Ok(()), |reason| {
@@ -647,7 +739,8 @@ impl Index {
 /// [`Index::apply`]).
 #[derive(Debug, Default)]
 pub(crate) struct ExpectedIndex {
-    /// Whether the private rows (collections, tags, idempotency keys) are known.
+    /// Whether the private rows (collections, tags, idempotency keys, application-table keys)
+    /// are known.
     pub private: bool,
     /// The last seqno applied.
     pub through: u64,
@@ -658,6 +751,7 @@ pub(crate) struct ExpectedIndex {
     signatures: Vec<u64>,
     governance: BTreeMap<(String, String), Vec<u8>>,
     idempotency: BTreeMap<[u8; 32], (u64, u64, u64)>,
+    app_kv: BTreeMap<(String, Vec<u8>), u64>,
 }
 
 impl ExpectedIndex {
@@ -678,7 +772,9 @@ impl ExpectedIndex {
                 collection,
                 tags,
                 idempotency,
+                kv,
             }) => {
+                self.apply_kv(seqno, kv);
                 if let Some(record) = idempotency {
                     self.idempotency
                         .insert(record.key_digest.0, (seqno, txid.view(), record.unix_secs));
@@ -706,7 +802,19 @@ impl ExpectedIndex {
                 }
             }
             Some(IndexOp::Signature) => self.signatures.push(seqno),
+            Some(IndexOp::Kv(kv)) => self.apply_kv(seqno, kv),
             None => {}
+        }
+    }
+
+    fn apply_kv(&mut self, seqno: u64, kv: &[KvKeyOp]) {
+        for op in kv {
+            let k = (op.table.clone(), op.key.clone());
+            if op.removed {
+                self.app_kv.remove(&k);
+            } else {
+                self.app_kv.insert(k, seqno);
+            }
         }
     }
 
@@ -751,6 +859,7 @@ impl ExpectedIndex {
         map_difference("collections", &self.collections, &actual.collections)
             .or_else(|| map_difference("tags", &self.tags, &actual.tags))
             .or_else(|| map_difference("idempotency", &self.idempotency, &actual.idempotency))
+            .or_else(|| map_difference("app_kv", &self.app_kv, &actual.app_kv))
     }
 }
 

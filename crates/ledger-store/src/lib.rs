@@ -53,7 +53,7 @@ pub use crypto::{KeyRing, LedgerSecret};
 use guard::ForkGuard;
 use index::Index;
 use ledger_core::claims::{self, ApplicationClaim};
-use ledger_core::entry::{self, ApplicationEntry, EntryView, TableWrite, TxBody};
+use ledger_core::entry::{self, ApplicationEntry, EntryView, KvWrite, TableWrite, TxBody};
 use ledger_core::hash::Hash32;
 use ledger_core::receipt::{Receipt, ReceiptParts};
 use ledger_core::signing::NodeSigningKey;
@@ -363,11 +363,16 @@ pub enum FollowerRefusal {
 /// It must not block.
 pub type Completion = Box<dyn FnOnce(Result<TxId, AppendError>) + Send>;
 
+/// A key and its value in an application table.
+pub type KvPair = (Vec<u8>, Vec<u8>);
+
 /// What a client may write. Signatures are the writer's alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteRequest {
     Entry(ApplicationEntry),
     Governance(Vec<TableWrite>),
+    /// Application-table writes of a user-defined function or endpoint, without a ledger entry.
+    Kv(Vec<KvWrite>),
 }
 
 /// The node's signing identity: its key and the certificate the service issued for it.
@@ -941,6 +946,7 @@ impl Ledger {
                 }
                 TxBody::Governance(writes)
             }
+            WriteRequest::Kv(writes) => TxBody::Kv(writes),
         };
         // Before anything is hashed or queued: an over-size entry would otherwise be written
         // and then refused by the next open's scan as damage.
@@ -1497,6 +1503,65 @@ impl Ledger {
                 .governance_table(table)
                 .map_err(StoreError::from),
         )
+    }
+
+    /// The committed value of `key` in application table `table`. The index says which
+    /// transaction last set it; the value is read from that transaction's sealed write set.
+    pub fn kv_get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.noted((|| match self.shared.index.kv_seqno(table, key)? {
+            Some(seqno) => self.kv_value_at(seqno, table, key).map(Some),
+            None => Ok(None),
+        })())
+    }
+
+    /// Up to `limit` committed (key, value) pairs of application table `table` with keys after
+    /// `after` (from the first when `None`), in ascending key order.
+    pub fn kv_scan(
+        &self,
+        table: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KvPair>, StoreError> {
+        self.noted((|| {
+            let keys = self.shared.index.kv_keys(table, after, limit)?;
+            keys.into_iter()
+                .map(|(key, seqno)| {
+                    let value = self.kv_value_at(seqno, table, &key)?;
+                    Ok((key, value))
+                })
+                .collect()
+        })())
+    }
+
+    /// The value transaction `seqno` wrote to (`table`, `key`), which the index says it set.
+    fn kv_value_at(&self, seqno: u64, table: &str, key: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let (txid, bytes) = self.stored(seqno)?;
+        let decode = |reason: String| StoreError::Decode { txid, reason };
+        let view = EntryView::parse(&bytes, seqno).map_err(|e| decode(e.to_string()))?;
+        let opener = self.shared.keys.opener(seqno);
+        let writes = match view.kind {
+            entry::TxKind::Application => view.application(&*opener).map(|e| e.kv_writes),
+            entry::TxKind::Kv => view.kv_writes(&*opener),
+            _ => Ok(Vec::new()),
+        };
+        let writes = match writes {
+            Ok(w) => w,
+            Err(e) => {
+                self.check_binding(txid, &bytes)?;
+                return Err(decode(e.to_string()));
+            }
+        };
+        // Sorted by (table, key): the encoding refuses any other order.
+        match writes.binary_search_by(|w| (w.table.as_str(), w.key.as_slice()).cmp(&(table, key))) {
+            Ok(i) if writes[i].value.is_some() => Ok(writes[i].value.clone().unwrap_or_default()),
+            _ => Err(StoreError::DerivedDamaged {
+                file: self.shared.index.path().to_owned(),
+                reason: format!(
+                    "the index says transaction {txid} set key {} of table {table}, but its write set does not",
+                    hex::encode(key)
+                ),
+            }),
+        }
     }
 
     /// The service certificate recorded in the genesis transaction.

@@ -20,7 +20,7 @@
 //! these bound every other caller (`cledger local append`, `cledger local fill`, tools).
 
 use crate::StoreConfig;
-use ledger_core::entry::{self, DEFAULT_COLLECTION, TxBody};
+use ledger_core::entry::{self, DEFAULT_COLLECTION, KvWrite, TxBody};
 
 /// The largest stored entry, and so the largest frame payload: the format's limit.
 pub const MAX_ENTRY_BYTES: u64 = entry::MAX_ENTRY_BYTES;
@@ -39,6 +39,10 @@ pub const MAX_SEGMENT_BYTES: u64 = 1 << 39;
 /// variant names the limit and carries the size that exceeded it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
+    /// A key-value write set that the encoding cannot hold: empty (a key-value transaction
+    /// writes something), or not strictly ascending by (table, key).
+    #[error("the key-value write set is {0}")]
+    WriteSet(&'static str),
     /// The transaction, encoded, would be larger than a frame holds.
     #[error(
         "the entry would take {size} bytes stored, {} more than the {limit} bytes a ledger entry may take",
@@ -79,6 +83,15 @@ pub enum LimitError {
 /// Checks a transaction a client submitted against the store's limits. Cheap: only field
 /// lengths are read. `has_claims` says whether it will carry a claims digest.
 pub(crate) fn check_body(body: &TxBody, has_claims: bool) -> Result<(), LimitError> {
+    let writes = match body {
+        TxBody::Application(e) => Some(&e.kv_writes),
+        TxBody::Kv(writes) if writes.is_empty() => return Err(LimitError::WriteSet("empty")),
+        TxBody::Kv(writes) => Some(writes),
+        _ => None,
+    };
+    if writes.is_some_and(|w| !KvWrite::is_canonical(w)) {
+        return Err(LimitError::WriteSet("not in ascending (table, key) order"));
+    }
     if let TxBody::Application(e) = body {
         if e.collection_id != DEFAULT_COLLECTION && e.collection_id.len() > MAX_COLLECTION_ID_BYTES
         {

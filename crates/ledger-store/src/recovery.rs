@@ -10,7 +10,7 @@
 
 use crate::crypto::KeyRing;
 use crate::guard::{ForkGuard, SignedPoint};
-use crate::index::{Index, IndexOp};
+use crate::index::{Index, IndexOp, KvKeyOp};
 use crate::reader::{Segments, Transactions};
 use crate::segment::{self, FrameFault, FrameLayout, FrameLocation, SEGMENT_HEADER_LEN};
 use crate::tree::{EntryClass, FrameRecord, TreeFiles, TreeNodes, TreeWriter};
@@ -475,10 +475,12 @@ fn check_guard(
 pub(crate) fn index_op(body: TxBody) -> IndexOp {
     match body {
         TxBody::Application(e) => IndexOp::Entry {
+            kv: KvKeyOp::of(&e.kv_writes),
             collection: e.collection_id,
             tags: e.tags,
             idempotency: e.idempotency,
         },
+        TxBody::Kv(writes) => IndexOp::Kv(KvKeyOp::of(&writes)),
         TxBody::Governance(writes) => IndexOp::Governance(
             writes
                 .into_iter()

@@ -431,7 +431,7 @@ fn encode(
     // Only application entries seal (and draw a nonce), so encoding a rotation or a
     // signature cannot fail after the key has moved on.
     let mut sealer = match body {
-        TxBody::Application(_) => Some(keys.sealer().ok()?),
+        TxBody::Application(_) | TxBody::Kv(_) => Some(keys.sealer().ok()?),
         TxBody::Governance(_) | TxBody::Signature(_) => None,
     };
     let sealer: &mut dyn Sealer = match &mut sealer {
@@ -456,7 +456,7 @@ fn rotation_before(
     seqno: u64,
     sub: &Submission,
 ) -> Result<Option<Submission>, KeyError> {
-    if !matches!(sub.body, TxBody::Application(_)) || !keys.rotation_due(seqno) {
+    if !matches!(sub.body, TxBody::Application(_) | TxBody::Kv(_)) || !keys.rotation_due(seqno) {
         return Ok(None);
     }
     let write = keys.rotate(seqno)?;

@@ -71,6 +71,8 @@ pub enum EntryClass {
     OtherCollectionEntry = 2,
     Governance = 3,
     Signature = 4,
+    /// Application-table writes without a ledger entry.
+    KeyValue = 5,
 }
 
 impl EntryClass {
@@ -82,6 +84,7 @@ impl EntryClass {
             TxBody::Application(_) => EntryClass::OtherCollectionEntry,
             TxBody::Governance(_) => EntryClass::Governance,
             TxBody::Signature(_) => EntryClass::Signature,
+            TxBody::Kv(_) => EntryClass::KeyValue,
         }
     }
 
@@ -95,6 +98,7 @@ impl EntryClass {
                 TxKind::Application
             ) | (EntryClass::Governance, TxKind::Governance)
                 | (EntryClass::Signature, TxKind::Signature)
+                | (EntryClass::KeyValue, TxKind::Kv)
         )
     }
 
@@ -105,6 +109,7 @@ impl EntryClass {
             2 => EntryClass::OtherCollectionEntry,
             3 => EntryClass::Governance,
             4 => EntryClass::Signature,
+            5 => EntryClass::KeyValue,
             _ => return None,
         })
     }

@@ -59,7 +59,10 @@ pub(crate) struct Pending {
 /// Where the writer sends the answer to a [`Command`] other than a submission.
 pub(crate) type Reply<T> = SyncSender<Result<T, AppendError>>;
 
-/// What the writer thread is asked to do.
+/// What the writer thread is asked to do. Submissions are most of the traffic and are moved
+/// through the queue by value (boxing them would cost an allocation per write); control
+/// commands are rare, so their unused space does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
     /// A client's write (a primary's): sequenced, made durable, committed.
     Submit(Submission),

@@ -58,6 +58,7 @@ fn entry_in(collection: &str, i: u64) -> ApplicationEntry {
         tags: vec!["t".into()],
         claims_key: None,
         idempotency: None,
+        kv_writes: Vec::new(),
     }
 }
 

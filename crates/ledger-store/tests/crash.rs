@@ -108,6 +108,7 @@ fn crash_entry(run: u64, thread: u64, counter: u64) -> ApplicationEntry {
         tags,
         claims_key,
         idempotency: None,
+        kv_writes: Vec::new(),
     }
 }
 

@@ -28,6 +28,7 @@ fn big_entry(label: &str, i: u64) -> ApplicationEntry {
         tags: vec![],
         claims_key: None,
         idempotency: None,
+        kv_writes: Vec::new(),
     }
 }
 

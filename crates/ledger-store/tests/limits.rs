@@ -25,6 +25,7 @@ fn entry_with(collection: &str, tags: Vec<String>, contents: String) -> Applicat
         tags,
         claims_key: None,
         idempotency: None,
+        kv_writes: Vec::new(),
     }
 }
 

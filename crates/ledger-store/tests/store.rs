@@ -132,6 +132,7 @@ fn entry(collection: &str, contents: &str, tags: &[&str]) -> ApplicationEntry {
         tags: tags.iter().map(|t| t.to_string()).collect(),
         claims_key: None,
         idempotency: None,
+        kv_writes: Vec::new(),
     }
 }
 
@@ -521,6 +522,7 @@ fn the_default_collections_newest_entry_is_kept_through_writes_and_reopens() {
             tags: vec![],
             claims_key: None,
             idempotency: None,
+            kv_writes: Vec::new(),
         })
     };
     let newest = |ledger: &ledger_store::Ledger| {

@@ -126,6 +126,7 @@ fn a_format_1_ledger_is_served_unchanged_and_grows_in_format_2() {
                 tags: vec!["alpha".into()],
                 claims_key: None,
                 idempotency: None,
+                kv_writes: Vec::new(),
             }))
             .unwrap();
         assert_eq!(segment_versions(&dir), [1, 2], "{what}");

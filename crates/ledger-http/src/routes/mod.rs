@@ -5,11 +5,12 @@
 //! result as a [`RequestContext`] extension; a route with no authorization rule never gets
 //! one, so its handler cannot run (it fails closed with 500 rather than open).
 
+mod endpoints;
+mod functions;
 mod governance;
 mod identity;
 mod roles;
 mod transactions;
-mod unsupported;
 mod users;
 
 use crate::auth::{self, Caller};
@@ -22,7 +23,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::get;
 use std::sync::Arc;
 
 /// Route templates, shared with the authorization table and the constitution.
@@ -43,18 +44,17 @@ pub mod paths {
     pub const LEDGER_USER: &str = "/app/ledgerUsers/{userId}";
     pub const COLLECTION_TAGS: &str = "/app/collections/tags";
     pub const ROLES: &str = "/app/roles";
+    pub const FUNCTIONS: &str = "/app/userDefinedFunctions";
+    /// Also `POST /app/userDefinedFunctions/{functionId}:execute` (the id ends in `:execute`).
+    pub const FUNCTION: &str = "/app/userDefinedFunctions/{functionId}";
 
-    /// ACL operations cledger does not implement (501 `NotSupported`).
-    pub const UNSUPPORTED: [&str; 6] = [
-        "/app/userDefinedEndpoints",
-        "/app/userDefinedEndpoints/runTimeOptions",
-        "/app/userDefinedEndpoints/runtimeOptions",
-        "/app/userDefinedEndpoints/modules",
-        "/app/userDefinedFunctions",
-        "/app/userDefinedFunctions/{functionId}",
-    ];
+    pub const ENDPOINTS: &str = "/app/userDefinedEndpoints";
+    pub const RUNTIME_OPTIONS: &str = "/app/userDefinedEndpoints/runtimeOptions";
+    /// The spelling of ACL's own documentation (`curl … /runTimeOptions`).
+    pub const RUNTIME_OPTIONS_ALIAS: &str = "/app/userDefinedEndpoints/runTimeOptions";
+    pub const MODULES: &str = "/app/userDefinedEndpoints/modules";
 
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 22] = [
         CONSTITUTION,
         MEMBERS,
         ENCLAVE_QUOTES,
@@ -71,6 +71,12 @@ pub mod paths {
         LEDGER_USER,
         COLLECTION_TAGS,
         ROLES,
+        FUNCTIONS,
+        FUNCTION,
+        ENDPOINTS,
+        RUNTIME_OPTIONS,
+        RUNTIME_OPTIONS_ALIAS,
+        MODULES,
     ];
 }
 
@@ -123,14 +129,33 @@ pub fn build(state: Arc<ApiState>) -> Router {
                 .put(roles::put)
                 .patch(roles::patch)
                 .delete(roles::delete),
+        )
+        .route(FUNCTIONS, get(functions::list))
+        .route(
+            FUNCTION,
+            get(functions::get)
+                .put(functions::put)
+                .delete(functions::delete)
+                .post(functions::post),
         );
-    let router = UNSUPPORTED
+    let router = [RUNTIME_OPTIONS, RUNTIME_OPTIONS_ALIAS]
         .into_iter()
-        .fold(router, |r, path| r.route(path, any(unsupported::answer)));
+        .fold(router, |r, path| {
+            r.route(
+                path,
+                get(endpoints::get_runtime_options).patch(endpoints::patch_runtime_options),
+            )
+        });
     router
+        .route(
+            ENDPOINTS,
+            get(endpoints::get_bundle).put(endpoints::put_bundle),
+        )
+        .route(MODULES, get(endpoints::get_module))
         .route_layer(middleware::from_fn_with_state(state.clone(), gate))
         .method_not_allowed_fallback(method_not_allowed)
-        .fallback(not_found)
+        // Deployed endpoints first; a path none of them matches is 404.
+        .fallback(endpoints::dispatch)
         .with_state(state)
 }
 
@@ -231,12 +256,4 @@ async fn checked(State(state): State<Arc<ApiState>>, mut request: Request, next:
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!("{method} is not supported on {}.", uri.path()))
-}
-
-async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::NotFound(format!(
-        "There is no operation {method} {}. Ledger operations live under /app/ (for example \
-         GET /app/transactions?api-version=2022-05-13).",
-        uri.path()
-    ))
 }

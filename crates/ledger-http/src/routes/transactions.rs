@@ -28,8 +28,14 @@
 //!   2024-12-09-preview on. With older versions `tags`/`tag` are refused with 400
 //!   `InvalidQueryParameterValue` rather than ignored: silently dropping a tag or a filter
 //!   would store or return something other than what the client asked for.
+//! * Hooks (`preHooks`, `postHooks` in the body, 2024-12-09-preview on): each names a
+//!   user-defined function, run in order (pre-hooks, then post-hooks) before the entry is
+//!   submitted; what they write to application tables is part of the entry's transaction.
+//!   The first failing hook fails the write with ACL's 500 `InternalError` and nothing is
+//!   written. With an older api-version they are refused (400), not ignored: silently
+//!   skipping a validation hook would store what it should have refused.
 
-use super::RequestContext;
+use super::{RequestContext, functions};
 use crate::auth::Caller;
 use crate::body;
 use crate::config::MAX_COLLECTION_ID_BYTES;
@@ -37,6 +43,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::idempotency;
 use crate::names;
 use crate::paging::{self, PAGE_SIZE};
+use crate::programs::definitions;
+use crate::programs::pending::{SubmitError, kv_writes};
+use crate::programs::{FunctionCall, MAX_ATTEMPTS, MAX_HOOKS};
 use crate::query::QueryParams;
 use crate::response;
 use crate::state::ApiState;
@@ -48,6 +57,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use ledger_core::TxId;
+use ledger_core::entry::KvWrite;
 use ledger_core::entry::{ApplicationEntry, DEFAULT_COLLECTION, IdempotencyRecord};
 use ledger_core::hash::Hash32;
 use ledger_core::receipt::ReceiptResponse;
@@ -255,56 +265,218 @@ pub async fn create(
     {
         return replay(&state, original, &collection, &contents, &tags);
     }
+    let hooks = hook_calls(&state, &ctx, &headers, &object, &collection, &contents)?;
     // Tags never disappear, so a write whose tags all exist already cannot exceed the cap.
     let mut new_tags = false;
     for tag in &tags {
         new_tags |= !state.ledger.has_tag(&collection, tag)?;
     }
-    let write = WriteRequest::Entry(ApplicationEntry {
-        collection_id: collection.clone(),
-        contents,
-        tags: tags.clone(),
-        claims_key,
-        idempotency: key_digest.map(|key_digest| IdempotencyRecord {
-            key_digest,
-            unix_secs: now,
-        }),
-    });
-    let txid = if !new_tags
-        && (collection == DEFAULT_COLLECTION || state.collection_known(&collection))
-    {
-        state.commit(write).await?
+    let mut attempts = 0;
+    let txid = loop {
+        attempts += 1;
+        let run = run_hooks(&state, &hooks).await?;
+        let kv_writes = run.as_ref().map(|(_, w, _)| w.clone()).unwrap_or_default();
+        let write = WriteRequest::Entry(ApplicationEntry {
+            collection_id: collection.clone(),
+            contents: contents.clone(),
+            tags: tags.clone(),
+            claims_key,
+            idempotency: key_digest.map(|key_digest| IdempotencyRecord {
+                key_digest,
+                unix_secs: now,
+            }),
+            kv_writes,
+        });
+        match commit_entry(&state, write, &collection, &tags, new_tags, run).await {
+            Ok(txid) => break txid,
+            Err(None) if attempts < MAX_ATTEMPTS => continue,
+            Err(None) => return Err(ApiError::Busy),
+            Err(Some(e)) => return Err(e),
+        }
+    };
+    Ok(response::json(txid, json!({"collectionId": collection})))
+}
+
+/// The hooks of a write (`preHooks`, then `postHooks`), ready to run; empty when it has none.
+fn hook_calls(
+    state: &Arc<ApiState>,
+    ctx: &RequestContext,
+    headers: &HeaderMap,
+    object: &serde_json::Map<String, Value>,
+    collection: &str,
+    contents: &str,
+) -> ApiResult<Vec<FunctionCall>> {
+    let mut calls = Vec::new();
+    for member in ["preHooks", "postHooks"] {
+        let hooks = match object.get(member) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Array(hooks)) => hooks,
+            Some(other) => {
+                return Err(ApiError::InvalidInput(format!(
+                    "\"{member}\" must be an array of {{\"functionId\": \"...\"}}, not {}.",
+                    body::kind(other)
+                )));
+            }
+        };
+        if hooks.is_empty() {
+            continue;
+        }
+        ctx.version.require(
+            ctx.version.has_user_defined_functions(),
+            &format!("POST /app/transactions with {member}"),
+            "2024-12-09-preview",
+        )?;
+        if hooks.len() > MAX_HOOKS {
+            return Err(ApiError::InvalidInput(format!(
+                "\"{member}\" has {} hooks; a write may have at most {MAX_HOOKS}.",
+                hooks.len()
+            )));
+        }
+        // Running hooks is running functions: the caller needs that action too.
+        crate::auth::authorize(
+            &*state.ledger,
+            &ctx.caller,
+            &axum::http::Method::POST,
+            super::paths::FUNCTION,
+            &ctx.path,
+            |id| state.user_record(id),
+        )?;
+        let base = definitions::runtime_options(&*state.ledger)?;
+        for (i, hook) in hooks.iter().enumerate() {
+            let at = format!("{member}[{i}]");
+            let hook = hook.as_object().ok_or_else(|| {
+                ApiError::InvalidInput(format!(
+                    "{at} must be an object {{\"functionId\": \"...\"}}."
+                ))
+            })?;
+            if let Some(other) = hook
+                .keys()
+                .find(|k| !matches!(k.as_str(), "functionId" | "properties"))
+            {
+                return Err(ApiError::InvalidInput(format!(
+                    "{at} has an unknown member {other:?}; a hook is {{\"functionId\", \"properties\"}}."
+                )));
+            }
+            let id = hook
+                .get("functionId")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ApiError::InvalidInput(format!("{at} needs \"functionId\", a string."))
+                })?;
+            let code = definitions::function_code(&*state.ledger, id)?.ok_or_else(|| {
+                ApiError::InvalidInput(format!("{at}: there is no user-defined function {id:?}."))
+            })?;
+            let properties = match hook.get("properties") {
+                None | Some(Value::Null) => serde_json::Map::new(),
+                Some(Value::Object(p)) => p.clone(),
+                Some(other) => {
+                    return Err(ApiError::InvalidInput(format!(
+                        "{at}: \"properties\" must be an object, not {}.",
+                        body::kind(other)
+                    )));
+                }
+            };
+            let context = functions::request_context(ctx, headers, Some((collection, contents)));
+            calls.push(functions::function_call(
+                id,
+                code,
+                &properties,
+                base,
+                context,
+            )?);
+        }
+    }
+    Ok(calls)
+}
+
+/// Runs the hooks on an execution thread: the version of the tables they started from,
+/// their writes, and whether they read the tables. `None` when there are none.
+async fn run_hooks(
+    state: &Arc<ApiState>,
+    hooks: &[FunctionCall],
+) -> ApiResult<Option<(u64, Vec<KvWrite>, bool)>> {
+    if hooks.is_empty() {
+        return Ok(None);
+    }
+    let seen = state.programs.pending.version();
+    let job_state = state.clone();
+    let calls = hooks.to_vec();
+    let run = state
+        .programs
+        .run(move || {
+            crate::programs::run_hooks(&*job_state.ledger, &job_state.programs.pending, &calls)
+        })
+        .await??;
+    Ok(Some((seen, kv_writes(&run.writes), run.read)))
+}
+
+/// Commits the entry (with its hooks' writes when `hooks` is the run of them); `Err(None)`
+/// when the hooks must run again because the tables they read changed meanwhile.
+async fn commit_entry(
+    state: &Arc<ApiState>,
+    write: WriteRequest,
+    collection: &str,
+    tags: &[String],
+    new_tags: bool,
+    hooks: Option<(u64, Vec<KvWrite>, bool)>,
+) -> Result<TxId, Option<ApiError>> {
+    let submit = |write: WriteRequest| async {
+        match &hooks {
+            None => state.commit(write).await.map_err(Some),
+            Some((seen, writes, read)) => state
+                .commit_programmed(*seen, *read, write, writes)
+                .await
+                .map_err(|e| match e {
+                    SubmitError::Conflict => None,
+                    SubmitError::Refused(e) => Some(crate::state::append_error(e)),
+                }),
+        }
+    };
+    if !new_tags && (collection == DEFAULT_COLLECTION || state.collection_known(collection)) {
+        submit(write).await
     } else {
         // Possibly a new collection or new tags: count and write under the lock, so two
         // requests cannot both create collection (or tag) number max+1.
         let _guard = state.check_then_write.lock().await;
-        let existing = state.ledger.collections()?;
+        let api = |e: ApiError| Some(e);
+        let existing = state.ledger.collections().map_err(|e| api(e.into()))?;
         let exists = existing.iter().any(|(id, _)| *id == collection);
         let others = existing
             .iter()
             .filter(|(id, _)| id != DEFAULT_COLLECTION)
             .count();
         if !exists && collection != DEFAULT_COLLECTION && others >= state.config.max_collections {
-            return Err(ApiError::CollectionCapacityExceeded {
+            return Err(api(ApiError::CollectionCapacityExceeded {
                 limit: state.config.max_collections,
-            });
+            }));
         }
         if new_tags {
             let mut added = 0;
-            for tag in &tags {
-                added += usize::from(!state.ledger.has_tag(&collection, tag)?);
+            for tag in tags {
+                added += usize::from(
+                    !state
+                        .ledger
+                        .has_tag(collection, tag)
+                        .map_err(|e| api(e.into()))?,
+                );
             }
-            if state.ledger.tags(&collection)?.len() + added > MAX_TAGS_PER_COLLECTION {
-                return Err(ApiError::TagCapacityExceeded {
+            if state
+                .ledger
+                .tags(collection)
+                .map_err(|e| api(e.into()))?
+                .len()
+                + added
+                > MAX_TAGS_PER_COLLECTION
+            {
+                return Err(api(ApiError::TagCapacityExceeded {
                     limit: MAX_TAGS_PER_COLLECTION,
-                });
+                }));
             }
         }
-        let txid = state.commit(write).await?;
-        state.remember_collection(&collection);
-        txid
-    };
-    Ok(response::json(txid, json!({"collectionId": collection})))
+        let txid = submit(write).await?;
+        state.remember_collection(collection);
+        Ok(txid)
+    }
 }
 
 fn unix_now() -> u64 {

@@ -33,6 +33,7 @@ pub fn certificate_caller(fingerprint: &str) -> Caller {
             not_before_unix: 0,
             not_after_unix: u64::MAX,
         }),
+        pem: None,
     }
 }
 

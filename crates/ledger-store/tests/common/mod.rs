@@ -86,6 +86,7 @@ pub fn numbered_entry(label: &str, i: u64) -> ApplicationEntry {
         tags,
         claims_key,
         idempotency: None,
+        kv_writes: Vec::new(),
     }
 }
 
