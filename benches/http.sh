@@ -4,6 +4,7 @@
 #
 #   benches/http.sh append  [RUNS] [SECONDS] [CONNECTIONS...]   # default 3 15 1 16 64 256
 #   benches/http.sh reads   DATA_DIR [RUNS] [SECONDS] [CONNECTIONS]  # a filled ledger (see below)
+#   benches/http.sh programs [RUNS] [SECONDS] [CONNECTIONS]     # default 3 10 64
 #
 # `append` runs append-only phases and prints, per connection count, the median over RUNS of
 # committed writes/s and latency percentiles, plus the CPU the server and the generator used
@@ -12,6 +13,9 @@
 # time from start to `/readyz` answering 200, then read/receipt/list phases on random
 # sequence numbers of the whole ledger (--existing), one phase at a time with the CPU each side
 # used per operation, and the server's peak RSS.
+# `programs` alternates, run by run on one fresh ledger, plain writes (`append`), writes with
+# one pre-hook (`hooked`) and executions of a trivial user-defined function (`execute`), with
+# the CPU per operation of each side: the cost a hook adds to a write.
 # Raw JSON of every run goes to benches/results/.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -125,8 +129,38 @@ for name in ["read", "receipt", "list"]:
           f"  {', '.join(f'{x:.0f}' for x in rates)}")
 EOF
     ;;
+programs)
+    RUNS="${2:-3}"; SECS="${3:-10}"; C="${4:-64}"
+    start_server "$WORK/data"
+    hz=$(getconf CLK_TCK)
+    for r in $(seq 1 "$RUNS"); do
+        for phase in append hooked execute; do
+            f="$OUT/programs-$phase-r$r.json"
+            before=$(cpu_ticks "$server_pid")
+            /usr/bin/time -f "%U %S" -o "$WORK/gen.cpu" "$BIN" bench $(conn "$WORK/data") \
+                --phases "$phase" --connections "$C" --duration "$SECS" --warmup 2 --output "$f" >/dev/null 2>&1
+            after=$(cpu_ticks "$server_pid")
+            cpu_per_op "$f" "$before" "$after" "$hz" "$WORK/gen.cpu" "$SECS"
+        done
+    done
+    python3 - "$OUT" "$RUNS" <<'EOF'
+import json, statistics, sys
+out, runs = sys.argv[1], int(sys.argv[2])
+med = statistics.median
+print(f"{'phase':>8} {'per s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'srv us/op':>9} {'gen us/op':>9}  runs")
+for name in ["append", "hooked", "execute"]:
+    rs = [json.load(open(f"{out}/programs-{name}-r{r}.json")) for r in range(1, runs + 1)]
+    ph = [r["phases"][0] for r in rs]
+    rates = [p["ops_per_sec"] for p in ph]
+    errors = sum(sum(p["errors"].values()) for p in ph)
+    print(f"{name:>8} {med(rates):>9.0f} {med([p['latency_ms']['p50'] for p in ph]):>7.2f} "
+          f"{med([p['latency_ms']['p99'] for p in ph]):>7.2f} {errors:>6} "
+          f"{med([r['server_cpu_us_per_op'] for r in rs]):>9.1f} {med([r['generator_cpu_us_per_op'] for r in rs]):>9.1f}"
+          f"  {', '.join(f'{x:.0f}' for x in rates)}")
+EOF
+    ;;
 *)
-    sed -n '2,15p' "$0"
+    sed -n '2,19p' "$0"
     exit 2
     ;;
 esac

@@ -10,7 +10,14 @@
 //!    `--existing`, of random sequence numbers of the ledger);
 //! 3. `receipt`: `GET .../receipt`, every `--verify-every`th one verified against the pinned
 //!    service certificate (verification is client CPU: ~1.5 ms for a P-384 receipt);
-//! 4. `list`: one page (≤ 100 entries) of `GET /app/transactions` over a range.
+//! 4. `list`: one page (≤ 100 entries) of `GET /app/transactions` over a range;
+//! 5. `hooked`: `POST /app/transactions` as in `append`, with one pre-hook (a user-defined
+//!    function checking the contents, [`CHECK_FUNCTION`]): the cost a hook adds to a write;
+//! 6. `execute`: `POST /app/userDefinedFunctions/{id}:execute` of a trivial function
+//!    ([`NOOP_FUNCTION`]), which writes nothing.
+//!
+//! The last two create their function first (the bench's identity must be an administrator)
+//! and need a ledger without user-defined endpoints deployed.
 
 use clap::{Args, ValueEnum};
 use ledger_client::nonblocking::Client;
@@ -27,7 +34,21 @@ pub enum Phase {
     Read,
     Receipt,
     List,
+    Hooked,
+    Execute,
 }
+
+/// The pre-hook of the `hooked` phase: ACL's published validation sample, adapted to refuse
+/// empty contents (the bench writes letters).
+pub const CHECK_FUNCTION: (&str, &str) = (
+    "cledger-bench-check",
+    "export function main() { if (context.contents.length === 0) { throw new Error('empty'); } }",
+);
+/// The function of the `execute` phase.
+pub const NOOP_FUNCTION: (&str, &str) = (
+    "cledger-bench-noop",
+    "export function main(a) { return a; }",
+);
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -187,10 +208,18 @@ async fn run_phases(
         written = Arc::new(existing_range(&clients[0]).await?);
     }
     let mut reports = Vec::new();
+    for (phase, (id, code)) in [
+        (Phase::Hooked, CHECK_FUNCTION),
+        (Phase::Execute, NOOP_FUNCTION),
+    ] {
+        if args.phases.contains(&phase) {
+            clients[0].put_function(id, code).await?;
+        }
+    }
     for &phase in &args.phases {
         let size = args.size;
         let pool = written.clone();
-        let needs_entries = phase != Phase::Append;
+        let needs_entries = !matches!(phase, Phase::Append | Phase::Hooked | Phase::Execute);
         if needs_entries && pool.is_empty() {
             return Err(Error::Config(format!(
                 "the {phase:?} phase needs entries: run the append phase first or pass --existing"
@@ -199,7 +228,7 @@ async fn run_phases(
         let verify_every = args.verify_every.max(1);
         let existing = args.existing;
         let collections = collections.clone();
-        let count = if phase == Phase::Append {
+        let count = if matches!(phase, Phase::Append | Phase::Hooked) {
             args.count
         } else {
             None
@@ -211,11 +240,21 @@ async fn run_phases(
                 let rng = &mut Rng::from_seed(seed);
                 let pick = |rng: &mut Rng| pick(&pool, existing, rng);
                 match phase {
-                    Phase::Append => {
+                    Phase::Append | Phase::Hooked => {
                         let collection =
                             collections[(rng.next() as usize) % collections.len()].clone();
                         let contents = contents(worker, n, size, rng);
-                        let appended = client.post_entry(&contents, collection.as_deref()).await?;
+                        let appended = if phase == Phase::Hooked {
+                            client
+                                .post_entry_with_hooks(
+                                    &contents,
+                                    collection.as_deref(),
+                                    &[CHECK_FUNCTION.0],
+                                )
+                                .await?
+                        } else {
+                            client.post_entry(&contents, collection.as_deref()).await?
+                        };
                         let txid = ledger_core::TxId::parse(&appended.transaction_id)
                             .map_err(|e| Error::Protocol(e.to_string()))?;
                         Ok(Done {
@@ -260,6 +299,21 @@ async fn run_phases(
                                 written: None,
                             })
                         }
+                    }
+                    Phase::Execute => {
+                        let argument = n.to_string();
+                        let answer = client
+                            .execute_function(NOOP_FUNCTION.0, &[&argument])
+                            .await?;
+                        if answer["result"]["returnValue"] != json!(argument) {
+                            return Err(Error::Protocol(format!(
+                                "the function answered {answer}, not {argument}"
+                            )));
+                        }
+                        Ok(Done {
+                            items: 1,
+                            written: None,
+                        })
                     }
                     Phase::List => {
                         let w = pick(rng);

@@ -166,4 +166,69 @@ impl Client {
             "entries",
         )
     }
+
+    /// `PUT /app/userDefinedFunctions/{id}` (api-version 2024-12-09-preview): creates or
+    /// replaces a user-defined function. Needs an administrator.
+    pub async fn put_function(&self, id: &str, code: &str) -> Result<()> {
+        let url = url(
+            &self.base,
+            &format!("/app/userDefinedFunctions/{}", crate::enc(id)),
+            FUNCTIONS_API_VERSION,
+            &[],
+        );
+        self.call(Method::PUT, &url, Some(&json!({"code": code})))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /app/userDefinedFunctions/{id}:execute` with `arguments`: the execution's answer
+    /// (`status`, `result` or `error`, `logs`).
+    pub async fn execute_function(&self, id: &str, arguments: &[&str]) -> Result<Value> {
+        let url = url(
+            &self.base,
+            &format!("/app/userDefinedFunctions/{}:execute", crate::enc(id)),
+            FUNCTIONS_API_VERSION,
+            &[],
+        );
+        self.call(Method::POST, &url, Some(&json!({"arguments": arguments})))
+            .await
+    }
+
+    /// `POST /app/transactions` with the functions `pre_hooks` run as pre-hooks (api-version
+    /// 2024-12-09-preview); answered once committed, like [`Client::post_entry`].
+    pub async fn post_entry_with_hooks(
+        &self,
+        contents: &str,
+        collection: Option<&str>,
+        pre_hooks: &[&str],
+    ) -> Result<Appended> {
+        let url = url(
+            &self.base,
+            "/app/transactions",
+            FUNCTIONS_API_VERSION,
+            &[("collectionId", collection)],
+        );
+        let hooks: Vec<Value> = pre_hooks
+            .iter()
+            .map(|id| json!({"functionId": id}))
+            .collect();
+        let (headers, body) = self
+            .call_with_headers(
+                Method::POST,
+                &url,
+                Some(&json!({"contents": contents, "preHooks": hooks})),
+            )
+            .await?;
+        Ok(Appended {
+            transaction_id: written_txid(&headers)?,
+            collection_id: body["collectionId"]
+                .as_str()
+                .or(collection)
+                .unwrap_or(DEFAULT_COLLECTION)
+                .to_owned(),
+        })
+    }
 }
+
+/// The first api-version with user-defined functions and hooks.
+const FUNCTIONS_API_VERSION: &str = "2024-12-09-preview";

@@ -19,9 +19,16 @@ pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-/// Reads the whole body, refusing more than `limit` bytes with 413.
+/// Reads the whole JSON body, refusing another media type with 415 and more than `limit`
+/// bytes with 413.
 pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Vec<u8>> {
     check_media_type(headers)?;
+    read_any(headers, body, limit).await
+}
+
+/// Reads the whole body of any media type (a deployed endpoint's), refusing more than `limit`
+/// bytes with 413.
+pub async fn read_any(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Vec<u8>> {
     if declared_length(headers).is_some_and(|n| n > limit as u64) {
         return Err(ApiError::BodyTooLarge { limit });
     }

@@ -53,8 +53,6 @@ pub enum ApiError {
     /// write exceeds a limit of the ledger's storage (`ledger_store::limits`). The HTTP limits
     /// are tighter and checked first, so this is a second line; nothing was written.
     StorageLimit { code: &'static str, message: String },
-    /// 501 `NotSupported`: an ACL operation cledger deliberately does not implement.
-    NotSupported(String),
     /// 400 `LastAdministrator`: the change would leave the ledger without an administrator.
     LastAdministrator(String),
     /// 401 `InvalidAuthenticationInfo`.
@@ -138,7 +136,6 @@ impl ApiError {
             OperationNotInVersion(_) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
             TagCapacityExceeded { .. } => (StatusCode::BAD_REQUEST, "TagCapacityExceeded"),
             StorageLimit { code, .. } => (StatusCode::BAD_REQUEST, code),
-            NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "NotSupported"),
             Unauthenticated | InvalidCredentials(_) => {
                 (StatusCode::UNAUTHORIZED, "InvalidAuthenticationInfo")
             }
@@ -244,7 +241,6 @@ impl ApiError {
             | LastAdministrator(m)
             | IdempotencyKeyReused(m)
             | OperationNotInVersion(m)
-            | NotSupported(m)
             | NotAllowed(m)
             | InvalidCredentials(m)
             | InsufficientPrivileges(m)

@@ -1,7 +1,7 @@
 //! Version-dependent shapes of the newer ACL api-versions (acl-api.md §2.5–§2.9), driven
 //! through the router in-process: application claims, the user lists, multi-role users,
-//! tags, user-defined roles and their enforcement, and the operations cledger answers with
-//! 501 NotSupported.
+//! tags, user-defined roles and their enforcement, and the version and role gates of the
+//! user-defined code routes.
 
 use axum::http::Method;
 use ledger_core::claims::ApplicationClaim;
@@ -400,12 +400,36 @@ async fn tag_filter_pages_keep_the_tag() {
 async fn user_defined_code_routes_need_their_version_and_role() {
     let app = app();
     for (method, path, since) in [
-        (Method::GET, "/app/userDefinedEndpoints", "2024-08-22-preview"),
-        (Method::GET, "/app/userDefinedEndpoints/runtimeOptions", "2024-08-22-preview"),
-        (Method::GET, "/app/userDefinedEndpoints/runTimeOptions", "2024-08-22-preview"),
-        (Method::GET, "/app/userDefinedEndpoints/modules", "2024-08-22-preview"),
-        (Method::GET, "/app/userDefinedFunctions", "2024-12-09-preview"),
-        (Method::GET, "/app/userDefinedFunctions/f1", "2024-12-09-preview"),
+        (
+            Method::GET,
+            "/app/userDefinedEndpoints",
+            "2024-08-22-preview",
+        ),
+        (
+            Method::GET,
+            "/app/userDefinedEndpoints/runtimeOptions",
+            "2024-08-22-preview",
+        ),
+        (
+            Method::GET,
+            "/app/userDefinedEndpoints/runTimeOptions",
+            "2024-08-22-preview",
+        ),
+        (
+            Method::GET,
+            "/app/userDefinedEndpoints/modules",
+            "2024-08-22-preview",
+        ),
+        (
+            Method::GET,
+            "/app/userDefinedFunctions",
+            "2024-12-09-preview",
+        ),
+        (
+            Method::GET,
+            "/app/userDefinedFunctions/f1",
+            "2024-12-09-preview",
+        ),
     ] {
         let old = format!("{path}?api-version=2024-01-26-preview");
         let r = app.call_json(method.clone(), &old, &ADMIN, None).await;
@@ -423,7 +447,10 @@ async fn user_defined_code_routes_need_their_version_and_role() {
         .call_json(Method::GET, &uri("/app/userDefinedEndpoints"), &ADMIN, None)
         .await;
     assert_eq!(r.status, 200, "{}", r.json);
-    assert_eq!(r.json, json!({"metadata": {"endpoints": {}}, "modules": []}));
+    assert_eq!(
+        r.json,
+        json!({"metadata": {"endpoints": {}}, "modules": []})
+    );
     app.call_json(
         Method::PUT,
         &uri("/app/userDefinedFunctions/f1"),

@@ -178,7 +178,7 @@ async fn serve(state: &Arc<ApiState>, request: Request) -> ApiResult<Response> {
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
     };
-    let body = body::read(&headers, request.into_body(), state.config.max_body_bytes).await?;
+    let body = body::read_any(&headers, request.into_body(), state.config.max_body_bytes).await?;
     let js_request = EndpointRequest {
         method: method.as_str().to_owned(),
         url,
