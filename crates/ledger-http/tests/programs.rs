@@ -236,3 +236,67 @@ async fn deployed_endpoints_authenticate_by_policy_and_write_in_their_own_transa
         .await
         .expect_error(404, "ResourceNotFound");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_scripts_hold_their_slots_only() {
+    let app = Arc::new(App::new());
+    put_function(&app, "spin", "export function main() { while (true) {} }").await;
+    // Scripts that each run until their 3-second limit, as many as there are execution slots
+    // on a 2-core machine (more cores have more slots, and the check below still holds).
+    let spinners: Vec<_> = (0..4)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.call_json(
+                    Method::POST,
+                    &uri("/app/userDefinedFunctions/spin:execute"),
+                    &ADMIN,
+                    Some(json!({"runtimeOptions": {"max_execution_time_ms": 3000}})),
+                )
+                .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Meanwhile writes commit and reads answer: neither needs an execution slot.
+    let r = app
+        .call_json(
+            Method::POST,
+            &uri("/app/transactions"),
+            &CONTRIBUTOR,
+            Some(json!({"contents": "written while scripts spin"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let txid = r.txid().unwrap();
+    let r = app
+        .call_json(
+            Method::GET,
+            &uri(&format!("/app/transactions/{txid}")),
+            &READER,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    put_function(&app, "quick", "export function main() { return 'ok' }").await;
+    assert!(
+        spinners.iter().all(|s| !s.is_finished()),
+        "all of that happened while the runaway scripts were still running"
+    );
+    // Another execution gets a slot (at the latest when a runaway one ends).
+    let r = app
+        .call_json(
+            Method::POST,
+            &uri("/app/userDefinedFunctions/quick:execute"),
+            &CONTRIBUTOR,
+            None,
+        )
+        .await;
+    assert_eq!(r.json["result"]["returnValue"], "ok", "{}", r.json);
+    for spinner in spinners {
+        let r = spinner.await.unwrap();
+        assert_eq!(r.json["status"], "Failed", "{}", r.json);
+        let message = r.json["error"]["message"].as_str().unwrap();
+        assert!(message.contains("time limit of 3s"), "{message}");
+    }
+}

@@ -2,7 +2,7 @@
 // `host.rs`. Runs before the user's code in every fresh context. The host object is taken
 // from the global scope and deleted, so user code reaches the host only through the
 // wrappers below; those validate their arguments before the host sees them.
-(function () {
+void function () {
   "use strict";
   const host = globalThis.__cledger_host;
   delete globalThis.__cledger_host;
@@ -133,26 +133,27 @@
     return map;
   }
   const maps = new Map();
-  const kv = new Proxy(
-    {},
-    {
-      get(target, name) {
-        if (typeof name !== "string") return undefined;
-        let m = maps.get(name);
-        if (m === undefined) {
-          m = kvMap(name);
-          maps.set(name, m);
-        }
-        return m;
-      },
-      set() {
-        return false;
-      },
-      has(target, name) {
-        return typeof name === "string";
-      },
-    }
-  );
+  // Large literals are built first and passed by name: QuickJS scans ahead over the contents
+  // of every "(" to tell an arrow function's parameters from an expression, so a call whose
+  // parentheses hold a big literal costs a scan of it per level of nesting.
+  const kvHandler = {
+    get(target, name) {
+      if (typeof name !== "string") return undefined;
+      let m = maps.get(name);
+      if (m === undefined) {
+        m = kvMap(name);
+        maps.set(name, m);
+      }
+      return m;
+    },
+    set() {
+      return false;
+    },
+    has(target, name) {
+      return typeof name === "string";
+    },
+  };
+  const kv = new Proxy({}, kvHandler);
 
   const crypto = {
     digest(algorithm, data) {
@@ -173,7 +174,7 @@
     },
   };
 
-  globalThis.ccf = Object.freeze({
+  const ccfGlobal = {
     strToBuf(s) {
       if (typeof s !== "string") throw new TypeError("strToBuf needs a string");
       return host.strToBuf(s);
@@ -200,7 +201,8 @@
     },
     crypto: Object.freeze(crypto),
     kv: kv,
-  });
+  };
+  globalThis.ccf = Object.freeze(ccfGlobal);
 
   // Conversions the engine calls; not reachable from user code.
   host.formatReturn = function (v) {
@@ -272,4 +274,4 @@
     }
     return [status, headers, contentType === undefined ? kind : contentType, bin];
   };
-})();
+}();
