@@ -1692,3 +1692,99 @@ fn a_lost_cluster_is_recovered_from_a_backup() {
     };
     check_converged(recovered_formed, &acked, TEST);
 }
+
+/// User-defined code in a cluster: a function created on the primary, run concurrently as a
+/// read-modify-write of a table through the primary (the executions' writes enter the log in
+/// the order they were checked, so none is lost), then, after the primary is killed, run on
+/// the new primary: the function and the table it wrote were replicated.
+#[test]
+fn user_defined_functions_replicate_and_stay_serializable() {
+    const TEST: &str = "user_defined_functions_replicate_and_stay_serializable";
+    let _serial = serial();
+    let mut formed = form(3);
+    let v = "api-version=2024-12-09-preview";
+    let p = wait_for("one primary", Duration::from_secs(15), || {
+        primary_of(&formed.nodes, &formed.service_pem)
+    });
+    let http = raw_client(&formed.service_pem, Some(&formed.admin.bundle));
+    let increment = "export function main() { const t = ccf.kv['public:counter']; \
+        const k = ccf.strToBuf('n'); const v = t.get(k); \
+        const n = (v === undefined ? 0 : Number(ccf.bufToStr(v))) + 1; \
+        t.set(k, ccf.strToBuf(String(n))); return String(n); }";
+    let base = formed.nodes[p].address();
+    let r = http
+        .put(format!("{base}/app/userDefinedFunctions/increment?{v}"))
+        .json(&serde_json::json!({"code": increment}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+
+    let execute = |base: &str| -> (u16, serde_json::Value) {
+        let r = http
+            .post(format!(
+                "{base}/app/userDefinedFunctions/increment:execute?{v}"
+            ))
+            .json(&serde_json::json!({}))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    };
+    let returned: Vec<(u16, serde_json::Value)> = thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| (0..8).map(|_| execute(&base)).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    for (status, body) in &returned {
+        match status {
+            200 => {
+                let n: u64 = body["result"]["returnValue"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(seen.insert(n), "{n} returned twice: a lost update ({TEST})");
+            }
+            503 => assert_eq!(body["error"]["code"], "ServiceBusy", "{body}"),
+            other => panic!("{TEST}: status {other}: {body}"),
+        }
+    }
+    let successes = seen.len() as u64;
+    assert!(successes > 0, "{TEST}: no execution succeeded");
+    assert_eq!(
+        seen,
+        (1..=successes).collect(),
+        "{TEST}: increments lost or doubled"
+    );
+
+    formed.nodes[p].kill();
+    let q = wait_for("a new primary", FAILOVER_LIMIT * 3, || {
+        primary_among(&formed.nodes, &formed.service_pem, &[p])
+    });
+    let (status, body) =
+        wait_for(
+            "an execution on the new primary",
+            FAILOVER_LIMIT,
+            || match execute(&formed.nodes[q].address()) {
+                (200, body) => Ok((200, body)),
+                (status, body) => Err(format!("{status}: {body}")),
+            },
+        );
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["result"]["returnValue"],
+        (successes + 1).to_string(),
+        "{TEST}: the new primary has the function and every committed increment"
+    );
+    // Every copy of the ledger, the killed primary's too, passes the audit.
+    for (i, node) in formed.nodes.iter_mut().enumerate() {
+        if i != p {
+            node.terminate();
+        }
+        audit(node);
+    }
+}

@@ -12,6 +12,7 @@
 use crate::log_store::{LedgerLogStore, LogShared};
 use crate::network::{PeerNetwork, PeerTls, PeerTlsError, serve_peers};
 use crate::state_machine::LedgerStateMachine;
+use crate::types::LedgerRaft;
 use crate::types::{
     Membership, NodeId, PeerNode, Proposal, ProposedWrite, Raft, membership_write, nodes, txid_of,
 };
@@ -136,6 +137,40 @@ pub struct Cluster {
     shared: Arc<LogShared>,
     config: ClusterConfig,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Client writes on their way to consensus, in the order [`Cluster::propose`] was called.
+    proposals: tokio::sync::mpsc::UnboundedSender<(Proposal, WriteResponder)>,
+}
+
+/// Where openraft answers one client write.
+type WriteResponder = openraft::type_config::alias::WriteResponderOf<LedgerRaft>;
+
+/// A client write handed to consensus; [`Cluster::settle`] waits for its outcome.
+pub struct Proposed {
+    placed: Arc<std::sync::OnceLock<TxId>>,
+    answer: openraft::type_config::alias::OneshotReceiverOf<
+        LedgerRaft,
+        openraft::raft::ClientWriteResult<LedgerRaft>,
+    >,
+}
+
+/// Hands proposals to openraft one by one, in the order they were queued. `client_write`
+/// sends its proposal only when its future is first polled, so writes submitted in one order
+/// from tasks spawned for each could enter the log in another; user-defined code relies on
+/// the order (an execution that read a pending write must be sequenced after it).
+async fn forward_proposals(
+    raft: Raft,
+    mut queued: tokio::sync::mpsc::UnboundedReceiver<(Proposal, WriteResponder)>,
+) {
+    while let Some((proposal, responder)) = queued.recv().await {
+        // Fatal: the responder is dropped with the proposal, and its writer sees `Closed`.
+        if raft
+            .client_write_ff(proposal, Some(responder))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
 }
 
 impl Cluster {
@@ -196,11 +231,14 @@ impl Cluster {
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let peers = serve_peers(peer_listener, config.tls.server_config()?, raft.clone());
         let signer = tokio::spawn(sign(raft.clone(), shared.clone(), config.clone()));
+        let (proposals, queued) = tokio::sync::mpsc::unbounded_channel();
+        let forwarder = tokio::spawn(forward_proposals(raft.clone(), queued));
         Ok(Cluster {
             raft,
             shared,
             config,
-            tasks: vec![peers, signer],
+            tasks: vec![peers, signer, forwarder],
+            proposals,
         })
     }
 
@@ -242,14 +280,31 @@ impl Cluster {
     /// Proposes `request` and waits until it is committed (a signature after it replicated
     /// to a majority). Only the primary takes writes.
     pub async fn write(&self, request: WriteRequest) -> Result<TxId, WriteError> {
+        let proposed = self.propose(request)?;
+        self.settle(proposed).await
+    }
+
+    /// Checks `request` and queues it for consensus at once: writes proposed one after another
+    /// enter the log in that order. [`Cluster::settle`] waits for the outcome.
+    pub fn propose(&self, request: WriteRequest) -> Result<Proposed, WriteError> {
         let prepared = Ledger::prepare(request).map_err(WriteError::Refused)?;
         let proposed = ProposedWrite::new(prepared);
         let placed = proposed.placed.clone();
-        let response = match self.raft.client_write(Proposal::Write(proposed)).await {
+        let (responder, answer) = openraft::impls::ProgressResponder::complete_only();
+        self.proposals
+            .send((Proposal::Write(proposed), responder))
+            .map_err(|_| WriteError::Closed)?;
+        Ok(Proposed { placed, answer })
+    }
+
+    /// Waits until a proposed write is committed, or says why it is not.
+    pub async fn settle(&self, proposed: Proposed) -> Result<TxId, WriteError> {
+        let Proposed { placed, answer } = proposed;
+        use openraft::errors::ClientWriteError;
+        // No answer: openraft stopped (fatal) before answering.
+        let response = match answer.await.map_err(|_| WriteError::Closed)? {
             Ok(response) => response,
-            Err(openraft::errors::RaftError::APIError(
-                openraft::errors::ClientWriteError::ForwardToLeader(_),
-            )) => {
+            Err(ClientWriteError::ForwardToLeader(_)) => {
                 return Err(WriteError::NotPrimary {
                     primary: self.primary(),
                 });
@@ -257,9 +312,7 @@ impl Cluster {
             // This node lost its office after the write entered its log. Whether the write
             // survived depends on whether the new primary had it: the ledger says, once this
             // node has caught up past its seqno (a rolled-back seqno names another view).
-            Err(openraft::errors::RaftError::APIError(
-                openraft::errors::ClientWriteError::LogEntryDiscarded(_),
-            )) => {
+            Err(ClientWriteError::LogEntryDiscarded(_)) => {
                 return match placed.get() {
                     Some(txid) => self.wait_committed(*txid).await,
                     None => Err(WriteError::NotPrimary {
@@ -267,10 +320,7 @@ impl Cluster {
                     }),
                 };
             }
-            Err(openraft::errors::RaftError::APIError(e)) => {
-                return Err(WriteError::Refused(AppendError::Failed(e.to_string())));
-            }
-            Err(openraft::errors::RaftError::Fatal(_)) => return Err(WriteError::Closed),
+            Err(e) => return Err(WriteError::Refused(AppendError::Failed(e.to_string()))),
         };
         let txid = txid_of(&response.log_id).expect("a write has a seqno");
         self.wait_committed(txid).await

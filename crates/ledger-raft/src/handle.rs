@@ -37,11 +37,14 @@ fn append_error(e: WriteError) -> AppendError {
 }
 
 impl LedgerHandle for ClusterHandle {
+    /// Proposes at once (so writes enter the log in the order they were submitted) and
+    /// waits for the outcome on the runtime.
     fn submit(&self, request: WriteRequest, done: Completion) -> Result<(), AppendError> {
         self.write_health()?;
+        let proposed = self.cluster.propose(request).map_err(append_error)?;
         let cluster = self.cluster.clone();
         self.runtime.spawn(async move {
-            done(cluster.write(request).await.map_err(append_error));
+            done(cluster.settle(proposed).await.map_err(append_error));
         });
         Ok(())
     }
