@@ -46,8 +46,9 @@ CLEDGER_BIN="$PWD/target/debug/cledger" .venv/bin/python -m pytest -q -rsx tests
 
 echo "== the Python compatibility suite again with the newer official SDK (azure-confidentialledger 2.0.0b2 + ccf)"
 # The whole suite, nothing deselected: tests/python/sdk_compat.py adapts to each SDK's API and
-# default api-version (2.0.0b2: 2024-12-09-preview). The tests of 2.0.0b2's multi-role user and
-# user-defined role methods are reported as skipped (not applicable) in the 1.1.1 run above.
+# default api-version (2.0.0b2: 2024-12-09-preview). The tests of 2.0.0b2's multi-role user,
+# user-defined role, function and endpoint methods are reported as skipped (not applicable) in
+# the 1.1.1 run above.
 if [ ! -x .venv-sdk2/bin/python ]; then
   python3 -m venv .venv-sdk2
 fi

@@ -13,6 +13,7 @@ SDK in use sends (acl-api.md §1.2, §2.5, §2.9).
 | `verify_receipt` of a fetched receipt | takes it as it is | asserts `dict`s: give it `plain(...)` |
 | tags | no keyword: `send_request` | `create_ledger_entry(tags=)`, `list_ledger_entries(tag=)` |
 | multi-role users, user-defined roles | no methods | `*_ledger_user(s)`, `*_user_defined_role` |
+| user-defined functions, endpoints, runtime options | no methods | `*_user_defined_function(s)`, `*_user_defined_endpoint`, `*_runtime_options` |
 | nextLink with `&`, `=`, `#` in a query value | re-sent unquoted (breaks) | re-sent quoted (works) |
 """
 
@@ -34,7 +35,8 @@ only_sdk2 = pytest.mark.skipif(
     SDK1,
     reason=(
         f"not applicable: azure-confidentialledger {SDK_VERSION} has no multi-role user "
-        "(*_ledger_user) or user-defined role methods; scripts/test.sh runs this file with 2.0.0b2"
+        "(*_ledger_user), user-defined role, function or endpoint methods; scripts/test.sh runs "
+        "this file with 2.0.0b2"
     ),
 )
 

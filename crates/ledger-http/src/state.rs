@@ -202,20 +202,20 @@ impl ApiState {
     }
 
     /// Submits a write carrying JavaScript's `writes` (a key-value transaction, or an entry
-    /// with its hooks' writes) unless the execution read the tables (`read`) and they changed
-    /// since version `seen` (see `programs::pending`), and waits until it is committed.
+    /// with its hooks' writes) unless something in `reads` was written after `snapshot` (see
+    /// `programs::pending`), and waits until it is committed.
     pub(crate) async fn commit_programmed(
         &self,
-        seen: u64,
-        read: bool,
+        snapshot: &crate::programs::pending::Snapshot,
+        reads: &crate::programs::pending::ReadSet,
         request: WriteRequest,
         writes: &[ledger_core::entry::KvWrite],
     ) -> Result<TxId, crate::programs::pending::SubmitError> {
         use crate::programs::pending::SubmitError;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.programs.pending.submit(
-            seen,
-            read,
+            snapshot,
+            reads,
             writes,
             |completion| self.ledger.submit(request, completion),
             Box::new(move |result| {
@@ -225,6 +225,28 @@ impl ApiState {
         match rx.await {
             Ok(result) => result.map_err(SubmitError::Refused),
             Err(_) => Err(SubmitError::Refused(AppendError::Closed)),
+        }
+    }
+
+    /// Commits what an execution wrote, as a key-value transaction: `Ok(None)` when it wrote
+    /// nothing, `Err(None)` when it must run again (a write it could have read came first).
+    pub(crate) async fn commit_kv_writes(
+        &self,
+        snapshot: &crate::programs::pending::Snapshot,
+        reads: &crate::programs::pending::ReadSet,
+        writes: Vec<ledger_core::entry::KvWrite>,
+    ) -> Result<Option<TxId>, Option<ApiError>> {
+        use crate::programs::pending::SubmitError;
+        if writes.is_empty() {
+            return Ok(None);
+        }
+        match self
+            .commit_programmed(snapshot, reads, WriteRequest::Kv(writes.clone()), &writes)
+            .await
+        {
+            Ok(txid) => Ok(Some(txid)),
+            Err(SubmitError::Conflict) => Err(None),
+            Err(SubmitError::Refused(e)) => Err(Some(append_error(e))),
         }
     }
 

@@ -300,3 +300,66 @@ async fn runaway_scripts_hold_their_slots_only() {
         assert!(message.contains("time limit of 3s"), "{message}");
     }
 }
+
+#[tokio::test]
+async fn functions_read_the_newest_entry_of_a_collection_and_cannot_write_entries() {
+    let app = App::new();
+    for (collection, contents) in [
+        ("subledger:0", "first"),
+        ("subledger:0", "second"),
+        ("orders", "o1"),
+    ] {
+        let path = if collection == "subledger:0" {
+            uri("/app/transactions")
+        } else {
+            format!("{}&collectionId={collection}", uri("/app/transactions"))
+        };
+        let r = app
+            .call_json(
+                Method::POST,
+                &path,
+                &CONTRIBUTOR,
+                Some(json!({"contents": contents})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.json);
+    }
+    // ACL's documented example, and an iteration over the table.
+    put_function(
+        &app,
+        "newest",
+        "export function main(c) { const t = ccf.kv['public:confidentialledger.logs']; \
+         const seen = []; t.forEach((v, k) => seen.push(ccf.bufToStr(k) + '=' + ccf.bufToStr(v))); \
+         return ccf.bufToStr(t.get(ccf.strToBuf(c))) + ' ' + seen.join(','); }",
+    )
+    .await;
+    let r = app
+        .call_json(
+            Method::POST,
+            &uri("/app/userDefinedFunctions/newest:execute"),
+            &CONTRIBUTOR,
+            Some(json!({"arguments": ["subledger:0"]})),
+        )
+        .await;
+    assert_eq!(
+        r.json["result"]["returnValue"], "second orders=o1,subledger:0=second",
+        "{}",
+        r.json
+    );
+    put_function(
+        &app,
+        "forge",
+        "export function main() { ccf.kv['public:confidentialledger.logs'].set(ccf.strToBuf('subledger:0'), ccf.strToBuf('forged')); }",
+    )
+    .await;
+    let r = app
+        .call_json(
+            Method::POST,
+            &uri("/app/userDefinedFunctions/forge:execute"),
+            &CONTRIBUTOR,
+            None,
+        )
+        .await;
+    assert_eq!(r.json["status"], "Failed", "{}", r.json);
+    assert!(r.txid().is_none());
+}

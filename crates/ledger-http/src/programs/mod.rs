@@ -13,8 +13,9 @@ use crate::error::{ApiError, ApiResult};
 use definitions::RuntimeOptions;
 use ledger_js::{Execution, FunctionResult, ScriptError, WriteSet};
 use ledger_store::LedgerHandle;
-use pending::{PendingKv, View};
+use pending::{PendingKv, ReadSet, Snapshot, View};
 use serde_json::Value;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -62,6 +63,33 @@ impl Programs {
         .await
         .map_err(|e| ApiError::Internal(format!("A JavaScript execution thread failed: {e}")))
     }
+}
+
+/// Runs `job` on an execution thread with a view of the tables: the committed state under the
+/// pending writes (`writable`: whether scripts may write). Returns what `job` returned, what it
+/// read, and the snapshot it started from (held until its writes are submitted).
+pub async fn run_in_view<T: Send + 'static>(
+    state: &Arc<crate::state::ApiState>,
+    writable: bool,
+    job: impl FnOnce(&View<'_>) -> T + Send + 'static,
+) -> ApiResult<(T, ReadSet, Snapshot)> {
+    let snapshot = state.programs.pending.begin();
+    let job_state = state.clone();
+    let (value, reads) = state
+        .programs
+        .run(move || {
+            let reads = RefCell::new(ReadSet::default());
+            let value = job(&View {
+                ledger: &*job_state.ledger,
+                pending: &job_state.programs.pending,
+                earlier: &WriteSet::default(),
+                writable,
+                reads: &reads,
+            });
+            (value, reads.into_inner())
+        })
+        .await?;
+    Ok((value, reads, snapshot))
 }
 
 /// One call of a user-defined function: standalone (`:execute`) or as a hook.
@@ -114,10 +142,10 @@ impl FunctionCall {
 }
 
 /// The outcome of running a request's hooks in order: everything they wrote (later hooks
-/// over earlier ones), whether any read the tables, and the logs.
+/// over earlier ones), and what they read.
 pub struct HooksRun {
     pub writes: WriteSet,
-    pub read: bool,
+    pub reads: ReadSet,
 }
 
 /// Runs `calls` one after another, each seeing the writes of those before it; the first
@@ -128,19 +156,22 @@ pub fn run_hooks(
     calls: &[FunctionCall],
 ) -> ApiResult<HooksRun> {
     let mut writes = WriteSet::default();
-    let mut read = false;
+    let reads = RefCell::new(ReadSet::default());
     for call in calls {
         let execution = call.run(&View {
             ledger,
             pending,
             earlier: &writes,
             writable: true,
+            reads: &reads,
         });
-        read |= execution.read_tables;
         if let Err(e) = &execution.outcome {
             return Err(ApiError::HookFailed(call.failure_message(e)));
         }
         writes.0.extend(execution.writes.0);
     }
-    Ok(HooksRun { writes, read })
+    Ok(HooksRun {
+        writes,
+        reads: reads.into_inner(),
+    })
 }

@@ -3,22 +3,36 @@
 //! executions serializable without running them one at a time.
 //!
 //! An execution runs off the writer, against a view of the tables that may move under it
-//! (another execution's writes are submitted meanwhile). Every submission of writes bumps a
-//! version; an execution that read the tables is submitted only if the version is still the
-//! one it started from, checked and submitted under one lock, in the order the writer
-//! sequences them. Otherwise it runs again (CCF retries conflicting transactions the same way).
-//! An execution that read nothing cannot conflict. Writes stay visible here until the store
-//! reports them committed (then the index has them) or failed (then they never happened, and
-//! the version moves so that executions that saw them run again).
+//! (another execution's writes are submitted meanwhile). It starts from a [`Snapshot`] (the
+//! version of the tables then) and records what it read: keys, and whole tables for
+//! `forEach`/`size`. Every submission of writes takes the next version and marks the keys and
+//! tables it wrote with it. An execution is submitted only if nothing it read was written
+//! after its snapshot, checked and submitted under one lock, in the order the writer (or, in a
+//! cluster, consensus) sequences them; otherwise it runs again, as CCF retries conflicting
+//! transactions. Writes stay visible here until the store reports them committed (then the
+//! index has them) or failed (then they never happened, and their keys are marked again so
+//! that executions that saw them run again). The marks are kept only as long as an execution
+//! that started before them is in flight.
 
 use ledger_core::entry::KvWrite;
 use ledger_js::{Entry, KvError, KvSource, TableAccess, WriteSet};
 use ledger_store::{AppendError, Completion, LedgerHandle};
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 /// Most keys one `forEach`/`size` reads from a table (beyond, the execution fails).
 pub const MAX_SCAN_KEYS: usize = 100_000;
+
+/// ACL's ledger-entry tables (`public:` for public ledgers, `private:` for private ones), which
+/// JavaScript may read: key = a collection id, value = the contents of its newest committed
+/// entry (UTF-8). ACL does not publish the table's encoding; this is cledger's, chosen so the
+/// documented `ccf.kv["public:confidentialledger.logs"].get(ccf.strToBuf("subledger:0"))`
+/// reads the newest entry of the default collection.
+pub const ENTRY_TABLES: [&str; 2] = [
+    "public:confidentialledger.logs",
+    "private:confidentialledger.logs",
+];
 
 /// Table names JavaScript may not touch: the ledger's own state (users, roles, functions,
 /// secrets), and CCF's and ACL's internal tables, which cledger does not emulate.
@@ -33,16 +47,63 @@ const INTERNAL_PREFIXES: [&str; 5] = [
 /// A table and a key in it.
 type TableKey = (String, Vec<u8>);
 
-/// A pending value (`None`: removed) and the submission that wrote it.
+/// A pending value (`None`: removed) and the version of the submission that wrote it.
 type PendingValue = (Option<Vec<u8>>, u64);
+
+/// What an execution read from the tables (not counting its own writes).
+#[derive(Debug, Default, Clone)]
+pub struct ReadSet {
+    keys: BTreeSet<TableKey>,
+    /// Tables read whole (`forEach`, `size`).
+    tables: BTreeSet<String>,
+}
 
 #[derive(Default)]
 struct Inner {
-    /// Bumped by every submission of writes and every failed one.
+    /// The version of the last submission of writes (or of a failed one, see `settle`).
     version: u64,
-    next_ticket: u64,
-    /// (table, key) → the pending value (`None`: removed) and the submission that wrote it.
+    /// (table, key) → the pending value and the submission that wrote it.
     writes: BTreeMap<TableKey, PendingValue>,
+    /// The version that last wrote each key / each table, while an execution that started
+    /// before it is in flight (see `prune`).
+    key_versions: BTreeMap<TableKey, u64>,
+    table_versions: BTreeMap<String, u64>,
+    /// Executions in flight, by the version they started from.
+    snapshots: BTreeMap<u64, usize>,
+}
+
+impl Inner {
+    fn mark(&mut self, version: u64, keys: &[TableKey]) {
+        for (table, key) in keys {
+            self.key_versions
+                .insert((table.clone(), key.clone()), version);
+            self.table_versions.insert(table.clone(), version);
+        }
+    }
+
+    /// Forgets marks no execution in flight can conflict with: those at or before the oldest
+    /// snapshot (or all of them when none is in flight).
+    fn prune(&mut self) {
+        let floor = self
+            .snapshots
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.version);
+        self.key_versions.retain(|_, v| *v > floor);
+        self.table_versions.retain(|_, v| *v > floor);
+    }
+
+    fn conflicts(&self, since: u64, reads: &ReadSet) -> bool {
+        reads
+            .keys
+            .iter()
+            .any(|k| self.key_versions.get(k).is_some_and(|v| *v > since))
+            || reads
+                .tables
+                .iter()
+                .any(|t| self.table_versions.get(t).is_some_and(|v| *v > since))
+    }
 }
 
 #[derive(Default)]
@@ -52,9 +113,29 @@ pub struct PendingKv {
 
 /// Why a submission did not happen.
 pub enum SubmitError {
-    /// The tables changed since the execution started; run it again.
+    /// Something the execution read was written since it started; run it again.
     Conflict,
     Refused(AppendError),
+}
+
+/// An execution in flight: the version of the tables it started from. Dropping it lets the
+/// marks it might have conflicted with go.
+pub struct Snapshot {
+    pending: Arc<PendingKv>,
+    version: u64,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let mut inner = self.pending.lock();
+        if let Some(n) = inner.snapshots.get_mut(&self.version) {
+            *n -= 1;
+            if *n == 0 {
+                inner.snapshots.remove(&self.version);
+            }
+        }
+        inner.prune();
+    }
 }
 
 impl PendingKv {
@@ -62,29 +143,34 @@ impl PendingKv {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The version an execution starts from.
-    pub fn version(&self) -> u64 {
-        self.lock().version
+    /// Starts an execution: take this before it reads anything.
+    pub fn begin(self: &Arc<Self>) -> Snapshot {
+        let mut inner = self.lock();
+        let version = inner.version;
+        *inner.snapshots.entry(version).or_insert(0) += 1;
+        Snapshot {
+            pending: self.clone(),
+            version,
+        }
     }
 
-    /// Submits `request` (which carries `writes`) through `submit` unless the execution read
-    /// the tables (`read`) and they changed since `seen`. On success the writes are visible
-    /// to later executions at once; `done` is called when the store decides the write, after
-    /// the pending writes were settled.
+    /// Submits `request` (which carries `writes`) through `submit` unless something in
+    /// `reads` was written after `snapshot`. On success the writes are visible to later
+    /// executions at once; `done` is called when the store decides the write, after the
+    /// pending writes were settled.
     pub fn submit(
         self: &Arc<Self>,
-        seen: u64,
-        read: bool,
+        snapshot: &Snapshot,
+        reads: &ReadSet,
         writes: &[KvWrite],
         submit: impl FnOnce(Completion) -> Result<(), AppendError>,
         done: Completion,
     ) -> Result<(), SubmitError> {
         let mut inner = self.lock();
-        if read && inner.version != seen {
+        if inner.conflicts(snapshot.version, reads) {
             return Err(SubmitError::Conflict);
         }
-        inner.next_ticket += 1;
-        let ticket = inner.next_ticket;
+        let version = inner.version + u64::from(!writes.is_empty());
         let keys: Vec<TableKey> = writes
             .iter()
             .map(|w| (w.table.clone(), w.key.clone()))
@@ -92,32 +178,35 @@ impl PendingKv {
         let pending = self.clone();
         let settle_keys = keys.clone();
         let completion: Completion = Box::new(move |result| {
-            pending.settle(ticket, &settle_keys, result.is_ok());
+            pending.settle(version, &settle_keys, result.is_ok());
             done(result);
         });
         // Under the lock: the writer sequences submissions in the order versions are taken.
         submit(completion).map_err(SubmitError::Refused)?;
-        if !writes.is_empty() {
-            inner.version += 1;
-        }
+        inner.version = version;
+        inner.mark(version, &keys);
         for (key, w) in keys.into_iter().zip(writes) {
-            inner.writes.insert(key, (w.value.clone(), ticket));
+            inner.writes.insert(key, (w.value.clone(), version));
         }
         Ok(())
     }
 
-    /// Forgets the writes of submission `ticket` that no later submission overwrote: now in
-    /// the index (`committed`), or never written.
-    fn settle(&self, ticket: u64, keys: &[TableKey], committed: bool) {
+    /// Forgets the writes of submission `version` that no later submission overwrote: now in
+    /// the index (`committed`), or never written — then their keys are marked anew, so that
+    /// executions that read them run again.
+    fn settle(&self, version: u64, keys: &[TableKey], committed: bool) {
         let mut inner = self.lock();
         for key in keys {
-            if inner.writes.get(key).is_some_and(|(_, t)| *t == ticket) {
+            if inner.writes.get(key).is_some_and(|(_, v)| *v == version) {
                 inner.writes.remove(key);
             }
         }
-        if !committed {
+        if !committed && !keys.is_empty() {
             inner.version += 1;
+            let failed = inner.version;
+            inner.mark(failed, keys);
         }
+        inner.prune();
     }
 
     fn get(&self, table: &str, key: &[u8]) -> Option<Option<Vec<u8>>> {
@@ -140,7 +229,9 @@ impl PendingKv {
 
 /// Whether JavaScript may use `table`, and how.
 pub fn table_access(table: &str, writable: bool) -> TableAccess {
-    if table.is_empty() || INTERNAL_PREFIXES.iter().any(|p| table.starts_with(p)) {
+    if ENTRY_TABLES.contains(&table) {
+        TableAccess::ReadOnly
+    } else if table.is_empty() || INTERNAL_PREFIXES.iter().any(|p| table.starts_with(p)) {
         TableAccess::Denied
     } else if writable {
         TableAccess::ReadWrite
@@ -156,13 +247,44 @@ pub struct View<'a> {
     /// Writes of earlier hooks of the same request, on top of everything else.
     pub earlier: &'a WriteSet,
     pub writable: bool,
+    /// Where the reads are recorded (the entry tables are not: no script writes them).
+    pub reads: &'a RefCell<ReadSet>,
+}
+
+impl View<'_> {
+    /// The newest committed entry's contents of each collection (the entry tables).
+    fn newest_entries(&self) -> Result<Vec<Entry>, KvError> {
+        let kv = |e: ledger_store::StoreError| KvError(e.to_string());
+        let mut all = Vec::new();
+        for (collection, _) in self.ledger.collections().map_err(kv)? {
+            if let Some(record) = self.ledger.latest_entry(&collection).map_err(kv)? {
+                all.push((collection.into_bytes(), record.entry.contents.into_bytes()));
+            }
+        }
+        all.sort();
+        Ok(all)
+    }
 }
 
 impl KvSource for View<'_> {
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        if ENTRY_TABLES.contains(&table) {
+            let Ok(collection) = std::str::from_utf8(key) else {
+                return Ok(None);
+            };
+            return self
+                .ledger
+                .latest_entry(collection)
+                .map(|r| r.map(|r| r.entry.contents.into_bytes()))
+                .map_err(|e| KvError(e.to_string()));
+        }
         if let Some(v) = self.earlier.0.get(&(table.to_owned(), key.to_vec())) {
             return Ok(v.clone());
         }
+        self.reads
+            .borrow_mut()
+            .keys
+            .insert((table.to_owned(), key.to_vec()));
         if let Some(v) = self.pending.get(table, key) {
             return Ok(v);
         }
@@ -172,6 +294,10 @@ impl KvSource for View<'_> {
     }
 
     fn scan(&self, table: &str) -> Result<Vec<Entry>, KvError> {
+        if ENTRY_TABLES.contains(&table) {
+            return self.newest_entries();
+        }
+        self.reads.borrow_mut().tables.insert(table.to_owned());
         let committed = self
             .ledger
             .kv_scan(table, None, MAX_SCAN_KEYS + 1)
@@ -228,61 +354,117 @@ mod tests {
         }
     }
 
+    fn read(keys: &[&[u8]], tables: &[&str]) -> ReadSet {
+        ReadSet {
+            keys: keys
+                .iter()
+                .map(|k| ("public:t".to_owned(), k.to_vec()))
+                .collect(),
+            tables: tables.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    type Held = Arc<Mutex<Vec<Completion>>>;
+
+    fn hold(held: &Held) -> impl FnOnce(Completion) -> Result<(), AppendError> {
+        let held = held.clone();
+        move |c: Completion| {
+            held.lock().unwrap().push(c);
+            Ok(())
+        }
+    }
+
     #[test]
-    fn a_reader_conflicts_with_a_submission_after_it_started_and_a_blind_writer_does_not() {
+    fn only_reads_of_what_was_written_since_the_snapshot_conflict() {
         let pending = Arc::new(PendingKv::default());
-        let seen = pending.version();
-        let held: Arc<Mutex<Vec<Completion>>> = Default::default();
-        let hold = |held: &Arc<Mutex<Vec<Completion>>>| {
-            let held = held.clone();
-            move |c: Completion| {
-                held.lock().unwrap().push(c);
-                Ok(())
-            }
-        };
+        let held: Held = Default::default();
+        let first = pending.begin();
+        let second = pending.begin();
+        let third = pending.begin();
+        let none = || -> Completion { Box::new(|_| {}) };
         assert!(
             pending
                 .submit(
-                    seen,
-                    true,
+                    &first,
+                    &read(&[b"a"], &[]),
                     &[write(b"a", b"1")],
                     hold(&held),
-                    Box::new(|_| {})
+                    none()
                 )
                 .is_ok()
         );
         assert_eq!(pending.get("public:t", b"a"), Some(Some(b"1".to_vec())));
+        // Read "a" before it was written: conflict. Read only "b": no conflict.
         assert!(matches!(
             pending.submit(
-                seen,
-                true,
+                &second,
+                &read(&[b"a"], &[]),
                 &[write(b"b", b"2")],
                 hold(&held),
-                Box::new(|_| {})
+                none()
             ),
             Err(SubmitError::Conflict)
         ));
         assert!(
             pending
                 .submit(
-                    seen,
-                    false,
-                    &[write(b"a", b"3")],
+                    &second,
+                    &read(&[b"b"], &[]),
+                    &[write(b"b", b"2")],
                     hold(&held),
-                    Box::new(|_| {})
+                    none()
                 )
                 .is_ok()
         );
-        // The first write commits: the second one's pending value of "a" stays.
-        let first = held.lock().unwrap().remove(0);
-        first(Ok(ledger_core::TxId::new(1, 5).unwrap()));
+        // A whole-table read conflicts with any write to the table; a blind write never does.
+        assert!(matches!(
+            pending.submit(&third, &read(&[], &["public:t"]), &[], hold(&held), none()),
+            Err(SubmitError::Conflict)
+        ));
+        assert!(
+            pending
+                .submit(
+                    &third,
+                    &ReadSet::default(),
+                    &[write(b"a", b"3")],
+                    hold(&held),
+                    none()
+                )
+                .is_ok()
+        );
+        // Started after those writes: nothing to conflict with.
+        let later = pending.begin();
+        assert!(
+            pending
+                .submit(
+                    &later,
+                    &read(&[b"a", b"b"], &["public:t"]),
+                    &[],
+                    hold(&held),
+                    none()
+                )
+                .is_ok()
+        );
+        drop(later);
+
+        // The first write commits: the third's pending value of "a" stays.
+        let completions: Vec<Completion> = std::mem::take(&mut *held.lock().unwrap());
+        let mut completions = completions.into_iter();
+        completions.next().unwrap()(Ok(ledger_core::TxId::new(1, 5).unwrap()));
         assert_eq!(pending.get("public:t", b"a"), Some(Some(b"3".to_vec())));
-        // The second fails: gone, and the version moves on for those who saw it.
-        let version = pending.version();
-        let second = held.lock().unwrap().remove(0);
-        second(Err(AppendError::Busy));
-        assert_eq!(pending.get("public:t", b"a"), None);
-        assert!(pending.version() > version);
+        // The second ("b") fails: gone, and whoever read "b" before now runs again.
+        let reader = pending.begin();
+        completions.next().unwrap()(Err(AppendError::Busy));
+        assert_eq!(pending.get("public:t", b"b"), None);
+        assert!(matches!(
+            pending.submit(&reader, &read(&[b"b"], &[]), &[], hold(&held), none()),
+            Err(SubmitError::Conflict)
+        ));
+        // With no execution in flight, no marks are kept.
+        drop((first, second, third, reader));
+        let inner = pending.lock();
+        assert!(inner.key_versions.is_empty() && inner.table_versions.is_empty());
+        assert!(inner.snapshots.is_empty());
     }
 
     #[test]
@@ -290,10 +472,13 @@ mod tests {
         for t in [
             "public:cledger.users",
             "public:ccf.gov.nodes.info",
-            "public:confidentialledger.logs",
+            "public:confidentialledger.roles.user_roles_mapping",
             "",
         ] {
             assert_eq!(table_access(t, true), TableAccess::Denied, "{t}");
+        }
+        for t in ENTRY_TABLES {
+            assert_eq!(table_access(t, true), TableAccess::ReadOnly, "{t}");
         }
         assert_eq!(table_access("public:mytable", true), TableAccess::ReadWrite);
         assert_eq!(table_access("user_accounts", false), TableAccess::ReadOnly);

@@ -13,7 +13,7 @@ use crate::auth::Caller;
 use crate::body;
 use crate::error::{ApiError, ApiResult};
 use crate::programs::definitions::{self, AuthnPolicy, Mode};
-use crate::programs::pending::{SubmitError, View, kv_writes};
+use crate::programs::pending::kv_writes;
 use crate::programs::{FunctionCall, MAX_ATTEMPTS};
 use crate::response;
 use crate::state::ApiState;
@@ -22,7 +22,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ledger_js::{EndpointRequest, WriteSet};
+use ledger_js::EndpointRequest;
 use ledger_store::WriteRequest;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -199,34 +199,21 @@ async fn serve(state: &Arc<ApiState>, request: Request) -> ApiResult<Response> {
     let js_request = Arc::new(js_request);
     let bundle = Arc::new(bundle);
     for _ in 0..MAX_ATTEMPTS {
-        let seen = state.programs.pending.version();
-        let execution = {
-            let (state, bundle, request, endpoint) = (
-                state.clone(),
-                bundle.clone(),
-                js_request.clone(),
-                endpoint.clone(),
-            );
-            state
-                .clone()
-                .programs
-                .run(move || {
-                    ledger_js::run_endpoint(
-                        &bundle.modules,
-                        &endpoint.js_module,
-                        &endpoint.js_function,
-                        &request,
-                        &View {
-                            ledger: &*state.ledger,
-                            pending: &state.programs.pending,
-                            earlier: &WriteSet::default(),
-                            writable: endpoint.mode == Mode::ReadWrite,
-                        },
-                        &options.limits(),
-                    )
-                })
-                .await?
-        };
+        let (bundle, request, job_endpoint) =
+            (bundle.clone(), js_request.clone(), endpoint.clone());
+        let writable = endpoint.mode == Mode::ReadWrite;
+        let (execution, reads, snapshot) =
+            crate::programs::run_in_view(state, writable, move |view| {
+                ledger_js::run_endpoint(
+                    &bundle.modules,
+                    &job_endpoint.js_module,
+                    &job_endpoint.js_function,
+                    &request,
+                    view,
+                    &options.limits(),
+                )
+            })
+            .await?;
         let reply = match execution.outcome {
             Ok(reply) => reply,
             Err(e) => {
@@ -245,22 +232,11 @@ async fn serve(state: &Arc<ApiState>, request: Request) -> ApiResult<Response> {
             }
         };
         let writes = kv_writes(&execution.writes);
-        let txid = if writes.is_empty() {
-            state.read_txid().ok()
-        } else {
-            match state
-                .commit_programmed(
-                    seen,
-                    execution.read_tables,
-                    WriteRequest::Kv(writes.clone()),
-                    &writes,
-                )
-                .await
-            {
-                Ok(txid) => Some(txid),
-                Err(SubmitError::Conflict) => continue,
-                Err(SubmitError::Refused(e)) => return Err(crate::state::append_error(e)),
-            }
+        let txid = match state.commit_kv_writes(&snapshot, &reads, writes).await {
+            Ok(Some(txid)) => Some(txid),
+            Ok(None) => state.read_txid().ok(),
+            Err(None) => continue,
+            Err(Some(e)) => return Err(e),
         };
         return Ok(endpoint_response(reply, txid, method == Method::HEAD));
     }

@@ -6,7 +6,7 @@ use super::RequestContext;
 use crate::body;
 use crate::error::{ApiError, ApiResult};
 use crate::programs::definitions::{self, RuntimeOptions};
-use crate::programs::pending::{SubmitError, View, kv_writes};
+use crate::programs::pending::kv_writes;
 use crate::programs::{FunctionCall, MAX_ATTEMPTS};
 use crate::response;
 use crate::state::ApiState;
@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ledger_js::{LogLevel, WriteSet};
+use ledger_js::LogLevel;
 use ledger_store::WriteRequest;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -198,27 +198,10 @@ pub async fn post(
     )?;
     let call = Arc::new(call);
     for _ in 0..MAX_ATTEMPTS {
-        let seen = state.programs.pending.version();
-        let (execution, writes) = {
-            let state = state.clone();
-            let call = call.clone();
-            state
-                .clone()
-                .programs
-                .run(move || {
-                    let execution = call.run(&View {
-                        ledger: &*state.ledger,
-                        pending: &state.programs.pending,
-                        earlier: &WriteSet::default(),
-                        writable: true,
-                    });
-                    let writes = kv_writes(&execution.writes);
-                    (execution, writes)
-                })
-                .await?
-        };
-        let logs: Vec<Value> = execution.logs.iter().map(log_json).collect();
-        let result = match &execution.outcome {
+        let job = call.clone();
+        let (execution, reads, snapshot) =
+            crate::programs::run_in_view(&state, true, move |view| job.run(view)).await?;
+        let mut result = match &execution.outcome {
             Ok(result) => {
                 let mut r = json!({"status": "Succeeded", "result": {}});
                 if let Some(value) = &result.return_value {
@@ -228,23 +211,13 @@ pub async fn post(
             }
             Err(e) => json!({"status": "Failed", "error": {"message": call.failure_message(e)}}),
         };
-        let mut result = result;
-        result["logs"] = Value::Array(logs);
-        if writes.is_empty() {
-            return Ok((StatusCode::OK, axum::Json(result)).into_response());
-        }
-        match state
-            .commit_programmed(
-                seen,
-                execution.read_tables,
-                WriteRequest::Kv(writes.clone()),
-                &writes,
-            )
-            .await
-        {
-            Ok(txid) => return Ok(response::json(txid, result)),
-            Err(SubmitError::Conflict) => continue,
-            Err(SubmitError::Refused(e)) => return Err(crate::state::append_error(e)),
+        result["logs"] = execution.logs.iter().map(log_json).collect();
+        let writes = kv_writes(&execution.writes);
+        match state.commit_kv_writes(&snapshot, &reads, writes).await {
+            Ok(Some(txid)) => return Ok(response::json(txid, result)),
+            Ok(None) => return Ok((StatusCode::OK, axum::Json(result)).into_response()),
+            Err(None) => continue,
+            Err(Some(e)) => return Err(e),
         }
     }
     Err(ApiError::Busy)

@@ -44,7 +44,7 @@ use crate::idempotency;
 use crate::names;
 use crate::paging::{self, PAGE_SIZE};
 use crate::programs::definitions;
-use crate::programs::pending::{SubmitError, kv_writes};
+use crate::programs::pending::{ReadSet, Snapshot, SubmitError, kv_writes};
 use crate::programs::{FunctionCall, MAX_ATTEMPTS, MAX_HOOKS};
 use crate::query::QueryParams;
 use crate::response;
@@ -275,7 +275,7 @@ pub async fn create(
     let txid = loop {
         attempts += 1;
         let run = run_hooks(&state, &hooks).await?;
-        let kv_writes = run.as_ref().map(|(_, w, _)| w.clone()).unwrap_or_default();
+        let kv_writes = run.as_ref().map(|r| r.writes.clone()).unwrap_or_default();
         let write = WriteRequest::Entry(ApplicationEntry {
             collection_id: collection.clone(),
             contents: contents.clone(),
@@ -389,16 +389,19 @@ fn hook_calls(
     Ok(calls)
 }
 
-/// Runs the hooks on an execution thread: the version of the tables they started from,
-/// their writes, and whether they read the tables. `None` when there are none.
-async fn run_hooks(
-    state: &Arc<ApiState>,
-    hooks: &[FunctionCall],
-) -> ApiResult<Option<(u64, Vec<KvWrite>, bool)>> {
+/// What a request's hooks did: the snapshot they ran from, what they wrote and read.
+struct HooksDone {
+    snapshot: Snapshot,
+    writes: Vec<KvWrite>,
+    reads: ReadSet,
+}
+
+/// Runs the hooks on an execution thread; `None` when there are none.
+async fn run_hooks(state: &Arc<ApiState>, hooks: &[FunctionCall]) -> ApiResult<Option<HooksDone>> {
     if hooks.is_empty() {
         return Ok(None);
     }
-    let seen = state.programs.pending.version();
+    let snapshot = state.programs.pending.begin();
     let job_state = state.clone();
     let calls = hooks.to_vec();
     let run = state
@@ -407,7 +410,11 @@ async fn run_hooks(
             crate::programs::run_hooks(&*job_state.ledger, &job_state.programs.pending, &calls)
         })
         .await??;
-    Ok(Some((seen, kv_writes(&run.writes), run.read)))
+    Ok(Some(HooksDone {
+        snapshot,
+        writes: kv_writes(&run.writes),
+        reads: run.reads,
+    }))
 }
 
 /// Commits the entry (with its hooks' writes when `hooks` is the run of them); `Err(None)`
@@ -418,13 +425,13 @@ async fn commit_entry(
     collection: &str,
     tags: &[String],
     new_tags: bool,
-    hooks: Option<(u64, Vec<KvWrite>, bool)>,
+    hooks: Option<HooksDone>,
 ) -> Result<TxId, Option<ApiError>> {
     let submit = |write: WriteRequest| async {
         match &hooks {
             None => state.commit(write).await.map_err(Some),
-            Some((seen, writes, read)) => state
-                .commit_programmed(*seen, *read, write, writes)
+            Some(done) => state
+                .commit_programmed(&done.snapshot, &done.reads, write, &done.writes)
                 .await
                 .map_err(|e| match e {
                     SubmitError::Conflict => None,
