@@ -124,20 +124,36 @@ impl FunctionCall {
         execution
     }
 
-    /// ACL's message for a failed execution: "Error while executing function f: Error: boom"
-    /// followed by the stack, or only the first part when exception details are not returned.
     pub fn failure_message(&self, error: &ScriptError) -> String {
-        let head = format!("Error while executing function {}", self.id);
-        if !self.options.return_exception_details {
-            return format!("{head} (details are not returned: return_exception_details is false)");
-        }
-        match error {
-            ScriptError::Thrown { message, stack } => match stack {
-                Some(stack) => format!("{head}: {message}\n{stack}"),
-                None => format!("{head}: {message}"),
-            },
-            other => format!("{head}: {other}"),
-        }
+        failure_message(&self.id, error, self.options.return_exception_details)
+    }
+}
+
+/// ACL's message for a failed execution of `name`: "Error while executing function f: Error:
+/// boom" followed by the stack, or only the first part when details are not returned.
+pub fn failure_message(name: &str, error: &ScriptError, return_details: bool) -> String {
+    let head = format!("Error while executing function {name}");
+    if !return_details {
+        return format!("{head} (details are not returned: return_exception_details is false)");
+    }
+    match error {
+        ScriptError::Thrown { message, stack } => match stack {
+            Some(stack) => format!("{head}: {message}\n{stack}"),
+            None => format!("{head}: {message}"),
+        },
+        other => format!("{head}: {other}"),
+    }
+}
+
+/// The answer to a request whose user code failed: the ledger's own storage failing under it
+/// is 503 like any read that fails; anything else is the code's failure, ACL's 500.
+pub fn failed(message: String, error: &ScriptError) -> ApiError {
+    match error {
+        ScriptError::Kv(e) => ApiError::StorageUnavailable(format!(
+            "The ledger could not read the tables for the user-defined code ({}); nothing was written.",
+            e.0
+        )),
+        _ => ApiError::HookFailed(message),
     }
 }
 
@@ -166,7 +182,7 @@ pub fn run_hooks(
             reads: &reads,
         });
         if let Err(e) = &execution.outcome {
-            return Err(ApiError::HookFailed(call.failure_message(e)));
+            return Err(failed(call.failure_message(e), e));
         }
         writes.0.extend(execution.writes.0);
     }

@@ -14,7 +14,7 @@ use crate::body;
 use crate::error::{ApiError, ApiResult};
 use crate::programs::definitions::{self, AuthnPolicy, Mode};
 use crate::programs::pending::kv_writes;
-use crate::programs::{FunctionCall, MAX_ATTEMPTS};
+use crate::programs::{MAX_ATTEMPTS, failed, failure_message};
 use crate::response;
 use crate::state::ApiState;
 use axum::Extension;
@@ -217,18 +217,12 @@ async fn serve(state: &Arc<ApiState>, request: Request) -> ApiResult<Response> {
         let reply = match execution.outcome {
             Ok(reply) => reply,
             Err(e) => {
-                let call = FunctionCall {
-                    id: format!("{}:{}", endpoint.js_module, endpoint.js_function),
-                    code: String::new(),
-                    export: endpoint.js_function.clone(),
-                    arguments: Vec::new(),
-                    context: Value::Null,
-                    options,
-                };
                 if options.log_exception_details {
                     tracing::info!(endpoint = %endpoint.path, error = %e, "user-defined endpoint failed");
                 }
-                return Err(ApiError::HookFailed(call.failure_message(&e)));
+                let name = format!("{}:{}", endpoint.js_module, endpoint.js_function);
+                let message = failure_message(&name, &e, options.return_exception_details);
+                return Err(failed(message, &e));
             }
         };
         let writes = kv_writes(&execution.writes);
