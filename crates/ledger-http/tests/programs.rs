@@ -363,3 +363,26 @@ async fn functions_read_the_newest_entry_of_a_collection_and_cannot_write_entrie
     assert_eq!(r.json["status"], "Failed", "{}", r.json);
     assert!(r.txid().is_none());
 }
+
+#[tokio::test]
+async fn the_function_list_is_paged() {
+    let app = App::new();
+    for i in 0..130 {
+        put_function(&app, &format!("f{i:03}"), "export function main() {}").await;
+    }
+    let mut ids = Vec::new();
+    let mut next = Some(uri("/app/userDefinedFunctions"));
+    let mut pages = 0;
+    while let Some(link) = next {
+        let r = app.call_json(Method::GET, &link, &ADMIN, None).await;
+        assert_eq!(r.status, 200, "{}", r.json);
+        let page = r.json["functions"].as_array().unwrap();
+        assert!(page.len() <= 100);
+        ids.extend(page.iter().map(|f| f["id"].as_str().unwrap().to_owned()));
+        next = r.json["nextLink"].as_str().map(str::to_owned);
+        pages += 1;
+    }
+    assert_eq!(pages, 2);
+    let expected: Vec<String> = (0..130).map(|i| format!("f{i:03}")).collect();
+    assert_eq!(ids, expected);
+}

@@ -5,6 +5,7 @@
 use super::RequestContext;
 use crate::body;
 use crate::error::{ApiError, ApiResult};
+use crate::paging;
 use crate::programs::definitions::{self, RuntimeOptions};
 use crate::programs::pending::kv_writes;
 use crate::programs::{FunctionCall, MAX_ATTEMPTS};
@@ -44,21 +45,38 @@ fn endpoints_deployed(state: &ApiState) -> ApiResult<bool> {
     Ok(definitions::bundle(&*state.ledger)?.is_some_and(|b| !b.is_empty()))
 }
 
-/// `GET /app/userDefinedFunctions`
+/// `GET /app/userDefinedFunctions`: functions by id, a page at a time (at most 100, and no
+/// more code than 1 MiB unless one function alone is larger), with `nextLink` to the rest
+/// (`?after=<last id>`).
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     Extension(ctx): Extension<RequestContext>,
 ) -> ApiResult<Response> {
     require(&ctx, "GET /app/userDefinedFunctions")?;
+    let after = ctx.query.get("after")?.map(str::to_owned);
     let all = definitions::functions(&*state.ledger)?;
-    let functions: Vec<Value> = all
+    let rest: Vec<&(String, String)> = all
+        .iter()
+        .filter(|(id, _)| after.as_ref().is_none_or(|a| id > a))
+        .collect();
+    let count = paging::entries_on_page(
+        rest.iter().map(|(_, code)| code.len()),
+        paging::PAGE_SIZE,
+        paging::PAGE_CONTENT_BYTES,
+    );
+    let functions: Vec<Value> = rest[..count]
         .iter()
         .map(|(id, code)| function_json(id, code))
         .collect();
-    Ok(response::json(
-        state.read_txid()?,
-        json!({"functions": functions}),
-    ))
+    let mut page = Map::new();
+    page.insert("functions".into(), Value::Array(functions));
+    if count < rest.len()
+        && let Some((last, _)) = rest[..count].last()
+    {
+        let link = paging::link(ctx.version, super::paths::FUNCTIONS, &[("after", last)]);
+        paging::insert_next_link(&mut page, ctx.version, link);
+    }
+    Ok(response::json(state.read_txid()?, Value::Object(page)))
 }
 
 /// `GET /app/userDefinedFunctions/{id}`
