@@ -63,6 +63,25 @@ json.dump(d, open(f, "w"), indent=1)
 EOF
 }
 
+# Prints, per phase, the medians over RUNS of the JSON files PREFIX-PHASE-rN.json.
+phase_table() { # PREFIX RUNS PHASE...
+    python3 - "$OUT" "$@" <<'EOF'
+import json, statistics, sys
+out, prefix, runs, names = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+med = statistics.median
+print(f"{'phase':>8} {'per s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'srv us/op':>9} {'gen us/op':>9}  runs")
+for name in names:
+    rs = [json.load(open(f"{out}/{prefix}-{name}-r{r}.json")) for r in range(1, runs + 1)]
+    ph = [r["phases"][0] for r in rs]
+    rates = [p["ops_per_sec"] for p in ph]
+    errors = sum(sum(p["errors"].values()) for p in ph)
+    print(f"{name:>8} {med(rates):>9.0f} {med([p['latency_ms']['p50'] for p in ph]):>7.2f} "
+          f"{med([p['latency_ms']['p99'] for p in ph]):>7.2f} {errors:>6} "
+          f"{med([r['server_cpu_us_per_op'] for r in rs]):>9.1f} {med([r['generator_cpu_us_per_op'] for r in rs]):>9.1f}"
+          f"  {', '.join(f'{x:.0f}' for x in rates)}")
+EOF
+}
+
 conn() { echo --endpoint "https://127.0.0.1:$PORT" --cert "$1/admin.pem" --service-cert "$1/service_cert.pem"; }
 
 case "${1:-}" in
@@ -113,21 +132,7 @@ reads)
         done
     done
     echo "server peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/$server_pid/status")"
-    python3 - "$OUT" "$RUNS" <<'EOF'
-import json, statistics, sys
-out, runs = sys.argv[1], int(sys.argv[2])
-med = statistics.median
-print(f"{'phase':>8} {'per s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'srv us/op':>9} {'gen us/op':>9}  runs")
-for name in ["read", "receipt", "list"]:
-    rs = [json.load(open(f"{out}/reads-{name}-r{r}.json")) for r in range(1, runs + 1)]
-    ph = [r["phases"][0] for r in rs]
-    rates = [p["ops_per_sec"] for p in ph]
-    errors = sum(sum(p["errors"].values()) for p in ph)
-    print(f"{name:>8} {med(rates):>9.0f} {med([p['latency_ms']['p50'] for p in ph]):>7.2f} "
-          f"{med([p['latency_ms']['p99'] for p in ph]):>7.2f} {errors:>6} "
-          f"{med([r['server_cpu_us_per_op'] for r in rs]):>9.1f} {med([r['generator_cpu_us_per_op'] for r in rs]):>9.1f}"
-          f"  {', '.join(f'{x:.0f}' for x in rates)}")
-EOF
+    phase_table reads "$RUNS" read receipt list
     ;;
 programs)
     RUNS="${2:-3}"; SECS="${3:-10}"; C="${4:-64}"
@@ -143,21 +148,7 @@ programs)
             cpu_per_op "$f" "$before" "$after" "$hz" "$WORK/gen.cpu" "$SECS"
         done
     done
-    python3 - "$OUT" "$RUNS" <<'EOF'
-import json, statistics, sys
-out, runs = sys.argv[1], int(sys.argv[2])
-med = statistics.median
-print(f"{'phase':>8} {'per s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'srv us/op':>9} {'gen us/op':>9}  runs")
-for name in ["append", "hooked", "execute"]:
-    rs = [json.load(open(f"{out}/programs-{name}-r{r}.json")) for r in range(1, runs + 1)]
-    ph = [r["phases"][0] for r in rs]
-    rates = [p["ops_per_sec"] for p in ph]
-    errors = sum(sum(p["errors"].values()) for p in ph)
-    print(f"{name:>8} {med(rates):>9.0f} {med([p['latency_ms']['p50'] for p in ph]):>7.2f} "
-          f"{med([p['latency_ms']['p99'] for p in ph]):>7.2f} {errors:>6} "
-          f"{med([r['server_cpu_us_per_op'] for r in rs]):>9.1f} {med([r['generator_cpu_us_per_op'] for r in rs]):>9.1f}"
-          f"  {', '.join(f'{x:.0f}' for x in rates)}")
-EOF
+    phase_table programs "$RUNS" append hooked execute
     ;;
 *)
     sed -n '2,19p' "$0"

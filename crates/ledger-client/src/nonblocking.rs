@@ -99,8 +99,14 @@ impl Client {
     /// confidential ledger), poll `status` before relying on it.
     pub async fn post_entry(&self, contents: &str, collection: Option<&str>) -> Result<Appended> {
         let url = self.url("/app/transactions", &[("collectionId", collection)]);
+        self.write(&url, &json!({"contents": contents}), collection)
+            .await
+    }
+
+    /// POSTs a write to `url` (a `/app/transactions` URL) and reads what the answer names.
+    async fn write(&self, url: &str, entry: &Value, collection: Option<&str>) -> Result<Appended> {
         let (headers, body) = self
-            .call_with_headers(Method::POST, &url, Some(&json!({"contents": contents})))
+            .call_with_headers(Method::POST, url, Some(entry))
             .await?;
         Ok(Appended {
             transaction_id: written_txid(&headers)?,
@@ -212,21 +218,12 @@ impl Client {
             .iter()
             .map(|id| json!({"functionId": id}))
             .collect();
-        let (headers, body) = self
-            .call_with_headers(
-                Method::POST,
-                &url,
-                Some(&json!({"contents": contents, "preHooks": hooks})),
-            )
-            .await?;
-        Ok(Appended {
-            transaction_id: written_txid(&headers)?,
-            collection_id: body["collectionId"]
-                .as_str()
-                .or(collection)
-                .unwrap_or(DEFAULT_COLLECTION)
-                .to_owned(),
-        })
+        self.write(
+            &url,
+            &json!({"contents": contents, "preHooks": hooks}),
+            collection,
+        )
+        .await
     }
 }
 

@@ -307,6 +307,7 @@ fn hook_calls(
     contents: &str,
 ) -> ApiResult<Vec<FunctionCall>> {
     let mut calls = Vec::new();
+    let mut authorized = None;
     for member in ["preHooks", "postHooks"] {
         let hooks = match object.get(member) {
             None | Some(Value::Null) => continue,
@@ -332,16 +333,22 @@ fn hook_calls(
                 hooks.len()
             )));
         }
-        // Running hooks is running functions: the caller needs that action too.
-        crate::auth::authorize(
-            &*state.ledger,
-            &ctx.caller,
-            &axum::http::Method::POST,
-            super::paths::FUNCTION,
-            &ctx.path,
-            |id| state.user_record(id),
-        )?;
-        let base = definitions::runtime_options(&*state.ledger)?;
+        // Once per request, at the first hook: running hooks is running functions, so the
+        // caller needs that action too; and the ledger's runtime options are their base.
+        let base = match authorized {
+            Some(base) => base,
+            None => {
+                crate::auth::authorize(
+                    &*state.ledger,
+                    &ctx.caller,
+                    &axum::http::Method::POST,
+                    super::paths::FUNCTION,
+                    &ctx.path,
+                    |id| state.user_record(id),
+                )?;
+                *authorized.insert(definitions::runtime_options(&*state.ledger)?)
+            }
+        };
         for (i, hook) in hooks.iter().enumerate() {
             let at = format!("{member}[{i}]");
             let hook = hook.as_object().ok_or_else(|| {
