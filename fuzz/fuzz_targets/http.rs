@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use ledger_core::TxId;
-use ledger_core::signing::NodeSigningKey;
+use ledger_core::signing::EcSigningKey;
 use ledger_http::roles::ALL_ACTIONS;
 use ledger_http::users::{Role, user_write};
 use ledger_http::{ApiConfig, ApiVersion, Caller, TRANSACTION_ID_HEADER, certificate_fingerprint};
@@ -69,11 +69,12 @@ static DIR: LazyLock<PathBuf> = LazyLock::new(|| {
 static APP: LazyLock<App> = LazyLock::new(|| {
     let dir = DIR.as_path();
     let files = NodeFiles::create(dir, Curve::P256, &[]).unwrap();
-    let signing_key = NodeSigningKey::from_pkcs8_pem(&files.node_key_pem).unwrap();
+    let signing_key = EcSigningKey::from_pkcs8_pem(&files.node_key_pem).unwrap();
     let node_id = signing_key.node_id().to_hex();
     let node = NodeIdentity {
         signing_key,
         cert_pem: files.node_cert_pem.clone(),
+        service_key: EcSigningKey::from_pkcs8_pem(&files.service_key_pem).unwrap(),
     };
     let users = [
         certificate_fingerprint(b"admin"),

@@ -1,5 +1,6 @@
 //! The client subcommands of `cledger` (over `ledger-client`).
 
+use base64::Engine as _;
 use clap::{Args, Subcommand};
 use ledger_client::evidence;
 use ledger_client::{Auth, Client, ClientConfig, Error, ListQuery};
@@ -102,12 +103,18 @@ pub enum ClientCommand {
     #[command(subcommand)]
     Users(UsersCommand),
     /// Fetch a receipt, verify it against the service certificate, print or save it.
-    #[command(after_help = "Example:\n  cledger receipt 2.15 --out receipt.json")]
+    #[command(
+        after_help = "Examples:\n  cledger receipt 2.15 --out receipt.json\n  cledger receipt 2.15 --cose --out receipt.cose"
+    )]
     Receipt {
         txid: String,
-        /// Write the receipt (JSON) to this file instead of stdout.
+        /// Write the receipt to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The COSE receipt (CCF 7's format, binary COSE_Sign1) instead of the JSON one;
+        /// written as bytes to --out, or as base64 to stdout.
+        #[arg(long)]
+        cose: bool,
     },
     /// Notarize files: hash each (streamed), record a doc-integrity-proof/v1 entry, wait for
     /// commit, and write FILE.evidence.json.
@@ -473,7 +480,41 @@ fn run_inner(cmd: ClientCommand, conn: &Connection) -> Result<ExitCode, Failure>
         }
         ClientCommand::Users(u) => users(conn, u)?,
         ClientCommand::Cluster(c) => crate::cluster::run(c, conn)?,
-        ClientCommand::Receipt { txid, out } => {
+        ClientCommand::Receipt {
+            txid,
+            out,
+            cose: true,
+        } => {
+            let r = connect(conn)?.cose_receipt(&txid)?;
+            let root = r.verified.root.to_hex();
+            let signed_by = r.verified.signature.txid;
+            match out {
+                Some(path) => std::fs::write(&path, &r.bytes).map_err(|e| io(&path, e))?,
+                None if !json_mode => {
+                    println!(
+                        "{}",
+                        base64::engine::general_purpose::STANDARD.encode(&r.bytes)
+                    )
+                }
+                None => {}
+            }
+            if json_mode {
+                print_json(&json!({
+                    "transactionId": txid, "verified": true, "root": root,
+                    "signatureTransactionId": signed_by.to_string(),
+                    "coseReceipt": base64::engine::general_purpose::STANDARD.encode(&r.bytes),
+                }));
+            } else {
+                eprintln!(
+                    "COSE receipt for {txid} verified (root {root}, signed at {signed_by} by the service key)"
+                );
+            }
+        }
+        ClientCommand::Receipt {
+            txid,
+            out,
+            cose: false,
+        } => {
             let r = connect(conn)?.receipt(&txid)?;
             let text = serde_json::to_string_pretty(&r.response)
                 .map_err(|e| Failure::usage(e.to_string()))?;
@@ -651,6 +692,7 @@ fn verify(conn: &Connection, package: &Path, file: Option<&Path>) -> Result<Exit
                     "document": v.document, "time": v.time, "note": v.note, "root": v.root,
                     "serviceCertificateFingerprint": v.service_cert_fingerprint,
                     "fileChecked": v.file_checked, "serviceCertificatePinned": v.service_cert_pinned,
+                    "coseReceiptChecked": v.cose_receipt_checked,
                 }));
             } else {
                 println!("VERIFIED {}", package.display());
@@ -668,6 +710,13 @@ fn verify(conn: &Connection, package: &Path, file: Option<&Path>) -> Result<Exit
                     }
                 );
                 println!("  entry contents match the receipt's claims digest: ok");
+                if v.cose_receipt_checked {
+                    println!(
+                        "  COSE receipt: ok (same transaction and leaf, signed by the service key)"
+                    );
+                } else {
+                    println!("  COSE receipt: none in this package");
+                }
                 println!(
                     "  transaction {} in collection {} at {}",
                     v.transaction_id, v.collection_id, v.time

@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ledger_core::TxId;
 use ledger_core::entry::{ApplicationEntry, DEFAULT_COLLECTION};
 use ledger_core::receipt::ReceiptResponse;
-use ledger_core::signing::NodeSigningKey;
+use ledger_core::signing::EcSigningKey;
 use ledger_identity::Curve;
 use ledger_identity::files::NodeFiles;
 use ledger_store::{Genesis, KekSource, Ledger, NodeIdentity, StoreConfig, WriteRequest};
@@ -592,13 +592,19 @@ fn refuse_cluster_member(dir: &DataDir) -> Result<(), String> {
     Ok(())
 }
 
+fn node_identity(files: &NodeFiles) -> Result<NodeIdentity, String> {
+    Ok(NodeIdentity {
+        signing_key: EcSigningKey::from_pkcs8_pem(&files.node_key_pem)
+            .map_err(|e| format!("identity/node_key.pem: {e}"))?,
+        cert_pem: files.node_cert_pem.clone(),
+        service_key: EcSigningKey::from_pkcs8_pem(&files.service_key_pem)
+            .map_err(|e| format!("identity/service_key.pem: {e}"))?,
+    })
+}
+
 fn open(dir: &DataDir) -> Result<Ledger, String> {
     let files = NodeFiles::load(&dir.data_dir).map_err(|e| e.to_string())?;
-    let node = NodeIdentity {
-        signing_key: NodeSigningKey::from_pkcs8_pem(&files.node_key_pem)
-            .map_err(|e| e.to_string())?,
-        cert_pem: files.node_cert_pem.clone(),
-    };
+    let node = node_identity(&files)?;
     let (ledger, report) =
         Ledger::open(&dir.data_dir, store_config(dir), node).map_err(|e| e.to_string())?;
     if let Some((file, offset, bytes)) = &report.truncated_tail {
@@ -700,11 +706,7 @@ fn local(cmd: LocalCommand) -> Result<(), String> {
             }
             let files =
                 NodeFiles::create(&dir.data_dir, curve, &hostname).map_err(|e| e.to_string())?;
-            let node = NodeIdentity {
-                signing_key: NodeSigningKey::from_pkcs8_pem(&files.node_key_pem)
-                    .map_err(|e| e.to_string())?,
-                cert_pem: files.node_cert_pem.clone(),
-            };
+            let node = node_identity(&files)?;
             let genesis = Genesis {
                 ledger_id,
                 service_cert_pem: files.service_cert_pem.clone(),

@@ -9,7 +9,7 @@
 mod support;
 
 use ledger_core::entry::ApplicationEntry;
-use ledger_core::signing::NodeSigningKey;
+use ledger_core::signing::EcSigningKey;
 use ledger_identity::files::NodeFiles;
 use ledger_store::{Ledger, NodeIdentity, StoreConfig, WriteRequest};
 use serde_json::Value;
@@ -26,8 +26,9 @@ const BUDGET: u64 = 30;
 fn write_with_tiny_budget(dir: &Path, count: usize) -> (Vec<(String, String, String)>, usize) {
     let files = NodeFiles::load(dir).expect("identity files");
     let node = NodeIdentity {
-        signing_key: NodeSigningKey::from_pkcs8_pem(&files.node_key_pem).unwrap(),
+        signing_key: EcSigningKey::from_pkcs8_pem(&files.node_key_pem).unwrap(),
         cert_pem: files.node_cert_pem.clone(),
+        service_key: EcSigningKey::from_pkcs8_pem(&files.service_key_pem).unwrap(),
     };
     let config = StoreConfig {
         key_rotation_every: BUDGET,

@@ -2,6 +2,7 @@
 //! application claims that bind the entry to it) and service certificate, verifiable offline.
 
 use crate::{Client, Error};
+use base64::Engine as _;
 use ledger_core::claims::ApplicationClaim;
 use ledger_core::receipt::{ReceiptError, ReceiptResponse, verify_receipt};
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,10 @@ pub struct EvidencePackage {
     /// PEM.
     pub service_certificate: String,
     pub document: DocumentInfo,
+    /// The COSE receipt of the same transaction (base64), which CCF's and SCITT's tools
+    /// verify. Absent from packages made before cledger served COSE receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cose_receipt: Option<String>,
 }
 
 /// The `doc-integrity-proof/v1` entry contents.
@@ -142,6 +147,7 @@ pub fn notarize(
     let contents = proof_contents(&name, size, &sha256, &now_rfc3339(), note);
     let appended = client.append_with_claims(&contents, collection)?;
     let receipt = client.receipt_with_claims(&appended.transaction_id)?;
+    let cose = client.cose_receipt(&appended.transaction_id)?;
     if receipt.response.application_claims.is_none() {
         return Err(Error::Protocol(
             "the server returned no applicationClaims for a claims-capable write".into(),
@@ -158,6 +164,7 @@ pub fn notarize(
         receipt: receipt.response,
         service_certificate: client.config().service_cert_pem.clone(),
         document: DocumentInfo { name, size, sha256 },
+        cose_receipt: Some(base64::engine::general_purpose::STANDARD.encode(&cose.bytes)),
     };
     // Refuse to hand out a package that would not verify.
     verify_package(&package, None, None).map_err(|e| Error::Protocol(e.to_string()))?;
@@ -183,6 +190,8 @@ pub struct VerifiedPackage {
     pub file_checked: bool,
     /// Whether an expected service certificate was given and matched.
     pub service_cert_pinned: bool,
+    /// Whether the package carries a COSE receipt (it verified, for the same leaf).
+    pub cose_receipt_checked: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +234,8 @@ pub enum PackageError {
     FileSizeMismatch { expected: u64, actual: u64 },
     #[error("the file could not be read: {0}")]
     FileIo(String),
+    #[error("the COSE receipt does not verify: {0}")]
+    CoseReceipt(String),
 }
 
 impl PackageError {
@@ -245,6 +256,7 @@ impl PackageError {
             PackageError::FileHashMismatch { .. } => "FileHashMismatch",
             PackageError::FileSizeMismatch { .. } => "FileSizeMismatch",
             PackageError::FileIo(_) => "FileIo",
+            PackageError::CoseReceipt(_) => "CoseReceipt",
         }
     }
 
@@ -343,6 +355,22 @@ pub fn verify_package(
             )));
         }
     }
+    if let Some(cose) = &pkg.cose_receipt {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(cose)
+            .map_err(|e| PackageError::Malformed(format!("coseReceipt is not base64: {e}")))?;
+        let proven = crate::verify_cose_receipt(&bytes, &pkg.service_certificate)
+            .map_err(|e| PackageError::CoseReceipt(e.to_string()))?;
+        if proven.txid != verified.txid || proven.leaf.leaf() != verified.leaf {
+            return Err(PackageError::CoseReceipt(format!(
+                "it proves leaf {} of {}, the JSON receipt leaf {} of {}",
+                proven.leaf.leaf(),
+                proven.txid,
+                verified.leaf,
+                verified.txid
+            )));
+        }
+    }
     let [ApplicationClaim::LedgerEntry { ledger_entry }] = claims else {
         return Err(PackageError::EntryMismatch(
             "the receipt's claims are not a single LedgerEntry claim revealing the entry".into(),
@@ -408,6 +436,7 @@ pub fn verify_package(
         service_cert_fingerprint: fingerprint,
         file_checked: file.is_some(),
         service_cert_pinned: pinned,
+        cose_receipt_checked: pkg.cose_receipt.is_some(),
     })
 }
 

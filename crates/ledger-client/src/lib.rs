@@ -494,7 +494,7 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<(reqwest::header::HeaderMap, Value)> {
         let body = body.map(|b| ("application/json", b.to_string()));
-        self.exchange(method, url, body)
+        check(self.exchange(method, url, body)?)
     }
 
     /// Sends a request and reads the answer, following `307`/`308` to the primary (same
@@ -506,7 +506,7 @@ impl Client {
         method: Method,
         url: &str,
         body: Option<(&str, String)>,
-    ) -> Result<(reqwest::header::HeaderMap, Value)> {
+    ) -> Result<reqwest::blocking::Response> {
         let start = Instant::now();
         let mut target = url.to_owned();
         let mut hops = 0;
@@ -534,7 +534,7 @@ impl Client {
                     hops = 0;
                     target = url.to_owned();
                 }
-                Step::Answer => return check(resp),
+                Step::Answer => return Ok(resp),
             }
         }
     }
@@ -740,7 +740,10 @@ impl Client {
             "application/merge-patch+json",
             json!({"assignedRole": role}).to_string(),
         );
-        field(self.exchange(Method::PATCH, &url, Some(body))?.1, "user")
+        field(
+            check(self.exchange(Method::PATCH, &url, Some(body))?)?.1,
+            "user",
+        )
     }
 
     pub fn user_remove(&self, id: &str) -> Result<()> {
@@ -827,6 +830,51 @@ impl Client {
         };
         verified(response, &self.config.service_cert_pem, txid)
     }
+}
+
+impl Client {
+    /// Fetches the COSE receipt of `txid` (`GET /app/transactions/{txid}/receipt/cose`) and
+    /// verifies it against the pinned service certificate's key: the service's root signature
+    /// over a tree in which the path places this transaction's leaf.
+    pub fn cose_receipt(&self, txid: &str) -> Result<VerifiedCoseReceiptBytes> {
+        let url = self.url(
+            &format!("/app/transactions/{}/receipt/cose", enc(txid)),
+            self.version(),
+            &[],
+        );
+        let resp = self.exchange(Method::GET, &url, None)?;
+        if !resp.status().is_success() {
+            return Err(check(resp).expect_err("a failed status is an error"));
+        }
+        let bytes = resp.bytes()?.to_vec();
+        let verified = verify_cose_receipt(&bytes, &self.config.service_cert_pem)?;
+        if verified.txid.to_string() != txid {
+            return Err(Error::Protocol(format!(
+                "asked for the COSE receipt of {txid}, got one for {}",
+                verified.txid
+            )));
+        }
+        Ok(VerifiedCoseReceiptBytes { bytes, verified })
+    }
+}
+
+/// A COSE receipt as served, and what verifying it established.
+#[derive(Debug, Clone)]
+pub struct VerifiedCoseReceiptBytes {
+    pub bytes: Vec<u8>,
+    pub verified: ledger_core::cose::VerifiedCoseReceipt,
+}
+
+/// Verifies a COSE receipt against the public key of the service certificate `service_cert_pem`.
+pub fn verify_cose_receipt(
+    receipt: &[u8],
+    service_cert_pem: &str,
+) -> Result<ledger_core::cose::VerifiedCoseReceipt> {
+    let key = ledger_core::x509::Cert::from_pem(service_cert_pem)
+        .and_then(|c| c.public_key())
+        .map_err(|e| Error::Protocol(format!("the service certificate: {e}")))?;
+    ledger_core::cose::verify_receipt(receipt, &key)
+        .map_err(|e| Error::Protocol(format!("the COSE receipt does not verify: {e}")))
 }
 
 fn next_link(body: &Value) -> Option<String> {

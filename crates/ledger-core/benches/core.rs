@@ -12,7 +12,7 @@ use ledger_core::evidence::{CommitSecret, leaf_hash};
 use ledger_core::hash::{Hash32, hash_children, sha256};
 use ledger_core::merkle::{self, Frontier, MemoryTree};
 use ledger_core::receipt::{Receipt, ReceiptParts, verify_receipt};
-use ledger_core::signing::NodeSigningKey;
+use ledger_core::signing::EcSigningKey;
 use ledger_core::{TxId, claims};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -157,7 +157,7 @@ fn leaf_of_counter(i: &mut u64) -> Hash32 {
 struct Pki {
     service_pem: String,
     node_pem: String,
-    node_key: NodeSigningKey,
+    node_key: EcSigningKey,
 }
 
 fn pki(alg: &'static SignatureAlgorithm) -> Pki {
@@ -184,7 +184,7 @@ fn pki(alg: &'static SignatureAlgorithm) -> Pki {
     Pki {
         service_pem,
         node_pem,
-        node_key: NodeSigningKey::from_pkcs8_der(node_pair.serialized_der()).unwrap(),
+        node_key: EcSigningKey::from_pkcs8_der(node_pair.serialized_der()).unwrap(),
     }
 }
 

@@ -196,6 +196,9 @@ pub struct SignatureRecord {
     pub root: Hash32,
     /// DER ECDSA signature over `root` used as a prehashed digest.
     pub signature: Vec<u8>,
+    /// The service key's COSE root signature over `root` ([`crate::cose`]), from which COSE
+    /// receipts are made. Absent only in signatures written before cledger signed with COSE.
+    pub cose_signature: Option<Vec<u8>>,
 }
 
 /// What a transaction writes, before encoding.
@@ -431,7 +434,9 @@ fn public_section_len(body: &TxBody) -> u64 {
                 .saturating_add(1)
                 .saturating_add(w.value.as_ref().map_or(0, |v| lp(v.len())))
         }),
-        TxBody::Signature(sig) => 64u64.saturating_add(lp(sig.signature.len())),
+        TxBody::Signature(sig) => 64u64
+            .saturating_add(lp(sig.signature.len()))
+            .saturating_add(sig.cose_signature.as_ref().map_or(0, |c| lp(c.len()))),
     }
 }
 
@@ -523,6 +528,10 @@ fn public_section(body: &TxBody) -> Vec<u8> {
             public.extend_from_slice(&sig.node_id.0);
             public.extend_from_slice(&sig.root.0);
             put_bytes(&mut public, &sig.signature);
+            // Optional trailing field: signatures without it encode exactly as before.
+            if let Some(cose) = &sig.cose_signature {
+                put_bytes(&mut public, cose);
+            }
         }
     }
     public
@@ -793,11 +802,17 @@ impl<'a> EntryView<'a> {
         let node_id = r.hash()?;
         let root = r.hash()?;
         let signature = r.bytes()?.to_vec();
+        let cose_signature = if r.pos < r.bytes.len() {
+            Some(r.bytes()?.to_vec())
+        } else {
+            None
+        };
         r.finish()?;
         Ok(SignatureRecord {
             node_id,
             root,
             signature,
+            cose_signature,
         })
     }
 
@@ -1188,6 +1203,7 @@ mod tests {
             node_id: sha256(b"node"),
             root: sha256(b"root"),
             signature: vec![0x30, 1, 2, 3],
+            cose_signature: Some(vec![0xd2, 0x84]),
         })
     }
 
@@ -1896,12 +1912,14 @@ mod tests {
             any::<[u8; 32]>(),
             any::<[u8; 32]>(),
             proptest::collection::vec(any::<u8>(), 0..80),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..400)),
         )
-            .prop_map(|(n, r, signature)| {
+            .prop_map(|(n, r, signature, cose_signature)| {
                 TxBody::Signature(SignatureRecord {
                     node_id: Hash32(n),
                     root: Hash32(r),
                     signature,
+                    cose_signature,
                 })
             });
         prop_oneof![application, governance, signature]

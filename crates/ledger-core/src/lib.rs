@@ -5,6 +5,7 @@
 //! nonces in), so everything here is deterministic and testable in isolation.
 
 pub mod claims;
+pub mod cose;
 pub mod entry;
 pub mod evidence;
 pub mod hash;

@@ -88,7 +88,7 @@ pub struct ReceiptParts {
     pub claims_digest: Hash32,
     /// Leaf-to-root path.
     pub proof: Vec<ProofStep>,
-    /// DER ECDSA signature over the root (see `signing::NodeSigningKey::sign_root`).
+    /// DER ECDSA signature over the root (see `signing::EcSigningKey::sign_root`).
     pub signature_der: Vec<u8>,
     pub node_cert_pem: String,
     pub node_id: Hash32,
@@ -432,7 +432,7 @@ mod tests {
     use crate::claims::ledger_entry_claim;
     use crate::evidence::CommitSecret;
     use crate::hash::sha256;
-    use crate::signing::NodeSigningKey;
+    use crate::signing::EcSigningKey;
 
     const RESPONSE_3: &str = include_str!("../tests/vectors/sdk-receipt-3-response.json");
     const SERVICE_1: &str = include_str!("../tests/vectors/sdk-service-cert-1.pem");
@@ -993,7 +993,7 @@ mod tests {
         service_key: KeyPair,
         service_pem: String,
         node_pem: String,
-        node_key: NodeSigningKey,
+        node_key: EcSigningKey,
     }
 
     fn pki(alg: &'static SignatureAlgorithm) -> Pki {
@@ -1005,7 +1005,7 @@ mod tests {
             .signed_by(&node_pair, &Issuer::from_params(&params, &service_key))
             .unwrap()
             .pem();
-        let node_key = NodeSigningKey::from_pkcs8_der(node_pair.serialized_der()).unwrap();
+        let node_key = EcSigningKey::from_pkcs8_der(node_pair.serialized_der()).unwrap();
         Pki {
             service_key,
             service_pem,
@@ -1165,7 +1165,7 @@ mod tests {
             .signed_by(&node_pair, &Issuer::from_params(&params, &key))
             .unwrap()
             .pem();
-        let node_key = NodeSigningKey::from_pkcs8_der(node_pair.serialized_der()).unwrap();
+        let node_key = EcSigningKey::from_pkcs8_der(node_pair.serialized_der()).unwrap();
         let not_ca = Pki {
             service_key: key,
             service_pem,
@@ -1198,7 +1198,7 @@ mod tests {
             )
             .unwrap()
             .pem();
-        let node_key = NodeSigningKey::from_pkcs8_der(node_pair.serialized_der()).unwrap();
+        let node_key = EcSigningKey::from_pkcs8_der(node_pair.serialized_der()).unwrap();
         let under = Pki {
             service_key: intermediate_key,
             service_pem: intermediate_pem,

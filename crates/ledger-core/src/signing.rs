@@ -1,4 +1,7 @@
-//! Node signatures over Merkle roots, and the EC public keys that check them.
+//! Signatures over Merkle roots, and the EC public keys that check them.
+//!
+//! Two constructions share one key type, [`EcSigningKey`]: a node's raw root signature, and
+//! the message signature of a COSE root signature ([`crate::cose`], made with the service key).
 //!
 //! A CCF node signs the 32-byte Merkle root *as a precomputed digest*: ECDSA over the root
 //! itself, with no second hash, DER-encoded. The receipt's `signature` is that DER in base64.
@@ -50,22 +53,23 @@ pub enum SignatureError {
     Invalid,
 }
 
-/// The private key a node signs roots with.
-pub struct NodeSigningKey(SigningKeyInner);
+/// A P-256 or P-384 private key: a node's key (raw root signatures) or the service key (COSE
+/// root signatures).
+pub struct EcSigningKey(SigningKeyInner);
 
 enum SigningKeyInner {
     P256(p256::ecdsa::SigningKey),
     P384(p384::ecdsa::SigningKey),
 }
 
-impl NodeSigningKey {
+impl EcSigningKey {
     /// Parses an unencrypted PKCS#8 `PrivateKeyInfo`. The curve comes from the key's parameters.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, SigningKeyError> {
         if let Ok(key) = p384::ecdsa::SigningKey::from_pkcs8_der(der) {
-            return Ok(NodeSigningKey(SigningKeyInner::P384(key)));
+            return Ok(EcSigningKey(SigningKeyInner::P384(key)));
         }
         p256::ecdsa::SigningKey::from_pkcs8_der(der)
-            .map(|key| NodeSigningKey(SigningKeyInner::P256(key)))
+            .map(|key| EcSigningKey(SigningKeyInner::P256(key)))
             .map_err(|_| SigningKeyError::UnsupportedKey)
     }
 
@@ -106,6 +110,23 @@ impl NodeSigningKey {
         }
     }
 
+    /// ECDSA over `message` hashed with the curve's own hash (SHA-256 on P-256, SHA-384 on
+    /// P-384), as the fixed-size `r || s` that COSE's ES256 and ES384 require (RFC 9053
+    /// §2.1), not DER.
+    pub fn sign_message(&self, message: &[u8]) -> Vec<u8> {
+        use p256::ecdsa::signature::Signer;
+        match &self.0 {
+            SigningKeyInner::P256(key) => {
+                let sig: p256::ecdsa::Signature = key.sign(message);
+                sig.to_bytes().to_vec()
+            }
+            SigningKeyInner::P384(key) => {
+                let sig: p384::ecdsa::Signature = key.sign(message);
+                sig.to_bytes().to_vec()
+            }
+        }
+    }
+
     /// The public key as DER SubjectPublicKeyInfo (named curve, uncompressed point).
     pub fn public_key_spki_der(&self) -> Vec<u8> {
         self.public_key().spki_der()
@@ -125,11 +146,11 @@ impl NodeSigningKey {
 }
 
 // Only public facts: a signing key must never end up in a log.
-impl fmt::Debug for NodeSigningKey {
+impl fmt::Debug for EcSigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "NodeSigningKey({:?}, node_id={})",
+            "EcSigningKey({:?}, node_id={})",
             self.curve(),
             self.node_id()
         )
@@ -212,6 +233,31 @@ impl EcPublicKey {
     }
 }
 
+impl EcPublicKey {
+    /// Verifies a fixed-size `r || s` signature over `message` hashed with the curve's own
+    /// hash: the counterpart of [`EcSigningKey::sign_message`].
+    pub fn verify_message(&self, message: &[u8], signature: &[u8]) -> Result<(), SignatureError> {
+        use p256::ecdsa::signature::Verifier;
+        let ok = match self {
+            EcPublicKey::P256(key) => {
+                let sig = p256::ecdsa::Signature::from_slice(signature)
+                    .map_err(|_| SignatureError::MalformedSignature)?;
+                key.verify(message, &sig).is_ok()
+            }
+            EcPublicKey::P384(key) => {
+                let sig = p384::ecdsa::Signature::from_slice(signature)
+                    .map_err(|_| SignatureError::MalformedSignature)?;
+                key.verify(message, &sig).is_ok()
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(SignatureError::Invalid)
+        }
+    }
+}
+
 /// Checks a node's signature over a Merkle root: `spki_der` is the node key (P-256 or P-384).
 pub fn verify_root_signature(
     spki_der: &[u8],
@@ -235,7 +281,7 @@ mod tests {
     fn sign_and_verify_on_both_curves() {
         let root = sha256(b"root");
         for (pem, curve) in [(P384_PEM, Curve::P384), (P256_PEM, Curve::P256)] {
-            let key = NodeSigningKey::from_pkcs8_pem(pem).unwrap();
+            let key = EcSigningKey::from_pkcs8_pem(pem).unwrap();
             assert_eq!(key.curve(), curve);
             let sig = key.sign_root(&root);
             // RFC 6979: the same root always gets the same signature.
@@ -265,7 +311,7 @@ mod tests {
         let root = sha256(b"root");
         let raw = p384::ecdsa::SigningKey::from_pkcs8_pem(P384_PEM).unwrap();
         let hashed_again: p384::ecdsa::DerSignature = raw.sign(root.as_bytes());
-        let key = NodeSigningKey::from_pkcs8_pem(P384_PEM).unwrap();
+        let key = EcSigningKey::from_pkcs8_pem(P384_PEM).unwrap();
         assert_eq!(
             verify_root_signature(&key.public_key_spki_der(), &root, hashed_again.as_bytes()),
             Err(SignatureError::Invalid)
@@ -299,16 +345,14 @@ mod tests {
     #[test]
     fn rejects_what_it_cannot_use() {
         assert_eq!(
-            NodeSigningKey::from_pkcs8_der(b"junk").err(),
+            EcSigningKey::from_pkcs8_der(b"junk").err(),
             Some(SigningKeyError::UnsupportedKey)
         );
         assert_eq!(
-            NodeSigningKey::from_pkcs8_pem("junk").err(),
+            EcSigningKey::from_pkcs8_pem("junk").err(),
             Some(SigningKeyError::NotPem)
         );
-        let public_pem = NodeSigningKey::from_pkcs8_pem(P256_PEM)
-            .unwrap()
-            .public_key();
+        let public_pem = EcSigningKey::from_pkcs8_pem(P256_PEM).unwrap().public_key();
         let spki = public_pem.spki_der();
         assert_eq!(EcPublicKey::from_spki_der(&spki).unwrap(), public_pem);
         assert_eq!(
@@ -325,12 +369,9 @@ mod tests {
 
     #[test]
     fn debug_shows_no_key_material() {
-        let key = NodeSigningKey::from_pkcs8_pem(P384_PEM).unwrap();
+        let key = EcSigningKey::from_pkcs8_pem(P384_PEM).unwrap();
         let shown = format!("{key:?}");
-        assert!(
-            shown.starts_with("NodeSigningKey(P384, node_id="),
-            "{shown}"
-        );
+        assert!(shown.starts_with("EcSigningKey(P384, node_id="), "{shown}");
         let SigningKeyInner::P384(inner) = &key.0 else {
             unreachable!()
         };

@@ -18,6 +18,15 @@ pub fn json(txid: TxId, body: Value) -> Response {
     )
 }
 
+/// 200 with the bytes of a `content_type` document, served at transaction `txid`.
+pub fn bytes(txid: TxId, content_type: &'static str, body: Vec<u8>) -> Response {
+    let mut response = with_txid(txid, (StatusCode::OK, body).into_response(), false);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
 /// 200 with an empty body, written by transaction `txid`.
 pub fn empty(txid: TxId) -> Response {
     with_txid(txid, StatusCode::OK.into_response(), false)

@@ -25,6 +25,10 @@ pub enum ApiVersion {
 }
 
 impl ApiVersion {
+    /// The newest stable version: how a request to one of CCF's own routes, which CCF's
+    /// tools send without `api-version`, is served.
+    pub const LATEST: ApiVersion = ApiVersion::V2026_02_23;
+
     pub const ALL: [ApiVersion; 14] = [
         ApiVersion::V0_1Preview,
         ApiVersion::V2022_04_20Preview,

@@ -5,7 +5,7 @@
 
 use ledger_core::TxId;
 use ledger_core::entry::ApplicationEntry;
-use ledger_core::signing::NodeSigningKey;
+use ledger_core::signing::EcSigningKey;
 use ledger_identity::files::NodeFiles;
 use ledger_identity::{Curve, ServiceIdentity, generate_private_key, issue_node_certificate};
 use ledger_raft::{Cluster, ClusterConfig, PeerNode, PeerTls, StartMode, WriteError};
@@ -21,6 +21,8 @@ struct NodeSetup {
     dir: PathBuf,
     node_key_pem: String,
     node_cert_pem: String,
+    /// Every node of a service holds the service key (a joiner receives it).
+    service_key_pem: String,
     node_id: String,
 }
 
@@ -33,8 +35,9 @@ fn replica_config() -> StoreConfig {
 
 fn identity(setup: &NodeSetup) -> NodeIdentity {
     NodeIdentity {
-        signing_key: NodeSigningKey::from_pkcs8_pem(&setup.node_key_pem).expect("node key"),
+        signing_key: EcSigningKey::from_pkcs8_pem(&setup.node_key_pem).expect("node key"),
         cert_pem: setup.node_cert_pem.clone(),
+        service_key: EcSigningKey::from_pkcs8_pem(&setup.service_key_pem).expect("service key"),
     }
 }
 
@@ -134,12 +137,13 @@ async fn three_nodes_replicate_and_survive_the_loss_of_the_primary() {
     };
     let founder = NodeSetup {
         dir: founder_dir.clone(),
-        node_id: NodeSigningKey::from_pkcs8_pem(&files.node_key_pem)
+        node_id: EcSigningKey::from_pkcs8_pem(&files.node_key_pem)
             .expect("key")
             .node_id()
             .to_hex(),
         node_key_pem: files.node_key_pem.clone(),
         node_cert_pem: files.node_cert_pem.clone(),
+        service_key_pem: files.service_key_pem.clone(),
     };
     {
         let ledger = Ledger::create(
@@ -180,12 +184,13 @@ async fn three_nodes_replicate_and_survive_the_loss_of_the_primary() {
         let node_cert_pem = issue_node_certificate(&service, &node_key_pem, &[]).expect("cert");
         let setup = NodeSetup {
             dir: dir.clone(),
-            node_id: NodeSigningKey::from_pkcs8_pem(&node_key_pem)
+            node_id: EcSigningKey::from_pkcs8_pem(&node_key_pem)
                 .expect("key")
                 .node_id()
                 .to_hex(),
             node_key_pem,
             node_cert_pem,
+            service_key_pem: files.service_key_pem.clone(),
         };
         // The primary registers the node's certificate, so receipts it signs verify.
         write(

@@ -47,7 +47,7 @@
 //! through log id X", which is false on a node that does not hold X.
 
 use futures_util::StreamExt;
-use ledger_core::signing::NodeSigningKey;
+use ledger_core::signing::EcSigningKey;
 use ledger_identity::Curve;
 use ledger_identity::files::NodeFiles;
 use ledger_raft::log_store::{LedgerLogStore, LogShared};
@@ -400,6 +400,7 @@ impl Drop for Scratch {
 struct LedgerStores {
     node_key_pem: String,
     node_cert_pem: String,
+    service_key_pem: String,
 }
 
 impl LedgerStores {
@@ -409,14 +410,17 @@ impl LedgerStores {
         LedgerStores {
             node_key_pem: files.node_key_pem,
             node_cert_pem: files.node_cert_pem,
+            service_key_pem: files.service_key_pem,
         }
     }
 
     fn identity(&self) -> io::Result<NodeIdentity> {
         Ok(NodeIdentity {
-            signing_key: NodeSigningKey::from_pkcs8_pem(&self.node_key_pem)
+            signing_key: EcSigningKey::from_pkcs8_pem(&self.node_key_pem)
                 .map_err(|e| io::Error::other(e.to_string()))?,
             cert_pem: self.node_cert_pem.clone(),
+            service_key: EcSigningKey::from_pkcs8_pem(&self.service_key_pem)
+                .map_err(|e| io::Error::other(e.to_string()))?,
         })
     }
 

@@ -951,11 +951,7 @@ pub async fn join_service(
         node_cert_pem,
     };
     NodeFiles::install(dir, &files)?;
-    let identity = ledger_store::NodeIdentity {
-        signing_key: ledger_core::signing::NodeSigningKey::from_pkcs8_pem(&files.node_key_pem)
-            .map_err(|e| ServeError::Identity(e.to_string()))?,
-        cert_pem: files.node_cert_pem.clone(),
-    };
+    let identity = crate::node::node_identity(&files)?;
     let store = ledger_store::StoreConfig {
         role: ledger_store::Role::Replica,
         kek: match &config.kek_file {

@@ -196,10 +196,10 @@ impl Server {
                 );
             }
         }
-        if let Some(id) = node
-            .ledger
-            .governance(ledger_core::entry::tables::CONFIG, "ledger_id")?
-        {
+        if let Some(id) = node.ledger.governance(
+            ledger_core::entry::tables::CONFIG,
+            ledger_store::LEDGER_ID_KEY,
+        )? {
             node.ledger_id = serde_json::from_slice(&id).unwrap_or(node.ledger_id);
         }
         let tls = tls::server_config(&node.files)?;

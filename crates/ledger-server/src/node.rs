@@ -25,7 +25,7 @@
 use crate::http::users::{Role, user_write};
 use crate::{ServeConfig, ServeError};
 use ledger_core::entry::TableWrite;
-use ledger_core::signing::NodeSigningKey;
+use ledger_core::signing::EcSigningKey;
 use ledger_identity::Curve;
 use ledger_identity::files::NodeFiles;
 use ledger_store::{Genesis, KekSource, Ledger, NodeIdentity, StoreConfig, WriteRequest};
@@ -116,13 +116,8 @@ impl Node {
                 Err(e) => return Err(e.into()),
             }
         };
-        let signing_key = NodeSigningKey::from_pkcs8_pem(&files.node_key_pem)
-            .map_err(|e| ServeError::Identity(format!("identity/node_key.pem: {e}")))?;
-        let node_id = signing_key.node_id().to_hex();
-        let identity = NodeIdentity {
-            signing_key,
-            cert_pem: files.node_cert_pem.clone(),
-        };
+        let identity = node_identity(&files)?;
+        let node_id = identity.signing_key.node_id().to_hex();
 
         // A ledger that belongs to a cluster is only ever opened as a replica: opened
         // standalone, it would sign its unsigned tail by itself and leave the cluster's log.
@@ -207,17 +202,16 @@ impl Node {
             // administrators) is done; from now on consensus decides what is written.
             ledger.close();
             drop(ledger);
-            let identity = NodeIdentity {
-                signing_key: NodeSigningKey::from_pkcs8_pem(&files.node_key_pem)
-                    .map_err(|e| ServeError::Identity(format!("identity/node_key.pem: {e}")))?,
-                cert_pem: files.node_cert_pem.clone(),
-            };
+            let identity = node_identity(&files)?;
             Ledger::open(dir, replica_config, identity)?.0
         } else {
             ledger
         };
 
-        let ledger_id = match ledger.governance(ledger_core::entry::tables::CONFIG, "ledger_id")? {
+        let ledger_id = match ledger.governance(
+            ledger_core::entry::tables::CONFIG,
+            ledger_store::LEDGER_ID_KEY,
+        )? {
             Some(bytes) => serde_json::from_slice::<String>(&bytes).map_err(|e| {
                 ServeError::Identity(format!(
                     "the ledger's recorded ledger_id is unreadable: {e}"
@@ -352,4 +346,15 @@ impl DirLock {
         file.sync_all().map_err(io)?;
         Ok(DirLock { _file: file })
     }
+}
+
+/// The signing identity of the node whose identity files are `files`.
+pub(crate) fn node_identity(files: &NodeFiles) -> Result<NodeIdentity, ServeError> {
+    Ok(NodeIdentity {
+        signing_key: EcSigningKey::from_pkcs8_pem(&files.node_key_pem)
+            .map_err(|e| ServeError::Identity(format!("identity/node_key.pem: {e}")))?,
+        cert_pem: files.node_cert_pem.clone(),
+        service_key: EcSigningKey::from_pkcs8_pem(&files.service_key_pem)
+            .map_err(|e| ServeError::Identity(format!("identity/service_key.pem: {e}")))?,
+    })
 }

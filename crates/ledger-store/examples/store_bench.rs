@@ -9,7 +9,7 @@
 use ledger_core::TxId;
 use ledger_core::entry::ApplicationEntry;
 use ledger_core::receipt::verify_receipt;
-use ledger_core::signing::NodeSigningKey;
+use ledger_core::signing::EcSigningKey;
 use ledger_identity::Curve;
 use ledger_identity::files::NodeFiles;
 use ledger_store::{Genesis, Ledger, NodeIdentity, StoreConfig, WriteRequest};
@@ -29,8 +29,9 @@ fn main() {
 
     let files = NodeFiles::create(&dir, Curve::P384, &[]).expect("identity");
     let node = NodeIdentity {
-        signing_key: NodeSigningKey::from_pkcs8_pem(&files.node_key_pem).expect("key"),
+        signing_key: EcSigningKey::from_pkcs8_pem(&files.node_key_pem).expect("key"),
         cert_pem: files.node_cert_pem.clone(),
+        service_key: EcSigningKey::from_pkcs8_pem(&files.service_key_pem).expect("key"),
     };
     let genesis = Genesis {
         ledger_id: "bench".into(),

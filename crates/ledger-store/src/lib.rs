@@ -53,10 +53,11 @@ pub use crypto::{KeyRing, LedgerSecret};
 use guard::ForkGuard;
 use index::Index;
 use ledger_core::claims::{self, ApplicationClaim};
+use ledger_core::cose::{self, ServiceSigner};
 use ledger_core::entry::{self, ApplicationEntry, EntryView, KvWrite, TableWrite, TxBody};
 use ledger_core::hash::Hash32;
 use ledger_core::receipt::{Receipt, ReceiptParts};
-use ledger_core::signing::NodeSigningKey;
+use ledger_core::signing::EcSigningKey;
 use ledger_core::{TxId, merkle};
 use reader::{RecordCursor, Segments, Transactions};
 use std::fs;
@@ -353,6 +354,10 @@ pub enum FollowerRefusal {
     Malformed { txid: TxId, reason: String },
     #[error("signature transaction {txid} signs a root that differs from this node's tree")]
     RootMismatch { txid: TxId },
+    #[error(
+        "signature transaction {txid} has no valid COSE root signature by the service key: {reason}"
+    )]
+    BadRootSignature { txid: TxId, reason: String },
     #[error("cannot commit through seqno {seqno}: only {durable} is durable here")]
     BeyondDurable { seqno: u64, durable: u64 },
     #[error("cannot cut the log back to seqno {seqno}: {committed} is committed")]
@@ -375,10 +380,13 @@ pub enum WriteRequest {
     Kv(Vec<KvWrite>),
 }
 
-/// The node's signing identity: its key and the certificate the service issued for it.
+/// What a node signs with: its own key and the certificate the service issued for it (raw
+/// root signatures, the JSON receipts' `signature`), and the service identity key every node
+/// holds (COSE root signatures, from which COSE receipts are made; FORMAT.md §3.3).
 pub struct NodeIdentity {
-    pub signing_key: NodeSigningKey,
+    pub signing_key: EcSigningKey,
     pub cert_pem: String,
+    pub service_key: EcSigningKey,
 }
 
 /// What a new ledger records in its first transaction.
@@ -420,6 +428,21 @@ pub struct ReceiptBundle {
     pub txid: TxId,
     pub receipt: Receipt,
     pub application_claims: Option<Vec<ApplicationClaim>>,
+    pub cose: CoseReceipt,
+}
+
+/// The COSE receipt of a committed transaction (FORMAT.md §3.3), or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoseReceipt {
+    /// A tagged COSE_Sign1: the signature's stored root signature with this transaction's
+    /// inclusion proof in its unprotected header.
+    Ready(Vec<u8>),
+    /// The transaction is itself a signature: its root signature is the evidence, and CCF
+    /// gives signature transactions no COSE receipt.
+    SignatureTransaction,
+    /// The signature covering the transaction was written before cledger signed roots with
+    /// COSE (its JSON receipt verifies).
+    NotSigned,
 }
 
 pub(crate) struct Published {
@@ -597,7 +620,7 @@ impl Ledger {
             },
             TableWrite {
                 table: entry::tables::CONFIG.into(),
-                key: "ledger_id".into(),
+                key: LEDGER_ID_KEY.into(),
                 value: Some(serde_json::to_vec(&genesis.ledger_id).expect("a string serializes")),
             },
             node_registration(&node),
@@ -716,6 +739,7 @@ impl Ledger {
         let NodeIdentity {
             signing_key,
             cert_pem: node_cert_pem,
+            service_key,
         } = node;
         let ledger_dir = dir.join(LEDGER_DIR);
         let tree_dir = dir.join(TREE_DIR);
@@ -845,11 +869,27 @@ impl Ledger {
                 seqno: t.seqno(),
                 root: r.root,
             });
+        // The issuer of COSE root signatures is the ledger id: a new ledger's genesis names
+        // it, an existing one recorded it.
+        let issuer = match &genesis {
+            Some(writes) => writes
+                .iter()
+                .find(|w| w.table == entry::tables::CONFIG && w.key == LEDGER_ID_KEY)
+                .and_then(|w| recorded_ledger_id(w.value.as_deref())),
+            None => recorded_ledger_id(
+                shared
+                    .index
+                    .governance(entry::tables::CONFIG, LEDGER_ID_KEY)?
+                    .as_deref(),
+            ),
+        };
         let sequencer = sequencer::Sequencer::new(
             recovered.last,
             recovered.tree,
             signing_key,
             node_id,
+            ServiceSigner::new(service_key),
+            issuer,
             last_signature,
             config.sign_every,
             config.sign_interval,
@@ -1641,6 +1681,33 @@ impl Ledger {
         if merkle::fold_path(view.leaf(), &path) != signature.root {
             return Err(self.blame_path(txid, sig_txid));
         }
+        let cose = match &signature.cose_signature {
+            _ if view.kind == entry::TxKind::Signature => CoseReceipt::SignatureTransaction,
+            None => CoseReceipt::NotSigned,
+            Some(root_signature) => {
+                let leaf = cose::ReceiptLeaf {
+                    write_set_digest: view.write_set_digest(),
+                    commit_evidence: evidence.clone(),
+                    claims_digest: view.claims_digest,
+                };
+                let damaged = |reason: String| StoreError::Decode {
+                    txid: sig_txid,
+                    reason: format!("its COSE root signature: {reason}"),
+                };
+                // The frame's checksum and the root check above vouch for the bytes; that
+                // the signature names its own transaction is checked here, its ECDSA
+                // signature by every verifier.
+                let claims =
+                    cose::read_claims(root_signature).map_err(|e| damaged(e.to_string()))?;
+                if claims.txid != sig_txid {
+                    return Err(damaged(format!("it names transaction {}", claims.txid)));
+                }
+                CoseReceipt::Ready(
+                    cose::build_receipt(root_signature, &leaf, &path)
+                        .map_err(|e| damaged(e.to_string()))?,
+                )
+            }
+        };
         let receipt = Receipt::build(ReceiptParts {
             write_set_digest: view.write_set_digest(),
             commit_evidence: evidence,
@@ -1655,6 +1722,7 @@ impl Ledger {
             txid,
             receipt,
             application_claims,
+            cose,
         }))
     }
 
@@ -1758,6 +1826,14 @@ impl Drop for Ledger {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The key of the ledger id in the `CONFIG` table (a JSON string), written by the genesis.
+pub const LEDGER_ID_KEY: &str = "ledger_id";
+
+/// The ledger id from its recorded value, if it is one.
+pub(crate) fn recorded_ledger_id(value: Option<&[u8]>) -> Option<String> {
+    serde_json::from_slice(value?).ok()
 }
 
 /// The governance write that registers `node`'s certificate under its node id: receipts

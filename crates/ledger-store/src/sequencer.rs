@@ -19,10 +19,11 @@ use crate::tree::{EntryClass, FrameRecord, TreeWriter};
 use crate::writer::{Pending, Submission};
 use crate::{AppendError, FollowerRefusal};
 use ledger_core::TxId;
+use ledger_core::cose::ServiceSigner;
 use ledger_core::entry::{self, EntryView, Sealer, SignatureRecord, TableWrite, TxBody};
 use ledger_core::hash::Hash32;
-use ledger_core::signing::NodeSigningKey;
-use std::time::{Duration, Instant};
+use ledger_core::signing::EcSigningKey;
+use std::time::{Duration, Instant, SystemTime};
 
 /// A batch ready for the log: its frames, and what becomes true once they are durable.
 pub(crate) struct Sequenced {
@@ -96,8 +97,13 @@ pub(crate) struct Sequencer {
     /// The newest durable transaction.
     last: Option<TxId>,
     tree: TreeWriter,
-    key: NodeSigningKey,
+    key: EcSigningKey,
     node_id: Hash32,
+    /// The service key: COSE root signatures here, and the check of a primary's on a follower.
+    service: ServiceSigner,
+    /// The CWT issuer of COSE root signatures: the ledger id the genesis recorded, once this
+    /// node knows it (a node that joined empty learns it when the genesis is committed).
+    issuer: Option<String>,
     /// The newest durable signature transaction (this node's, or a primary's on a follower).
     last_signature: Option<SignedPoint>,
     last_signature_at: Instant,
@@ -112,8 +118,10 @@ impl Sequencer {
     pub fn new(
         last: Option<TxId>,
         tree: TreeWriter,
-        key: NodeSigningKey,
+        key: EcSigningKey,
         node_id: Hash32,
+        service: ServiceSigner,
+        issuer: Option<String>,
         last_signature: Option<SignedPoint>,
         sign_every: u64,
         sign_interval: Duration,
@@ -126,12 +134,22 @@ impl Sequencer {
             tree,
             key,
             node_id,
+            service,
+            issuer,
             last_signature,
             last_signature_at: Instant::now(),
             sign_every,
             sign_interval,
             keys,
         }
+    }
+
+    pub fn knows_issuer(&self) -> bool {
+        self.issuer.is_some()
+    }
+
+    pub fn set_issuer(&mut self, ledger_id: String) {
+        self.issuer = Some(ledger_id);
     }
 
     pub fn next_seqno(&self) -> u64 {
@@ -222,7 +240,7 @@ impl Sequencer {
             || self.last_signature_at.elapsed() >= self.sign_interval;
         if unsigned > 0 && due {
             let txid = TxId::new(self.view, seqno).expect("view and seqno are >= 1");
-            let record = match self.signature(seqno, &out, guard) {
+            let record = match self.signature(txid, &out, guard) {
                 Ok(record) => record,
                 Err(e) => return Err((e, out.txs)),
             };
@@ -289,7 +307,7 @@ impl Sequencer {
             };
             let (bytes, body) = match op {
                 ReplicaOp::Encoded(bytes) => {
-                    let body = check_encoded(txid, &bytes, ring, &out)?;
+                    let body = check_encoded(txid, &bytes, ring, &out, &self.service)?;
                     (bytes, body)
                 }
                 ReplicaOp::Write(write) => made(write.body, write.claims_digest, &out)?,
@@ -304,7 +322,7 @@ impl Sequencer {
                     made(TxBody::Governance(vec![write]), Hash32::ZERO, &out)?
                 }
                 ReplicaOp::Signature => {
-                    let record = self.signature(txid.seqno(), &out, guard).map_err(
+                    let record = self.signature(txid, &out, guard).map_err(
                         |SequenceError::ForkGuard(reason)| ReplicateError::ForkGuard(reason),
                     )?;
                     made(TxBody::Signature(record), Hash32::ZERO, &out)?
@@ -333,10 +351,11 @@ impl Sequencer {
     /// in `out`'s tree, unless the fork guard says this node signed another root there.
     fn signature(
         &self,
-        seqno: u64,
+        txid: TxId,
         out: &Sequenced,
         guard: &ForkGuard,
     ) -> Result<SignatureRecord, SequenceError> {
+        let seqno = txid.seqno();
         // A signature at seqno s signs the root of leaves 0..s, i.e. everything before it.
         let root = out.tree.root().expect("leaf 0 is always present");
         if let Some(g) = guard.last().filter(|g| g.seqno == seqno && g.root != root) {
@@ -345,10 +364,21 @@ impl Sequencer {
                 g.seqno, g.root
             )));
         }
+        // A clock before 1970 signs as 0 rather than stopping the ledger: `iat` is
+        // informational, the signed txid is what orders signatures.
+        let issued_at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         Ok(SignatureRecord {
             node_id: self.node_id,
             root,
             signature: self.key.sign_root(&root),
+            cose_signature: Some(self.service.sign_root(
+                &root,
+                txid,
+                self.issuer.as_deref(),
+                issued_at,
+            )),
         })
     }
 
@@ -476,6 +506,7 @@ fn check_encoded(
     bytes: &[u8],
     ring: &KeyRing,
     out: &Sequenced,
+    service: &ServiceSigner,
 ) -> Result<TxBody, FollowerRefusal> {
     let malformed = |reason: String| FollowerRefusal::Malformed { txid, reason };
     if bytes.is_empty() || bytes.len() > segment::MAX_PAYLOAD_LEN as usize {
@@ -504,6 +535,17 @@ fn check_encoded(
         let root = out.tree.root().expect("leaf 0 is always present");
         if record.root != root {
             return Err(FollowerRefusal::RootMismatch { txid });
+        }
+        // The COSE root signature is what COSE receipts are made of: a follower keeps one
+        // only if the service key signed this root as this very transaction.
+        if let Some(cose) = &record.cose_signature {
+            let bad = |reason: String| FollowerRefusal::BadRootSignature { txid, reason };
+            let claims =
+                ledger_core::cose::verify_root_signature(cose, &root, &service.public_key())
+                    .map_err(|e| bad(e.to_string()))?;
+            if claims.txid != txid {
+                return Err(bad(format!("it names transaction {}", claims.txid)));
+            }
         }
     }
     Ok(body)

@@ -31,7 +31,7 @@ use crate::sequencer::{ReplicaOp, ReplicateError, SequenceError, Sequenced, Sequ
 use crate::tree::{TreeNodes, TreeWriter};
 use crate::{AppendError, Completion, FollowerRefusal, Role, Shared, StoreConfig};
 use ledger_core::TxId;
-use ledger_core::entry::TxBody;
+use ledger_core::entry::{self, TxBody};
 use ledger_core::hash::Hash32;
 use std::io;
 use std::path::PathBuf;
@@ -740,6 +740,18 @@ impl Writer {
                 return Err(fault);
             }
             self.index_ops.drain(..through);
+        }
+        if !self.sequencer.knows_issuer() {
+            // A node that joined empty learns the ledger id once the genesis is applied.
+            if let Ok(Some(id)) = self
+                .shared
+                .index
+                .governance(entry::tables::CONFIG, crate::LEDGER_ID_KEY)
+            {
+                if let Some(id) = crate::recorded_ledger_id(Some(&id)) {
+                    self.sequencer.set_issuer(id);
+                }
+            }
         }
         if self
             .committed

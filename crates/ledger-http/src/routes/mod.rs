@@ -9,6 +9,7 @@ mod endpoints;
 mod functions;
 mod governance;
 mod identity;
+mod proofs;
 mod roles;
 mod transactions;
 mod users;
@@ -37,6 +38,9 @@ pub mod paths {
     pub const TRANSACTION: &str = "/app/transactions/{transactionId}";
     pub const RECEIPT: &str = "/app/transactions/{transactionId}/receipt";
     pub const STATUS: &str = "/app/transactions/{transactionId}/status";
+    pub const COSE_RECEIPT: &str = "/app/transactions/{transactionId}/receipt/cose";
+    /// CCF 7's built-in route (`?transaction_id=`); CCF's clients send no `api-version`.
+    pub const CCF_COSE_RECEIPT: &str = "/app/receipt/cose";
     pub const USER: &str = "/app/users/{userId}";
     pub const LEDGER_IDENTITY: &str = "/ledgerIdentity/{ledgerId}";
     pub const USERS: &str = "/app/users";
@@ -54,7 +58,10 @@ pub mod paths {
     pub const RUNTIME_OPTIONS_ALIAS: &str = "/app/userDefinedEndpoints/runTimeOptions";
     pub const MODULES: &str = "/app/userDefinedEndpoints/modules";
 
-    pub const ALL: [&str; 22] = [
+    /// Routes CCF itself serves, called by CCF's tools without an `api-version`.
+    pub const CCF_NATIVE: [&str; 1] = [CCF_COSE_RECEIPT];
+
+    pub const ALL: [&str; 24] = [
         CONSTITUTION,
         MEMBERS,
         ENCLAVE_QUOTES,
@@ -64,6 +71,8 @@ pub mod paths {
         TRANSACTION,
         RECEIPT,
         STATUS,
+        COSE_RECEIPT,
+        CCF_COSE_RECEIPT,
         USER,
         LEDGER_IDENTITY,
         USERS,
@@ -109,6 +118,8 @@ pub fn build(state: Arc<ApiState>) -> Router {
         .route(TRANSACTION, get(transactions::entry))
         .route(RECEIPT, get(transactions::receipt))
         .route(STATUS, get(transactions::status))
+        .route(COSE_RECEIPT, get(proofs::cose_receipt))
+        .route(CCF_COSE_RECEIPT, get(proofs::ccf_cose_receipt))
         .route(
             USER,
             get(users::get).patch(users::patch).delete(users::delete),
@@ -216,7 +227,10 @@ async fn checked(State(state): State<Arc<ApiState>>, mut request: Request, next:
     }
     let checked = (|| {
         let query = QueryParams::parse(request.uri().query())?;
-        let version = ApiVersion::from_query(query.get("api-version")?)?;
+        let version = match query.get("api-version")? {
+            None if paths::CCF_NATIVE.contains(&route.as_str()) => ApiVersion::LATEST,
+            given => ApiVersion::from_query(given)?,
+        };
         let caller = request
             .extensions()
             .get::<Caller>()

@@ -158,13 +158,13 @@ fn filter_tag(ctx: &RequestContext) -> ApiResult<Option<String>> {
 }
 
 /// The transaction id of a path segment (see the module docs for the 404).
-fn path_txid(segment: Result<Path<String>, PathRejection>) -> ApiResult<TxId> {
+pub(super) fn path_txid(segment: Result<Path<String>, PathRejection>) -> ApiResult<TxId> {
     let text = segment.map(|Path(s)| s).unwrap_or_default();
     TxId::parse(&text).map_err(|e| ApiError::InvalidTransactionId(e.to_string()))
 }
 
 /// A transaction id query parameter.
-fn query_txid(query: &QueryParams, name: &str) -> ApiResult<Option<TxId>> {
+pub(super) fn query_txid(query: &QueryParams, name: &str) -> ApiResult<Option<TxId>> {
     query
         .get(name)?
         .map(|text| {
@@ -175,7 +175,7 @@ fn query_txid(query: &QueryParams, name: &str) -> ApiResult<Option<TxId>> {
 }
 
 /// Fails unless `txid` is committed (see the module docs for the codes).
-fn require_committed(state: &ApiState, txid: TxId) -> ApiResult<()> {
+pub(super) fn require_committed(state: &ApiState, txid: TxId) -> ApiResult<()> {
     match state.ledger.try_status(txid)? {
         TxStatus::Committed => Ok(()),
         TxStatus::Pending | TxStatus::Unknown => Err(pending_or_unknown(txid)),

@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use ledger_core::signing::NodeSigningKey;
+use ledger_core::signing::EcSigningKey;
 use ledger_http::auth::Validity;
 use ledger_http::users::{Role, user_write};
 use ledger_http::{ApiConfig, Caller, certificate_fingerprint, router};
@@ -90,11 +90,12 @@ impl App {
     pub fn with(adjust: impl FnOnce(&mut ApiConfig)) -> App {
         let dir = tempfile::tempdir().unwrap();
         let files = NodeFiles::create(dir.path(), Curve::P256, &[]).unwrap();
-        let signing_key = NodeSigningKey::from_pkcs8_pem(&files.node_key_pem).unwrap();
+        let signing_key = EcSigningKey::from_pkcs8_pem(&files.node_key_pem).unwrap();
         let node_id = signing_key.node_id().to_hex();
         let node = NodeIdentity {
             signing_key,
             cert_pem: files.node_cert_pem.clone(),
+            service_key: EcSigningKey::from_pkcs8_pem(&files.service_key_pem).unwrap(),
         };
         let genesis = Genesis {
             ledger_id: "testledger".into(),

@@ -10,7 +10,7 @@ use ledger_core::TxId;
 use ledger_core::entry::{ApplicationEntry, EntryView, TxKind};
 use ledger_core::hash::sha256;
 use ledger_core::receipt::{VerifiedReceipt, verify_receipt};
-use ledger_core::signing::NodeSigningKey;
+use ledger_core::signing::EcSigningKey;
 use ledger_identity::Curve;
 use ledger_identity::files::NodeFiles;
 use ledger_store::segment;
@@ -36,8 +36,10 @@ pub fn config_with_segments(segment_max_bytes: u64) -> StoreConfig {
 
 pub fn node_identity(files: &NodeFiles) -> NodeIdentity {
     NodeIdentity {
-        signing_key: NodeSigningKey::from_pkcs8_pem(&files.node_key_pem).expect("node key parses"),
+        signing_key: EcSigningKey::from_pkcs8_pem(&files.node_key_pem).expect("node key parses"),
         cert_pem: files.node_cert_pem.clone(),
+        service_key: EcSigningKey::from_pkcs8_pem(&files.service_key_pem)
+            .expect("service key parses"),
     }
 }
 

@@ -1,0 +1,76 @@
+//! Proofs in standard formats, beside ACL's JSON receipts: COSE receipts (CCF 7's
+//! `/receipt/cose`).
+//!
+//! A COSE receipt is the service key's root signature stored in the signature transaction
+//! that covers the entry, with the entry's inclusion proof added (`ledger_core::cose`), so
+//! it is the same bytes on every request and after a restart. Errors follow CCF's
+//! `/receipt`: a well-formed id that names no committed transaction, or names a signature
+//! transaction (its root signature *is* the evidence), is 404; a malformed `transaction_id`
+//! query parameter is 400. On ACL's path form a malformed id is 404 `InvalidTransactionId`,
+//! as it is for the JSON receipt (see `transactions`).
+
+use super::RequestContext;
+use super::transactions::{path_txid, query_txid, require_committed};
+use crate::error::{ApiError, ApiResult};
+use crate::response;
+use crate::state::ApiState;
+use axum::Extension;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use ledger_core::TxId;
+use ledger_store::CoseReceipt;
+use std::sync::Arc;
+
+/// The media type of a COSE message (RFC 9052 §11.2), which CCF serves receipts as.
+const COSE_CONTENT_TYPE: &str = "application/cose";
+
+/// `GET /app/transactions/{transactionId}/receipt/cose`.
+pub async fn cose_receipt(
+    State(state): State<Arc<ApiState>>,
+    Extension(_): Extension<RequestContext>,
+    segment: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
+    cose_receipt_of(&state, path_txid(segment)?)
+}
+
+/// `GET /app/receipt/cose?transaction_id=<txid>`, CCF 7's route.
+pub async fn ccf_cose_receipt(
+    State(state): State<Arc<ApiState>>,
+    Extension(ctx): Extension<RequestContext>,
+) -> ApiResult<Response> {
+    let txid = query_txid(&ctx.query, "transaction_id")?.ok_or_else(|| {
+        ApiError::InvalidQueryParameter(
+            "The query parameter 'transaction_id' is required (e.g. transaction_id=2.15).".into(),
+        )
+    })?;
+    cose_receipt_of(&state, txid)
+}
+
+fn cose_receipt_of(state: &ApiState, txid: TxId) -> ApiResult<Response> {
+    require_committed(state, txid)?;
+    let signature_transaction = || {
+        ApiError::NotFound(format!(
+            "Transaction {txid} is a signature transaction: it has no COSE receipt, its own \
+             root signature is the evidence."
+        ))
+    };
+    // The only committed transaction without a receipt is the newest signature.
+    let bundle = state
+        .ledger
+        .receipt(txid)?
+        .ok_or_else(signature_transaction)?;
+    match bundle.cose {
+        CoseReceipt::Ready(bytes) => Ok(response::bytes(
+            state.read_txid()?,
+            COSE_CONTENT_TYPE,
+            bytes,
+        )),
+        CoseReceipt::SignatureTransaction => Err(signature_transaction()),
+        CoseReceipt::NotSigned => Err(ApiError::NotFound(format!(
+            "Transaction {txid} is covered by a signature written before this ledger signed \
+             roots with COSE: it has no COSE receipt. Its JSON receipt \
+             (/app/transactions/{txid}/receipt) verifies."
+        ))),
+    }
+}
