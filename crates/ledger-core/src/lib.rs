@@ -1,8 +1,10 @@
 //! The pure core of cledger. It owns the ledger's data model and every byte-exact rule that
 //! must match CCF and Azure confidential ledger: transaction ids, entry encoding and write-set
-//! digests, commit evidence, claims digests, the Merkle history tree, receipts and root
-//! signatures. It does no I/O and has no notion of time or randomness (callers pass keys and
-//! nonces in), so everything here is deterministic and testable in isolation.
+//! digests, commit evidence, claims digests, the Merkle history tree (and its RFC 6962 twin),
+//! receipts and root signatures, and the C2SP signed notes, checkpoints and cosignatures
+//! witnesses exchange. It does no I/O and has no notion of time or randomness (callers pass
+//! keys, seeds, nonces and timestamps in), so everything here is deterministic and testable in
+//! isolation.
 
 pub mod claims;
 pub mod cose;
@@ -10,6 +12,7 @@ pub mod entry;
 pub mod evidence;
 pub mod hash;
 pub mod merkle;
+pub mod note;
 pub mod receipt;
 pub mod signing;
 pub mod txid;

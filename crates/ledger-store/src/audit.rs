@@ -27,10 +27,12 @@ use crate::index::IndexError;
 use crate::index::{ExpectedIndex, Index};
 use crate::recovery::index_op;
 use crate::segment::{self, FrameLocation};
-use crate::tree::{self, CHECK_CHUNK, ChunkSums, EntryClass, FrameRecord, TILE_STRIDE};
+use crate::tree::{
+    self, CHECK_CHUNK, ChunkSums, EntryClass, Family, FrameRecord, TILE_STRIDE, TreeSums,
+};
 use ledger_core::entry::{self, EntryView, TxKind};
 use ledger_core::hash::Hash32;
-use ledger_core::merkle::Frontier;
+use ledger_core::merkle::{Frontier, Rfc6962, TreeHashing as _};
 use ledger_core::x509::Cert;
 use ledger_core::{TxId, signing};
 use std::collections::HashMap;
@@ -381,7 +383,8 @@ impl AuditState<'_> {
         self.completed.clear();
         self.frontier.push(leaf, &mut self.completed);
         if let Some(d) = self.derived.as_mut() {
-            d.check_levels(&self.completed);
+            d.check_levels(Family::Ccf, &self.completed);
+            d.push_rfc6962(&leaf);
         }
         Ok(())
     }
@@ -561,6 +564,11 @@ struct DerivedCheck<'a> {
     records_path: PathBuf,
     /// Level files from level 4 up, by stored index - 1.
     levels: Vec<SeqFile>,
+    /// The RFC 6962 tree's level files (`tree/rfc6962/`), from level 4 up, by stored index,
+    /// and that tree recomputed from the ledger's leaves, to compare them with.
+    rfc6962_levels: Vec<SeqFile>,
+    rfc6962: Frontier<Rfc6962>,
+    rfc6962_completed: Vec<(u32, u64, Hash32)>,
     /// The index, opened on a private copy, and the model of it built from the ledger.
     index: Option<(Index, TempCopy, ExpectedIndex)>,
     indexed_through: u64,
@@ -589,7 +597,7 @@ impl<'a> DerivedCheck<'a> {
         // The index, on a copy: redb's integrity check repairs (writes) what it opens.
         let mut index = None;
         let mut tree_size = None;
-        let mut sums = Vec::new();
+        let mut sums = TreeSums::default();
         let mut indexed_through = 0;
         if !index_path.exists() {
             report.damage(&index_path, "it is missing");
@@ -633,65 +641,77 @@ impl<'a> DerivedCheck<'a> {
             );
         }
         // The tree files, against the checksums recorded with the durable size.
-        let open_level = |k: usize, report: &mut DerivedReport| -> Option<SeqFile> {
-            let path = if k == 0 {
-                records_path.clone()
-            } else {
-                tree_dir.join(format!("level-{:02}.hashes", k as u32 * TILE_STRIDE))
-            };
-            let unit = if k == 0 { tree::RECORD_LEN } else { 32 };
-            let wanted = tree_size.map(|size| {
-                let level = k as u32 * TILE_STRIDE;
-                if level < 64 { size >> level } else { 0 }
-            });
-            if !path.exists() {
-                if wanted.is_some_and(|w| w > 0) {
-                    report.damage(&path, "it is missing");
-                }
-                return None;
-            }
-            report.checked.push(path.clone());
-            let mut file = SeqFile::open(&path, unit, wanted)?;
-            if let Some(w) = wanted.filter(|w| file.len < *w) {
-                report.damage(
-                    &path,
-                    format!("it holds {} elements, {w} were made durable", file.len),
-                );
-            }
-            if tree_size.is_some() && file.len > 0 {
-                let needed = ChunkSums::chunks(file.len * unit) as usize;
-                match sums.get(k) {
-                    Some(s) if s.0.len() >= needed => {
-                        file.sums = Some(ChunkSums(s.0[..needed].to_vec()));
+        let rfc6962_dir = tree_dir.join(tree::RFC6962_DIR);
+        let open_level =
+            |family: Family, k: usize, report: &mut DerivedReport| -> Option<SeqFile> {
+                let (dir, recorded) = match family {
+                    Family::Ccf => (&tree_dir, &sums.ccf),
+                    Family::Rfc6962 => (&rfc6962_dir, &sums.rfc6962),
+                };
+                let path = family.path(dir, k);
+                let unit = family.unit(k);
+                let wanted = tree_size.map(|size| family.wanted(k, size));
+                if !path.exists() {
+                    if wanted.is_some_and(|w| w > 0) {
+                        report.damage(&path, "it is missing");
                     }
-                    _ => report.damage(&path, "no checksums are recorded for it"),
+                    return None;
                 }
-            }
-            Some(file)
-        };
-        let mut records = open_level(0, &mut report);
+                report.checked.push(path.clone());
+                let mut file = SeqFile::open(&path, unit, wanted)?;
+                if let Some(w) = wanted.filter(|w| file.len < *w) {
+                    report.damage(
+                        &path,
+                        format!("it holds {} elements, {w} were made durable", file.len),
+                    );
+                }
+                if tree_size.is_some() && file.len > 0 {
+                    let needed = ChunkSums::chunks(file.len * unit) as usize;
+                    match recorded.get(k) {
+                        Some(s) if s.0.len() >= needed => {
+                            file.sums = Some(ChunkSums(s.0[..needed].to_vec()));
+                        }
+                        _ => report.damage(&path, "no checksums are recorded for it"),
+                    }
+                }
+                Some(file)
+            };
+        let mut records = open_level(Family::Ccf, 0, &mut report);
         if let Some(file) = records.as_mut()
             && file.get(0).is_some_and(|r| r != FrameRecord::NONE.encode())
         {
             report.damage(&records_path, "the record of leaf 0 is not empty");
         }
-        let mut levels = Vec::new();
-        for k in 1.. {
-            let path = tree_dir.join(format!("level-{:02}.hashes", k as u32 * TILE_STRIDE));
-            let wanted = tree_size.map(|s| if k * 4 < 64 { s >> (k * 4) } else { 0 });
-            if !path.exists() && wanted.is_none_or(|w| w == 0) {
-                break;
+        let open_levels = |family: Family, first: usize, report: &mut DerivedReport| {
+            let dir = match family {
+                Family::Ccf => &tree_dir,
+                Family::Rfc6962 => &rfc6962_dir,
+            };
+            let mut levels = Vec::new();
+            for k in first.. {
+                let wanted = tree_size.map(|size| family.wanted(k, size));
+                if !family.path(dir, k).exists() && wanted.is_none_or(|w| w == 0) {
+                    break;
+                }
+                match open_level(family, k, report) {
+                    Some(f) => levels.push(f),
+                    None => break,
+                }
             }
-            match open_level(k, &mut report) {
-                Some(f) => levels.push(f),
-                None => break,
-            }
-        }
+            levels
+        };
+        let levels = open_levels(Family::Ccf, 1, &mut report);
+        let rfc6962_levels = open_levels(Family::Rfc6962, 0, &mut report);
+        let mut rfc6962 = Frontier::<Rfc6962>::default();
+        rfc6962.push(Rfc6962::leaf(&Hash32::ZERO), &mut Vec::new());
         let check = DerivedCheck {
             report,
             secret,
             records_path,
             levels,
+            rfc6962_levels,
+            rfc6962,
+            rfc6962_completed: Vec::new(),
             index,
             indexed_through,
         };
@@ -725,14 +745,28 @@ impl<'a> DerivedCheck<'a> {
         Ok(class)
     }
 
-    /// Compares the subtrees just completed at stored levels with the level files.
-    fn check_levels(&mut self, completed: &[(u32, u64, Hash32)]) {
+    /// Adds the next leaf to the RFC 6962 tree recomputed from the ledger and compares the
+    /// subtrees it completes with that tree's level files.
+    fn push_rfc6962(&mut self, leaf: &Hash32) {
+        let mut completed = std::mem::take(&mut self.rfc6962_completed);
+        completed.clear();
+        self.rfc6962.push(Rfc6962::leaf(leaf), &mut completed);
+        self.check_levels(Family::Rfc6962, &completed);
+        self.rfc6962_completed = completed;
+    }
+
+    /// Compares the subtrees just completed at stored levels with `family`'s level files.
+    fn check_levels(&mut self, family: Family, completed: &[(u32, u64, Hash32)]) {
         for &(level, index, hash) in completed {
             if level == 0 || level % TILE_STRIDE != 0 {
                 continue;
             }
             let k = (level / TILE_STRIDE) as usize;
-            let Some(file) = self.levels.get_mut(k - 1) else {
+            let file = match family {
+                Family::Ccf => self.levels.get_mut(k - 1),
+                Family::Rfc6962 => self.rfc6962_levels.get_mut(k - 1),
+            };
+            let Some(file) = file else {
                 continue;
             };
             if let Some(stored) = file.get(index)
@@ -768,9 +802,19 @@ impl<'a> DerivedCheck<'a> {
             );
         }
         // Checksums, and files that describe more than the ledger holds.
-        let files = records.into_iter().chain(self.levels.iter());
+        let files = records
+            .into_iter()
+            .chain(self.levels.iter())
+            .enumerate()
+            .map(|(k, file)| (Family::Ccf.level(k), file))
+            .chain(
+                self.rfc6962_levels
+                    .iter()
+                    .enumerate()
+                    .map(|(k, file)| (Family::Rfc6962.level(k), file)),
+            );
         let mut problems = Vec::new();
-        for (k, file) in files.enumerate() {
+        for (level, file) in files {
             if let Some(chunk) = file.bad_chunks.first() {
                 problems.push((
                     file.path.clone(),
@@ -781,7 +825,6 @@ impl<'a> DerivedCheck<'a> {
                     ),
                 ));
             }
-            let level = k as u32 * TILE_STRIDE;
             let leaves = if level < 64 { (end + 1) >> level } else { 0 };
             if file.len > leaves {
                 problems.push((

@@ -16,7 +16,7 @@
 //! mean damage — a corrupted page, a table of the wrong shape, a panic — are
 //! [`IndexError::Damaged`], which the store reports as a damaged derived file and rebuilds.
 
-use crate::tree::{ChunkSums, TreeFiles, sums_from_rows};
+use crate::tree::{TreeFiles, TreeSums, sums_from_rows};
 use ledger_core::TxId;
 use ledger_core::entry::DEFAULT_COLLECTION;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -335,9 +335,9 @@ impl Index {
         self.meta(META_TREE_SIZE)
     }
 
-    /// The checksums of the tree files recorded at the last checkpoint, by stored index (empty
-    /// for an index written by a release that did not record them).
-    pub fn tree_checksums(&self) -> Result<Vec<ChunkSums>, IndexError> {
+    /// The checksums of the tree files recorded at the last checkpoint, by family and stored
+    /// index (empty for an index written by a release that did not record them).
+    pub fn tree_checksums(&self) -> Result<TreeSums, IndexError> {
         let rows = self.read(|tx| {
             let table = match tx.open_table(TREE_SUMS) {
                 Ok(t) => t,

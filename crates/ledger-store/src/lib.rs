@@ -1792,6 +1792,55 @@ impl Ledger {
         )
     }
 
+    /// Root of the RFC 6962 tree of the first `size` leaves (the data of leaf *i* is the CCF
+    /// leaf of seqno *i*; leaf 0 the 32 zero bytes): the root a C2SP checkpoint of tree size
+    /// `size` carries. Any size up to the committed end.
+    pub fn rfc6962_root_at(&self, size: u64) -> Result<Hash32, StoreError> {
+        self.check_size(size)?;
+        let transactions = self.transactions();
+        self.noted(
+            merkle::rfc6962::root(&TreeNodes::rfc6962(&self.shared.tree, &transactions), size)
+                .map_err(recovery::proof_error),
+        )
+    }
+
+    /// RFC 6962 consistency proof between two committed tree sizes (what a C2SP witness is
+    /// sent with a checkpoint), in O(log n) reads.
+    pub fn rfc6962_consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Vec<Hash32>, StoreError> {
+        self.check_size(new_size)?;
+        let transactions = self.transactions();
+        self.noted(
+            merkle::rfc6962::consistency_proof(
+                &TreeNodes::rfc6962(&self.shared.tree, &transactions),
+                old_size,
+                new_size,
+            )
+            .map_err(recovery::proof_error),
+        )
+    }
+
+    /// RFC 6962 inclusion proof of the leaf of `seqno` in the tree of `size` committed leaves.
+    pub fn rfc6962_inclusion_proof(
+        &self,
+        seqno: u64,
+        size: u64,
+    ) -> Result<Vec<merkle::ProofStep>, StoreError> {
+        self.check_size(size)?;
+        let transactions = self.transactions();
+        self.noted(
+            merkle::rfc6962::inclusion_path(
+                &TreeNodes::rfc6962(&self.shared.tree, &transactions),
+                seqno,
+                size,
+            )
+            .map_err(recovery::proof_error),
+        )
+    }
+
     fn check_size(&self, size: u64) -> Result<(), StoreError> {
         let committed_size = self.committed().map_or(0, |c| c.seqno() + 1);
         if size > committed_size {

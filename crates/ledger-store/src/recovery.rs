@@ -13,7 +13,7 @@ use crate::guard::{ForkGuard, SignedPoint};
 use crate::index::{Index, IndexOp, KvKeyOp};
 use crate::reader::{Segments, Transactions};
 use crate::segment::{self, FrameFault, FrameLayout, FrameLocation, SEGMENT_HEADER_LEN};
-use crate::tree::{EntryClass, FrameRecord, TreeFiles, TreeNodes, TreeWriter};
+use crate::tree::{EntryClass, FrameRecord, TreeFiles, TreeNodes, TreeSums, TreeWriter};
 use crate::{DerivedDamage, StoreError};
 use ledger_core::entry::{EntryView, SignatureRecord, TxBody};
 use ledger_core::hash::Hash32;
@@ -151,7 +151,7 @@ fn recover_once(
         CommitRule::Recorded => guard.last().map_or(0, |g| g.seqno).max(indexed_through),
     };
     let (tree_size, recorded) = if force_tree_rebuild {
-        (0, Vec::new())
+        (0, TreeSums::default())
     } else {
         (index.tree_durable_size()?, index.tree_checksums()?)
     };
@@ -166,7 +166,7 @@ fn recover_once(
             tree: &tree_files,
             segments: &resume_segments,
         };
-        TreeWriter::resume(&TreeNodes::new(&tree_files, &reader), tree_size)
+        TreeWriter::resume(&tree_files, &reader, tree_size)
             .map_err(proof_error)
             .map_err(tree_damage(tree_dir))?
     };

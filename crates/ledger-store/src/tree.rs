@@ -25,11 +25,12 @@
 use crate::StoreError;
 use crate::faults::{Faults, StorageOp, write_all_counted};
 use ledger_core::entry::{DEFAULT_COLLECTION, TxBody, TxKind};
-use ledger_core::hash::{Hash32, hash_children};
-use ledger_core::merkle::{self, Frontier, NodeSource};
+use ledger_core::hash::Hash32;
+use ledger_core::merkle::{self, Ccf, Frontier, NodeSource, Rfc6962, TreeHashing};
 use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::marker::PhantomData;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
@@ -44,18 +45,78 @@ pub const FRAMES_FILE: &str = "frames.idx";
 /// The leaf hashes of format-1 tree directories; removed when the tree is next opened.
 const LEGACY_LEAVES_FILE: &str = "level-00.hashes";
 
-/// File of stored index `k`: the frame records for `k = 0`, level `4k` otherwise.
-fn stored_path(dir: &Path, k: usize) -> PathBuf {
-    if k == 0 {
-        dir.join(FRAMES_FILE)
-    } else {
-        dir.join(format!("level-{:02}.hashes", k as u32 * TILE_STRIDE))
+/// The subdirectory of `tree/` holding the RFC 6962 tree's level files.
+pub const RFC6962_DIR: &str = "rfc6962";
+/// Checkpoints record the checksums of the RFC 6962 files as rows of stored index
+/// `RFC6962_SUMS_BASE + k`, beside the CCF tree's rows `k` (an older index has none).
+pub const RFC6962_SUMS_BASE: u32 = 1 << 16;
+
+/// Which tree a set of level files holds. Both are over the same leaves, the same size, and
+/// are written, checked, checkpointed and cut back together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// The ledger's own tree (CCF hashing) in `tree/`: stored index 0 is `frames.idx`, the
+    /// frame records standing in for its leaves; `k >= 1` is level `4k`.
+    Ccf,
+    /// The RFC 6962 tree for C2SP checkpoints in `tree/rfc6962/`: stored index `k` is level
+    /// `4(k + 1)`; its leaves are recomputed from the CCF leaves.
+    Rfc6962,
+}
+
+impl Family {
+    /// File of stored index `k` in the family's directory.
+    pub fn path(self, dir: &Path, k: usize) -> PathBuf {
+        match (self, k) {
+            (Family::Ccf, 0) => dir.join(FRAMES_FILE),
+            _ => dir.join(format!("level-{:02}.hashes", self.level(k))),
+        }
+    }
+
+    /// Bytes per element of stored index `k`.
+    pub fn unit(self, k: usize) -> u64 {
+        match (self, k) {
+            (Family::Ccf, 0) => RECORD_LEN,
+            _ => HASH_LEN,
+        }
+    }
+
+    /// The tree level stored index `k` holds (0: the frame records, one per leaf).
+    pub fn level(self, k: usize) -> u32 {
+        let k = k as u32 + u32::from(self == Family::Rfc6962);
+        k * TILE_STRIDE
+    }
+
+    /// The stored index of a stored level (a non-zero multiple of [`TILE_STRIDE`]).
+    fn stored_index(self, level: u32) -> usize {
+        debug_assert!(level > 0 && level.is_multiple_of(TILE_STRIDE));
+        (level / TILE_STRIDE - u32::from(self == Family::Rfc6962)) as usize
+    }
+
+    /// Elements of stored index `k` in a tree of `size` leaves.
+    pub fn wanted(self, k: usize, size: u64) -> u64 {
+        let level = self.level(k);
+        if level < 64 { size >> level } else { 0 }
+    }
+
+    fn sums_base(self) -> u32 {
+        match self {
+            Family::Ccf => 0,
+            Family::Rfc6962 => RFC6962_SUMS_BASE,
+        }
     }
 }
 
-/// Bytes per element of stored index `k`.
-fn unit_len(k: usize) -> u64 {
-    if k == 0 { RECORD_LEN } else { HASH_LEN }
+/// A tree hashing whose stored levels have a [`Family`] of files.
+pub trait StoredHashing: TreeHashing {
+    const FAMILY: Family;
+}
+
+impl StoredHashing for Ccf {
+    const FAMILY: Family = Family::Ccf;
+}
+
+impl StoredHashing for Rfc6962 {
+    const FAMILY: Family = Family::Rfc6962;
 }
 
 /// What kind of transaction a record describes (listing the default collection reads it
@@ -205,12 +266,23 @@ impl ChunkSums {
     }
 }
 
+/// The checksums recorded for both families of tree files, by stored index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeSums {
+    pub ccf: Vec<ChunkSums>,
+    pub rfc6962: Vec<ChunkSums>,
+}
+
 /// The checksums of each stored index from (stored index, chunk, CRC-32C) rows in order, as
-/// checkpoints record them; `None` if a row is missing or out of place.
-pub fn sums_from_rows(rows: impl IntoIterator<Item = (u32, u64, u32)>) -> Option<Vec<ChunkSums>> {
-    let mut out: Vec<ChunkSums> = Vec::new();
+/// checkpoints record them (RFC 6962 files from [`RFC6962_SUMS_BASE`]); `None` if a row is
+/// missing or out of place.
+pub fn sums_from_rows(rows: impl IntoIterator<Item = (u32, u64, u32)>) -> Option<TreeSums> {
+    let mut sums = TreeSums::default();
     for (k, chunk, sum) in rows {
-        let k = k as usize;
+        let (out, k) = match k.checked_sub(RFC6962_SUMS_BASE) {
+            Some(k) => (&mut sums.rfc6962, k as usize),
+            None => (&mut sums.ccf, k as usize),
+        };
         if k > out.len() {
             return None;
         }
@@ -222,7 +294,7 @@ pub fn sums_from_rows(rows: impl IntoIterator<Item = (u32, u64, u32)>) -> Option
         }
         out[k].0.push(sum);
     }
-    Some(out)
+    Some(sums)
 }
 
 /// What a checkpoint records about the tree files (in the index, with their durable size):
@@ -231,7 +303,8 @@ pub fn sums_from_rows(rows: impl IntoIterator<Item = (u32, u64, u32)>) -> Option
 /// of earlier files must go.
 #[derive(Debug, Clone, Default)]
 pub struct SumsUpdate {
-    pub lens: Vec<u64>,
+    /// Bytes of each file covered, CCF family then RFC 6962 family.
+    pub lens: [Vec<u64>; 2],
     pub rows: Vec<(u32, u64, u32)>,
     pub fresh: bool,
 }
@@ -246,36 +319,32 @@ struct Written {
     recorded: Vec<u64>,
 }
 
-/// Read access to the level files, shared by readers and the writer.
-pub struct TreeFiles {
+/// One family of level files (see [`Family`]): what is written, its checksums, and reads
+/// checked against them.
+struct LevelFiles {
+    family: Family,
     dir: PathBuf,
-    /// Index `k` is stored level `k * TILE_STRIDE`.
+    /// Index `k` is stored index `k` of the family.
     levels: RwLock<Vec<File>>,
     written: Mutex<Written>,
 }
 
-impl TreeFiles {
-    /// Opens the tree directory, checks the files against the checksums recorded at the last
-    /// checkpoint (`recorded`, by stored index) and cuts them back to the durable size `size`
-    /// (everything beyond it may be a partial write from before a crash). A missing, short or
-    /// damaged file is [`StoreError::DerivedDamaged`] naming it: the caller rebuilds the tree.
-    pub fn open(dir: &Path, size: u64, recorded: &[ChunkSums]) -> Result<TreeFiles, StoreError> {
+impl LevelFiles {
+    fn open(
+        family: Family,
+        dir: &Path,
+        size: u64,
+        recorded: &[ChunkSums],
+    ) -> Result<LevelFiles, StoreError> {
+        let existed = dir.exists();
         fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-        let legacy = dir.join(LEGACY_LEAVES_FILE);
-        match fs::remove_file(&legacy) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(StoreError::io(&legacy, e));
-            }
-            _ => {}
-        }
         let mut levels = Vec::new();
         let mut lens = Vec::new();
         let mut sums = Vec::new();
         for k in 0usize.. {
-            let level = k as u32 * TILE_STRIDE;
-            let path = stored_path(dir, k);
-            let unit = unit_len(k);
-            let wanted = if level < 64 { size >> level } else { 0 };
+            let path = family.path(dir, k);
+            let unit = family.unit(k);
+            let wanted = family.wanted(k, size);
             let damaged = |reason: String| StoreError::DerivedDamaged {
                 file: path.clone(),
                 reason,
@@ -283,6 +352,11 @@ impl TreeFiles {
             if !path.exists() {
                 if wanted == 0 {
                     break;
+                }
+                if !existed && family == Family::Rfc6962 {
+                    return Err(damaged(format!(
+                        "it is missing ({wanted} elements were made durable): the ledger was written by a release without the RFC 6962 tree, which is now built from its segments"
+                    )));
                 }
                 return Err(damaged(format!(
                     "it is missing, but {wanted} elements of it were made durable"
@@ -320,7 +394,8 @@ impl TreeFiles {
             lens.push(len);
             sums.push(file_sums);
         }
-        Ok(TreeFiles {
+        Ok(LevelFiles {
+            family,
             dir: dir.to_owned(),
             levels: RwLock::new(levels),
             written: Mutex::new(Written {
@@ -332,24 +407,6 @@ impl TreeFiles {
         })
     }
 
-    /// Removes all level files (the tree is then rebuilt from the ledger).
-    pub fn reset(dir: &Path) -> io::Result<()> {
-        if dir.exists() {
-            fs::remove_dir_all(dir)?;
-        }
-        fs::create_dir_all(dir)
-    }
-
-    /// The path of the frame records, `tree/frames.idx`.
-    pub fn records_path(&self) -> PathBuf {
-        stored_path(&self.dir, 0)
-    }
-
-    /// The tree directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Elements `first .. first + count` of stored index `k`, read with the whole chunks that
     /// hold them and checked against their checksums.
     fn read_stored(
@@ -358,8 +415,8 @@ impl TreeFiles {
         first: u64,
         count: u64,
     ) -> Result<Vec<u8>, StoreError> {
-        let path = stored_path(&self.dir, stored_index);
-        let unit = unit_len(stored_index);
+        let path = self.family.path(&self.dir, stored_index);
+        let unit = self.family.unit(stored_index);
         let (start, end) = (first * unit, (first + count) * unit);
         let (first_chunk, last_chunk) = (start / CHECK_CHUNK, end.div_ceil(CHECK_CHUNK));
         let (len, sums) = {
@@ -398,47 +455,22 @@ impl TreeFiles {
         Ok(buf)
     }
 
-    /// The frame records of leaves `first .. first + count`.
-    pub fn records(&self, first: u64, count: u64) -> Result<Vec<FrameRecord>, StoreError> {
-        let bytes = self.read_stored(0, first, count)?;
-        bytes
-            .chunks_exact(RECORD_LEN as usize)
-            .enumerate()
-            .map(|(i, b)| {
-                FrameRecord::decode(b).ok_or_else(|| StoreError::DerivedDamaged {
-                    file: self.records_path(),
-                    reason: format!("the record of seqno {} is unreadable", first + i as u64),
-                })
-            })
-            .collect()
-    }
-
-    /// The frame record of leaf (seqno) `seqno`, if it has been written.
-    pub fn record(&self, seqno: u64) -> Result<Option<FrameRecord>, StoreError> {
-        if seqno >= self.records_written() {
-            return Ok(None);
-        }
-        Ok(self.records(seqno, 1)?.pop())
-    }
-
-    /// How many records (leaves) have been written.
-    pub fn records_written(&self) -> u64 {
-        let written = self.written.lock().expect("tree lock poisoned");
-        written.lens.first().map_or(0, |len| len / RECORD_LEN)
-    }
-
     /// The hash of a complete subtree at a stored level (a non-zero multiple of
     /// [`TILE_STRIDE`]) or above it.
-    fn upper_subtree_hash(&self, level: u32, index: u64) -> Result<Hash32, StoreError> {
+    fn upper_subtree_hash<H: TreeHashing>(
+        &self,
+        level: u32,
+        index: u64,
+    ) -> Result<Hash32, StoreError> {
         let base = level - level % TILE_STRIDE;
         debug_assert!(base > 0, "level 0 is not stored");
         let width = 1u64 << (level - base);
-        let bytes = self.read_stored((base / TILE_STRIDE) as usize, index * width, width)?;
+        let bytes = self.read_stored(self.family.stored_index(base), index * width, width)?;
         let hashes = bytes
             .chunks_exact(HASH_LEN as usize)
             .map(|c| Hash32(c.try_into().expect("32 bytes")))
             .collect();
-        Ok(fold(hashes))
+        Ok(fold::<H>(hashes))
     }
 
     /// Appends hashes of newly completed subtrees; `pending[k]` goes to stored level `k`.
@@ -463,7 +495,7 @@ impl TreeFiles {
                 continue;
             }
             if k == lens.len() {
-                let path = stored_path(&self.dir, k);
+                let path = self.family.path(&self.dir, k);
                 faults.check(StorageOp::TreeWrite)?;
                 let file = OpenOptions::new()
                     .read(true)
@@ -494,7 +526,7 @@ impl TreeFiles {
     /// Cuts the files back to a tree of `size` leaves, when a suffix of the ledger is cut off
     /// (a follower's uncommitted suffix), with their chunk checksums. Not durable until the
     /// next [`TreeFiles::sync`] and checkpoint.
-    pub(crate) fn truncate(&self, size: u64) -> io::Result<()> {
+    fn truncate(&self, size: u64) -> io::Result<()> {
         let mut written = self.written.lock().expect("tree lock poisoned");
         let Written {
             lens,
@@ -504,8 +536,7 @@ impl TreeFiles {
         } = &mut *written;
         let levels = self.levels.read().expect("tree lock poisoned");
         for (k, (file, len)) in levels.iter().zip(lens.iter_mut()).enumerate() {
-            let level = k as u32 * TILE_STRIDE;
-            let wanted = if level < 64 { size >> level } else { 0 } * unit_len(k);
+            let wanted = self.family.wanted(k, size) * self.family.unit(k);
             if wanted >= *len && !*dirty {
                 continue;
             }
@@ -530,40 +561,188 @@ impl TreeFiles {
         Ok(())
     }
 
-    /// The checksums a checkpoint records: those of the chunks written since the last one.
-    /// Call when every file is written up to the size being checkpointed.
-    pub(crate) fn sums_update(&self) -> SumsUpdate {
+    /// The checksums of the chunks written since the last recorded checkpoint, as rows
+    /// (stored index from the family's base), with the lengths they cover and whether nothing
+    /// was recorded for these files before.
+    fn sums_update(&self) -> (Vec<u64>, Vec<(u32, u64, u32)>, bool) {
         let written = self.written.lock().expect("tree lock poisoned");
         let mut rows = Vec::new();
         for (k, (len, sums)) in written.lens.iter().zip(&written.sums).enumerate() {
             let recorded = written.recorded.get(k).copied().unwrap_or(0);
             for chunk in recorded / CHECK_CHUNK..ChunkSums::chunks(*len) {
-                rows.push((k as u32, chunk, sums.0[chunk as usize]));
+                rows.push((
+                    self.family.sums_base() + k as u32,
+                    chunk,
+                    sums.0[chunk as usize],
+                ));
             }
         }
+        let fresh = written.recorded.iter().all(|len| *len == 0);
+        (written.lens.clone(), rows, fresh)
+    }
+
+    fn sums_recorded(&self, lens: &[u64]) {
+        self.written.lock().expect("tree lock poisoned").recorded = lens.to_vec();
+    }
+
+    /// fsyncs every level file and the directory (new level files).
+    fn sync(&self) -> io::Result<()> {
+        for file in self.levels.read().expect("tree lock poisoned").iter() {
+            file.sync_data()?;
+        }
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
+/// Read access to the tree files of both trees, shared by readers and the writer.
+pub struct TreeFiles {
+    dir: PathBuf,
+    ccf: LevelFiles,
+    rfc6962: LevelFiles,
+}
+
+impl TreeFiles {
+    /// Opens the tree directory, checks the files of both trees against the checksums
+    /// recorded at the last checkpoint (`recorded`) and cuts them back to the durable size
+    /// `size` (everything beyond it may be a partial write from before a crash). A missing,
+    /// short or damaged file is [`StoreError::DerivedDamaged`] naming it: the caller rebuilds
+    /// the tree files. So does a directory without the RFC 6962 files that should have some
+    /// (a ledger from before them): that is how they are first built.
+    pub fn open(dir: &Path, size: u64, recorded: &TreeSums) -> Result<TreeFiles, StoreError> {
+        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let legacy = dir.join(LEGACY_LEAVES_FILE);
+        match fs::remove_file(&legacy) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(StoreError::io(&legacy, e));
+            }
+            _ => {}
+        }
+        let ccf = LevelFiles::open(Family::Ccf, dir, size, &recorded.ccf)?;
+        let rfc6962 = LevelFiles::open(
+            Family::Rfc6962,
+            &dir.join(RFC6962_DIR),
+            size,
+            &recorded.rfc6962,
+        )?;
+        Ok(TreeFiles {
+            dir: dir.to_owned(),
+            ccf,
+            rfc6962,
+        })
+    }
+
+    /// Removes all tree files (they are then rebuilt from the ledger).
+    pub fn reset(dir: &Path) -> io::Result<()> {
+        if dir.exists() {
+            fs::remove_dir_all(dir)?;
+        }
+        fs::create_dir_all(dir)
+    }
+
+    /// The path of the frame records, `tree/frames.idx`.
+    pub fn records_path(&self) -> PathBuf {
+        Family::Ccf.path(&self.dir, 0)
+    }
+
+    /// The tree directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn family(&self, family: Family) -> &LevelFiles {
+        match family {
+            Family::Ccf => &self.ccf,
+            Family::Rfc6962 => &self.rfc6962,
+        }
+    }
+
+    /// The frame records of leaves `first .. first + count`.
+    pub fn records(&self, first: u64, count: u64) -> Result<Vec<FrameRecord>, StoreError> {
+        let bytes = self.ccf.read_stored(0, first, count)?;
+        bytes
+            .chunks_exact(RECORD_LEN as usize)
+            .enumerate()
+            .map(|(i, b)| {
+                FrameRecord::decode(b).ok_or_else(|| StoreError::DerivedDamaged {
+                    file: self.records_path(),
+                    reason: format!("the record of seqno {} is unreadable", first + i as u64),
+                })
+            })
+            .collect()
+    }
+
+    /// The frame record of leaf (seqno) `seqno`, if it has been written.
+    pub fn record(&self, seqno: u64) -> Result<Option<FrameRecord>, StoreError> {
+        if seqno >= self.records_written() {
+            return Ok(None);
+        }
+        Ok(self.records(seqno, 1)?.pop())
+    }
+
+    /// How many records (leaves) have been written.
+    pub fn records_written(&self) -> u64 {
+        let written = self.ccf.written.lock().expect("tree lock poisoned");
+        written.lens.first().map_or(0, |len| len / RECORD_LEN)
+    }
+
+    /// The hash of a complete subtree of the tree hashed by `H` at a stored level (a non-zero
+    /// multiple of [`TILE_STRIDE`]) or above it.
+    fn upper_subtree_hash<H: StoredHashing>(
+        &self,
+        level: u32,
+        index: u64,
+    ) -> Result<Hash32, StoreError> {
+        self.family(H::FAMILY).upper_subtree_hash::<H>(level, index)
+    }
+
+    /// Appends the hashes of newly completed subtrees of both trees (see
+    /// [`LevelFiles::append`]); the RFC 6962 tree's only once the CCF tree's are written, so
+    /// a retry after a failure never writes either twice.
+    fn append(&self, pending: &mut [Vec<Vec<u8>>; 2], faults: &Faults) -> io::Result<()> {
+        let [ccf, rfc6962] = pending;
+        self.ccf.append(ccf, faults)?;
+        self.rfc6962.append(rfc6962, faults)
+    }
+
+    /// Cuts the files of both trees back to a tree of `size` leaves, when a suffix of the
+    /// ledger is cut off (a follower's uncommitted suffix), with their chunk checksums. Not
+    /// durable until the next [`TreeFiles::sync`] and checkpoint.
+    pub(crate) fn truncate(&self, size: u64) -> io::Result<()> {
+        self.ccf.truncate(size)?;
+        self.rfc6962.truncate(size)
+    }
+
+    /// The checksums a checkpoint records: those of the chunks written since the last one.
+    /// Call when every file is written up to the size being checkpointed.
+    pub(crate) fn sums_update(&self) -> SumsUpdate {
+        let (ccf_lens, mut rows, ccf_fresh) = self.ccf.sums_update();
+        let (rfc_lens, rfc_rows, _) = self.rfc6962.sums_update();
+        rows.extend(rfc_rows);
         SumsUpdate {
-            lens: written.lens.clone(),
+            lens: [ccf_lens, rfc_lens],
             rows,
-            fresh: written.recorded.iter().all(|len| *len == 0),
+            // Both families are only ever created or rebuilt together (a reset removes the
+            // whole directory), and `frames.idx` exists from leaf 0 on; the RFC 6962 family
+            // alone has no files below 16 leaves, which says nothing about older rows.
+            fresh: ccf_fresh,
         }
     }
 
     /// `update` is recorded (durably, with the durable tree size).
     pub(crate) fn sums_recorded(&self, update: &SumsUpdate) {
-        self.written.lock().expect("tree lock poisoned").recorded = update.lens.clone();
+        self.ccf.sums_recorded(&update.lens[0]);
+        self.rfc6962.sums_recorded(&update.lens[1]);
     }
 
-    /// fsyncs every level file and the directory (new level files).
+    /// fsyncs every tree file and the directories (new files).
     pub fn sync(&self) -> io::Result<()> {
         self.sync_with(&Faults::none())
     }
 
     pub(crate) fn sync_with(&self, faults: &Faults) -> io::Result<()> {
         faults.check(StorageOp::TreeSync)?;
-        for file in self.levels.read().expect("tree lock poisoned").iter() {
-            file.sync_data()?;
-        }
-        File::open(&self.dir)?.sync_all()
+        self.rfc6962.sync()?;
+        self.ccf.sync()
     }
 }
 
@@ -608,11 +787,11 @@ fn verify_file(file: &File, path: &Path, len: u64, sums: &[u32]) -> Result<(), S
     Ok(())
 }
 
-fn fold(mut hashes: Vec<Hash32>) -> Hash32 {
+fn fold<H: TreeHashing>(mut hashes: Vec<Hash32>) -> Hash32 {
     while hashes.len() > 1 {
         hashes = hashes
             .chunks_exact(2)
-            .map(|p| hash_children(&p[0], &p[1]))
+            .map(|p| H::children(&p[0], &p[1]))
             .collect();
     }
     hashes[0]
@@ -620,34 +799,50 @@ fn fold(mut hashes: Vec<Hash32>) -> Hash32 {
 
 /// Recomputes the leaves of a range of transactions from their entries (the segments).
 pub trait LeafReader {
+    /// The ledger's (CCF) leaves of seqnos `first .. first + count`.
     fn leaves(&self, first: u64, count: u64) -> Result<Vec<Hash32>, StoreError>;
 }
 
-/// The whole tree as a [`NodeSource`]: stored levels from the files, and the lower levels of
-/// one run of 16 leaves recomputed from its entries. The run is read once and kept, since an
-/// inclusion path asks for every lower level of the same run.
-pub struct TreeNodes<'a, R> {
+/// The whole tree hashed by `H` as a [`NodeSource`]: stored levels from the files, and the
+/// lower levels of one run of 16 leaves recomputed from its entries (the CCF leaves, hashed
+/// by `H`). The run is read once and kept, since an inclusion path asks for every lower level
+/// of the same run.
+pub struct TreeNodes<'a, R, H = Ccf> {
     files: &'a TreeFiles,
     reader: &'a R,
     run: RefCell<Option<(u64, Vec<Hash32>)>>,
+    hashing: PhantomData<H>,
 }
 
-impl<'a, R: LeafReader> TreeNodes<'a, R> {
+impl<'a, R: LeafReader> TreeNodes<'a, R, Ccf> {
+    /// The ledger's own tree (CCF hashing).
     pub fn new(files: &'a TreeFiles, reader: &'a R) -> Self {
+        Self::hashed(files, reader)
+    }
+
+    /// The RFC 6962 tree over the same leaves.
+    pub fn rfc6962(files: &'a TreeFiles, reader: &'a R) -> TreeNodes<'a, R, Rfc6962> {
+        TreeNodes::hashed(files, reader)
+    }
+}
+
+impl<'a, R: LeafReader, H: StoredHashing> TreeNodes<'a, R, H> {
+    pub fn hashed(files: &'a TreeFiles, reader: &'a R) -> Self {
         TreeNodes {
             files,
             reader,
             run: RefCell::new(None),
+            hashing: PhantomData,
         }
     }
 }
 
-impl<R: LeafReader> NodeSource for TreeNodes<'_, R> {
+impl<R: LeafReader, H: StoredHashing> NodeSource for TreeNodes<'_, R, H> {
     type Error = StoreError;
 
     fn subtree_hash(&self, level: u32, index: u64) -> Result<Hash32, StoreError> {
         if level >= TILE_STRIDE {
-            return self.files.upper_subtree_hash(level, index);
+            return self.files.upper_subtree_hash::<H>(level, index);
         }
         let width = 1u64 << level;
         let first = index * width;
@@ -659,42 +854,51 @@ impl<R: LeafReader> NodeSource for TreeNodes<'_, R> {
             .is_none_or(|(r, leaves)| *r != run || leaves.len() < needed)
         {
             // The whole run when it is complete; a run still being filled up to its last
-            // written leaf.
+            // written leaf. Kept as this tree's leaf hashes.
             let written = self.files.records_written();
             let count = RUN
                 .min(written.saturating_sub(run * RUN))
                 .max(needed as u64);
-            *cached = Some((run, self.reader.leaves(run * RUN, count)?));
+            let leaves = self.reader.leaves(run * RUN, count)?;
+            *cached = Some((run, leaves.iter().map(H::leaf).collect()));
         }
         let (_, leaves) = cached.as_ref().expect("filled above");
         let start = (first - run * RUN) as usize;
-        Ok(fold(leaves[start..start + width as usize].to_vec()))
+        Ok(fold::<H>(leaves[start..start + width as usize].to_vec()))
     }
 }
 
-/// The writer's side: the frontier (for roots on the hot path) and buffered level appends.
-/// Cheap to clone (O(log n)), which the writer does to stage a batch it may have to drop.
+/// The writer's side: the frontiers of both trees (for roots on the hot path) and buffered
+/// level appends. Cheap to clone (O(log n)), which the writer does to stage a batch it may
+/// have to drop.
 #[derive(Clone)]
 pub struct TreeWriter {
     frontier: Frontier,
-    pending: Vec<Vec<u8>>,
+    rfc6962: Frontier<Rfc6962>,
+    /// Bytes for each stored index of each family ([`Family::Ccf`] first).
+    pending: [Vec<Vec<u8>>; 2],
     completed: Vec<(u32, u64, Hash32)>,
 }
 
 impl TreeWriter {
-    /// Rebuilds the frontier for a tree of `size` leaves.
+    /// Rebuilds the frontiers of both trees of `size` leaves from their files and the leaves.
     pub fn resume(
-        nodes: &impl NodeSource<Error = StoreError>,
+        files: &TreeFiles,
+        reader: &impl LeafReader,
         size: u64,
     ) -> Result<TreeWriter, merkle::ProofError<StoreError>> {
-        let frontier = if size == 0 {
-            Frontier::new()
+        let (frontier, rfc6962) = if size == 0 {
+            (Frontier::new(), Frontier::default())
         } else {
-            Frontier::from_source(nodes, size)?
+            (
+                Frontier::from_source(&TreeNodes::new(files, reader), size)?,
+                Frontier::read(&TreeNodes::rfc6962(files, reader), size)?,
+            )
         };
         Ok(TreeWriter {
             frontier,
-            pending: Vec::new(),
+            rfc6962,
+            pending: [Vec::new(), Vec::new()],
             completed: Vec::new(),
         })
     }
@@ -708,23 +912,25 @@ impl TreeWriter {
         self.frontier.root()
     }
 
+    /// Root of the whole RFC 6962 tree so far (None only before leaf 0).
+    pub fn rfc6962_root(&self) -> Option<Hash32> {
+        self.rfc6962.root()
+    }
+
     /// Adds the next leaf, with the record of the transaction it is the leaf of.
     pub fn push(&mut self, leaf: Hash32, record: FrameRecord) {
-        if self.pending.is_empty() {
-            self.pending.push(Vec::new());
+        let [ccf, rfc6962] = &mut self.pending;
+        if ccf.is_empty() {
+            ccf.push(Vec::new());
         }
-        self.pending[0].extend_from_slice(&record.encode());
+        ccf[0].extend_from_slice(&record.encode());
         self.completed.clear();
         self.frontier.push(leaf, &mut self.completed);
-        for &(level, _, hash) in &self.completed {
-            if level > 0 && level % TILE_STRIDE == 0 {
-                let k = (level / TILE_STRIDE) as usize;
-                if self.pending.len() <= k {
-                    self.pending.resize_with(k + 1, Vec::new);
-                }
-                self.pending[k].extend_from_slice(&hash.0);
-            }
-        }
+        buffer_stored(Family::Ccf, &self.completed, ccf);
+        self.completed.clear();
+        self.rfc6962.push(Rfc6962::leaf(&leaf), &mut self.completed);
+        buffer_stored(Family::Rfc6962, &self.completed, rfc6962);
+        debug_assert_eq!(self.frontier.size(), self.rfc6962.size());
     }
 
     /// Writes buffered hashes to the level files (no fsync: see the module docs).
@@ -738,7 +944,20 @@ impl TreeWriter {
 
     /// Whether hashes are waiting to be written.
     pub fn has_pending(&self) -> bool {
-        self.pending.iter().any(|p| !p.is_empty())
+        self.pending.iter().flatten().any(|p| !p.is_empty())
+    }
+}
+
+/// Buffers the hashes of `completed` subtrees at stored levels for `family`'s files.
+fn buffer_stored(family: Family, completed: &[(u32, u64, Hash32)], pending: &mut Vec<Vec<u8>>) {
+    for &(level, _, hash) in completed {
+        if level > 0 && level.is_multiple_of(TILE_STRIDE) {
+            let k = family.stored_index(level);
+            if pending.len() <= k {
+                pending.resize_with(k + 1, Vec::new);
+            }
+            pending[k].extend_from_slice(&hash.0);
+        }
     }
 }
 
@@ -789,9 +1008,10 @@ mod tests {
             })
             .collect();
         let reader = Leaves(leaves.clone());
-        let files = TreeFiles::open(dir.path(), 0, &[]).unwrap();
-        let mut writer = TreeWriter::resume(&TreeNodes::new(&files, &reader), 0).unwrap();
+        let files = TreeFiles::open(dir.path(), 0, &TreeSums::default()).unwrap();
+        let mut writer = TreeWriter::resume(&files, &reader, 0).unwrap();
         let mut memory = MemoryTree::new();
+        let mut memory_rfc = merkle::rfc6962::MemoryTree::default();
         let mut at_213 = None;
         for (i, leaf) in leaves.iter().enumerate() {
             writer.push(
@@ -799,6 +1019,8 @@ mod tests {
                 FrameRecord::new(i as u64 * 100, EntryClass::Governance, leaf),
             );
             memory.push(*leaf);
+            memory_rfc.push(Rfc6962::leaf(leaf));
+            assert_eq!(writer.rfc6962_root(), memory_rfc.root());
             if i % 37 == 0 || i == 212 {
                 writer.flush(&files).unwrap();
             }
@@ -813,11 +1035,34 @@ mod tests {
         assert!(!dir.path().join("level-00.hashes").exists());
 
         let nodes = TreeNodes::new(&files, &reader);
+        let rfc_nodes = TreeNodes::rfc6962(&files, &reader);
+        assert!(dir.path().join("rfc6962/level-04.hashes").exists());
+        assert!(dir.path().join("rfc6962/level-08.hashes").exists());
+        assert!(!dir.path().join("rfc6962/level-00.hashes").exists());
         for size in 1..=300u64 {
             assert_eq!(
                 merkle::root(&nodes, size).unwrap(),
                 merkle::root(&memory, size).unwrap(),
                 "root at {size}"
+            );
+            assert_eq!(
+                merkle::rfc6962::root(&rfc_nodes, size).unwrap(),
+                merkle::rfc6962::root(&memory_rfc, size).unwrap(),
+                "RFC 6962 root at {size}"
+            );
+        }
+        for (old, new) in [(1, 300), (16, 17), (100, 257), (255, 300), (7, 7)] {
+            assert_eq!(
+                merkle::rfc6962::consistency_proof(&rfc_nodes, old, new).unwrap(),
+                merkle::rfc6962::consistency_proof(&memory_rfc, old, new).unwrap(),
+                "RFC 6962 consistency {old} -> {new}"
+            );
+        }
+        for (leaf, size) in [(0, 1), (17, 300), (256, 299)] {
+            assert_eq!(
+                merkle::rfc6962::inclusion_path(&rfc_nodes, leaf, size).unwrap(),
+                merkle::rfc6962::inclusion_path(&memory_rfc, leaf, size).unwrap(),
+                "RFC 6962 path of {leaf} in {size}"
             );
         }
         for (leaf, size) in [
@@ -848,8 +1093,12 @@ mod tests {
         let recorded = sums_from_rows(at_213.unwrap().rows).unwrap();
         let files = TreeFiles::open(dir.path(), 213, &recorded).unwrap();
         let short = Leaves(leaves[..213].to_vec());
-        let resumed = TreeWriter::resume(&TreeNodes::new(&files, &short), 213).unwrap();
+        let resumed = TreeWriter::resume(&files, &short, 213).unwrap();
         assert_eq!(resumed.root(), merkle::root(&memory, 213).ok());
+        assert_eq!(
+            resumed.rfc6962_root(),
+            merkle::rfc6962::root(&memory_rfc, 213).ok()
+        );
         assert_eq!(files.records_written(), 213);
     }
 
@@ -869,9 +1118,8 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let leaves: Vec<Hash32> = (0..1000u32).map(|i| sha256(&i.to_le_bytes())).collect();
-        let files = TreeFiles::open(dir.path(), 0, &[]).unwrap();
-        let mut writer =
-            TreeWriter::resume(&TreeNodes::new(&files, &Leaves(leaves.clone())), 0).unwrap();
+        let files = TreeFiles::open(dir.path(), 0, &TreeSums::default()).unwrap();
+        let mut writer = TreeWriter::resume(&files, &Leaves(leaves.clone()), 0).unwrap();
         for (i, leaf) in leaves.iter().enumerate() {
             writer.push(
                 *leaf,
@@ -919,7 +1167,7 @@ mod tests {
         // Without recorded checksums the files cannot be trusted.
         drop(files);
         assert!(matches!(
-            TreeFiles::open(dir.path(), 1000, &[]),
+            TreeFiles::open(dir.path(), 1000, &TreeSums::default()),
             Err(StoreError::DerivedDamaged { .. })
         ));
     }

@@ -28,7 +28,7 @@ use crate::log::{AppendOutcome, SegmentLog};
 use crate::reader::Transactions;
 use crate::recovery;
 use crate::sequencer::{ReplicaOp, ReplicateError, SequenceError, Sequenced, Sequencer};
-use crate::tree::{TreeNodes, TreeWriter};
+use crate::tree::TreeWriter;
 use crate::{AppendError, Completion, FollowerRefusal, Role, Shared, StoreConfig};
 use ledger_core::TxId;
 use ledger_core::entry::{self, TxBody};
@@ -525,7 +525,7 @@ impl Writer {
         self.log
             .truncate_after(seqno, next_offset, &self.shared.segments)?;
         self.shared.tree.truncate(seqno + 1)?;
-        let tree = TreeWriter::resume(&TreeNodes::new(&self.shared.tree, &transactions), seqno + 1)
+        let tree = TreeWriter::resume(&self.shared.tree, &transactions, seqno + 1)
             .map_err(|e| io::Error::other(e.to_string()))?;
         self.shared.keys.truncate_after(seqno);
         let last_signature = self
