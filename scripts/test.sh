@@ -55,6 +55,16 @@ fi
 .venv-sdk2/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements-sdk2.txt
 CLEDGER_BIN="$PWD/target/debug/cledger" .venv-sdk2/bin/python -m pytest -q tests/python
 
+echo "== verifiability suite (COSE receipts with CCF's ccf 7 and scitt-cose; the C2SP test witness)"
+# ccf 7 declares Requires-Python >= 3.12; its receipt code runs unchanged on Debian 12's 3.11,
+# so it is installed with --ignore-requires-python (tests/verify/requirements.txt).
+if [ ! -x .venv-verify/bin/python ]; then
+  python3 -m venv .venv-verify
+fi
+.venv-verify/bin/pip install --quiet --disable-pip-version-check --ignore-requires-python \
+  -r tests/verify/requirements.txt
+CLEDGER_BIN="$PWD/target/debug/cledger" .venv-verify/bin/python -m pytest -q tests/verify
+
 echo "== JavaScript compatibility suite (official @azure-rest/confidential-ledger)"
 node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
   || { echo "Node.js 20 or later is needed, found $(node --version)"; exit 1; }

@@ -116,6 +116,24 @@ pub enum ClientCommand {
         #[arg(long)]
         cose: bool,
     },
+    /// Check that the ledger only grew: verify its newest signed state (the service key's root
+    /// signature) and the consistency proof from the state this client verified last, kept per
+    /// profile; refuse a state that is not a consistent extension of it.
+    #[command(
+        after_help = "Examples:\n  cledger consistency --profile prod\n  cledger consistency --from 2.100 --to 2.500"
+    )]
+    Consistency {
+        /// Prove consistency between two signature transactions instead (verified, nothing
+        /// kept).
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        /// The file the verified state is kept in [default: verified-state/<profile>.json
+        /// beside the profiles file, with --profile].
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
     /// Notarize files: hash each (streamed), record a doc-integrity-proof/v1 entry, wait for
     /// commit, and write FILE.evidence.json.
     #[command(after_help = "Example:\n  cledger notarize contract.pdf --note 'signed version'")]
@@ -256,6 +274,18 @@ impl From<Error> for Failure {
             Error::Timeout(m) => Failure { exit: 1, code: "Timeout".into(), message: m, hint: None },
             Error::Config(m) => Failure::usage(m),
             Error::Io(m) => Failure { exit: 2, code: "Io".into(), message: m, hint: None },
+            Error::Consistency(e) => Failure {
+                exit: 1,
+                code: "NotConsistent".into(),
+                message: e.to_string(),
+                hint: Some("keep the kept state file and this output as evidence; do not trust the ledger's newer answers".into()),
+            },
+            Error::Fork(m) => Failure {
+                exit: 1,
+                code: "NotConsistent".into(),
+                message: format!("FORK: {m}"),
+                hint: Some("keep the kept state file and this output as evidence; do not trust the ledger's newer answers".into()),
+            },
         }
     }
 }
@@ -285,6 +315,85 @@ pub fn report(failure: &Failure, json_mode: bool) -> ExitCode {
         );
     }
     ExitCode::from(failure.exit)
+}
+
+// ---------- consistency ----------
+
+fn consistency(
+    conn: &Connection,
+    between: Option<(String, String)>,
+    state: Option<PathBuf>,
+) -> Result<(), Failure> {
+    use ledger_client::verified_state::{self, Growth};
+    let client = connect(conn)?;
+    let show = |s: &ledger_core::consistency::VerifiedState| json!({"transactionId": s.transaction_id.to_string(), "treeSize": s.tree_size, "root": s.root.to_hex()});
+    if let Some((from, to)) = between {
+        let (from, to) = client.verified_consistency(&from, &to)?;
+        if conn.json {
+            print_json(&json!({"consistent": true, "from": show(&from), "to": show(&to)}));
+        } else {
+            println!(
+                "CONSISTENT: {} (size {}, root {}) is extended by {} (size {}, root {}); both signed by the service key",
+                from.transaction_id,
+                from.tree_size,
+                from.root,
+                to.transaction_id,
+                to.tree_size,
+                to.root
+            );
+        }
+        return Ok(());
+    }
+    let path = match (state, &conn.profile) {
+        (Some(path), _) => Some(path),
+        (None, Some(profile)) => profiles_path(conn).map(|p| {
+            p.with_file_name("verified-state")
+                .join(format!("{profile}.json"))
+        }),
+        (None, None) => None,
+    };
+    let known = match &path {
+        Some(path) => verified_state::load_state(path)?,
+        None => None,
+    };
+    let growth = client.check_growth(known.as_ref())?;
+    if let Some(path) = &path {
+        verified_state::save_state(path, &growth.state())?;
+    }
+    let kept = path.as_ref().map(|p| p.display().to_string());
+    if conn.json {
+        let (result, from) = match &growth {
+            Growth::First(_) => ("first", None),
+            Growth::Unchanged(_) => ("unchanged", None),
+            Growth::Extended { from, .. } => ("extended", Some(show(from))),
+        };
+        print_json(&json!({
+            "consistent": true, "result": result, "from": from, "state": show(&growth.state()), "kept": kept,
+        }));
+        return Ok(());
+    }
+    let now = growth.state();
+    match growth {
+        Growth::First(_) => println!(
+            "FIRST: trusting the ledger's signed state {} (size {}, root {}) from now on",
+            now.transaction_id, now.tree_size, now.root
+        ),
+        Growth::Unchanged(_) => println!(
+            "UNCHANGED: the ledger's newest signed state is still {} (size {})",
+            now.transaction_id, now.tree_size
+        ),
+        Growth::Extended { from, .. } => println!(
+            "CONSISTENT: {} (size {}) extends the verified {} (size {}); root {}",
+            now.transaction_id, now.tree_size, from.transaction_id, from.tree_size, now.root
+        ),
+    }
+    match kept {
+        Some(path) => println!("  verified state kept in {path}"),
+        None => println!(
+            "  not kept: pass --profile NAME or --state FILE to keep it and check the next time"
+        ),
+    }
+    Ok(())
 }
 
 // ---------- profiles ----------
@@ -480,6 +589,7 @@ fn run_inner(cmd: ClientCommand, conn: &Connection) -> Result<ExitCode, Failure>
         }
         ClientCommand::Users(u) => users(conn, u)?,
         ClientCommand::Cluster(c) => crate::cluster::run(c, conn)?,
+        ClientCommand::Consistency { from, to, state } => consistency(conn, from.zip(to), state)?,
         ClientCommand::Receipt {
             txid,
             out,

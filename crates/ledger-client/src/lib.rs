@@ -10,6 +10,7 @@
 pub mod evidence;
 pub mod node;
 pub mod nonblocking;
+pub mod verified_state;
 
 use ledger_core::TxId;
 use ledger_core::receipt::{ReceiptResponse, VerifiedReceipt, verify_receipt};
@@ -131,6 +132,12 @@ pub enum Error {
     /// Waited too long for a transaction to commit or a receipt to be ready.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The ledger's signed states are not a consistent extension of the verified state.
+    #[error("{0}")]
+    Consistency(#[from] ledger_core::consistency::ConsistencyError),
+    /// The ledger no longer holds the signed state verified earlier.
+    #[error("FORK: {0}")]
+    Fork(String),
 }
 
 impl Error {
@@ -870,11 +877,16 @@ pub fn verify_cose_receipt(
     receipt: &[u8],
     service_cert_pem: &str,
 ) -> Result<ledger_core::cose::VerifiedCoseReceipt> {
-    let key = ledger_core::x509::Cert::from_pem(service_cert_pem)
-        .and_then(|c| c.public_key())
-        .map_err(|e| Error::Protocol(format!("the service certificate: {e}")))?;
+    let key = service_public_key(service_cert_pem)?;
     ledger_core::cose::verify_receipt(receipt, &key)
         .map_err(|e| Error::Protocol(format!("the COSE receipt does not verify: {e}")))
+}
+
+/// The public key of the service certificate `pem`: what COSE root signatures verify with.
+pub(crate) fn service_public_key(pem: &str) -> Result<ledger_core::signing::EcPublicKey> {
+    ledger_core::x509::Cert::from_pem(pem)
+        .and_then(|c| c.public_key())
+        .map_err(|e| Error::Config(format!("the service certificate: {e}")))
 }
 
 fn next_link(body: &Value) -> Option<String> {

@@ -1,4 +1,4 @@
-//! Test vectors for the C2SP witness tests (`tests/python/test_c2sp_witness.py`), and the Rust
+//! Test vectors for the C2SP witness tests (`tests/verify/test_c2sp_witness.py`), and the Rust
 //! side of their cosignature check.
 //!
 //! `cargo run -q -p ledger-core --example c2sp_vectors` prints JSON: signed checkpoints of an

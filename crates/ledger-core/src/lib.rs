@@ -7,6 +7,7 @@
 //! isolation.
 
 pub mod claims;
+pub mod consistency;
 pub mod cose;
 pub mod entry;
 pub mod evidence;

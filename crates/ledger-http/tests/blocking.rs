@@ -12,8 +12,8 @@ use ledger_core::TxId;
 use ledger_core::hash::Hash32;
 use ledger_http::{ApiConfig, router};
 use ledger_store::{
-    AppendError, Completion, DerivedDamage, EntryRecord, Ledger, LedgerHandle, ReceiptBundle,
-    StoreError, TxStatus, WriteRequest,
+    AppendError, Completion, Consistency, ConsistencyRefusal, DerivedDamage, EntryRecord, Ledger,
+    LedgerHandle, ReceiptBundle, StoreError, TxStatus, WriteRequest,
 };
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -91,6 +91,13 @@ impl LedgerHandle for Stalling {
     }
     fn receipt(&self, txid: TxId) -> Result<Option<ReceiptBundle>, StoreError> {
         self.inner.receipt(txid)
+    }
+    fn consistency(
+        &self,
+        from: TxId,
+        to: Option<TxId>,
+    ) -> Result<Result<Consistency, ConsistencyRefusal>, StoreError> {
+        self.inner.consistency(from, to)
     }
     fn idempotent_write(&self, key_digest: &Hash32) -> Result<Option<(TxId, u64)>, StoreError> {
         self.inner.idempotent_write(key_digest)

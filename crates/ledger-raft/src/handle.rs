@@ -8,8 +8,8 @@ use crate::cluster::{Cluster, WriteError};
 use ledger_core::TxId;
 use ledger_core::hash::Hash32;
 use ledger_store::{
-    AppendError, Completion, DerivedDamage, EntryRecord, KvPair, LedgerHandle, ReceiptBundle,
-    StoreError, TxStatus, WriteRequest,
+    AppendError, Completion, Consistency, ConsistencyRefusal, DerivedDamage, EntryRecord, KvPair,
+    LedgerHandle, ReceiptBundle, StoreError, TxStatus, WriteRequest,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,6 +107,13 @@ impl LedgerHandle for ClusterHandle {
     }
     fn receipt(&self, txid: TxId) -> Result<Option<ReceiptBundle>, StoreError> {
         self.cluster.ledger().receipt(txid)
+    }
+    fn consistency(
+        &self,
+        from: TxId,
+        to: Option<TxId>,
+    ) -> Result<Result<Consistency, ConsistencyRefusal>, StoreError> {
+        self.cluster.ledger().consistency(from, to)
     }
     fn idempotent_write(&self, key_digest: &Hash32) -> Result<Option<(TxId, u64)>, StoreError> {
         self.cluster.ledger().idempotent_write(key_digest)

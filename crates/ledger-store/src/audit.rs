@@ -1,7 +1,8 @@
 //! The offline audit: re-reads every frame of a ledger directory and checks the whole chain
 //! without any key — checksums and sequence, every leaf recomputed from the stored bytes
 //! (ciphertext included), every signature transaction's root against the recomputed tree, its
-//! ECDSA signature, and the signing node's certificate chain up to the service certificate
+//! ECDSA signature, its COSE root signature by the service key (and the txid it names), and
+//! the signing node's certificate chain up to the service certificate
 //! recorded at genesis (and, if given, pinned by the caller); ledger secret rotations are
 //! checked for form and order (their secrets stay sealed).
 //!
@@ -407,6 +408,23 @@ impl AuditState<'_> {
         let spki = Cert::from_pem(cert).map_err(|e| e.to_string())?.spki_der();
         signing::verify_root_signature(&spki, &record.root, &record.signature)
             .map_err(|e| format!("signature does not verify: {e}"))?;
+        if let Some(cose) = &record.cose_signature {
+            let service = self
+                .service_cert
+                .as_deref()
+                .ok_or("a COSE root signature before the service certificate is recorded")?;
+            let key = Cert::from_pem(service)
+                .and_then(|c| c.public_key())
+                .map_err(|e| format!("the recorded service certificate: {e}"))?;
+            let claims = ledger_core::cose::verify_root_signature(cose, &record.root, &key)
+                .map_err(|e| format!("COSE root signature: {e}"))?;
+            if claims.txid != view.txid {
+                return Err(format!(
+                    "the COSE root signature names transaction {}",
+                    claims.txid
+                ));
+            }
+        }
         Ok(())
     }
 

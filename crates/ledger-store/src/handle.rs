@@ -5,8 +5,8 @@
 
 use crate::DerivedDamage;
 use crate::{
-    AppendError, Completion, EntryRecord, KvPair, Ledger, ReceiptBundle, StoreError, TxStatus,
-    WriteRequest,
+    AppendError, Completion, Consistency, ConsistencyRefusal, EntryRecord, KvPair, Ledger,
+    ReceiptBundle, StoreError, TxStatus, WriteRequest,
 };
 use ledger_core::TxId;
 use ledger_core::hash::Hash32;
@@ -64,6 +64,12 @@ pub trait LedgerHandle: Send + Sync {
     fn tags(&self, collection: &str) -> Result<Vec<(String, u64)>, StoreError>;
     fn has_tag(&self, collection: &str, tag: &str) -> Result<bool, StoreError>;
     fn receipt(&self, txid: TxId) -> Result<Option<ReceiptBundle>, StoreError>;
+    /// See [`Ledger::consistency`].
+    fn consistency(
+        &self,
+        from: TxId,
+        to: Option<TxId>,
+    ) -> Result<Result<Consistency, ConsistencyRefusal>, StoreError>;
     fn idempotent_write(&self, key_digest: &Hash32) -> Result<Option<(TxId, u64)>, StoreError>;
 
     fn governance(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -136,6 +142,14 @@ impl LedgerHandle for Ledger {
     fn has_tag(&self, collection: &str, tag: &str) -> Result<bool, StoreError> {
         Ledger::has_tag(self, collection, tag)
     }
+    fn consistency(
+        &self,
+        from: TxId,
+        to: Option<TxId>,
+    ) -> Result<Result<Consistency, ConsistencyRefusal>, StoreError> {
+        Ledger::consistency(self, from, to)
+    }
+
     fn receipt(&self, txid: TxId) -> Result<Option<ReceiptBundle>, StoreError> {
         Ledger::receipt(self, txid)
     }

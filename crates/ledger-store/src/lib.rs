@@ -431,6 +431,37 @@ pub struct ReceiptBundle {
     pub cose: CoseReceipt,
 }
 
+/// A signed state of the ledger: a committed signature transaction and the root it signs,
+/// the tree of `txid.seqno()` leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedTreeHead {
+    pub txid: TxId,
+    pub root: Hash32,
+    /// The service key's COSE root signature (absent before COSE signatures).
+    pub cose_signature: Option<Vec<u8>>,
+}
+
+/// Two signed states and the RFC 9162 consistency proof (CCF hashing) between their trees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consistency {
+    pub from: SignedTreeHead,
+    pub to: SignedTreeHead,
+    pub proof: Vec<Hash32>,
+}
+
+/// Why no consistency proof is given between two transaction ids.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsistencyRefusal {
+    #[error("transaction {0} is not committed (or the ledger has not reached it)")]
+    NotCommitted(TxId),
+    #[error("transaction {0} is not a signature transaction")]
+    NotASignature(TxId),
+    #[error("transaction {asked} does not exist: its seqno holds transaction {stored}")]
+    WrongView { asked: TxId, stored: TxId },
+    #[error("from ({from}) is after to ({to})")]
+    FromAfterTo { from: TxId, to: TxId },
+}
+
 /// The COSE receipt of a committed transaction (FORMAT.md §3.3), or why there is none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CoseReceipt {
@@ -1761,6 +1792,105 @@ impl Ledger {
             },
             Err(e) => e,
         }
+    }
+
+    /// The signed states at the committed signature transactions `from` and `to` (default:
+    /// the newest committed signature) and the consistency proof between their trees, checked
+    /// against both signed roots before it is returned.
+    pub fn consistency(
+        &self,
+        from: TxId,
+        to: Option<TxId>,
+    ) -> Result<Result<Consistency, ConsistencyRefusal>, StoreError> {
+        self.noted(self.build_consistency(from, to))
+    }
+
+    fn build_consistency(
+        &self,
+        from: TxId,
+        to: Option<TxId>,
+    ) -> Result<Result<Consistency, ConsistencyRefusal>, StoreError> {
+        let Some(committed) = self.committed() else {
+            return Ok(Err(ConsistencyRefusal::NotCommitted(from)));
+        };
+        let to = match to {
+            Some(to) => to,
+            None => {
+                let seqno = self
+                    .shared
+                    .index
+                    .signature_at_or_before(committed.seqno())?
+                    .ok_or(ConsistencyRefusal::NotCommitted(from));
+                match seqno {
+                    Ok(seqno) => self.stored(seqno)?.0,
+                    Err(refusal) => return Ok(Err(refusal)),
+                }
+            }
+        };
+        let from_head = match self.signed_tree_head(from, committed)? {
+            Ok(head) => head,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let to_head = match self.signed_tree_head(to, committed)? {
+            Ok(head) => head,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if from.seqno() > to.seqno() {
+            return Ok(Err(ConsistencyRefusal::FromAfterTo { from, to }));
+        }
+        let proof = self.consistency_proof(from.seqno(), to.seqno())?;
+        // The proof comes from the stored tree levels: never hand out one that does not link
+        // the two signed roots.
+        merkle::verify_consistency(
+            from.seqno(),
+            to.seqno(),
+            from_head.root,
+            to_head.root,
+            &proof,
+        )
+        .map_err(|e| StoreError::DerivedDamaged {
+            file: self.shared.tree.records_path(),
+            reason: format!("the consistency proof from {from} to {to} does not verify: {e}"),
+        })?;
+        Ok(Ok(Consistency {
+            from: from_head,
+            to: to_head,
+            proof,
+        }))
+    }
+
+    /// The signed state at `txid`, which must be a committed signature transaction.
+    fn signed_tree_head(
+        &self,
+        txid: TxId,
+        committed: TxId,
+    ) -> Result<Result<SignedTreeHead, ConsistencyRefusal>, StoreError> {
+        if txid.seqno() > committed.seqno() {
+            return Ok(Err(ConsistencyRefusal::NotCommitted(txid)));
+        }
+        let (stored, bytes) = self.stored(txid.seqno())?;
+        if stored != txid {
+            return Ok(Err(ConsistencyRefusal::WrongView {
+                asked: txid,
+                stored,
+            }));
+        }
+        let view = EntryView::parse(&bytes, txid.seqno()).map_err(|e| StoreError::Decode {
+            txid,
+            reason: e.to_string(),
+        })?;
+        if view.kind != entry::TxKind::Signature {
+            return Ok(Err(ConsistencyRefusal::NotASignature(txid)));
+        }
+        let record = view.signature().map_err(|e| StoreError::Decode {
+            txid,
+            reason: e.to_string(),
+        })?;
+        Ok(Ok(SignedTreeHead {
+            txid,
+            root: record.root,
+            cose_signature: record.cose_signature,
+        }))
     }
 
     /// Root of the tree of the first `size` leaves (leaf 0 plus seqnos `1..size`), for any

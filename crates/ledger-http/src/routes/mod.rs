@@ -35,6 +35,7 @@ pub mod paths {
     pub const COLLECTIONS: &str = "/app/collections";
     pub const TRANSACTIONS: &str = "/app/transactions";
     pub const CURRENT: &str = "/app/transactions/current";
+    pub const CONSISTENCY: &str = "/app/transactions/consistency";
     pub const TRANSACTION: &str = "/app/transactions/{transactionId}";
     pub const RECEIPT: &str = "/app/transactions/{transactionId}/receipt";
     pub const STATUS: &str = "/app/transactions/{transactionId}/status";
@@ -61,13 +62,14 @@ pub mod paths {
     /// Routes CCF itself serves, called by CCF's tools without an `api-version`.
     pub const CCF_NATIVE: [&str; 1] = [CCF_COSE_RECEIPT];
 
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 25] = [
         CONSTITUTION,
         MEMBERS,
         ENCLAVE_QUOTES,
         COLLECTIONS,
         TRANSACTIONS,
         CURRENT,
+        CONSISTENCY,
         TRANSACTION,
         RECEIPT,
         STATUS,
@@ -115,6 +117,7 @@ pub fn build(state: Arc<ApiState>) -> Router {
             get(transactions::list).post(transactions::create),
         )
         .route(CURRENT, get(transactions::current))
+        .route(CONSISTENCY, get(proofs::consistency))
         .route(TRANSACTION, get(transactions::entry))
         .route(RECEIPT, get(transactions::receipt))
         .route(STATUS, get(transactions::status))

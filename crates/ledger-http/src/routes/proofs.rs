@@ -1,5 +1,5 @@
-//! Proofs in standard formats, beside ACL's JSON receipts: COSE receipts (CCF 7's
-//! `/receipt/cose`).
+//! Proofs beyond ACL's JSON receipts: COSE receipts (CCF 7's `/receipt/cose`) and
+//! consistency proofs between two signed states.
 //!
 //! A COSE receipt is the service key's root signature stored in the signature transaction
 //! that covers the entry, with the entry's inclusion proof added (`ledger_core::cose`), so
@@ -8,6 +8,12 @@
 //! transaction (its root signature *is* the evidence), is 404; a malformed `transaction_id`
 //! query parameter is 400. On ACL's path form a malformed id is 404 `InvalidTransactionId`,
 //! as it is for the JSON receipt (see `transactions`).
+//!
+//! A consistency answer (`GET /app/transactions/consistency?from=&to=`) carries both signed
+//! states with their stored COSE root signatures, so a client verifies it with the service
+//! certificate alone (`ledger_core::consistency`). Errors: `from` missing or malformed, an id
+//! that is not a signature transaction (or names another view), or `from` after `to` is 400;
+//! an id past the committed end is 404 `TransactionPendingOrUnknown`.
 
 use super::RequestContext;
 use super::transactions::{path_txid, query_txid, require_committed};
@@ -18,8 +24,10 @@ use axum::Extension;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
+use base64::Engine as _;
 use ledger_core::TxId;
-use ledger_store::CoseReceipt;
+use ledger_core::consistency::{ConsistencyResponse, SignedState};
+use ledger_store::{ConsistencyRefusal, CoseReceipt, SignedTreeHead};
 use std::sync::Arc;
 
 /// The media type of a COSE message (RFC 9052 §11.2), which CCF serves receipts as.
@@ -72,5 +80,58 @@ fn cose_receipt_of(state: &ApiState, txid: TxId) -> ApiResult<Response> {
              roots with COSE: it has no COSE receipt. Its JSON receipt \
              (/app/transactions/{txid}/receipt) verifies."
         ))),
+    }
+}
+
+/// `GET /app/transactions/consistency?from=<signature txid>[&to=<signature txid>]`.
+pub async fn consistency(
+    State(state): State<Arc<ApiState>>,
+    Extension(ctx): Extension<RequestContext>,
+) -> ApiResult<Response> {
+    let from = query_txid(&ctx.query, "from")?.ok_or_else(|| {
+        ApiError::InvalidQueryParameter(
+            "The query parameter 'from' is required: the transaction id of a signature \
+             transaction (e.g. from=2.15)."
+                .into(),
+        )
+    })?;
+    let to = query_txid(&ctx.query, "to")?;
+    let proof = state
+        .ledger
+        .consistency(from, to)?
+        .map_err(|refusal| match refusal {
+            ConsistencyRefusal::NotCommitted(txid) => ApiError::TransactionPendingOrUnknown(
+                format!("Transaction {txid} is not committed: the ledger has not reached it."),
+            ),
+            ConsistencyRefusal::WrongView { .. } => {
+                ApiError::InvalidTransactionIdParameter(format!("{refusal}."))
+            }
+            ConsistencyRefusal::NotASignature(_) | ConsistencyRefusal::FromAfterTo { .. } => {
+                ApiError::InvalidQueryParameter(format!(
+                    "Consistency is proven between signature transactions: {refusal}."
+                ))
+            }
+        })?;
+    let body = ConsistencyResponse {
+        from: signed_state(proof.from),
+        to: signed_state(proof.to),
+        proof: proof.proof.iter().map(|h| h.to_hex()).collect(),
+    };
+    let body = serde_json::to_value(&body).map_err(|e| {
+        ApiError::Internal(format!(
+            "The consistency proof could not be serialized: {e}"
+        ))
+    })?;
+    Ok(response::json(state.read_txid()?, body))
+}
+
+fn signed_state(head: SignedTreeHead) -> SignedState {
+    SignedState {
+        transaction_id: head.txid.to_string(),
+        tree_size: head.txid.seqno(),
+        root: head.root.to_hex(),
+        signature: head
+            .cose_signature
+            .map(|s| base64::engine::general_purpose::STANDARD.encode(s)),
     }
 }
