@@ -275,6 +275,13 @@ class Witness:
             if old == 0 and proof:
                 raise Refused(422, "a proof from size 0 must be empty\n")
             if old > 0 and not verify_consistency(old, size, known_root, root, proof):
+                # A log that cannot prove it extends what this witness cosigned shows a
+                # different history than before: kept as evidence, like a same-size conflict.
+                self.state["conflicts"].append(
+                    {"origin": origin, "size": size, "old": old, "root": base64.b64encode(root).decode(), "note": note}
+                )
+                self._persist()
+                print(f"inconsistent checkpoint of {origin} from size {old} to {size}", file=sys.stderr, flush=True)
                 raise Refused(422, "the consistency proof does not verify\n")
             self.state["logs"][origin] = {"size": size, "root": base64.b64encode(root).decode()}
             self._persist()

@@ -175,7 +175,11 @@ def test_a_split_view_is_refused_and_reported(witness, vectors, tmp_path):
     state = json.loads((tmp_path / "witness.json").read_text())
     assert state["logs"][vectors["origin"]]["size"] == 100
     assert state["logs"][vectors["origin"]]["root"] == checkpoint(vectors, 100)["root"]
-    assert [c["root"] for c in state["conflicts"]] == [fork_100["root"]]
+    # Both refusals are kept as evidence: the same size with another root, and a checkpoint
+    # that cannot be proven to extend the cosigned one.
+    fork_1000 = checkpoint(vectors, 1000, fork=True)
+    assert [c["root"] for c in state["conflicts"]] == [fork_100["root"], fork_1000["root"]]
+    assert "inconsistent" in err
 
 
 def test_bad_proofs_signatures_origins_and_requests_are_refused(witness, vectors):

@@ -144,6 +144,10 @@ pub enum ClientCommand {
         note: Option<String>,
         #[arg(long)]
         collection: Option<String>,
+        /// Wait until this C2SP witness (vkey) has cosigned a checkpoint proving the entry,
+        /// and put it in the package (repeatable).
+        #[arg(long)]
+        witness_vkey: Vec<String>,
     },
     /// Verify an evidence package offline (no network). Exit 0 verified, 1 failed, 2 usage/IO.
     #[command(
@@ -153,6 +157,10 @@ pub enum ClientCommand {
         package: PathBuf,
         /// The document; its SHA-256 and size must match the package.
         file: Option<PathBuf>,
+        /// A C2SP witness (vkey) that must have cosigned the package's checkpoint
+        /// (repeatable); without it, cosignatures are reported but not checked.
+        #[arg(long)]
+        witness_vkey: Vec<String>,
     },
     /// Append every line of a JSONL file ({"contents": "...", "collectionId"?: "...", "tags"?: [..]}).
     #[command(after_help = "Example:\n  cledger import records.jsonl")]
@@ -517,7 +525,11 @@ fn run_inner(cmd: ClientCommand, conn: &Connection) -> Result<ExitCode, Failure>
             let mut command = <crate::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "cledger", &mut std::io::stdout());
         }
-        ClientCommand::Verify { package, file } => return verify(conn, &package, file.as_deref()),
+        ClientCommand::Verify {
+            package,
+            file,
+            witness_vkey,
+        } => return verify(conn, &package, file.as_deref(), &witness_vkey),
         ClientCommand::Bench(args) => crate::bench::run(args, client_config(conn)?, json_mode)?,
         ClientCommand::Identity { ledger_id, save } => identity(conn, &ledger_id, save)?,
         ClientCommand::Append {
@@ -660,12 +672,18 @@ fn run_inner(cmd: ClientCommand, conn: &Connection) -> Result<ExitCode, Failure>
             files,
             note,
             collection,
+            witness_vkey,
         } => {
             let client = connect(conn)?;
             let mut results = Vec::new();
             for file in &files {
-                let (pkg, out) =
-                    evidence::notarize(&client, file, note.as_deref(), collection.as_deref())?;
+                let (pkg, out) = evidence::notarize(
+                    &client,
+                    file,
+                    note.as_deref(),
+                    collection.as_deref(),
+                    &witness_vkey,
+                )?;
                 if json_mode {
                     results.push(json!({"file": file, "transactionId": pkg.transaction_id, "evidence": out, "sha256": pkg.document.sha256, "size": pkg.document.size}));
                 } else {
@@ -787,13 +805,18 @@ fn users(conn: &Connection, cmd: UsersCommand) -> Result<(), Failure> {
     Ok(())
 }
 
-fn verify(conn: &Connection, package: &Path, file: Option<&Path>) -> Result<ExitCode, Failure> {
+fn verify(
+    conn: &Connection,
+    package: &Path,
+    file: Option<&Path>,
+    witness_vkeys: &[String],
+) -> Result<ExitCode, Failure> {
     let expected = match &conn.service_cert {
         Some(p) => Some(read(p)?),
         None => None,
     };
     let result = evidence::load_package(package)
-        .and_then(|pkg| evidence::verify_package(&pkg, file, expected.as_deref()));
+        .and_then(|pkg| evidence::verify_package(&pkg, file, expected.as_deref(), witness_vkeys));
     match result {
         Ok(v) => {
             if conn.json {
@@ -803,6 +826,10 @@ fn verify(conn: &Connection, package: &Path, file: Option<&Path>) -> Result<Exit
                     "serviceCertificateFingerprint": v.service_cert_fingerprint,
                     "fileChecked": v.file_checked, "serviceCertificatePinned": v.service_cert_pinned,
                     "coseReceiptChecked": v.cose_receipt_checked,
+                    "checkpoint": v.checkpoint.as_ref().map(|c| json!({
+                        "origin": c.checkpoint.origin, "treeSize": c.checkpoint.size,
+                        "cosignedBy": c.cosigned_by, "uncheckedSignatures": c.unchecked_signatures,
+                    })),
                 }));
             } else {
                 println!("VERIFIED {}", package.display());
@@ -826,6 +853,24 @@ fn verify(conn: &Connection, package: &Path, file: Option<&Path>) -> Result<Exit
                     );
                 } else {
                     println!("  COSE receipt: none in this package");
+                }
+                match &v.checkpoint {
+                    Some(c) => {
+                        println!(
+                            "  checkpoint: ok (entry in {} at tree size {}, signed by the ledger's checkpoint key)",
+                            c.checkpoint.origin, c.checkpoint.size
+                        );
+                        for witness in &c.cosigned_by {
+                            println!("  cosigned by witness {witness}: ok");
+                        }
+                        if c.unchecked_signatures > 0 {
+                            println!(
+                                "  {} other cosignature(s) not checked: pass --witness-vkey to check them",
+                                c.unchecked_signatures
+                            );
+                        }
+                    }
+                    None => println!("  checkpoint: none in this package"),
                 }
                 println!(
                     "  transaction {} in collection {} at {}",

@@ -182,6 +182,17 @@ struct ServeArgs {
     /// client listener.
     #[arg(long, env = "CLEDGER_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Publish the newest signed state as a C2SP checkpoint every this many milliseconds, 0
+    /// for none [default: 5000].
+    #[arg(long, env = "CLEDGER_CHECKPOINT_INTERVAL_MS")]
+    checkpoint_interval_ms: Option<u64>,
+    /// The checkpoints' origin line [default: cledger/<ledger id>/<service key hash>].
+    #[arg(long, env = "CLEDGER_CHECKPOINT_ORIGIN")]
+    checkpoint_origin: Option<String>,
+    /// A C2SP witness to submit checkpoints to, as VKEY@URL (repeatable; replaces the config
+    /// file's [[witnesses]]).
+    #[arg(long)]
+    witness: Vec<String>,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -221,6 +232,9 @@ impl ServeArgs {
             join_token_file: self.join_token,
             recover: self.recover,
             metrics_listen: self.metrics_listen,
+            checkpoint_interval_ms: self.checkpoint_interval_ms,
+            checkpoint_origin: self.checkpoint_origin,
+            witnesses: self.witness,
         }
     }
 }

@@ -44,6 +44,10 @@ pub struct EvidencePackage {
     /// verify. Absent from packages made before cledger served COSE receipts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cose_receipt: Option<String>,
+    /// The entry's proof in a C2SP checkpoint of the ledger, with the witnesses'
+    /// cosignatures it had when the package was made. Absent if the ledger publishes none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<ledger_core::witnessed::CheckpointEvidence>,
 }
 
 /// The `doc-integrity-proof/v1` entry contents.
@@ -137,6 +141,7 @@ pub fn notarize(
     file: &Path,
     note: Option<&str>,
     collection: Option<&str>,
+    witness_vkeys: &[String],
 ) -> Result<(EvidencePackage, PathBuf), Error> {
     let (size, sha256) =
         hash_file(file).map_err(|e| Error::Io(format!("{}: {e}", file.display())))?;
@@ -148,6 +153,11 @@ pub fn notarize(
     let appended = client.append_with_claims(&contents, collection)?;
     let receipt = client.receipt_with_claims(&appended.transaction_id)?;
     let cose = client.cose_receipt(&appended.transaction_id)?;
+    let checkpoint = client.checkpoint_evidence(
+        &appended.transaction_id,
+        receipt.verified.leaf,
+        witness_vkeys,
+    )?;
     if receipt.response.application_claims.is_none() {
         return Err(Error::Protocol(
             "the server returned no applicationClaims for a claims-capable write".into(),
@@ -165,9 +175,11 @@ pub fn notarize(
         service_certificate: client.config().service_cert_pem.clone(),
         document: DocumentInfo { name, size, sha256 },
         cose_receipt: Some(base64::engine::general_purpose::STANDARD.encode(&cose.bytes)),
+        checkpoint,
     };
     // Refuse to hand out a package that would not verify.
-    verify_package(&package, None, None).map_err(|e| Error::Protocol(e.to_string()))?;
+    verify_package(&package, None, None, witness_vkeys)
+        .map_err(|e| Error::Protocol(e.to_string()))?;
     let out = package_path(file);
     let text = serde_json::to_string_pretty(&package).map_err(|e| Error::Io(e.to_string()))?;
     std::fs::write(&out, text + "\n").map_err(|e| Error::Io(format!("{}: {e}", out.display())))?;
@@ -192,6 +204,8 @@ pub struct VerifiedPackage {
     pub service_cert_pinned: bool,
     /// Whether the package carries a COSE receipt (it verified, for the same leaf).
     pub cose_receipt_checked: bool,
+    /// The checkpoint the entry was proven in, if the package carries one.
+    pub checkpoint: Option<ledger_core::witnessed::WitnessedEntry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +250,12 @@ pub enum PackageError {
     FileIo(String),
     #[error("the COSE receipt does not verify: {0}")]
     CoseReceipt(String),
+    #[error("the checkpoint: {0}")]
+    Checkpoint(ledger_core::witnessed::WitnessError),
+    #[error(
+        "the package carries no checkpoint, so no witness cosigned the state it proves (made by a ledger without checkpoints, or before this check existed)"
+    )]
+    NoCheckpoint,
 }
 
 impl PackageError {
@@ -257,6 +277,11 @@ impl PackageError {
             PackageError::FileSizeMismatch { .. } => "FileSizeMismatch",
             PackageError::FileIo(_) => "FileIo",
             PackageError::CoseReceipt(_) => "CoseReceipt",
+            PackageError::Checkpoint(ledger_core::witnessed::WitnessError::NotCosigned(_)) => {
+                "NotCosigned"
+            }
+            PackageError::Checkpoint(_) => "Checkpoint",
+            PackageError::NoCheckpoint => "NoCheckpoint",
         }
     }
 
@@ -301,11 +326,13 @@ fn normalize_pem(pem: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Verifies a package offline. See the module docs; every check names what failed.
+/// Verifies a package offline. See the module docs; every check names what failed. Each
+/// witness of `witness_vkeys` must have cosigned the package's checkpoint.
 pub fn verify_package(
     pkg: &EvidencePackage,
     file: Option<&Path>,
     expected_service_cert_pem: Option<&str>,
+    witness_vkeys: &[String],
 ) -> Result<VerifiedPackage, PackageError> {
     if pkg.version != PACKAGE_VERSION {
         return Err(PackageError::Malformed(format!(
@@ -371,6 +398,24 @@ pub fn verify_package(
             )));
         }
     }
+    let checkpoint = match &pkg.checkpoint {
+        Some(evidence) => {
+            let key = crate::service_public_key(&pkg.service_certificate)
+                .map_err(|e| PackageError::Malformed(e.to_string()))?;
+            Some(
+                ledger_core::witnessed::verify(
+                    evidence,
+                    verified.leaf,
+                    verified.txid.seqno(),
+                    &key,
+                    witness_vkeys,
+                )
+                .map_err(PackageError::Checkpoint)?,
+            )
+        }
+        None if !witness_vkeys.is_empty() => return Err(PackageError::NoCheckpoint),
+        None => None,
+    };
     let [ApplicationClaim::LedgerEntry { ledger_entry }] = claims else {
         return Err(PackageError::EntryMismatch(
             "the receipt's claims are not a single LedgerEntry claim revealing the entry".into(),
@@ -437,6 +482,7 @@ pub fn verify_package(
         file_checked: file.is_some(),
         service_cert_pinned: pinned,
         cose_receipt_checked: pkg.cose_receipt.is_some(),
+        checkpoint,
     })
 }
 

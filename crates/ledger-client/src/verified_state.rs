@@ -49,6 +49,68 @@ impl Client {
         serde_json::from_value(body).map_err(|e| Error::Protocol(format!("consistency: {e}")))
     }
 
+    /// The proof of `txid` in the ledger's latest checkpoint (`GET
+    /// /app/transactions/{txid}/checkpoint`), waiting until a checkpoint covers the entry
+    /// and carries a cosignature by each witness of `witness_vkeys`. `None` if the ledger
+    /// publishes no checkpoints. Verified against the pinned service certificate.
+    pub fn checkpoint_evidence(
+        &self,
+        txid: &str,
+        leaf: ledger_core::Hash32,
+        witness_vkeys: &[String],
+    ) -> Result<Option<ledger_core::witnessed::CheckpointEvidence>> {
+        use ledger_core::witnessed::{self, WitnessError};
+        let seqno = ledger_core::TxId::parse(txid)
+            .map_err(|e| Error::Config(format!("{txid}: {e}")))?
+            .seqno();
+        let url = self.url(
+            &format!("/app/transactions/{}/checkpoint", crate::enc(txid)),
+            self.version(),
+            &[],
+        );
+        let start = std::time::Instant::now();
+        loop {
+            let waiting = match self.call(Method::GET, &url, None) {
+                Ok((_, body)) => {
+                    let evidence: witnessed::CheckpointEvidence = serde_json::from_value(body)
+                        .map_err(|e| Error::Protocol(format!("checkpoint evidence: {e}")))?;
+                    match witnessed::verify(
+                        &evidence,
+                        leaf,
+                        seqno,
+                        &self.service_key()?,
+                        witness_vkeys,
+                    ) {
+                        Ok(_) => return Ok(Some(evidence)),
+                        Err(WitnessError::NotCosigned(name)) => {
+                            format!("a cosignature by witness {name}")
+                        }
+                        Err(e) => return Err(Error::Protocol(e.to_string())),
+                    }
+                }
+                Err(Error::Api {
+                    status: 404,
+                    message,
+                    ..
+                }) if message.contains("publishes no checkpoints") => {
+                    return Ok(None);
+                }
+                Err(Error::Api {
+                    status: 404,
+                    message,
+                    ..
+                }) => message,
+                Err(e) => return Err(e),
+            };
+            if start.elapsed() > crate::WAIT_LIMIT {
+                return Err(Error::Timeout(format!(
+                    "no checkpoint proving {txid} in time: still waiting for {waiting}"
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     /// The consistency proof between two signature transactions, verified with the pinned
     /// service certificate: both signed states and the proof.
     pub fn verified_consistency(

@@ -163,6 +163,69 @@ impl ServiceSigner {
     }
 }
 
+impl ServiceSigner {
+    /// A statement by the service key about `payload` (of media type `content_type`): a
+    /// tagged COSE_Sign1 with the payload attached and the same `alg` and `kid` as root
+    /// signatures. It vouches, for example, for the key that signs the ledger's checkpoints.
+    pub fn endorse(&self, payload: &[u8], content_type: &str) -> Vec<u8> {
+        let protected = HeaderBuilder::new()
+            .algorithm(algorithm(self.key.curve()))
+            .key_id(self.kid.clone())
+            .content_type(content_type.to_owned())
+            .build();
+        CoseSign1Builder::new()
+            .protected(protected)
+            .payload(payload.to_vec())
+            .create_signature(&[], |tbs| self.key.sign_message(tbs))
+            .build()
+            .to_tagged_vec()
+            .expect("a COSE_Sign1 of known fields always encodes")
+    }
+}
+
+/// Checks a statement made with [`ServiceSigner::endorse`] and returns its payload if it has
+/// media type `content_type`.
+pub fn verify_endorsement(
+    endorsement: &[u8],
+    content_type: &str,
+    service_key: &EcPublicKey,
+) -> Result<Vec<u8>, CoseError> {
+    let sign1 = CoseSign1::from_tagged_slice(endorsement)
+        .map_err(|e| CoseError::NotCoseSign1(e.to_string()))?;
+    let header = &sign1.protected.header;
+    let curve = service_key.curve();
+    let expected_alg = algorithm(curve);
+    if header.alg != Some(coset::RegisteredLabelWithPrivate::Assigned(expected_alg)) {
+        return Err(CoseError::WrongAlgorithm {
+            found: format!("{:?}", header.alg),
+            expected: expected_alg.to_i64(),
+            curve,
+        });
+    }
+    if header.key_id != key_id(service_key) {
+        return Err(CoseError::WrongKey {
+            expected: String::from_utf8_lossy(&key_id(service_key)).into_owned(),
+        });
+    }
+    if header.content_type != Some(coset::ContentType::Text(content_type.to_owned())) {
+        return Err(CoseError::ProtectedHeader(format!(
+            "the content type is not {content_type}"
+        )));
+    }
+    let payload = sign1
+        .payload
+        .clone()
+        .ok_or_else(|| CoseError::ProtectedHeader("the endorsement has no payload".into()))?;
+    let length = signature_len(curve);
+    if sign1.signature.len() != length {
+        return Err(CoseError::MalformedSignature(length));
+    }
+    sign1
+        .verify_signature(&[], |sig, tbs| service_key.verify_message(tbs, sig))
+        .map_err(|_| CoseError::BadSignature)?;
+    Ok(payload)
+}
+
 /// The `kid` of a service key: its SHA-256 fingerprint in lowercase hex, as bytes (CCF's
 /// `key_fingerprint_from_key`).
 pub fn key_id(key: &EcPublicKey) -> Vec<u8> {

@@ -17,6 +17,7 @@ pub mod note;
 pub mod receipt;
 pub mod signing;
 pub mod txid;
+pub mod witnessed;
 pub mod x509;
 
 pub use hash::Hash32;

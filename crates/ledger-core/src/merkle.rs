@@ -686,6 +686,24 @@ enum Side {
     Right,
 }
 
+/// The steps of an RFC 9162 audit path (sibling hashes only, leaf to root, as RFC 9162 and
+/// C2SP proofs carry it) for the leaf at `index` of a tree of `size` leaves: the sides follow
+/// from the position. `None` if the path does not have the length that position implies.
+pub fn audit_path_steps(index: u64, size: u64, hashes: &[Hash32]) -> Option<Vec<ProofStep>> {
+    if index >= size || path_shape(index, size).count() != hashes.len() {
+        return None;
+    }
+    Some(
+        path_shape(index, size)
+            .zip(hashes)
+            .map(|(side, hash)| match side {
+                Side::Left => ProofStep::Left(*hash),
+                Side::Right => ProofStep::Right(*hash),
+            })
+            .collect(),
+    )
+}
+
 /// The sibling sides of `PATH(index, D[size])`, leaf to root, by RFC 9162 §2.1.3.2's walk.
 /// Needs `index < size`.
 fn path_shape(index: u64, size: u64) -> impl Iterator<Item = Side> {

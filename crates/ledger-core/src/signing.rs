@@ -127,6 +127,17 @@ impl EcSigningKey {
         }
     }
 
+    /// A 32-byte secret bound to this key and `label`: HMAC-SHA256 keyed with the private
+    /// scalar. Every holder of the key derives the same value (the service key's holders, the
+    /// nodes, derive the checkpoint signing key this way), and it changes with the key.
+    pub fn derive_secret(&self, label: &[u8]) -> [u8; 32] {
+        let scalar = match &self.0 {
+            SigningKeyInner::P256(key) => key.to_bytes().to_vec(),
+            SigningKeyInner::P384(key) => key.to_bytes().to_vec(),
+        };
+        crate::evidence::hmac(&scalar, label)
+    }
+
     /// The public key as DER SubjectPublicKeyInfo (named curve, uncompressed point).
     pub fn public_key_spki_der(&self) -> Vec<u8> {
         self.public_key().spki_der()

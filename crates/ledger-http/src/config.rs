@@ -42,6 +42,9 @@ pub struct ApiConfig {
     /// Treat `x-ms-client-request-id` as an idempotency key when there is no
     /// `Idempotency-Key` (the Azure SDKs send the same id on their own retries).
     pub client_request_id_is_idempotency_key: bool,
+    /// Where the node's checkpoint publisher leaves the latest checkpoint; `None`: the node
+    /// publishes none (the checkpoint routes answer 404).
+    pub checkpoints: Option<std::sync::Arc<crate::checkpoints::CheckpointBoard>>,
 }
 
 /// Default idempotency retention: a day, like the IETF draft's examples and common APIs.
@@ -76,6 +79,7 @@ impl ApiConfig {
             max_pending_write_bytes: DEFAULT_MAX_PENDING_WRITE_BYTES,
             idempotency_retention_secs: DEFAULT_IDEMPOTENCY_RETENTION_SECS,
             client_request_id_is_idempotency_key: false,
+            checkpoints: None,
         }
     }
 

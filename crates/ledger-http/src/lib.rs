@@ -23,6 +23,7 @@
 
 pub mod auth;
 mod body;
+pub mod checkpoints;
 pub mod config;
 mod constitution;
 pub mod error;

@@ -99,6 +99,13 @@ impl LedgerHandle for Stalling {
     ) -> Result<Result<Consistency, ConsistencyRefusal>, StoreError> {
         self.inner.consistency(from, to)
     }
+    fn rfc6962_inclusion_proof(
+        &self,
+        seqno: u64,
+        size: u64,
+    ) -> Result<Vec<ledger_core::merkle::ProofStep>, StoreError> {
+        self.inner.rfc6962_inclusion_proof(seqno, size)
+    }
     fn idempotent_write(&self, key_digest: &Hash32) -> Result<Option<(TxId, u64)>, StoreError> {
         self.inner.idempotent_write(key_digest)
     }

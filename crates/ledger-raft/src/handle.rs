@@ -115,6 +115,13 @@ impl LedgerHandle for ClusterHandle {
     ) -> Result<Result<Consistency, ConsistencyRefusal>, StoreError> {
         self.cluster.ledger().consistency(from, to)
     }
+    fn rfc6962_inclusion_proof(
+        &self,
+        seqno: u64,
+        size: u64,
+    ) -> Result<Vec<ledger_core::merkle::ProofStep>, StoreError> {
+        self.cluster.ledger().rfc6962_inclusion_proof(seqno, size)
+    }
     fn idempotent_write(&self, key_digest: &Hash32) -> Result<Option<(TxId, u64)>, StoreError> {
         self.cluster.ledger().idempotent_write(key_digest)
     }

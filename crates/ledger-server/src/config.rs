@@ -37,6 +37,38 @@ pub const DEFAULT_MAX_COLLECTIONS: usize = 5000;
 /// segments and for the token-key fetcher's sockets.
 pub const DEFAULT_RESERVED_DESCRIPTORS: usize = 64;
 
+/// A C2SP witness: its verifier key (`<name>+<key id>+<base64 key>`) and where it takes
+/// checkpoints (the URL its `/add-checkpoint` is under; http is allowed, e.g. on loopback).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    pub vkey: String,
+    pub url: String,
+}
+
+impl WitnessConfig {
+    /// From `--witness VKEY@URL` (a vkey holds no '@'); checked with the other settings.
+    pub fn parse(text: &str) -> WitnessConfig {
+        let (vkey, url) = text.split_once('@').unwrap_or((text, ""));
+        WitnessConfig {
+            vkey: vkey.to_owned(),
+            url: url.to_owned(),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        ledger_core::note::CosignatureVerifier::from_vkey(&self.vkey)
+            .map_err(|e| format!("witness vkey {:?}: {e}", self.vkey))?;
+        if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
+            return Err(format!(
+                "witness url {:?}: expected http(s)://… (--witness takes VKEY@URL)",
+                self.url
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The resolved settings of a node. `Default` gives the built-in defaults; the TOML file is
 /// parsed straight into this type (missing keys keep their defaults).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -124,6 +156,14 @@ pub struct ServeConfig {
     /// authentication), for example one reachable only from the monitoring network, instead
     /// of on the client listener, where anyone who reaches the node could read them.
     pub metrics_listen: Option<SocketAddr>,
+    /// How often the newest committed signature is published as a C2SP checkpoint (and sent
+    /// to the witnesses), in milliseconds; 0: no checkpoints. Default 5000.
+    pub checkpoint_interval_ms: u64,
+    /// The checkpoints' origin line (and the checkpoint key's name). Default
+    /// `cledger/<ledger id>/<first 16 hex digits of the service key's SHA-256>`.
+    pub checkpoint_origin: Option<String>,
+    /// C2SP witnesses each checkpoint is submitted to (`[[witnesses]]` tables: `vkey`, `url`).
+    pub witnesses: Vec<WitnessConfig>,
     /// How long an `Idempotency-Key` is remembered, in seconds.
     pub idempotency_retention_secs: u64,
     /// Also treat `x-ms-client-request-id` as an idempotency key (the Azure SDKs resend the
@@ -195,6 +235,9 @@ impl Default for ServeConfig {
             log_level: "info".to_owned(),
             metrics: true,
             metrics_listen: None,
+            checkpoint_interval_ms: 5000,
+            checkpoint_origin: None,
+            witnesses: Vec::new(),
             idempotency_retention_secs: ledger_http::config::DEFAULT_IDEMPOTENCY_RETENTION_SECS,
             idempotency_client_request_id: false,
         }
@@ -232,6 +275,10 @@ pub struct Overrides {
     pub join_token_file: Option<PathBuf>,
     pub recover: bool,
     pub metrics_listen: Option<SocketAddr>,
+    pub checkpoint_interval_ms: Option<u64>,
+    pub checkpoint_origin: Option<String>,
+    /// `--witness VKEY@URL`: when given, replaces the file's `[[witnesses]]` list.
+    pub witnesses: Vec<String>,
 }
 
 impl Overrides {
@@ -340,8 +387,20 @@ impl ServeConfig {
             join_token_file,
             recover,
             metrics_listen,
+            checkpoint_interval_ms,
+            checkpoint_origin,
+            witnesses,
         } = overrides;
         c.recover = recover;
+        if let Some(ms) = checkpoint_interval_ms {
+            c.checkpoint_interval_ms = ms;
+        }
+        if checkpoint_origin.is_some() {
+            c.checkpoint_origin = checkpoint_origin;
+        }
+        if !witnesses.is_empty() {
+            c.witnesses = witnesses.iter().map(|w| WitnessConfig::parse(w)).collect();
+        }
         if metrics_listen.is_some() {
             c.metrics_listen = metrics_listen;
         }
@@ -444,6 +503,17 @@ impl ServeConfig {
         }
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1".to_owned());
+        }
+        for witness in &self.witnesses {
+            witness.check().map_err(ServeError::InvalidSetting)?;
+        }
+        if let Some(origin) = &self.checkpoint_origin {
+            ledger_core::note::check_key_name(origin).map_err(|e| {
+                ServeError::InvalidSetting(format!("checkpoint_origin {origin:?}: {e}"))
+            })?;
+        }
+        if !self.witnesses.is_empty() && self.checkpoint_interval_ms == 0 {
+            return bad("witnesses need checkpoints: checkpoint_interval_ms must not be 0".into());
         }
         if self.metrics_listen.is_some() && !self.metrics {
             return bad("metrics_listen needs metrics = true".to_owned());

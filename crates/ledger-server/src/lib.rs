@@ -33,6 +33,7 @@ pub mod node;
 pub mod observe;
 mod ratelimit;
 pub mod tls;
+mod witness;
 
 use ledger_http as http;
 
@@ -203,6 +204,36 @@ impl Server {
             node.ledger_id = serde_json::from_slice(&id).unwrap_or(node.ledger_id);
         }
         let tls = tls::server_config(&node.files)?;
+        // Checkpoints: the board the API serves, and the publisher that fills it.
+        let (checkpoints, publisher) = if config.checkpoint_interval_ms > 0 {
+            let origin = config.checkpoint_origin.clone().unwrap_or_else(|| {
+                witness::default_origin(&node.ledger_id, &node.files.service_cert_pem)
+            });
+            let (signer, key) = witness::checkpoint_key(&node.files.service_key_pem, &origin)?;
+            let board = Arc::new(http::checkpoints::CheckpointBoard::new(key));
+            let signs: Box<dyn Fn() -> bool + Send + Sync> = match &cluster {
+                Some(c) => {
+                    let cluster = c.cluster.clone();
+                    Box::new(move || {
+                        cluster
+                            .primary()
+                            .is_some_and(|(id, _)| &id == cluster.node_id())
+                    })
+                }
+                None => Box::new(|| true),
+            };
+            let publisher = witness::Publisher::new(
+                node.ledger.clone(),
+                signer,
+                origin,
+                board.clone(),
+                &config.witnesses,
+                signs,
+            )?;
+            (Some(board), Some(publisher))
+        } else {
+            (None, None)
+        };
         let api = http::ApiConfig {
             ledger_id: node.ledger_id.clone(),
             service_cert_pem: node.files.service_cert_pem.clone(),
@@ -213,6 +244,7 @@ impl Server {
             max_pending_write_bytes: config.max_pending_write_bytes,
             idempotency_retention_secs: config.idempotency_retention_secs,
             client_request_id_is_idempotency_key: config.idempotency_client_request_id,
+            checkpoints,
         };
         let app = http::try_router(handle.clone(), api)
             .map_err(|e| ServeError::InvalidSetting(e.to_string()))?;
@@ -283,6 +315,10 @@ impl Server {
             }
         };
         let mut tasks = Vec::new();
+        if let Some(publisher) = publisher {
+            let interval = std::time::Duration::from_millis(config.checkpoint_interval_ms);
+            tasks.push(tokio::spawn(publisher.run(interval, stopped())));
+        }
         if let Some(listener) = metrics_listener {
             tasks.push(tokio::spawn(listener::serve(
                 listener,

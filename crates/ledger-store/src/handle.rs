@@ -10,6 +10,7 @@ use crate::{
 };
 use ledger_core::TxId;
 use ledger_core::hash::Hash32;
+use ledger_core::merkle::ProofStep;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -64,6 +65,8 @@ pub trait LedgerHandle: Send + Sync {
     fn tags(&self, collection: &str) -> Result<Vec<(String, u64)>, StoreError>;
     fn has_tag(&self, collection: &str, tag: &str) -> Result<bool, StoreError>;
     fn receipt(&self, txid: TxId) -> Result<Option<ReceiptBundle>, StoreError>;
+    /// See [`Ledger::rfc6962_inclusion_proof`].
+    fn rfc6962_inclusion_proof(&self, seqno: u64, size: u64) -> Result<Vec<ProofStep>, StoreError>;
     /// See [`Ledger::consistency`].
     fn consistency(
         &self,
@@ -148,6 +151,10 @@ impl LedgerHandle for Ledger {
         to: Option<TxId>,
     ) -> Result<Result<Consistency, ConsistencyRefusal>, StoreError> {
         Ledger::consistency(self, from, to)
+    }
+
+    fn rfc6962_inclusion_proof(&self, seqno: u64, size: u64) -> Result<Vec<ProofStep>, StoreError> {
+        Ledger::rfc6962_inclusion_proof(self, seqno, size)
     }
 
     fn receipt(&self, txid: TxId) -> Result<Option<ReceiptBundle>, StoreError> {

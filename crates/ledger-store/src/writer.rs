@@ -743,14 +743,16 @@ impl Writer {
         }
         if !self.sequencer.knows_issuer() {
             // A node that joined empty learns the ledger id once the genesis is applied.
-            if let Ok(Some(id)) = self
+            let recorded = self
                 .shared
                 .index
-                .governance(entry::tables::CONFIG, crate::LEDGER_ID_KEY)
+                .governance(entry::tables::CONFIG, crate::LEDGER_ID_KEY);
+            if let Some(id) = recorded
+                .ok()
+                .flatten()
+                .and_then(|v| crate::recorded_ledger_id(Some(&v)))
             {
-                if let Some(id) = crate::recorded_ledger_id(Some(&id)) {
-                    self.sequencer.set_issuer(id);
-                }
+                self.sequencer.set_issuer(id);
             }
         }
         if self

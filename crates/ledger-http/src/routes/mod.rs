@@ -40,6 +40,8 @@ pub mod paths {
     pub const RECEIPT: &str = "/app/transactions/{transactionId}/receipt";
     pub const STATUS: &str = "/app/transactions/{transactionId}/status";
     pub const COSE_RECEIPT: &str = "/app/transactions/{transactionId}/receipt/cose";
+    pub const ENTRY_CHECKPOINT: &str = "/app/transactions/{transactionId}/checkpoint";
+    pub const CHECKPOINT: &str = "/app/checkpoint";
     /// CCF 7's built-in route (`?transaction_id=`); CCF's clients send no `api-version`.
     pub const CCF_COSE_RECEIPT: &str = "/app/receipt/cose";
     pub const USER: &str = "/app/users/{userId}";
@@ -62,7 +64,7 @@ pub mod paths {
     /// Routes CCF itself serves, called by CCF's tools without an `api-version`.
     pub const CCF_NATIVE: [&str; 1] = [CCF_COSE_RECEIPT];
 
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 27] = [
         CONSTITUTION,
         MEMBERS,
         ENCLAVE_QUOTES,
@@ -75,6 +77,8 @@ pub mod paths {
         STATUS,
         COSE_RECEIPT,
         CCF_COSE_RECEIPT,
+        ENTRY_CHECKPOINT,
+        CHECKPOINT,
         USER,
         LEDGER_IDENTITY,
         USERS,
@@ -123,6 +127,8 @@ pub fn build(state: Arc<ApiState>) -> Router {
         .route(STATUS, get(transactions::status))
         .route(COSE_RECEIPT, get(proofs::cose_receipt))
         .route(CCF_COSE_RECEIPT, get(proofs::ccf_cose_receipt))
+        .route(ENTRY_CHECKPOINT, get(proofs::entry_checkpoint))
+        .route(CHECKPOINT, get(proofs::checkpoint))
         .route(
             USER,
             get(users::get).patch(users::patch).delete(users::delete),

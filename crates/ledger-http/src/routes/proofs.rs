@@ -1,5 +1,6 @@
-//! Proofs beyond ACL's JSON receipts: COSE receipts (CCF 7's `/receipt/cose`) and
-//! consistency proofs between two signed states.
+//! Proofs beyond ACL's JSON receipts: COSE receipts (CCF 7's `/receipt/cose`), consistency
+//! proofs between two signed states, and the latest C2SP checkpoint with the proof of an entry
+//! in it.
 //!
 //! A COSE receipt is the service key's root signature stored in the signature transaction
 //! that covers the entry, with the entry's inclusion proof added (`ledger_core::cose`), so
@@ -14,9 +15,18 @@
 //! certificate alone (`ledger_core::consistency`). Errors: `from` missing or malformed, an id
 //! that is not a signature transaction (or names another view), or `from` after `to` is 400;
 //! an id past the committed end is 404 `TransactionPendingOrUnknown`.
+//!
+//! `GET /app/checkpoint` is the latest checkpoint note as C2SP logs serve it (`text/plain`),
+//! with the cosignatures the node's publisher collected from witnesses;
+//! `GET /app/transactions/{id}/checkpoint` adds the service key's statement naming the
+//! checkpoint key and the entry's RFC 6962 inclusion proof in that checkpoint (what an
+//! evidence package carries, `ledger_core::witnessed`). Both are 404 `ResourceNotFound` on a
+//! node that publishes no checkpoints, or before the first one (or, for an entry, before one
+//! covers it).
 
 use super::RequestContext;
 use super::transactions::{path_txid, query_txid, require_committed};
+use crate::checkpoints::{CheckpointBoard, PublishedCheckpoint};
 use crate::error::{ApiError, ApiResult};
 use crate::response;
 use crate::state::ApiState;
@@ -27,6 +37,7 @@ use axum::response::Response;
 use base64::Engine as _;
 use ledger_core::TxId;
 use ledger_core::consistency::{ConsistencyResponse, SignedState};
+use ledger_core::witnessed::CheckpointEvidence;
 use ledger_store::{ConsistencyRefusal, CoseReceipt, SignedTreeHead};
 use std::sync::Arc;
 
@@ -134,4 +145,63 @@ fn signed_state(head: SignedTreeHead) -> SignedState {
             .cose_signature
             .map(|s| base64::engine::general_purpose::STANDARD.encode(s)),
     }
+}
+
+/// `GET /app/checkpoint`.
+pub async fn checkpoint(
+    State(state): State<Arc<ApiState>>,
+    Extension(_): Extension<RequestContext>,
+) -> ApiResult<Response> {
+    let latest = latest_checkpoint(&state)?.1;
+    Ok(response::bytes(
+        state.read_txid()?,
+        "text/plain; charset=utf-8",
+        latest.note.into_bytes(),
+    ))
+}
+
+/// `GET /app/transactions/{transactionId}/checkpoint`.
+pub async fn entry_checkpoint(
+    State(state): State<Arc<ApiState>>,
+    Extension(_): Extension<RequestContext>,
+    segment: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
+    let txid = path_txid(segment)?;
+    require_committed(&state, txid)?;
+    let (board, latest) = latest_checkpoint(&state)?;
+    if txid.seqno() >= latest.size {
+        return Err(ApiError::NotFound(format!(
+            "Transaction {txid} is not in the latest checkpoint yet (tree size {}); the next \
+             one covers it.",
+            latest.size
+        )));
+    }
+    let path = state
+        .ledger
+        .rfc6962_inclusion_proof(txid.seqno(), latest.size)?;
+    let body = CheckpointEvidence {
+        checkpoint: latest.note,
+        checkpoint_key: board.key().clone(),
+        leaf_index: txid.seqno(),
+        proof: path.iter().map(|step| step.hash().to_hex()).collect(),
+    };
+    let body = serde_json::to_value(&body).map_err(|e| {
+        ApiError::Internal(format!(
+            "The checkpoint evidence could not be serialized: {e}"
+        ))
+    })?;
+    Ok(response::json(state.read_txid()?, body))
+}
+
+fn latest_checkpoint(state: &ApiState) -> ApiResult<(&CheckpointBoard, PublishedCheckpoint)> {
+    let board = state.config.checkpoints.as_deref().ok_or_else(|| {
+        ApiError::NotFound(
+            "This node publishes no checkpoints (see checkpoint_interval_ms in OPERATIONS.md)."
+                .into(),
+        )
+    })?;
+    let latest = board.latest().ok_or_else(|| {
+        ApiError::NotFound("No checkpoint has been published yet; retry in a few seconds.".into())
+    })?;
+    Ok((board, latest))
 }
