@@ -21,7 +21,7 @@ fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 CARGO_FUZZ_VERSION=0.13.2
-ALL_TARGETS=(txid frame entry receipt http)
+ALL_TARGETS=(txid frame entry receipt proofs http)
 read -r -a TARGETS <<< "${FUZZ_TARGETS:-${ALL_TARGETS[*]}}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -1323,6 +1323,10 @@ fn nodes_catch_up_a_large_ledger() {
             assert_eq!(read.contents, e.contents, "on {}", node.name);
             let receipt = c.receipt(&e.transaction_id);
             receipt.unwrap_or_else(|e| panic!("a receipt on {}: {e}", node.name));
+            // The COSE receipt: the primary's COSE root signature, which this node checked
+            // before keeping it, verified with the service key.
+            let cose = c.cose_receipt(&e.transaction_id);
+            cose.unwrap_or_else(|e| panic!("a COSE receipt on {}: {e}", node.name));
         }
     }
 

@@ -158,6 +158,17 @@ struct Pki {
     service_pem: String,
     node_pem: String,
     node_key: EcSigningKey,
+    node_key_der: Vec<u8>,
+}
+
+/// The root the receipt parts' path leads to.
+fn parts_root(parts: &ReceiptParts) -> Hash32 {
+    let leaf = leaf_hash(
+        &parts.write_set_digest,
+        &parts.commit_evidence.digest(),
+        &parts.claims_digest,
+    );
+    merkle::fold_path(leaf, &parts.proof)
 }
 
 fn pki(alg: &'static SignatureAlgorithm) -> Pki {
@@ -185,6 +196,7 @@ fn pki(alg: &'static SignatureAlgorithm) -> Pki {
         service_pem,
         node_pem,
         node_key: EcSigningKey::from_pkcs8_der(node_pair.serialized_der()).unwrap(),
+        node_key_der: node_pair.serialized_der().to_vec(),
     }
 }
 
@@ -246,6 +258,35 @@ fn bench_receipts(c: &mut Criterion) {
                 |parts| serde_json::to_string(&Receipt::build(parts)).unwrap(),
                 BatchSize::SmallInput,
             )
+        });
+        // The COSE root signature each signature transaction now also carries (service key;
+        // here the node key stands in, same curve), a COSE receipt built from it, and its
+        // verification.
+        let service = ledger_core::cose::ServiceSigner::new(
+            EcSigningKey::from_pkcs8_der(&pki.node_key_der).unwrap(),
+        );
+        let sig_txid = TxId::new(2, 1_000).unwrap();
+        g.bench_function(BenchmarkId::new("cose_sign_root", label), |bench| {
+            bench.iter(|| service.sign_root(black_box(&root), sig_txid, Some("bench"), 1))
+        });
+        let cose_root = service.sign_root(&parts_root(&parts), sig_txid, Some("bench"), 1);
+        let leaf = ledger_core::cose::ReceiptLeaf {
+            write_set_digest: parts.write_set_digest,
+            commit_evidence: parts.commit_evidence.clone(),
+            claims_digest: parts.claims_digest,
+        };
+        g.bench_function(BenchmarkId::new("cose_build", label), |bench| {
+            bench.iter(|| {
+                ledger_core::cose::build_receipt(black_box(&cose_root), &leaf, &parts.proof)
+                    .unwrap()
+            })
+        });
+        let cose_receipt =
+            ledger_core::cose::build_receipt(&cose_root, &leaf, &parts.proof).unwrap();
+        let key = service.public_key();
+        g.bench_function(BenchmarkId::new("cose_verify", label), |bench| {
+            bench
+                .iter(|| ledger_core::cose::verify_receipt(black_box(&cose_receipt), &key).unwrap())
         });
         let receipt = Receipt::build(parts.clone());
         let json = serde_json::to_string(&receipt).unwrap();

@@ -342,43 +342,80 @@ fn a_forged_entry_with_a_valid_checksum_fails_the_audit_at_that_entry() {
     }
 }
 
+/// The length of the COSE root signature of the `nth` signature transaction of `dir`, whose
+/// frame ends with it, a 4-byte length before it, and a zero private-section length after.
+fn cose_signature_len(dir: &Path, nth: usize) -> u64 {
+    let frame = ledger_frames(dir)
+        .into_iter()
+        .filter(|f| f.kind == TxKind::Signature)
+        .nth(nth)
+        .expect("enough signatures");
+    let bytes = fs::read(&frame.path).expect("segment reads");
+    let payload = &bytes[(frame.offset + frame.header_len) as usize..frame.end as usize];
+    let view = ledger_core::entry::EntryView::parse(payload, frame.txid.seqno()).expect("parses");
+    view.signature()
+        .expect("a signature")
+        .cose_signature
+        .expect("COSE-signed")
+        .len() as u64
+}
+
+/// Each of a signature transaction's two signatures forged in turn (the last byte of its
+/// ECDSA `s`, so the encoding stays well formed): the audit names the signature, and the
+/// receipts anchored at it — JSON for the node's, COSE for the service key's — fail.
 #[test]
 fn a_forged_signature_fails_the_audit_and_its_receipts() {
     let tmp = tempfile::tempdir().unwrap();
     let original = tmp.path().join("original");
     let cert = build_ledger(&original);
-    // A signature payload ends with the DER signature and a zero private-section length (4
-    // bytes); its last byte belongs to the ECDSA `s`, so the DER stays well formed.
-    let forged = forged_copy(&original, "forged", TxKind::Signature, 3, 4);
-    let signature = forged.target.txid;
-
-    let failure = audit(&forged.dir, Some(&cert)).expect_err("audit of a forged ledger");
-    assert_eq!(failure.txid, Some(signature.to_string()), "{failure}");
-    assert!(failure.reason.contains("leaf hash changed"), "{failure}");
-    let no_tree = copy_without(&forged.dir, "forged-no-tree", "tree");
-    let failure = audit(&no_tree, Some(&cert)).expect_err("audit without tree files");
-    assert_eq!(failure.txid, Some(signature.to_string()), "{failure}");
-    assert!(
-        failure.reason.contains("signature does not verify"),
-        "{failure}"
-    );
-
-    // Open does not verify signatures; the receipts anchored at the forged one do not verify.
-    let (ledger, _) = reopen(&forged.dir, tamper_config()).expect("open does not check signatures");
-    let previous = signature_txids(&forged.dir)
-        .into_iter()
-        .rfind(|s| *s < signature)
+    let service_key = ledger_core::x509::Cert::from_pem(&cert)
+        .unwrap()
+        .public_key()
         .unwrap();
-    let covered: Vec<TxId> = (previous.seqno() + 1..signature.seqno())
-        .map(|s| TxId::new(1, s).unwrap())
-        .collect();
-    assert!(!covered.is_empty());
-    for txid in covered {
-        let bundle = ledger.receipt(txid).unwrap().expect("committed");
-        let result = verify_receipt(&bundle.receipt, &cert, bundle.application_claims.as_deref());
+    let cose_len = cose_signature_len(&original, 3);
+    for (name, from_end) in [("forged-cose", 4), ("forged-node", 4 + cose_len + 4)] {
+        let forged = forged_copy(&original, name, TxKind::Signature, 3, from_end);
+        let signature = forged.target.txid;
+
+        let failure = audit(&forged.dir, Some(&cert)).expect_err("audit of a forged ledger");
+        assert_eq!(failure.txid, Some(signature.to_string()), "{failure}");
+        assert!(failure.reason.contains("leaf hash changed"), "{failure}");
+        let no_tree = copy_without(&forged.dir, &format!("{name}-no-tree"), "tree");
+        let failure = audit(&no_tree, Some(&cert)).expect_err("audit without tree files");
+        assert_eq!(failure.txid, Some(signature.to_string()), "{failure}");
         assert!(
-            result.is_err(),
-            "receipt of {txid} anchored at a forged signature verified"
+            failure.reason.contains("signature does not verify"),
+            "{failure}"
         );
+
+        // Open does not verify signatures; the receipts anchored at the forged one do not.
+        let (ledger, _) =
+            reopen(&forged.dir, tamper_config()).expect("open does not check signatures");
+        let previous = signature_txids(&forged.dir)
+            .into_iter()
+            .rfind(|s| *s < signature)
+            .unwrap();
+        let covered: Vec<TxId> = (previous.seqno() + 1..signature.seqno())
+            .map(|s| TxId::new(1, s).unwrap())
+            .collect();
+        assert!(!covered.is_empty());
+        for txid in covered {
+            let bundle = ledger.receipt(txid).unwrap().expect("committed");
+            let json = verify_receipt(&bundle.receipt, &cert, bundle.application_claims.as_deref());
+            let ledger_store::CoseReceipt::Ready(cose) = &bundle.cose else {
+                panic!("{txid} has no COSE receipt: {:?}", bundle.cose);
+            };
+            let cose = ledger_core::cose::verify_receipt(cose, &service_key);
+            let (forged_one, other) = if name == "forged-cose" {
+                (cose.is_err(), json.is_ok())
+            } else {
+                (json.is_err(), cose.is_ok())
+            };
+            assert!(
+                forged_one,
+                "{name}: a receipt of {txid} anchored at it verified"
+            );
+            assert!(other, "{name}: the other receipt of {txid} failed");
+        }
     }
 }
