@@ -19,12 +19,13 @@
 # Raw JSON of every run goes to benches/results/.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN="$ROOT/target/release/cledger"
+# CLEDGER_BIN: another build to measure (e.g. an older release, to compare side by side).
+BIN="${CLEDGER_BIN:-$ROOT/target/release/cledger}"
 OUT="$ROOT/benches/results"
 WORK="${BENCH_DIR:-/var/tmp}/cledger-http-bench.$$"
 PORT="${BENCH_PORT:-19555}"
 mkdir -p "$OUT" "$WORK"
-(cd "$ROOT" && cargo build --release -q -p cledger)
+[ -n "${CLEDGER_BIN:-}" ] || (cd "$ROOT" && cargo build --release -q -p cledger)
 
 server_pid=""
 cleanup() {

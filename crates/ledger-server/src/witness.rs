@@ -86,6 +86,8 @@ pub(crate) struct Publisher {
 
 struct Collecting {
     size: u64,
+    /// The RFC 6962 root at `size`.
+    root: Hash32,
     note: Note,
     /// Index into `witnesses` of those that cosigned `note`.
     cosigned: Vec<usize>,
@@ -168,6 +170,7 @@ impl Publisher {
             note.add_signature(signature).map_err(|e| e.to_string())?;
             self.current = Some(Collecting {
                 size,
+                root,
                 note,
                 cosigned: Vec::new(),
             });
@@ -187,12 +190,9 @@ impl Publisher {
 
     fn show(&self) {
         if let Some(c) = &self.current {
-            let root = Checkpoint::parse(c.note.text())
-                .map(|cp| cp.root)
-                .unwrap_or(Hash32::ZERO);
             self.board.publish(PublishedCheckpoint {
                 size: c.size,
-                root,
+                root: c.root,
                 note: c.note.to_string(),
             });
         }
