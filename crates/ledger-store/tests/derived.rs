@@ -44,18 +44,22 @@ fn damaged_file(result: Result<impl std::fmt::Debug, StoreError>) -> PathBuf {
     }
 }
 
-/// Seqno 40, whose receipt's path has subtree [48, 64) (level-04 hash 3) as a sibling: its
-/// receipt is anchored at a signature beyond 64.
-fn leaf_beside_run_3(dir: &Path) -> TxId {
-    let anchor = signature_txids(dir)
-        .into_iter()
-        .find(|s| s.seqno() > 40)
-        .unwrap();
-    assert!(
-        anchor.seqno() > 64,
-        "the first signature after 40 is {anchor}"
-    );
-    TxId::new(1, 40).unwrap()
+/// A level-04 hash `run` (leaves `16·run .. 16·run + 16`, odd, under level-08 hash 0, which
+/// the open reads instead of it) and a leaf of the run before it, whose receipt's path has
+/// that subtree as its level-4 sibling: its receipt is anchored at a signature past the run.
+/// Where signatures fall depends on how the writer batched the writes, so the run is chosen
+/// from the ledger's actual signatures.
+fn run_and_neighbour(dir: &Path) -> (u64, TxId) {
+    let signatures = signature_txids(dir);
+    for run in (1..16).step_by(2) {
+        for seqno in 16 * (run - 1)..16 * run {
+            let anchor = signatures.iter().find(|s| s.seqno() > seqno);
+            if seqno > 0 && anchor.is_some_and(|a| a.seqno() >= 16 * (run + 1)) {
+                return (run, TxId::new(1, seqno).unwrap());
+            }
+        }
+    }
+    panic!("no leaf of the first 256 has a receipt past the next run: signatures {signatures:?}");
 }
 
 fn audit_damage(dir: &Path) -> Vec<ledger_store::DerivedDamage> {
@@ -114,9 +118,9 @@ fn tree_files_damaged_while_open_are_refused_naming_them_and_rebuilt_at_the_next
     xor_at(&records, target.seqno() * 8 + 5, 0x03);
     assert_eq!(ledger.entry(target).unwrap().unwrap().entry, written[0].1);
     let level4 = dir.join("tree/level-04.hashes");
-    xor_at(&level4, 3 * 32 + 7, 0x10);
-    // A receipt whose path needs subtree [48, 64) (level-04 hash 3): leaves 32..48.
-    let neighbour = leaf_beside_run_3(&dir);
+    // A receipt whose path needs the subtree of level-04 hash `run`.
+    let (run, neighbour) = run_and_neighbour(&dir);
+    xor_at(&level4, run * 32 + 7, 0x10);
     assert_eq!(damaged_file(ledger.receipt(neighbour)), level4);
     // Damage to the ledger itself is still corruption, and not recorded as derived.
     let frames = ledger_frames(&dir);
@@ -127,7 +131,7 @@ fn tree_files_damaged_while_open_are_refused_naming_them_and_rebuilt_at_the_next
         Err(StoreError::Corrupt { .. })
     ));
     xor_at(&frame.path, frame.end - 1, 0x01);
-    xor_at(&level4, 3 * 32 + 7, 0x10);
+    xor_at(&level4, run * 32 + 7, 0x10);
     assert_eq!(ledger.derived_damage().len(), 2);
     ledger.close();
     drop(ledger);
@@ -226,12 +230,13 @@ fn a_level_hash_altered_with_its_checksum_fails_no_receipt_silently() {
     append_numbered(&ledger, "levels", 600);
     ledger.close();
     drop(ledger);
-    // Level-04 hash 3 (leaves 48..64) lies under level-08 hash 0, so the root the open
-    // checks does not read it; its chunk checksum is recomputed, as a forger would.
+    // A level-04 hash under level-08 hash 0, so the root the open checks does not read it;
+    // its chunk checksum is recomputed, as a forger would.
+    let (run, neighbour) = run_and_neighbour(&dir);
     let level4 = dir.join("tree/level-04.hashes");
     let chunk = ledger_store::tree::CHECK_CHUNK as usize;
     let mut bytes = fs::read(&level4).unwrap();
-    bytes[3 * 32] ^= 0x80;
+    bytes[run as usize * 32] ^= 0x80;
     fs::write(&level4, &bytes).unwrap();
     {
         let db = redb::Database::create(dir.join("index.redb")).unwrap();
@@ -245,15 +250,11 @@ fn a_level_hash_altered_with_its_checksum_fails_no_receipt_silently() {
     let damage = audit_damage(&dir);
     assert_eq!(damage.len(), 1, "{damage:?}");
     assert_eq!(damage[0].file, level4);
-    assert!(
-        damage[0].reason.contains("leaves 48..64"),
-        "{}",
-        damage[0].reason
-    );
+    let leaves = format!("leaves {}..{}", 16 * run, 16 * run + 16);
+    assert!(damage[0].reason.contains(&leaves), "{}", damage[0].reason);
 
     let (ledger, report) = reopen_ok(&dir, config());
     assert!(report.rebuilt.is_empty(), "{:?}", report.rebuilt);
-    let neighbour = leaf_beside_run_3(&dir);
     match ledger.receipt(neighbour) {
         Err(StoreError::DerivedDamaged { file, reason }) => {
             assert_eq!(file, dir.join("tree"));
