@@ -192,21 +192,8 @@ pub fn verify_endorsement(
 ) -> Result<Vec<u8>, CoseError> {
     let sign1 = CoseSign1::from_tagged_slice(endorsement)
         .map_err(|e| CoseError::NotCoseSign1(e.to_string()))?;
+    check_signer(&sign1, service_key)?;
     let header = &sign1.protected.header;
-    let curve = service_key.curve();
-    let expected_alg = algorithm(curve);
-    if header.alg != Some(coset::RegisteredLabelWithPrivate::Assigned(expected_alg)) {
-        return Err(CoseError::WrongAlgorithm {
-            found: format!("{:?}", header.alg),
-            expected: expected_alg.to_i64(),
-            curve,
-        });
-    }
-    if header.key_id != key_id(service_key) {
-        return Err(CoseError::WrongKey {
-            expected: String::from_utf8_lossy(&key_id(service_key)).into_owned(),
-        });
-    }
     if header.content_type != Some(coset::ContentType::Text(content_type.to_owned())) {
         return Err(CoseError::ProtectedHeader(format!(
             "the content type is not {content_type}"
@@ -216,7 +203,7 @@ pub fn verify_endorsement(
         .payload
         .clone()
         .ok_or_else(|| CoseError::ProtectedHeader("the endorsement has no payload".into()))?;
-    let length = signature_len(curve);
+    let length = signature_len(service_key.curve());
     if sign1.signature.len() != length {
         return Err(CoseError::MalformedSignature(length));
     }
@@ -284,23 +271,17 @@ fn parse(bytes: &[u8]) -> Result<CoseSign1, CoseError> {
     Ok(sign1)
 }
 
-fn check_signature(
-    sign1: &CoseSign1,
-    root: &Hash32,
-    service_key: &EcPublicKey,
-) -> Result<RootSignatureClaims, CoseError> {
+/// The protected header names `service_key`: its algorithm and its key id.
+fn check_signer(sign1: &CoseSign1, service_key: &EcPublicKey) -> Result<(), CoseError> {
     let header = &sign1.protected.header;
     let curve = service_key.curve();
     let expected_alg = algorithm(curve);
-    match &header.alg {
-        Some(coset::RegisteredLabelWithPrivate::Assigned(alg)) if *alg == expected_alg => {}
-        found => {
-            return Err(CoseError::WrongAlgorithm {
-                found: format!("{found:?}"),
-                expected: expected_alg.to_i64(),
-                curve,
-            });
-        }
+    if header.alg != Some(coset::RegisteredLabelWithPrivate::Assigned(expected_alg)) {
+        return Err(CoseError::WrongAlgorithm {
+            found: format!("{:?}", header.alg),
+            expected: expected_alg.to_i64(),
+            curve,
+        });
     }
     let kid = key_id(service_key);
     if header.key_id != kid {
@@ -308,8 +289,17 @@ fn check_signature(
             expected: String::from_utf8_lossy(&kid).into_owned(),
         });
     }
-    let claims = claims(header)?;
-    let length = signature_len(curve);
+    Ok(())
+}
+
+fn check_signature(
+    sign1: &CoseSign1,
+    root: &Hash32,
+    service_key: &EcPublicKey,
+) -> Result<RootSignatureClaims, CoseError> {
+    check_signer(sign1, service_key)?;
+    let claims = claims(&sign1.protected.header)?;
+    let length = signature_len(service_key.curve());
     if sign1.signature.len() != length {
         return Err(CoseError::MalformedSignature(length));
     }
