@@ -6,7 +6,11 @@
 # our receipts with the official azure-confidentialledger SDK and CCF's `ccf` package, both
 # installed from PyPI into a virtualenv this script creates, and the JavaScript compatibility
 # suite (the official @azure-rest/confidential-ledger SDK, installed from npm into
-# tests/js/node_modules as pinned by tests/js/package-lock.json, run with `node --test`).
+# tests/js/node_modules as pinned by tests/js/package-lock.json, run with `node --test`), and the
+# web suite: the verifier module's unit tests and the /verify and /explorer pages end to end in
+# headless Chromium (Debian's chromium package, installed with apt-get if missing, driven by
+# playwright-core from tests/web/node_modules as pinned by tests/web/package-lock.json;
+# screenshots in target/test-artifacts/web/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Every target is built once per run: incremental caches would only cost disk (gigabytes on a
@@ -70,3 +74,13 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)
   || { echo "Node.js 20 or later is needed, found $(node --version)"; exit 1; }
 npm ci --prefix tests/js --no-audit --no-fund --ignore-scripts --loglevel=error
 CLEDGER_BIN="$PWD/target/debug/cledger" node --test tests/js/*.test.mjs
+
+echo "== web pages (verifier module unit tests; the pages in headless Chromium)"
+# playwright-core downloads no browser: the pages run in Debian's Chromium. The browser tests
+# reuse tests/js/server.mjs (and so tests/js/node_modules, installed above).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "== installing chromium (the web page tests)"
+  apt-get install -y -qq chromium || { apt-get update -qq && apt-get install -y -qq chromium; }
+fi
+npm ci --prefix tests/web --no-audit --no-fund --ignore-scripts --loglevel=error
+CLEDGER_BIN="$PWD/target/debug/cledger" node --test tests/web/*.test.mjs

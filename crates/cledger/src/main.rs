@@ -1,6 +1,6 @@
 //! `cledger`: command-line entry point. Argument parsing and wiring only; the logic lives in
 //! the library crates (`ledger-core`, `ledger-store`, `ledger-identity`, `ledger-server`,
-//! `ledger-client`).
+//! `ledger-client`, `ledger-web`).
 
 mod bench;
 mod client;
@@ -71,6 +71,13 @@ enum Command {
         /// New directory for the copy.
         #[arg(long)]
         to: PathBuf,
+    },
+    /// Write the offline evidence verifier (one self-contained HTML file, the page `cledger
+    /// serve` serves at /verify) to FILE, or to stdout.
+    VerifierPage {
+        /// File to create or overwrite [default: stdout].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Operate on a ledger directory directly, without a server (the server must not be running).
     #[command(subcommand)]
@@ -335,9 +342,34 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             audit(&dir, repair, cli.conn.service_cert.clone(), cli.conn.json)
         }
         Command::Backup { data_dir, to } => backup(&data_dir, &to, cli.conn.json),
+        Command::VerifierPage { out } => verifier_page(out.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Local(cmd) => local(cmd).map(|()| ExitCode::SUCCESS),
         Command::Client(cmd) => Ok(client::run(cmd, &cli.conn)),
     }
+}
+
+/// `cledger verifier-page`: the page is compiled in, so this needs no server and no network.
+fn verifier_page(out: Option<&Path>) -> Result<(), String> {
+    let page = ledger_web::verifier_page();
+    match out {
+        Some(path) => {
+            std::fs::write(path, page).map_err(|e| format!("{}: {e}", path.display()))?;
+            eprintln!(
+                "wrote {} ({} bytes); open it in a browser to verify evidence packages offline",
+                path.display(),
+                page.len()
+            );
+        }
+        None => {
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(page.as_bytes())
+                .and_then(|()| stdout.flush())
+                .map_err(|e| format!("stdout: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn backup(data_dir: &Path, to: &Path, json: bool) -> Result<ExitCode, String> {

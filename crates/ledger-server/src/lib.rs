@@ -7,7 +7,8 @@
 //! * `listener`: the accept loop that tags each request with its caller;
 //! * this module: [`Server`] (start, address, graceful shutdown) and [`run`].
 //!
-//! The routes themselves are `ledger-http`'s; this crate only hosts them.
+//! The routes themselves are `ledger-http`'s (and the public pages `ledger-web`'s); this crate
+//! only hosts them.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), ledger_server::ServeError> {
@@ -278,6 +279,10 @@ impl Server {
             (config.metrics && metrics_listener.is_none()).then(|| metrics.clone()),
             config.data_dir.join("ledger"),
         );
+        // The auditor's pages are public, like `/healthz`: added after (so outside) the bearer
+        // layer and the API's own authentication, a visitor with no certificate, or with a
+        // token this node does not accept, still gets them. They carry no ledger data.
+        let app = ledger_web::routes(app, node.ledger_id.clone());
         let app = match &cluster {
             Some(c) => cluster::routes(app, c.clone()),
             None => app,
