@@ -1,8 +1,9 @@
 // The web pages `cledger serve` serves without authentication, in a real browser (Debian's
 // headless Chromium driven by playwright-core): /verify checks an evidence package made by
 // `cledger notarize` entirely in the browser (no request leaves the page; CSP connect-src
-// 'none'), and /explorer browses the ledger through the public REST API with a bearer token,
-// pages through a collection and verifies an entry's receipt.
+// 'none'), also on a phone-sized screen and by keyboard alone; /explorer browses the ledger
+// through the public REST API with a bearer token or the browser's client certificate, pages
+// through a collection and verifies an entry's receipt.
 //
 // One server for the file: it trusts a local token issuer (harness.mjs) and holds 250 entries in
 // subledger:0 plus one notarized document (collection `documents`). Every state the tests look at
@@ -226,6 +227,38 @@ describe("/verify", () => {
   });
 });
 
+/** What keeps a page usable without a mouse or a wide screen (none of these may be listed). */
+const usabilityProblems = (page) =>
+  page.evaluate(() => {
+    const problems = [];
+    if (document.documentElement.scrollWidth > window.innerWidth) problems.push(`scrolls sideways: ${document.documentElement.scrollWidth} > ${window.innerWidth} px`);
+    for (const field of document.querySelectorAll("input, textarea")) if (field.labels.length === 0) problems.push(`#${field.id} has no label`);
+    for (const button of document.querySelectorAll("button")) if (!(button.getAttribute("aria-label") || button.textContent.trim())) problems.push(`a button has no name: ${button.outerHTML}`);
+    return problems;
+  });
+
+test("/verify on a phone, by keyboard only: Tab to the drop zone, Enter chooses the package", async (t) => {
+  const phone = await newContext(browser, { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+  try {
+    const p = await openPage(phone);
+    const { page } = p;
+    // Listening before the page loads: Playwright intercepts file choosers only once a listener
+    // exists, and turning that on is asynchronous.
+    const chooser = page.waitForEvent("filechooser");
+    await page.goto(`${server.endpoint}/verify`, { waitUntil: "networkidle" });
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement?.id), "drop-zone", "the first Tab stop");
+    await page.keyboard.press("Enter");
+    await (await chooser).setFiles(files.package);
+    assert.equal(await waitVerdict(page, "#verdict"), "verified", describeChecks(await readChecks(page, "ol#checks")));
+    await shot(t, page, "verify-phone");
+    assert.deepEqual(await usabilityProblems(page), []);
+    await closePage(p);
+  } finally {
+    await phone.close();
+  }
+});
+
 // ---------------------------------------------------------------------------------------------
 // /explorer
 
@@ -265,6 +298,7 @@ describe("/explorer", () => {
     assert.equal(await page.isDisabled("button#page-prev"), true, "#page-prev on the first page");
     const pages = [await rowTxids(page)];
     await shot(t, page, "explorer-page-1");
+    assert.deepEqual(await usabilityProblems(page), [], "/explorer");
     while (!(await page.isDisabled("button#page-next"))) {
       assert.ok(pages.length < 100, "more than 100 pages: #page-next never gets disabled");
       pages.push(await turnPage(page, "button#page-next"));
@@ -303,23 +337,48 @@ describe("/explorer", () => {
       assert.ok(allowed.includes(checks[id].status), `receipt check ${id}:\n${describeChecks(checks)}`);
     }
 
-    // Pinned (input#explorer-cert-file, the page's optional pin): every receipt check passes.
-    if (await page.$("input#explorer-cert-file")) {
-      await page.setInputFiles("input#explorer-cert-file", files.serviceCert);
-      await page.click("button#verify-receipt");
-      await page.waitForSelector('ol#receipt-checks > li[data-check="service-certificate"][data-status="pass"]');
-      const pinnedState = await waitVerdict(page, "#receipt-verdict");
-      const pinned = await readChecks(page, "ol#receipt-checks");
-      await shot(t, page, "explorer-receipt-pinned");
-      assert.equal(pinnedState, "verified", `receipt of ${txid}, service certificate pinned:\n${describeChecks(pinned)}`);
-      assertCheckIds(pinned, RECEIPT_CHECKS);
-      for (const id of RECEIPT_CHECKS) assert.equal(pinned[id].status, "pass", `receipt check ${id} (pinned):\n${describeChecks(pinned)}`);
-    } else {
-      t.diagnostic("no input#explorer-cert-file: the pinned receipt verification is not exercised");
-    }
+    // Pinned (input#explorer-cert-file): every receipt check passes.
+    await page.setInputFiles("input#explorer-cert-file", files.serviceCert);
+    await page.click("button#verify-receipt");
+    await page.waitForSelector('ol#receipt-checks > li[data-check="service-certificate"][data-status="pass"]');
+    const pinnedState = await waitVerdict(page, "#receipt-verdict");
+    const pinned = await readChecks(page, "ol#receipt-checks");
+    await shot(t, page, "explorer-receipt-pinned");
+    assert.equal(pinnedState, "verified", `receipt of ${txid}, service certificate pinned:\n${describeChecks(pinned)}`);
+    assertCheckIds(pinned, RECEIPT_CHECKS);
+    for (const id of RECEIPT_CHECKS) assert.equal(pinned[id].status, "pass", `receipt check ${id} (pinned):\n${describeChecks(pinned)}`);
     const error = await page.evaluate(() => document.querySelector("#explorer-error")?.textContent.trim() ?? "");
     assert.equal(error, "", "#explorer-error after a successful session");
     await closePage(p);
+  });
+
+  test("with the browser's client certificate (the administrator's): an entry and its verified receipt", async (t) => {
+    // Playwright presents the certificate in the TLS handshake, as a browser with it installed would.
+    const pem = readFileSync(server.adminPemPath, "utf8");
+    const block = (label) => pem.match(new RegExp(`-----BEGIN ${label}-----[\\s\\S]+?-----END ${label}-----\\n?`))[0];
+    const withCert = await newContext(browser, {
+      viewport: { width: 1280, height: 900 },
+      clientCertificates: [{ origin: server.endpoint, cert: Buffer.from(block("CERTIFICATE")), key: Buffer.from(block("(?:EC |)PRIVATE KEY")) }],
+    });
+    withCert.setDefaultTimeout(WAIT_MS);
+    try {
+      const p = await openPage(withCert);
+      const { page } = p;
+      await page.goto(`${server.endpoint}/explorer`);
+      await page.click("button#use-client-cert");
+      await page.click('#collections button[data-collection="documents"]');
+      await page.click(`table#entries tbody tr[data-txid="${files.evidence.transactionId}"] button.entry-open`);
+      await page.waitForFunction(() => /Committed/.test(document.querySelector("#entry-status")?.textContent ?? ""));
+      await page.click("button#verify-receipt");
+      const state = await waitVerdict(page, "#receipt-verdict");
+      const checks = await readChecks(page, "ol#receipt-checks");
+      await shot(t, page, "explorer-client-certificate");
+      assert.equal(state, "verified", describeChecks(checks));
+      assert.equal(checks.entry.status, "pass", "the notarized entry is the one its receipt reveals");
+      await closePage(p);
+    } finally {
+      await withCert.close();
+    }
   });
 
   test("without a token and without a client certificate: a clear 401 message", async (t) => {

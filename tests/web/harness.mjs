@@ -209,8 +209,8 @@ export async function launchChromium() {
  * A browser context for the ledger's pages. The ledger's TLS certificate is issued by its own
  * service CA, which Chromium does not trust; trust is not what these tests are about.
  */
-export function newContext(browser) {
-  return browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
+export function newContext(browser, options = { viewport: { width: 1280, height: 900 } }) {
+  return browser.newContext({ ignoreHTTPSErrors: true, ...options });
 }
 
 /** A full-page screenshot at target/test-artifacts/web/<name>.png; returns its path. */

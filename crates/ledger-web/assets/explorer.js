@@ -124,8 +124,7 @@ async function showPage() {
   const entries = body.entries ?? [];
   paging.next = body.nextLink ?? body["@nextLink"] ?? null;
   $("entries").tBodies[0].replaceChildren(...entries.map(entryRow));
-  const first = paging.index * 100 + 1; // the ledger pages by up to 100 entries
-  $("page-info").textContent = entries.length ? `Page ${paging.index + 1}: ${entries.length} entries (${entries[0].transactionId} \u2026 ${entries[entries.length - 1].transactionId})` : first === 1 ? "No entries in this collection." : "No more entries.";
+  $("page-info").textContent = entries.length ? `Page ${paging.index + 1}: ${entries.length} entries (${entries[0].transactionId} \u2026 ${entries[entries.length - 1].transactionId})` : paging.index === 0 ? "No entries in this collection." : "No more entries.";
   $("page-prev").disabled = paging.index === 0;
   $("page-next").disabled = !paging.next;
 }
