@@ -3,7 +3,8 @@
 //! serves both without authentication; `cledger verifier-page` writes the verifier to a file.
 //!
 //! This crate owns assembling the pages from their assets (`assets/`: the HTML templates,
-//! `style.css`, the verification module `verify.mjs` and each page's UI module), their
+//! `style.css`, the verification module `verify.mjs`, `report-view.js` that shows a report,
+//! and each page's UI module), their
 //! Content-Security-Policy, and the routes that serve them. The verification itself is
 //! JavaScript in the assets; nothing here interprets evidence.
 //!
