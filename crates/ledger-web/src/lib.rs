@@ -4,8 +4,7 @@
 //!
 //! This crate owns assembling the pages from their assets (`assets/`: the HTML templates,
 //! `style.css`, the verification module `verify.mjs`, `report-view.js` that shows a report,
-//! and each page's UI module), their
-//! Content-Security-Policy, and the routes that serve them. The verification itself is
+//! and each page's UI module), their Content-Security-Policy, and the routes that serve them. The verification itself is
 //! JavaScript in the assets; nothing here interprets evidence.
 //!
 //! Each page is one self-contained HTML file, style and script inline, because:
