@@ -642,11 +642,12 @@ mod tests {
         let claims = verify_root_signature(&bytes, &root, &signer.public_key()).unwrap();
         assert_eq!(claims.txid, TxId::new(3, 42).unwrap());
         assert_eq!(read_claims(&bytes).unwrap(), claims);
-        // Deterministic ECDSA: the same inputs sign to the same bytes.
-        assert_eq!(
-            bytes,
-            signer.sign_root(&root, TxId::new(3, 42).unwrap(), None, 1_700_000_000)
-        );
+        // Random ECDSA nonces: signing again changes only the signature.
+        let again = signer.sign_root(&root, TxId::new(3, 42).unwrap(), None, 1_700_000_000);
+        assert_eq!(bytes.len(), again.len());
+        assert_eq!(bytes[..bytes.len() - 96], again[..again.len() - 96]);
+        assert_ne!(bytes, again);
+        verify_root_signature(&again, &root, &signer.public_key()).unwrap();
     }
 
     #[test]

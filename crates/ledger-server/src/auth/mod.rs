@@ -8,8 +8,10 @@
 //! * [`IssuerConfig`]: one trusted issuer, as configured (`[[jwt_issuers]]` / `--jwt-*`);
 //! * [`keys`]: where an issuer's signing keys come from, and their cache (refresh, backoff);
 //! * [`validate`]: [`TokenValidator`], the checks a token must pass, each with its own error;
+//! * [`cache`]: tokens that passed them, so a client's repeated token is verified once;
 //! * [`layer`]: the middleware that turns a header into a caller, or into a 401.
 
+pub mod cache;
 pub mod keys;
 pub mod layer;
 pub mod validate;

@@ -5,9 +5,12 @@
 //! shape → algorithm (from a fixed list; `none` and HMAC never) → issuer (picks the trusted
 //! issuer, so its keys and audiences apply) → signing key by `kid` (an unknown one triggers a
 //! rate-limited key refresh) → the key must allow the algorithm → signature, `exp`/`nbf` (60 s
-//! leeway), `aud`, `iss` → tenant pin → user claim. Tokens are never logged or echoed.
+//! leeway), `aud`, `iss` → tenant pin → user claim. Tokens are never logged or echoed. A token
+//! that passed is remembered until its `exp` while its issuer's keys stay the same ([`cache`]),
+//! so a client sending one token with every request pays for the signature check once.
 
 use super::IssuerConfig;
+use super::cache::{self, Verification, VerifiedTokens};
 use super::keys::{KeyError, KeyStore, SUPPORTED};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -55,6 +58,7 @@ pub enum TokenError {
 /// Validates bearer tokens against the configured issuers.
 pub struct TokenValidator {
     issuers: Vec<Arc<Issuer>>,
+    verified: VerifiedTokens,
 }
 
 struct Issuer {
@@ -84,7 +88,10 @@ impl TokenValidator {
                 keys,
             }));
         }
-        Ok(TokenValidator { issuers })
+        Ok(TokenValidator {
+            issuers,
+            verified: VerifiedTokens::new(cache::CAPACITY),
+        })
     }
 
     /// Checks `token` (the part after `Bearer `); returns the user id.
@@ -92,6 +99,41 @@ impl TokenValidator {
         if self.issuers.is_empty() {
             return Err(TokenError::NoIssuers);
         }
+        let now = unix_now();
+        if let Some((user, issuer)) = self
+            .verified
+            .get(token, now, |i| self.issuers[i].keys.current())
+        {
+            // As a full check would: keys past their age are refreshed in the background.
+            self.refresh_if_stale(&self.issuers[issuer]);
+            return Ok(user);
+        }
+        let verified = self.verify(token).await?;
+        self.verified.insert(
+            Verification {
+                token,
+                user: &verified.user,
+                issuer: verified.issuer,
+                keys: verified.keys,
+                valid_until: verified.exp.saturating_add(LEEWAY_SECS),
+            },
+            now,
+        );
+        Ok(verified.user)
+    }
+
+    fn refresh_if_stale(&self, issuer: &Arc<Issuer>) {
+        if issuer.keys.stale() {
+            // Refresh in the background; this request uses the keys we have.
+            let issuer = Arc::clone(issuer);
+            tokio::spawn(async move {
+                issuer.keys.refresh().await;
+            });
+        }
+    }
+
+    /// Every check, in the order of the module docs.
+    async fn verify(&self, token: &str) -> Result<Verified, TokenError> {
         let (header, claims) = peek(token)?;
         let alg = header
             .get("alg")
@@ -105,23 +147,18 @@ impl TokenValidator {
             .get("iss")
             .and_then(Value::as_str)
             .ok_or_else(|| TokenError::MissingClaim("iss".to_owned()))?;
-        let issuer = self
+        let issuer_index = self
             .issuers
             .iter()
-            .find(|i| i.config.issuer == iss)
+            .position(|i| i.config.issuer == iss)
             .ok_or(TokenError::WrongIssuer)?;
+        let issuer = &self.issuers[issuer_index];
         let kid = match header.get("kid") {
             None => None,
             Some(Value::String(k)) => Some(k.as_str()),
             Some(_) => return Err(TokenError::Malformed),
         };
-        if issuer.keys.stale() {
-            // Refresh in the background; this request uses the keys we have.
-            let issuer = Arc::clone(issuer);
-            tokio::spawn(async move {
-                issuer.keys.refresh().await;
-            });
-        }
+        self.refresh_if_stale(issuer);
         let mut keys = issuer.keys.current();
         if keys.find(kid).is_none() && issuer.keys.refresh().await {
             keys = issuer.keys.current();
@@ -160,17 +197,44 @@ impl TokenValidator {
             }
         }
         let claim = &issuer.config.user_claim;
-        match claims.get(claim).and_then(Value::as_str) {
+        let user = match claims.get(claim).and_then(Value::as_str) {
             Some(user) if !user.is_empty() => {
                 crate::http::users::token_principal(issuer.config.principal_prefix.as_deref(), user)
                     .map_err(|e| TokenError::BadPrincipal {
                         claim: claim.clone(),
                         reason: e.to_string(),
-                    })
+                    })?
             }
-            _ => Err(TokenError::MissingClaim(claim.clone())),
-        }
+            _ => return Err(TokenError::MissingClaim(claim.clone())),
+        };
+        // Required and checked by `decode`: a number of seconds.
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| TokenError::MissingClaim("exp".to_owned()))?;
+        Ok(Verified {
+            user,
+            issuer: issuer_index,
+            keys,
+            exp,
+        })
     }
+}
+
+/// What a full check of a token established.
+struct Verified {
+    user: String,
+    issuer: usize,
+    /// The issuer's key set the signature was checked against.
+    keys: Arc<super::keys::KeySet>,
+    /// The token's `exp` (Unix seconds).
+    exp: u64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn alg_name(alg: Algorithm) -> &'static str {
@@ -238,6 +302,7 @@ mod tests {
                 },
                 keys: KeyStore::empty_for_tests(),
             })],
+            verified: VerifiedTokens::new(cache::CAPACITY),
         });
         let b64 = |s: &str| URL_SAFE_NO_PAD.encode(s);
         for alg in ["none", "HS256", "RS512", "EdDSA"] {
