@@ -36,7 +36,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / "target" / "release" / "cledger"
+BIN = Path(os.environ.get("CLEDGER_BIN") or ROOT / "target" / "release" / "cledger")
 READY = re.compile(r"^listening on https://127\.0\.0\.1:(\d+)")
 HZ = os.sysconf("SC_CLK_TCK")
 

@@ -4,6 +4,9 @@
 # Starts a throwaway PostgreSQL (OS packages) in a fresh temp dir on loopback with
 # fsync=on, synchronous_commit=on, full_page_writes=on, and drives it with pgbench:
 #   plain - one INSERT of (collection, contents, sha256(contents)) per transaction
+#   tls   - the plain insert over TLS with client certificate authentication (hostssl ... cert,
+#           sslmode=verify-full, P-384 certificates): what a secure deployment uses, and what
+#           cledger's mTLS clients pay for too
 #   chain - the same entry appended to a table carrying a SHA-256 hash chain, serialised
 #           on a single head row (hash_n = sha256(hash_{n-1} || sha256(contents_n)));
 #           the chain is verified with SQL after every run.
@@ -139,12 +142,39 @@ MAX_CONN=$(( MAX_CLIENTS + 10 ))
 "${AS_PG[@]}" "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C >"$WORK/initdb.log" 2>&1 \
   || { cat "$WORK/initdb.log" >&2; exit 1; }
 
+# TLS for the `tls` workload: a CA, a server certificate for 127.0.0.1 and a client certificate
+# for the role `postgres` (certificate authentication maps the CN to the role). Connections
+# without TLS keep trust authentication (the other workloads, and psql for setup).
+TLS="$WORK/tls"
+mkdir -p "$TLS"
+make_cert() { # NAME SUBJECT [EXTFILE]: NAME.key, NAME.crt signed by the CA
+  openssl ecparam -name secp384r1 -genkey -noout -out "$TLS/$1.key" 2>/dev/null
+  openssl req -new -key "$TLS/$1.key" -subj "$2" -out "$TLS/$1.csr" 2>/dev/null
+  openssl x509 -req -in "$TLS/$1.csr" -CA "$TLS/ca.crt" -CAkey "$TLS/ca.key" -CAcreateserial \
+    -days 2 -sha384 ${3:+-extfile "$3"} -out "$TLS/$1.crt" 2>/dev/null
+}
+openssl ecparam -name secp384r1 -genkey -noout -out "$TLS/ca.key" 2>/dev/null
+openssl req -new -x509 -key "$TLS/ca.key" -subj "/CN=baseline CA" -days 2 -sha384 -out "$TLS/ca.crt" 2>/dev/null
+echo "subjectAltName=IP:127.0.0.1" >"$TLS/server.ext"
+make_cert server "/CN=127.0.0.1" "$TLS/server.ext"
+make_cert client "/CN=postgres"
+chown -R "$PG_OWNER" "$TLS"
+chmod 0600 "$TLS"/*.key
+cat >"$PGDATA/pg_hba.conf" <<'EOF'
+local     all  all                 trust
+hostssl   all  all  127.0.0.1/32   cert
+hostnossl all  all  127.0.0.1/32   trust
+EOF
+export PGSSLMODE=disable   # setup and the plain/chain workloads: no TLS
+TLS_ENV=(env PGSSLMODE=verify-full PGSSLROOTCERT="$TLS/ca.crt" PGSSLCERT="$TLS/client.crt" PGSSLKEY="$TLS/client.key")
+
 # Everything not listed here is the PostgreSQL default (shared_buffers=128MB, max_wal_size=1GB,
 # wal_sync_method=fdatasync on Linux, commit_delay=0, ...). max_connections is raised only so
 # that the largest client count fits (default 100).
 PG_OPTS="-c listen_addresses=127.0.0.1 -c port=$PORT -c unix_socket_directories=$WORK"
 PG_OPTS+=" -c fsync=on -c synchronous_commit=on -c full_page_writes=on"
 PG_OPTS+=" -c max_connections=$MAX_CONN"
+PG_OPTS+=" -c ssl=on -c ssl_cert_file=$TLS/server.crt -c ssl_key_file=$TLS/server.key -c ssl_ca_file=$TLS/ca.crt"
 "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/server.log" -w -t 60 -o "$PG_OPTS" start >/dev/null \
   || { cat "$WORK/server.log" >&2; exit 1; }
 STARTED=1
@@ -266,15 +296,37 @@ echo "# $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | se
 echo "# settings: $("${PSQL[@]}" -A -t -c "SELECT string_agg(name || '=' || current_setting(name), ' ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync','synchronous_commit','full_page_writes','wal_sync_method','shared_buffers','max_wal_size','max_connections','commit_delay','wal_level')")"
 echo "# entry: ${ENTRY_BYTES}-byte contents; pgbench -n -M prepared -j 2 -T $DURATION; clients $CLIENTS; $RUNS run(s) each"
 
-RESULTS="$WORK/results.tsv"   # workload clients run tps latency_ms
+# CPU clock ticks used so far by the whole PostgreSQL server: the postmaster, its live children
+# (background writers, WAL writer, checkpointer) and, through cutime/cstime, every backend that
+# has exited (pgbench's connections, once it is done).
+pg_cpu_ticks() {
+  local pm child total
+  pm="$(head -1 "$PGDATA/postmaster.pid")"
+  total="$(awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat")"
+  for child in $(pgrep -P "$pm"); do
+    total=$(( total + $(awk '{print $14 + $15}' "/proc/$child/stat" 2>/dev/null || echo 0) ))
+  done
+  echo "$total"
+}
+HZ="$(getconf CLK_TCK)"
+
+RESULTS="$WORK/results.tsv"   # workload clients run tps latency_ms server_us client_us
 : >"$RESULTS"
-for workload in plain chain; do
+# The tls workload is the plain one over TLS with a client certificate.
+cp "$WORK/plain.sql" "$WORK/tls.sql"
+chown "$PG_OWNER" "$WORK/tls.sql"
+setup_tls() { setup_plain; }
+for workload in plain tls chain; do
   for c in "${CLIENT_LIST[@]}"; do
     for ((r = 1; r <= RUNS; r++)); do
       "setup_$workload"
       out="$WORK/pgbench.out"
       # In the background + wait, so that a signal to this script is handled at once.
-      "${AS_PG[@]}" "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -n -f "$WORK/$workload.sql" \
+      connect=(env)
+      [[ $workload == tls ]] && connect=("${TLS_ENV[@]}")
+      cpu_before="$(pg_cpu_ticks)"
+      /usr/bin/time -f "%U %S" -o "$WORK/pgbench.cpu" \
+        "${AS_PG[@]}" "${connect[@]}" "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -n -f "$WORK/$workload.sql" \
           -c "$c" -j 2 -T "$DURATION" -M prepared bench >"$out" 2>&1 &
       PGBENCH_PID=$!
       if ! wait "$PGBENCH_PID"; then
@@ -282,6 +334,8 @@ for workload in plain chain; do
         echo "pgbench failed ($workload, $c clients, run $r):" >&2; cat "$out" >&2; exit 1
       fi
       PGBENCH_PID=""
+      sleep 0.5   # the backends exit and are reaped into the postmaster's cutime
+      cpu_after="$(pg_cpu_ticks)"
       tps="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$out")"
       lat="$(sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' "$out")"
       failed="$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")"
@@ -299,8 +353,15 @@ for workload in plain chain; do
         fi
         check="  chain verified: ${check% ok} rows"
       fi
-      printf '%s\t%s\t%s\t%s\t%s\n' "$workload" "$c" "$r" "$tps" "$lat" >>"$RESULTS"
-      printf '  %-5s clients=%-4s run %d/%d: tps=%s latency=%s ms%s\n' "$workload" "$c" "$r" "$RUNS" "$tps" "$lat" "$check" >&2
+      # CPU per transaction: the server's (all its processes) and pgbench's.
+      read -r server_us client_us < <(python3 -c "
+import sys
+tps, secs, ticks, hz = float('$tps'), float('$DURATION'), int('$cpu_after') - int('$cpu_before'), int('$HZ')
+u, s = map(float, open('$WORK/pgbench.cpu').read().split()[-2:])
+ops = tps * secs
+print(f'{ticks / hz / ops * 1e6:.1f} {(u + s) / ops * 1e6:.1f}')")
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$c" "$r" "$tps" "$lat" "$server_us" "$client_us" >>"$RESULTS"
+      printf '  %-5s clients=%-4s run %d/%d: tps=%s latency=%s ms server %s us/tx pgbench %s us/tx%s\n' "$workload" "$c" "$r" "$RUNS" "$tps" "$lat" "$server_us" "$client_us" "$check" >&2
     done
   done
 done
@@ -313,18 +374,20 @@ import json, statistics, sys
 path, json_path, duration, entry = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rows = {}
 for line in open(path):
-    w, c, r, tps, lat = line.split("\t")
-    rows.setdefault((w, int(c)), []).append((float(tps), float(lat)))
+    w, c, r, tps, lat, srv, cli = line.split("\t")
+    rows.setdefault((w, int(c)), []).append((float(tps), float(lat), float(srv), float(cli)))
 out = []
 print()
-print(f"{'workload':<9}{'clients':>8}{'median tps':>12}{'median latency ms':>19}  runs (tps)")
+print(f"{'workload':<9}{'clients':>8}{'median tps':>12}{'median latency ms':>19}{'srv us/tx':>10}{'pgbench us/tx':>14}  runs (tps)")
 for (w, c), v in rows.items():
-    tps = [t for t, _ in v]
-    lat = [l for _, l in v]
+    tps = [x[0] for x in v]
+    lat = [x[1] for x in v]
     m, ml = statistics.median(tps), statistics.median(lat)
-    print(f"{w:<9}{c:>8}{m:>12.0f}{ml:>19.2f}  " + ", ".join(f"{t:.0f}" for t in tps))
+    srv, cli = statistics.median([x[2] for x in v]), statistics.median([x[3] for x in v])
+    print(f"{w:<9}{c:>8}{m:>12.0f}{ml:>19.2f}{srv:>10.1f}{cli:>14.1f}  " + ", ".join(f"{t:.0f}" for t in tps))
     out.append({"workload": w, "clients": c, "runs": tps, "median_tps": m,
                 "latency_ms": ml, "latency_ms_runs": lat,
+                "server_cpu_us_per_tx": srv, "client_cpu_us_per_tx": cli,
                 "duration_s": duration, "entry_bytes": entry})
 if json_path:
     with open(json_path, "w") as f:

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Issue 18's comparison, from one run on this machine (everything shares its cores): durable
+# 256-byte writes at the same concurrency, fsync on, with the CPU each side used per write.
+#
+#   benches/throughput.sh [RUNS] [SECONDS] [CONNECTIONS]     # default 3 10 64
+#
+# 1. PostgreSQL (benches/baseline/postgres.sh): a plain INSERT, the same over TLS with client
+#    certificate authentication, and a hash-chained append-only table; pgbench -M prepared.
+# 2. cledger, one node, driven by `cledger bench` over HTTPS with a client certificate (mTLS):
+#    benches/http.sh append.
+# 3. cledger, one node, driven by h2load (nghttp2-client, a C load generator) with a bearer
+#    token: the server's own ceiling when the generator is cheap.
+# 4. cledger, a 3-node cluster through its primary, next to one node again (benches/cluster.py
+#    --parts throughput), `cledger bench` with mTLS.
+# Then one table of the medians. Raw results go to benches/results/throughput-*.json (and the
+# files the scripts above write). CLEDGER_BIN: the build to measure (default: a release build).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUNS="${1:-3}" SECS="${2:-10}" CONNS="${3:-64}"
+OUT="$ROOT/benches/results"
+WORK="$(mktemp -d "${BENCH_DIR:-/var/tmp}/cledger-throughput.XXXXXX")"
+PORT="${BENCH_PORT:-19565}"
+mkdir -p "$OUT"
+if [ -z "${CLEDGER_BIN:-}" ]; then
+    (cd "$ROOT" && cargo build --release -q -p cledger)
+    CLEDGER_BIN="$ROOT/target/release/cledger"
+fi
+export CLEDGER_BIN
+command -v h2load >/dev/null || apt-get install -y -qq nghttp2-client \
+    || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
+
+server_pid=""
+cleanup() {
+    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "== 1. PostgreSQL: plain, TLS + client certificate, hash chain ($CONNS clients)"
+"$ROOT/benches/baseline/postgres.sh" --clients "$CONNS" --duration "$SECS" --runs "$RUNS" \
+    --json "$OUT/throughput-postgres.json" 2>&1 | tail -5
+
+echo "== 2. cledger, one node, cledger bench (mTLS)"
+"$ROOT/benches/http.sh" append "$RUNS" "$SECS" "$CONNS"
+
+echo "== 3. cledger, one node, h2load with a bearer token"
+node "$ROOT/benches/token.mjs" "$WORK/jwks.json" bench-user >"$WORK/token"
+python3 -c "print('{\"contents\":\"' + 'a' * 256 + '\"}')" >"$WORK/body.json"
+"$CLEDGER_BIN" serve --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" \
+    --jwt-issuer https://issuer.test --jwt-audience cledger --jwt-jwks-file "$WORK/jwks.json" \
+    --jwt-tenant-id t1 >"$WORK/serve.out" 2>"$WORK/serve.err" &
+server_pid=$!
+until curl -sfk "https://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do
+    kill -0 "$server_pid" 2>/dev/null || { cat "$WORK/serve.err"; exit 1; }
+    sleep 0.05
+done
+curl -sf --cacert "$WORK/data/service_cert.pem" --cert "$WORK/data/admin.pem" -X PATCH \
+    -H 'content-type: application/merge-patch+json' -d '{"assignedRole":"Contributor"}' \
+    "https://localhost:$PORT/app/users/bench-user?api-version=2022-05-13" >/dev/null
+hz=$(getconf CLK_TCK)
+for r in $(seq 1 "$RUNS"); do
+    before=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
+    /usr/bin/time -f "%U %S" -o "$WORK/h2load.cpu" h2load -D "$SECS" --warm-up-time 2 -c "$CONNS" \
+        -m 1 -t 1 -d "$WORK/body.json" -H "authorization: Bearer $(cat "$WORK/token")" \
+        -H 'content-type: application/json' \
+        "https://127.0.0.1:$PORT/app/transactions?api-version=2022-05-13" >"$WORK/h2load.out" 2>&1
+    after=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
+    python3 - "$WORK" "$((after - before))" "$hz" "$SECS" "$OUT/throughput-h2load-r$r.json" <<'EOF'
+import json, re, sys
+work, ticks, hz, secs, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+out = open(f"{work}/h2load.out").read()
+rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))
+done, ok = (int(x) for x in re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out).groups())
+if ok != done:
+    sys.exit(f"h2load: {done - ok} requests failed:\n{out}")
+mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out).group(1)
+u, s = map(float, open(f"{work}/h2load.cpu").read().split()[-2:])
+ops = rps * (secs + 2)  # the warm-up used CPU too
+r = {"writes_per_sec": rps, "mean_latency": mean,
+     "server_cpu_us_per_op": ticks / hz / ops * 1e6, "generator_cpu_us_per_op": (u + s) / ops * 1e6}
+json.dump(r, open(path, "w"), indent=1)
+print(f"  {rps:8.0f} writes/s  mean {mean}  server {r['server_cpu_us_per_op']:.1f} us/op  h2load {r['generator_cpu_us_per_op']:.1f} us/op")
+EOF
+done
+kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+
+echo "== 4. cledger, one node and a 3-node cluster (cledger bench, mTLS)"
+python3 "$ROOT/benches/cluster.py" --runs "$RUNS" --seconds "$SECS" --connections "$CONNS" \
+    --parts throughput
+
+echo "== summary (medians of $RUNS runs, $CONNS connections, 256-byte entries, fsync on)"
+python3 - "$OUT" "$RUNS" "$CONNS" <<'EOF'
+import json, statistics, sys
+out, runs, conns = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+med = statistics.median
+rows = []
+for w in json.load(open(f"{out}/throughput-postgres.json")):
+    rows.append((f"PostgreSQL {w['workload']}", w["median_tps"], w["server_cpu_us_per_tx"], w["client_cpu_us_per_tx"], "pgbench"))
+bench = [json.load(open(f"{out}/append-c{conns}-r{r}.json")) for r in range(1, runs + 1)]
+rows.append(("cledger, 1 node, mTLS", med([b["phases"][0]["ops_per_sec"] for b in bench]),
+             med([b["server_cpu_us_per_op"] for b in bench]), med([b["generator_cpu_us_per_op"] for b in bench]), "cledger bench"))
+h2 = [json.load(open(f"{out}/throughput-h2load-r{r}.json")) for r in range(1, runs + 1)]
+rows.append(("cledger, 1 node, bearer token", med([h["writes_per_sec"] for h in h2]),
+             med([h["server_cpu_us_per_op"] for h in h2]), med([h["generator_cpu_us_per_op"] for h in h2]), "h2load"))
+cluster = json.load(open(f"{out}/cluster-throughput.json"))["throughput"]
+for name, rs in cluster.items():
+    cpu = sum(med([r["cpu_us_per_write"][i] for r in rs]) for i in range(len(rs[0]["cpu_us_per_write"])))
+    label = "cledger, 3-node cluster, mTLS" if len(rs[0]["cpu_us_per_write"]) > 1 else "cledger, 1 node, mTLS (cluster.py)"
+    rows.append((label, med([r["writes_per_sec"] for r in rs]), cpu, None, "cledger bench"))
+plain = rows[0][1]
+print(f"{'':34} {'writes/s':>9} {'x PG plain':>10} {'server us/write':>16} {'client us/write':>16}  generator")
+for name, rate, srv, cli, gen in rows:
+    cli = f"{cli:16.1f}" if cli is not None else f"{'':>16}"
+    print(f"{name:34} {rate:9.0f} {rate / plain:10.2f} {srv:16.1f} {cli}  {gen}")
+print("(cluster: server CPU summed over the three nodes)")
+EOF
