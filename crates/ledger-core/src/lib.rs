@@ -2,9 +2,10 @@
 //! must match CCF and Azure confidential ledger: transaction ids, entry encoding and write-set
 //! digests, commit evidence, claims digests, the Merkle history tree (and its RFC 6962 twin),
 //! receipts and root signatures, and the C2SP signed notes, checkpoints and cosignatures
-//! witnesses exchange. It does no I/O and has no notion of time or randomness (callers pass
-//! keys, seeds, nonces and timestamps in), so everything here is deterministic and testable in
-//! isolation.
+//! witnesses exchange. It does no I/O and has no notion of time (callers pass keys, seeds,
+//! nonces and timestamps in), so everything here is testable in isolation and deterministic —
+//! except ECDSA signatures, whose nonces AWS-LC draws itself (`signing`): their bytes differ
+//! from one signing to the next, and only their validity is tested.
 
 pub mod claims;
 pub mod consistency;
