@@ -226,6 +226,11 @@ test("CBOR is read strictly: shortest heads and definite lengths only", () => {
   assert.throws(() => decodeCbor(Uint8Array.of(0x01, 0x01)), /after/);
   assert.throws(() => decodeCbor(Uint8Array.of(0xa2, 0x01, 0x01, 0x01, 0x02)), /duplicate/);
   assert.throws(() => decodeCbor(Uint8Array.of(0x5a, 0xff, 0xff, 0xff, 0xff)), /past the end/);
+  assert.equal(decodeCbor(Uint8Array.of(0xf5)), true);
+  assert.equal(decodeCbor(Uint8Array.of(0xf6)), null);
+  // `false` in two bytes, and a half-float whose bits read like `false`, are refused.
+  assert.throws(() => decodeCbor(Uint8Array.of(0xf8, 0x14)), /simple value or float/);
+  assert.throws(() => decodeCbor(Uint8Array.of(0xf9, 0x00, 0x14)), /simple value or float/);
 });
 
 test("transaction ids are parsed as cledger parses them", () => {

@@ -446,13 +446,15 @@ class CborReader {
     if (first === undefined) throw new Error("truncated CBOR");
     const [major, info] = [first >> 5, first & 31];
     if (info < 24) return { major, value: info };
+    // Floats, and simple values in two bytes, have no place in CCF's receipts.
+    if (major === 7) throw new Error("unsupported CBOR simple value or float");
     const width = { 24: 1, 25: 2, 26: 4, 27: 8 }[info];
     if (!width) throw new Error(info === 31 ? "indefinite-length CBOR is not deterministic" : "reserved CBOR head");
     if (this.offset + width > this.bytes.length) throw new Error("truncated CBOR");
     let value = 0n;
     for (let i = 0; i < width; i++) value = (value << 8n) | BigInt(this.bytes[this.offset++]);
     const minimum = { 1: 24n, 2: 256n, 4: 65536n, 8: 1n << 32n }[width];
-    if (value < minimum && major !== 7) throw new Error("CBOR head is not in its shortest form");
+    if (value < minimum) throw new Error("CBOR head is not in its shortest form");
     return { major, value: value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value };
   }
 
