@@ -191,6 +191,30 @@ describe("/verify", () => {
     await closePage(p);
   });
 
+  test("dropping the package, the document and the certificate onto the page verifies them", async (t) => {
+    const p = await openPage();
+    const { page } = p;
+    await page.goto(`${server.endpoint}/verify`, { waitUntil: "networkidle" });
+    // A drop as the browser delivers it: one DataTransfer holding the three files, in any order.
+    const dropped = [
+      { name: "contract.txt", base64: readFileSync(files.document).toString("base64") },
+      { name: "service_cert.pem", base64: readFileSync(files.serviceCert).toString("base64") },
+      { name: "contract.txt.evidence.json", base64: readFileSync(files.package).toString("base64") },
+    ];
+    await page.evaluate((list) => {
+      const transfer = new DataTransfer();
+      for (const { name, base64 } of list) transfer.items.add(new File([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))], name));
+      document.getElementById("drop-zone").dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+    }, dropped);
+    const state = await waitVerdict(page, "#verdict");
+    const checks = await readChecks(page, "ol#checks");
+    await shot(t, page, "verify-dropped");
+    assert.equal(state, "verified", describeChecks(checks));
+    assert.equal(checks.file.status, "pass", "the dropped document was recognised as the document");
+    assert.equal(checks["service-certificate"].status, "pass", "the dropped certificate was pinned");
+    await closePage(p);
+  });
+
   test("a changed document (same size, one byte different) fails the file check", async (t) => {
     const p = await openPage();
     const { state, checks } = await verifyInPage(p.page, { pkg: files.package, documentFile: files.changedDocument, certFile: files.serviceCert });
