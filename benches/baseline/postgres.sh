@@ -312,21 +312,19 @@ HZ="$(getconf CLK_TCK)"
 
 RESULTS="$WORK/results.tsv"   # workload clients run tps latency_ms server_us client_us
 : >"$RESULTS"
-# The tls workload is the plain one over TLS with a client certificate.
-cp "$WORK/plain.sql" "$WORK/tls.sql"
-chown "$PG_OWNER" "$WORK/tls.sql"
-setup_tls() { setup_plain; }
 for workload in plain tls chain; do
+  # The tls workload is the plain one (table and statement) over TLS with a client certificate.
+  script="${workload/tls/plain}"
   for c in "${CLIENT_LIST[@]}"; do
     for ((r = 1; r <= RUNS; r++)); do
-      "setup_$workload"
+      "setup_$script"
       out="$WORK/pgbench.out"
       # In the background + wait, so that a signal to this script is handled at once.
       connect=(env)
       [[ $workload == tls ]] && connect=("${TLS_ENV[@]}")
       cpu_before="$(pg_cpu_ticks)"
       /usr/bin/time -f "%U %S" -o "$WORK/pgbench.cpu" \
-        "${AS_PG[@]}" "${connect[@]}" "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -n -f "$WORK/$workload.sql" \
+        "${AS_PG[@]}" "${connect[@]}" "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -n -f "$WORK/$script.sql" \
           -c "$c" -j 2 -T "$DURATION" -M prepared bench >"$out" 2>&1 &
       PGBENCH_PID=$!
       if ! wait "$PGBENCH_PID"; then

@@ -45,8 +45,11 @@ export function ecdsaVerifyDigest(publicKey, digest, signatureDer) {
   const jwk = publicKey.export({ format: "jwk" });
   if (jwk.kty !== "EC" || !["P-256", "P-384"].includes(jwk.crv)) fail(`unsupported node key: ${jwk.kty} ${jwk.crv ?? ""}`);
   const coordinate = (b64url) => BigInt(`0x${Buffer.from(b64url, "base64url").toString("hex")}`);
-  parseDerSignature(signatureDer);
-  return webVerifier.ecdsaVerifyDigest({ curve: jwk.crv, x: coordinate(jwk.x), y: coordinate(jwk.y) }, new Uint8Array(digest), new Uint8Array(signatureDer));
+  try {
+    return webVerifier.ecdsaVerifyDigest({ curve: jwk.crv, x: coordinate(jwk.x), y: coordinate(jwk.y) }, new Uint8Array(digest), new Uint8Array(signatureDer));
+  } catch (e) {
+    return fail(e.message); // a malformed DER signature
+  }
 }
 
 // --- the receipt ----------------------------------------------------------------------------------

@@ -68,6 +68,15 @@ enum SigningKeyInner {
     P384(p384::ecdsa::SigningKey),
 }
 
+impl SigningKeyInner {
+    fn curve(&self) -> Curve {
+        match self {
+            SigningKeyInner::P256(_) => Curve::P256,
+            SigningKeyInner::P384(_) => Curve::P384,
+        }
+    }
+}
+
 /// The same key loaded into AWS-LC twice, because an `aws-lc-rs` key pair has one signature
 /// encoding: DER for root signatures, fixed-size `r || s` for COSE.
 struct AwsSigner {
@@ -140,11 +149,8 @@ impl EcSigningKey {
                 .map(SigningKeyInner::P256)
                 .map_err(|_| SigningKeyError::UnsupportedKey)?,
         };
-        let curve = match key {
-            SigningKeyInner::P256(_) => Curve::P256,
-            SigningKeyInner::P384(_) => Curve::P384,
-        };
-        Ok(EcSigningKey(key, AwsSigner::new(curve, der)?))
+        let signer = AwsSigner::new(key.curve(), der)?;
+        Ok(EcSigningKey(key, signer))
     }
 
     /// Parses a `-----BEGIN PRIVATE KEY-----` document (what `openssl genpkey` writes).
@@ -159,10 +165,7 @@ impl EcSigningKey {
     }
 
     pub fn curve(&self) -> Curve {
-        match self.0 {
-            SigningKeyInner::P256(_) => Curve::P256,
-            SigningKeyInner::P384(_) => Curve::P384,
-        }
+        self.0.curve()
     }
 
     /// The DER ECDSA signature of `root`, used directly as the message digest.

@@ -50,10 +50,12 @@ function concat(...parts) {
 
 const equalBytes = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
 
+/** Hex digits (an even number of them, checked by the caller) → bytes. */
+const hexBytes = (hex) => Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16));
+
 /** 64 hex characters (either case) → 32 bytes, else `null`. */
 function hash32(text) {
-  if (typeof text !== "string" || !/^[0-9a-fA-F]{64}$/.test(text)) return null;
-  return Uint8Array.from(text.match(/../g), (h) => parseInt(h, 16));
+  return typeof text === "string" && /^[0-9a-fA-F]{64}$/.test(text) ? hexBytes(text) : null;
 }
 
 /** Standard, padded, canonical base64 → bytes, else `null` (the strictness of Rust's decoder). */
@@ -228,7 +230,6 @@ function derSignatureToRaw(der, curve) {
   return r && s ? concat(r, s) : null;
 }
 
-const hexBytes = (hex) => Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16));
 
 /** Whether `issuer`'s key signed `child` (names, extensions and dates are not looked at). */
 async function issuedBy(child, issuer) {
@@ -770,10 +771,11 @@ class Report {
     this.checks = ids.map((id) => ({ id, title: CHECK_TITLES[id], status: "skip", detail: "not checked" }));
   }
 
-  set(id, status, detail) {
+  /** Records a check's outcome; a failure also carries its `cledger verify` error kind. */
+  set(id, status, detail, kind = undefined) {
     Object.assign(
       this.checks.find((c) => c.id === id),
-      { status, detail },
+      kind === undefined ? { status, detail } : { status, detail, kind },
     );
   }
 
@@ -784,8 +786,7 @@ class Report {
       if (outcome?.skip) this.set(id, "skip", outcome.skip);
       else this.set(id, "pass", outcome);
     } catch (e) {
-      this.set(id, "fail", e.message);
-      this.checks.find((c) => c.id === id).kind = e instanceof VerifyError ? e.kind : kind;
+      this.set(id, "fail", e.message, e instanceof VerifyError ? e.kind : kind);
     }
   }
 
@@ -1107,8 +1108,7 @@ export async function verifyReceiptResponse(response, entry, serviceCertificate,
   const report = new Report(RECEIPT_CHECKS);
   const shape = response?.receipt === undefined ? "the response holds no receipt" : receiptShapeError(response.receipt);
   if (shape) {
-    report.set("inclusion", "fail", `the receipt is malformed: ${shape}`);
-    report.checks.find((c) => c.id === "inclusion").kind = "ReceiptInvalid";
+    report.set("inclusion", "fail", `the receipt is malformed: ${shape}`, "ReceiptInvalid");
     report.skipRest("not checked: the receipt is malformed");
     return report.finish(null);
   }
