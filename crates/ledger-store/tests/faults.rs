@@ -406,3 +406,106 @@ fn observer_and_queue_depth() {
     plan.clear();
     INJECTED.fetch_add(plan.injected(), Ordering::Relaxed);
 }
+
+/// Faults under a steady stream of writes from several submitters (each batch is several
+/// writes, and writes keep arriving while a batch is synced): every acknowledged write
+/// survives reopening, and no write refused as `Unavailable` (a definite "not written") is
+/// found in the ledger afterwards.
+#[test]
+fn faults_under_a_steady_stream_of_writes() {
+    const SUBMITTERS: u64 = 4;
+    for (op, mode) in [
+        (StorageOp::SegmentSync, Mode::Errno(EIO)),
+        (StorageOp::SegmentSync, Mode::Errno(ENOSPC)),
+        (StorageOp::SegmentWrite, Mode::Short),
+        (StorageOp::SegmentCreate, Mode::Errno(EMFILE)),
+        (StorageOp::TreeWrite, Mode::Errno(ENOSPC)),
+        (StorageOp::IndexCommit, Mode::Errno(EIO)),
+    ] {
+        let case = format!("{op:?} × {mode:?} under a stream of writes");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let plan = FaultPlan::new();
+        let (ledger, files) = create_ledger(dir, fault_config(&plan));
+        let (results, outcomes) = mpsc::channel();
+        let failed = AtomicBool::new(false);
+        let committed = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for s in 0..SUBMITTERS {
+                let (ledger, results, failed, committed, plan) =
+                    (&ledger, results.clone(), &failed, &committed, &plan);
+                scope.spawn(move || {
+                    // Submitted without waiting, so writes keep arriving while a batch syncs.
+                    for i in 0.. {
+                        if failed.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if s == 0 && committed.load(Ordering::SeqCst) >= 300 && plan.injected() == 0
+                        {
+                            mode.arm(plan, op);
+                        }
+                        let e = entry(&format!("submitter {s}"), i);
+                        let results = results.clone();
+                        let kept = e.clone();
+                        let done = Box::new(move |result: Result<TxId, AppendError>| {
+                            let _ = results.send((kept, result));
+                        });
+                        match ledger.submit(WriteRequest::Entry(e), done) {
+                            Ok(()) => {}
+                            Err(AppendError::Busy) => {}
+                            Err(_) => break,
+                        }
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                });
+            }
+            drop(results);
+            // Watch the outcomes until the fault shows.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !failed.load(Ordering::SeqCst) {
+                assert!(Instant::now() < deadline, "{case}: no write failed");
+                if ledger.write_health().is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                committed.store(ledger.committed().map_or(0, TxId::seqno), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let mut acked = Vec::new();
+        let mut refused = Vec::new();
+        for (e, result) in outcomes.iter() {
+            match result {
+                Ok(txid) => acked.push((txid, e)),
+                Err(AppendError::Unavailable(_)) => refused.push(e),
+                Err(AppendError::Indeterminate(_)) => {}
+                Err(other) => panic!("{case}: unexpected error {other:?}"),
+            }
+        }
+        INJECTED.fetch_add(plan.injected(), Ordering::Relaxed);
+        plan.clear();
+        ledger.close();
+        drop(ledger);
+        assert!(acked.len() >= 200, "{case}: {} acknowledged", acked.len());
+        assert!(!refused.is_empty(), "{case}: nothing was refused");
+        check_after_reopen(dir, &acked, &files.service_cert_pem);
+        let (ledger, _) = reopen_ok(dir, StoreConfig::default());
+        let stored: HashSet<String> = ledger_frames(dir)
+            .iter()
+            .filter_map(|f| ledger.entry(f.txid).ok().flatten())
+            .map(|record| record.entry.contents)
+            .collect();
+        for e in &refused {
+            assert!(
+                !stored.contains(&e.contents),
+                "{case}: {:?} was refused as not written, but the ledger holds it",
+                e.contents
+            );
+        }
+        eprintln!(
+            "{case}: {} acknowledged, {} refused, {} faults injected",
+            acked.len(),
+            refused.len(),
+            plan.injected()
+        );
+    }
+}
