@@ -471,6 +471,10 @@ fn faults_under_a_steady_stream_of_writes() {
                 std::thread::sleep(Duration::from_millis(1));
             }
         });
+        plan.clear();
+        // Closing answers every submission still queued.
+        ledger.close();
+        drop(ledger);
         let mut acked = Vec::new();
         let mut refused = Vec::new();
         for (e, result) in outcomes.iter() {
@@ -482,9 +486,6 @@ fn faults_under_a_steady_stream_of_writes() {
             }
         }
         INJECTED.fetch_add(plan.injected(), Ordering::Relaxed);
-        plan.clear();
-        ledger.close();
-        drop(ledger);
         assert!(acked.len() >= 200, "{case}: {} acknowledged", acked.len());
         assert!(!refused.is_empty(), "{case}: nothing was refused");
         check_after_reopen(dir, &acked, &files.service_cert_pem);

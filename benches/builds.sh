@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Release builds side by side under the same h2load load (bearer token, 256-byte writes), runs
+# interleaved build by build so the machine's drift falls on all of them alike. For each build
+# and connection count: the median writes/s over RUNS, the CPU of the server's threads by name
+# (tokio workers are `cledger`, the write path `cledger-writer`; % of one core) and the mean
+# transactions per group commit (from /metrics). Used for issue 18's step 2 (PERFORMANCE.md).
+#
+#   benches/builds.sh RUNS SECONDS "CONNS..." NAME=BINARY[,VAR=VALUE...] ...
+#   benches/builds.sh 3 10 "16 64" base=/tmp/a/cledger pipeline=/tmp/b/cledger
+#
+# VAR=VALUE pairs after a binary go to its server's environment (for builds whose experiment is
+# switched by a variable). Raw lines go to benches/results/builds.txt.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUNS="$1" SECS="$2" CONNS="$3"
+shift 3
+[ $# -gt 0 ] || { echo "usage: $0 RUNS SECONDS \"CONNS...\" NAME=BINARY[,VAR=VALUE...] ..." >&2; exit 2; }
+command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
+WORK="$(mktemp -d "${BENCH_DIR:-/var/tmp}/cledger-builds.XXXXXX")"
+PORT="${BENCH_PORT:-19575}"
+OUT="$ROOT/benches/results/builds.txt"
+server_pid=""
+cleanup() {
+    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+node "$ROOT/benches/token.mjs" "$WORK/jwks.json" bench-user >"$WORK/token"
+python3 -c "print('{\"contents\":\"' + 'a' * 256 + '\"}')" >"$WORK/body.json"
+
+# CPU ticks of each live thread of PID, summed by thread name: "name ticks" lines.
+thread_ticks() {
+    for t in /proc/"$1"/task/*; do
+        echo "$(tr ' ' _ <"$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
+    done 2>/dev/null | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
+}
+
+one_run() { # NAME SPEC CONNS RUN
+    local name="$1" spec="$2" conns="$3" run="$4" bin env_vars data="$WORK/data"
+    bin="${spec%%,*}"
+    env_vars=()
+    [ "$bin" != "$spec" ] && IFS=, read -ra env_vars <<<"${spec#*,}"
+    rm -rf "$data"
+    env "${env_vars[@]}" "$bin" serve --data-dir "$data" --listen "127.0.0.1:$PORT" \
+        --jwt-issuer https://issuer.test --jwt-audience cledger --jwt-jwks-file "$WORK/jwks.json" \
+        --jwt-tenant-id t1 >"$WORK/serve.out" 2>"$WORK/serve.err" &
+    server_pid=$!
+    until curl -sfk "https://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do
+        kill -0 "$server_pid" 2>/dev/null || { cat "$WORK/serve.err"; exit 1; }
+        sleep 0.05
+    done
+    curl -sf --cacert "$data/service_cert.pem" --cert "$data/admin.pem" -X PATCH \
+        -H 'content-type: application/merge-patch+json' -d '{"assignedRole":"Contributor"}' \
+        "https://localhost:$PORT/app/users/bench-user?api-version=2022-05-13" >/dev/null
+    h2load -D "$SECS" --warm-up-time 2 -c "$conns" -m 1 -t 1 -d "$WORK/body.json" \
+        -H "authorization: Bearer $(cat "$WORK/token")" -H 'content-type: application/json' \
+        "https://127.0.0.1:$PORT/app/transactions?api-version=2022-05-13" >"$WORK/h2load.out" 2>&1 &
+    local h2=$!
+    sleep 2.5 # the warm-up
+    thread_ticks "$server_pid" >"$WORK/before"
+    local t0 t1
+    t0=$(date +%s.%N)
+    wait "$h2"
+    t1=$(date +%s.%N)
+    thread_ticks "$server_pid" >"$WORK/after"
+    curl -sfk "https://127.0.0.1:$PORT/metrics" >"$WORK/metrics"
+    kill "$server_pid" && wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+    python3 - "$WORK" "$name" "$conns" "$run" "$t0" "$t1" "$(getconf CLK_TCK)" <<'EOF' | tee -a "$OUT"
+import re, sys
+work, name, conns, run, t0, t1, hz = sys.argv[1:]
+out = open(f"{work}/h2load.out").read()
+done, ok = (int(x) for x in re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out).groups())
+if done != ok:
+    sys.exit(f"h2load: {done - ok} requests failed:\n{out}")
+rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))
+# A thread that ended while being read leaves a partial line.
+ticks = lambda f: {w[0]: int(w[1]) for w in map(str.split, open(f)) if len(w) == 2 and w[1].isdigit()}
+before, after = ticks(f"{work}/before"), ticks(f"{work}/after")
+secs = float(t1) - float(t0)
+cpu = {k: (after[k] - before.get(k, 0)) / int(hz) / secs * 100 for k in after}
+metrics = open(f"{work}/metrics").read()
+m = lambda key: float(re.search(rf"^{key} ([\d.e+]+)$", metrics, re.M).group(1))
+per_batch = m("cledger_batch_transactions_sum") / m("cledger_batch_transactions_count")
+threads = " ".join(f"{k}={v:.0f}%" for k, v in sorted(cpu.items()) if v >= 1)
+print(f"{conns} {name} run{run} {rps:.0f}/s {per_batch:.1f}tx/batch {threads}")
+EOF
+}
+
+: >"$OUT"
+for conns in $CONNS; do
+    for run in $(seq 1 "$RUNS"); do
+        for build in "$@"; do
+            one_run "${build%%=*}" "${build#*=}" "$conns" "$run"
+        done
+    done
+done
+echo "== medians (writes/s)"
+python3 - "$OUT" <<'EOF'
+import collections, statistics, sys
+rates = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    conns, name, _, rps = line.split()[:4]
+    rates[(int(conns), name)].append(float(rps.removesuffix("/s")))
+for (conns, name), values in sorted(rates.items(), key=lambda kv: kv[0][0]):
+    print(f"{conns:5d} conns  {name:16s} {statistics.median(values):9.0f}  ({' · '.join(f'{v:.0f}' for v in values)})")
+EOF
