@@ -25,9 +25,9 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-node "$ROOT/benches/token.mjs" "$WORK/jwks.json" bench-user >"$WORK/token"
-python3 -c "print('{\"contents\":\"' + 'a' * 256 + '\"}')" >"$WORK/body.json"
-
+# shellcheck source=benches/token-load.sh
+. "$ROOT/benches/token-load.sh"
+token_setup
 # CPU ticks of each live thread of PID, summed by thread name: "name ticks" lines.
 thread_ticks() {
     for t in /proc/"$1"/task/*; do
@@ -39,22 +39,9 @@ one_run() { # NAME SPEC CONNS RUN
     local name="$1" spec="$2" conns="$3" run="$4" bin env_vars data="$WORK/data"
     bin="${spec%%,*}"
     env_vars=()
-    [ "$bin" != "$spec" ] && IFS=, read -ra env_vars <<<"${spec#*,}"
-    rm -rf "$data"
-    env "${env_vars[@]}" "$bin" serve --data-dir "$data" --listen "127.0.0.1:$PORT" \
-        --jwt-issuer https://issuer.test --jwt-audience cledger --jwt-jwks-file "$WORK/jwks.json" \
-        --jwt-tenant-id t1 >"$WORK/serve.out" 2>"$WORK/serve.err" &
-    server_pid=$!
-    until curl -sfk "https://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do
-        kill -0 "$server_pid" 2>/dev/null || { cat "$WORK/serve.err"; exit 1; }
-        sleep 0.05
-    done
-    curl -sf --cacert "$data/service_cert.pem" --cert "$data/admin.pem" -X PATCH \
-        -H 'content-type: application/merge-patch+json' -d '{"assignedRole":"Contributor"}' \
-        "https://localhost:$PORT/app/users/bench-user?api-version=2022-05-13" >/dev/null
-    h2load -D "$SECS" --warm-up-time 2 -c "$conns" -m 1 -t 1 -d "$WORK/body.json" \
-        -H "authorization: Bearer $(cat "$WORK/token")" -H 'content-type: application/json' \
-        "https://127.0.0.1:$PORT/app/transactions?api-version=2022-05-13" >"$WORK/h2load.out" 2>&1 &
+    [ "$bin" != "$spec" ] && IFS=, read -ra env_vars <<<"${spec#*,}"    rm -rf "$data"
+    start_token_server "$data" env "${env_vars[@]}" "$bin"
+    h2load_writes "$SECS" "$conns" &
     local h2=$!
     sleep 2.5 # the warm-up
     thread_ticks "$server_pid" >"$WORK/before"

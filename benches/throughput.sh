@@ -29,6 +29,8 @@ export CLEDGER_BIN
 command -v h2load >/dev/null || apt-get install -y -qq nghttp2-client \
     || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
 
+# shellcheck source=benches/token-load.sh
+. "$ROOT/benches/token-load.sh"
 server_pid=""
 cleanup() {
     [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
@@ -44,26 +46,12 @@ echo "== 2. cledger, one node, cledger bench (mTLS)"
 "$ROOT/benches/http.sh" append "$RUNS" "$SECS" "$CONNS"
 
 echo "== 3. cledger, one node, h2load with a bearer token"
-node "$ROOT/benches/token.mjs" "$WORK/jwks.json" bench-user >"$WORK/token"
-python3 -c "print('{\"contents\":\"' + 'a' * 256 + '\"}')" >"$WORK/body.json"
-"$CLEDGER_BIN" serve --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" \
-    --jwt-issuer https://issuer.test --jwt-audience cledger --jwt-jwks-file "$WORK/jwks.json" \
-    --jwt-tenant-id t1 >"$WORK/serve.out" 2>"$WORK/serve.err" &
-server_pid=$!
-until curl -sfk "https://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do
-    kill -0 "$server_pid" 2>/dev/null || { cat "$WORK/serve.err"; exit 1; }
-    sleep 0.05
-done
-curl -sf --cacert "$WORK/data/service_cert.pem" --cert "$WORK/data/admin.pem" -X PATCH \
-    -H 'content-type: application/merge-patch+json' -d '{"assignedRole":"Contributor"}' \
-    "https://localhost:$PORT/app/users/bench-user?api-version=2022-05-13" >/dev/null
+token_setup
+start_token_server "$WORK/data" "$CLEDGER_BIN"
 hz=$(getconf CLK_TCK)
 for r in $(seq 1 "$RUNS"); do
     before=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
-    /usr/bin/time -f "%U %S" -o "$WORK/h2load.cpu" h2load -D "$SECS" --warm-up-time 2 -c "$CONNS" \
-        -m 1 -t 1 -d "$WORK/body.json" -H "authorization: Bearer $(cat "$WORK/token")" \
-        -H 'content-type: application/json' \
-        "https://127.0.0.1:$PORT/app/transactions?api-version=2022-05-13" >"$WORK/h2load.out" 2>&1
+    h2load_writes "$SECS" "$CONNS" /usr/bin/time -f "%U %S" -o "$WORK/h2load.cpu"
     after=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
     python3 - "$WORK" "$((after - before))" "$hz" "$SECS" "$OUT/throughput-h2load-r$r.json" <<'EOF'
 import json, re, sys
