@@ -39,7 +39,10 @@ one_run() { # NAME SPEC CONNS RUN
     local name="$1" spec="$2" conns="$3" run="$4" bin env_vars data="$WORK/data"
     bin="${spec%%,*}"
     env_vars=()
-    [ "$bin" != "$spec" ] && IFS=, read -ra env_vars <<<"${spec#*,}"    rm -rf "$data"
+    if [ "$bin" != "$spec" ]; then
+        IFS=, read -ra env_vars <<<"${spec#*,}"
+    fi
+    rm -rf "$data"
     start_token_server "$data" env "${env_vars[@]}" "$bin"
     h2load_writes "$SECS" "$conns" &
     local h2=$!
