@@ -130,8 +130,8 @@ fn rfc3339(secs: u64) -> String {
         .unwrap_or_else(|| format!("{secs} s after 1970-01-01T00:00:00Z"))
 }
 
-/// Seconds since the Unix epoch now.
-pub(crate) fn unix_now() -> u64 {
+/// Seconds since the Unix epoch now (0 for a clock before 1970).
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -41,7 +41,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Nodes the service knows besides the members of the current configuration: pending and
 /// retired ones, and how each trusted node was admitted. Key: node id; value: [`NodeRecord`].
@@ -429,7 +429,7 @@ async fn consensus(State(node): State<Arc<ClusterNode>>) -> Response {
 /// The caller, who must be an Administrator.
 fn administrator(node: &ClusterNode, caller: Option<&Caller>) -> Result<(), ApiError> {
     let caller = caller.ok_or(ApiError::Unauthenticated)?;
-    let user = caller.authenticated_id(now_secs())?;
+    let user = caller.authenticated_id(crate::http::auth::unix_now())?;
     match crate::http::auth::role_of(&*node.handle, user)? {
         Some(crate::http::users::Role::Administrator) => Ok(()),
         _ => Err(ApiError::NotAllowed(format!(
@@ -448,12 +448,6 @@ async fn govern(node: &ClusterNode, writes: Vec<TableWrite>) -> Result<(), ApiEr
             WriteError::NotPrimary { .. } => ApiError::NoPrimary,
             other => ApiError::StorageUnavailable(other.to_string()),
         })
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn rfc3339(secs: u64) -> String {
@@ -505,7 +499,7 @@ async fn create_token(
         return ApiError::Internal("the OS random number generator failed".into()).into_response();
     }
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
-    let expires_at = now_secs() + lifetime;
+    let expires_at = crate::http::auth::unix_now() + lifetime;
     let write = TableWrite {
         table: TOKENS_TABLE.into(),
         key: sha256(token.as_bytes()).to_hex(),
@@ -733,7 +727,7 @@ async fn join_inner(
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .and_then(|v| v["expires_at"].as_u64());
         match expires_at {
-            Some(at) if at > now_secs() => {
+            Some(at) if at > crate::http::auth::unix_now() => {
                 let record = trust(node, &id, record, Some(digest)).await?;
                 return Ok(answer(node, &id, &record));
             }

@@ -240,9 +240,7 @@ async fn serve(state: &Arc<ApiState>, request: Request) -> ApiResult<Response> {
 /// Checks the caller against the endpoint's policies (any one suffices, as in CCF) and builds
 /// CCF's `request.caller` for the first that admits it; 401 if none does.
 fn authenticate(state: &ApiState, caller: &Caller, policies: &[AuthnPolicy]) -> ApiResult<Value> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::auth::unix_now();
     let mut refusal = ApiError::Unauthenticated;
     for policy in policies {
         let admitted = match (policy, caller) {

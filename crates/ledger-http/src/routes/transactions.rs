@@ -36,7 +36,7 @@
 //!   skipping a validation hook would store what it should have refused.
 
 use super::{RequestContext, functions};
-use crate::auth::Caller;
+use crate::auth::{Caller, unix_now};
 use crate::body;
 use crate::config::MAX_COLLECTION_ID_BYTES;
 use crate::error::{ApiError, ApiResult};
@@ -491,12 +491,6 @@ async fn commit_entry(
         state.remember_collection(collection);
         Ok(txid)
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The committed write made earlier with this key, within the retention window.

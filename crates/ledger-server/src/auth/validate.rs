@@ -99,7 +99,7 @@ impl TokenValidator {
         if self.issuers.is_empty() {
             return Err(TokenError::NoIssuers);
         }
-        let now = unix_now();
+        let now = crate::http::auth::unix_now();
         if let Some((user, issuer)) = self
             .verified
             .get(token, now, |i| self.issuers[i].keys.current())
@@ -229,12 +229,6 @@ struct Verified {
     keys: Arc<super::keys::KeySet>,
     /// The token's `exp` (Unix seconds).
     exp: u64,
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn alg_name(alg: Algorithm) -> &'static str {
