@@ -24,28 +24,19 @@ use std::sync::{Arc, Mutex};
 /// Most tokens remembered at once (each entry is ~100 bytes).
 pub const CAPACITY: usize = 10_000;
 
-struct Verified {
-    user: String,
-    issuer: usize,
-    keys: Arc<KeySet>,
-    /// Unix seconds after which the entry is no longer used (`exp` + leeway).
-    valid_until: u64,
-}
-
-/// What a successful verification established, to be remembered.
-pub struct Verification<'a> {
-    pub token: &'a str,
-    pub user: &'a str,
+/// What a full check of a token established, and how long it may be remembered.
+pub struct VerifiedToken {
+    pub user: String,
     /// Index of the issuer (in the validator's list) whose key verified it.
     pub issuer: usize,
-    /// That issuer's key set at verification time.
+    /// That issuer's key set the signature was checked against.
     pub keys: Arc<KeySet>,
-    /// Unix seconds: `exp` + leeway.
+    /// Unix seconds after which it is no longer used: `exp` + leeway.
     pub valid_until: u64,
 }
 
 pub struct VerifiedTokens {
-    entries: Mutex<HashMap<[u8; 32], Verified>>,
+    entries: Mutex<HashMap<[u8; 32], VerifiedToken>>,
     capacity: usize,
 }
 
@@ -75,8 +66,8 @@ impl VerifiedTokens {
         None
     }
 
-    /// Remembers a verification made at `now`.
-    pub fn insert(&self, verified: Verification<'_>, now: u64) {
+    /// Remembers that `token` verified, at `now`.
+    pub fn insert(&self, token: &str, verified: VerifiedToken, now: u64) {
         let mut entries = self.lock();
         if entries.len() >= self.capacity {
             entries.retain(|_, e| now <= e.valid_until);
@@ -84,15 +75,7 @@ impl VerifiedTokens {
                 entries.clear();
             }
         }
-        entries.insert(
-            fingerprint(verified.token),
-            Verified {
-                user: verified.user.to_owned(),
-                issuer: verified.issuer,
-                keys: verified.keys,
-                valid_until: verified.valid_until,
-            },
-        );
+        entries.insert(fingerprint(token), verified);
     }
 
     #[cfg(test)]
@@ -100,7 +83,7 @@ impl VerifiedTokens {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Verified>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], VerifiedToken>> {
         // A panic while holding the lock leaves a map that is still consistent.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -114,10 +97,9 @@ fn fingerprint(token: &str) -> [u8; 32] {
 mod tests {
     use super::*;
 
-    fn verification<'a>(token: &'a str, keys: &Arc<KeySet>, valid_until: u64) -> Verification<'a> {
-        Verification {
-            token,
-            user: "user-1",
+    fn verified(keys: &Arc<KeySet>, valid_until: u64) -> VerifiedToken {
+        VerifiedToken {
+            user: "user-1".to_owned(),
             issuer: 0,
             keys: keys.clone(),
             valid_until,
@@ -130,7 +112,7 @@ mod tests {
         let keys = Arc::new(KeySet::default());
         let current = |_| keys.clone();
         assert_eq!(cache.get("t", 100, current), None);
-        cache.insert(verification("t", &keys, 200), 100);
+        cache.insert("t", verified(&keys, 200), 100);
         assert_eq!(cache.get("t", 150, current), Some(("user-1".to_owned(), 0)));
         assert_eq!(cache.get("t", 200, current), Some(("user-1".to_owned(), 0)));
         assert_eq!(cache.get("other", 150, current), None);
@@ -143,7 +125,7 @@ mod tests {
     fn a_key_refresh_forgets_what_the_old_keys_verified() {
         let cache = VerifiedTokens::new(CAPACITY);
         let old = Arc::new(KeySet::default());
-        cache.insert(verification("t", &old, 200), 100);
+        cache.insert("t", verified(&old, 200), 100);
         // An equal but newly fetched key set is another set: verify again.
         let refreshed = Arc::new(KeySet::default());
         assert_eq!(cache.get("t", 150, |_| refreshed.clone()), None);
@@ -154,15 +136,15 @@ mod tests {
     fn the_map_stays_bounded() {
         let cache = VerifiedTokens::new(3);
         let keys = Arc::new(KeySet::default());
-        cache.insert(verification("expired", &keys, 50), 10);
-        cache.insert(verification("a", &keys, 500), 10);
-        cache.insert(verification("b", &keys, 500), 10);
+        cache.insert("expired", verified(&keys, 50), 10);
+        cache.insert("a", verified(&keys, 500), 10);
+        cache.insert("b", verified(&keys, 500), 10);
         // Full at 100: the expired entry makes room.
-        cache.insert(verification("c", &keys, 500), 100);
+        cache.insert("c", verified(&keys, 500), 100);
         assert_eq!(cache.len(), 3);
         assert!(cache.get("a", 100, |_| keys.clone()).is_some());
         // Full of live entries: all go, the new one stays.
-        cache.insert(verification("d", &keys, 500), 100);
+        cache.insert("d", verified(&keys, 500), 100);
         assert_eq!(cache.len(), 1);
         assert!(cache.get("d", 100, |_| keys.clone()).is_some());
     }

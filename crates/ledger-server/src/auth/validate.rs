@@ -10,7 +10,7 @@
 //! so a client sending one token with every request pays for the signature check once.
 
 use super::IssuerConfig;
-use super::cache::{self, Verification, VerifiedTokens};
+use super::cache::{self, VerifiedToken, VerifiedTokens};
 use super::keys::{KeyError, KeyStore, SUPPORTED};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -109,17 +109,9 @@ impl TokenValidator {
             return Ok(user);
         }
         let verified = self.verify(token).await?;
-        self.verified.insert(
-            Verification {
-                token,
-                user: &verified.user,
-                issuer: verified.issuer,
-                keys: verified.keys,
-                valid_until: verified.exp.saturating_add(LEEWAY_SECS),
-            },
-            now,
-        );
-        Ok(verified.user)
+        let user = verified.user.clone();
+        self.verified.insert(token, verified, now);
+        Ok(user)
     }
 
     fn refresh_if_stale(&self, issuer: &Arc<Issuer>) {
@@ -133,7 +125,7 @@ impl TokenValidator {
     }
 
     /// Every check, in the order of the module docs.
-    async fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+    async fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
         let (header, claims) = peek(token)?;
         let alg = header
             .get("alg")
@@ -212,23 +204,13 @@ impl TokenValidator {
             .get("exp")
             .and_then(Value::as_u64)
             .ok_or_else(|| TokenError::MissingClaim("exp".to_owned()))?;
-        Ok(Verified {
+        Ok(VerifiedToken {
             user,
             issuer: issuer_index,
             keys,
-            exp,
+            valid_until: exp.saturating_add(LEEWAY_SECS),
         })
     }
-}
-
-/// What a full check of a token established.
-struct Verified {
-    user: String,
-    issuer: usize,
-    /// The issuer's key set the signature was checked against.
-    keys: Arc<super::keys::KeySet>,
-    /// The token's `exp` (Unix seconds).
-    exp: u64,
 }
 
 fn alg_name(alg: Algorithm) -> &'static str {
