@@ -230,7 +230,6 @@ function derSignatureToRaw(der, curve) {
   return r && s ? concat(r, s) : null;
 }
 
-
 /** Whether `issuer`'s key signed `child` (names, extensions and dates are not looked at). */
 async function issuedBy(child, issuer) {
   if (!child.algorithmsAgree) throw new Error("the certificate's two signature algorithm fields differ");
