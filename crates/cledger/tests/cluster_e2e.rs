@@ -862,18 +862,25 @@ struct Formed {
 }
 
 fn form(size: usize) -> Formed {
-    form_with(size, None, |_| {})
+    form_with(size, None, &[], |_| {})
 }
 
-/// [`form`], with node k in `network`'s host k (if given), and `prepare` given the founder's
-/// data directory before it first starts.
-fn form_with(size: usize, network: Option<Network>, prepare: impl FnOnce(&Path)) -> Formed {
+/// [`form`], with node k in `network`'s host k (if given), `founder_args` added to the first
+/// node's command line, and `prepare` given the founder's data directory before it first
+/// starts.
+fn form_with(
+    size: usize,
+    network: Option<Network>,
+    founder_args: &[&str],
+    prepare: impl FnOnce(&Path),
+) -> Formed {
     let started = Instant::now();
     let root = tempfile::tempdir().unwrap();
     let admin = admin(root.path());
     prepare(&root.path().join("n1"));
     let host = |k: usize| network.as_ref().map(|n| &n.hosts[k - 1]);
-    let (n1, service_cert, service_pem) = found(root.path(), &admin, &[], host(1));
+    let (n1, service_cert, service_pem) =
+        found(root.path(), &admin, &strings(founder_args), host(1));
     let op = Operator {
         service_cert: service_cert.clone(),
         cert: admin.bundle_path.clone(),
@@ -1261,7 +1268,7 @@ fn nodes_catch_up_a_large_ledger() {
     );
     let started = Instant::now();
     let mut filled = Duration::ZERO;
-    let mut formed = form_with(3, None, |dir| {
+    let mut formed = form_with(3, None, &[], |dir| {
         let dir = dir.to_str().unwrap();
         cledger(&["local", "init", "--data-dir", dir]).ok("cledger local init");
         let t = Instant::now();
@@ -1387,7 +1394,7 @@ fn primary_partitioned_from_the_majority() {
     let started = Instant::now();
     let network = Network::new(3)
         .unwrap_or_else(|e| panic!("{TEST} needs network namespaces (root and iproute2): {e}"));
-    let formed = form_with(3, Some(network), |_| {});
+    let formed = form_with(3, Some(network), &[], |_| {});
     let load = Load::start(&formed.nodes, 4, &formed.service_pem, &formed.admin.bundle);
     let (pem, bundle) = (formed.service_pem.clone(), formed.admin.bundle.clone());
     let network = formed.network.as_ref().unwrap();
@@ -1503,13 +1510,30 @@ fn primary_partitioned_from_the_majority() {
 /// The primary is killed right after the cluster formed, before any checkpoint recorded the
 /// membership as committed on its disk. Restarted, it must rejoin its cluster as a replica:
 /// not found a new cluster of one on its ledger (committing, alone, transactions the cluster
-/// never committed, in a view another primary also leads).
+/// never committed, in a view another primary also leads). The cluster is on P-256
+/// (`--curve p256` on the founder): nodes that join take the service's curve for their keys,
+/// and the receipts the new primary's signatures make verify.
 #[test]
 fn primary_killed_right_after_forming() {
     const TEST: &str = "primary_killed_right_after_forming";
     let _serial = serial();
-    let mut formed = form(3);
+    let mut formed = form_with(3, None, &["--curve", "p256"], |_| {});
     let pem = formed.service_pem.clone();
+    for node in &formed.nodes {
+        for file in ["service_cert.pem", "identity/node_cert.pem"] {
+            let cert = std::fs::read_to_string(node.data_dir.join(file)).unwrap();
+            let curve = ledger_core::x509::Cert::from_pem(&cert)
+                .and_then(|c| c.public_key())
+                .unwrap()
+                .curve();
+            assert_eq!(
+                curve,
+                ledger_core::signing::Curve::P256,
+                "{file} of {}",
+                node.name
+            );
+        }
+    }
     let p = primary_of(&formed.nodes, &pem).unwrap_or_else(|e| panic!("{e}"));
     formed.nodes[p].kill();
     let failover = try_wait_for("a new primary", Duration::from_secs(15), || {

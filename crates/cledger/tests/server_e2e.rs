@@ -1566,3 +1566,59 @@ async fn sigterm_exits_zero_and_restart_serves_everything() {
     let status = server.terminate();
     assert_eq!(status.code(), Some(0), "second SIGTERM exit status");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The identity's curve
+// ---------------------------------------------------------------------------------------------
+
+/// The curve of the public key in a certificate.
+fn curve_of(cert_pem: &str) -> ledger_core::signing::Curve {
+    ledger_core::x509::Cert::from_pem(cert_pem)
+        .and_then(|cert| cert.public_key())
+        .expect("an EC certificate")
+        .curve()
+}
+
+#[tokio::test]
+async fn curve_is_chosen_on_first_start_and_never_changes() {
+    use ledger_core::signing::Curve;
+    // Default: P-384, as ACL and CCF.
+    let (_default_dir, server) = fresh(&[]);
+    assert_eq!(curve_of(&server.service_cert_pem()), Curve::P384);
+    drop(server);
+
+    let (dir, server) = fresh(&["--curve", "p256"]);
+    let service_cert = server.service_cert_pem();
+    assert_eq!(curve_of(&service_cert), Curve::P256);
+    assert_eq!(
+        curve_of(&read_text(&dir.path().join("identity/node_cert.pem"))),
+        Curve::P256,
+        "the node key is on the service's curve"
+    );
+    let admin = server.admin();
+    let txid = admin.write_ok(None, "signed on P-256").await;
+    // The receipt verifies as the SDK's verify_receipt would (node signature, chain, path).
+    verify_receipt_of(&admin, &txid, &service_cert).await;
+    assert_eq!(server.terminate().code(), Some(0));
+
+    // Another curve for the same ledger is refused, saying why and what to do.
+    let failure = Server::try_start(dir.path(), &["--curve", "p384"])
+        .err()
+        .expect("a ledger's curve cannot change");
+    assert_ne!(failure.status.and_then(|s| s.code()), Some(0));
+    assert!(
+        failure.stderr.contains("curve p384 was asked for")
+            && failure.stderr.contains("on p256")
+            && failure.stderr.contains("never changes"),
+        "stderr: {}",
+        failure.stderr
+    );
+    // Its own curve, or none, serves it as before.
+    for extra in [&["--curve", "p256"][..], &[]] {
+        let server = Server::start(dir.path(), extra);
+        assert_eq!(server.service_cert_pem(), service_cert);
+        let admin = server.admin();
+        verify_receipt_of(&admin, &txid, &service_cert).await;
+        assert_eq!(server.terminate().code(), Some(0));
+    }
+}

@@ -869,7 +869,17 @@ pub async fn join_service(
         path: dir.clone(),
         source,
     })?;
-    let node_key_pem = NodeFiles::joining_node_key(dir, ledger_identity::Curve::P384)?;
+    // The node key is on the service's curve: the node signs the cluster's roots with it.
+    let curve = ledger_core::x509::Cert::from_pem(&service_cert_pem)
+        .and_then(|cert| cert.public_key())
+        .map(|key| crate::node::curve_of(key.curve()))
+        .map_err(|e| {
+            ServeError::InvalidSetting(format!(
+                "--service-cert {}: {e}",
+                service_cert_path.display()
+            ))
+        })?;
+    let node_key_pem = NodeFiles::joining_node_key(dir, curve)?;
     let asking_cert =
         ledger_identity::self_signed_certificate(&node_key_pem, "cledger joining node")
             .map_err(|e| ServeError::Identity(e.to_string()))?;

@@ -20,6 +20,7 @@
 
 use crate::ServeError;
 use crate::auth::IssuerConfig;
+use ledger_identity::Curve;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -82,6 +83,13 @@ pub struct ServeConfig {
     /// in it). Only used when the identity is created, on first start.
     #[serde(rename = "hostname", alias = "hostnames")]
     pub hostnames: Vec<String>,
+    /// The elliptic curve of the service identity and node key (`p384`, ACL's and CCF's
+    /// default, or `p256`), chosen when the identity is created on first start. Every batch of
+    /// writes carries two signatures, and a P-256 signature costs about a fifth of a P-384 one
+    /// (docs/PERFORMANCE.md). `None`: P-384 for a new ledger, and whatever an existing one has;
+    /// given for an existing ledger, it must match (a ledger's identity never changes).
+    #[serde(deserialize_with = "curve_name")]
+    pub curve: Option<Curve>,
     /// PEM files with client certificates to register as Administrator.
     #[serde(rename = "admin_cert", alias = "admin_certs")]
     pub admin_certs: Vec<PathBuf>,
@@ -202,6 +210,7 @@ impl Default for ServeConfig {
             data_dir: PathBuf::from("./cledger-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             hostnames: Vec::new(),
+            curve: None,
             admin_certs: Vec::new(),
             ledger_id: "cledger".to_owned(),
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
@@ -252,6 +261,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub hostnames: Vec<String>,
+    pub curve: Option<Curve>,
     pub admin_certs: Vec<PathBuf>,
     pub ledger_id: Option<String>,
     pub max_entry_bytes: Option<usize>,
@@ -366,6 +376,7 @@ impl ServeConfig {
             data_dir,
             listen,
             hostnames,
+            curve,
             admin_certs,
             ledger_id,
             max_entry_bytes,
@@ -430,6 +441,9 @@ impl ServeConfig {
         }
         if !hostnames.is_empty() {
             c.hostnames = hostnames;
+        }
+        if curve.is_some() {
+            c.curve = curve;
         }
         if !admin_certs.is_empty() {
             c.admin_certs = admin_certs;
@@ -638,6 +652,12 @@ fn valid_ledger_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// `curve = "p256"` in the TOML file: the names `--curve` takes ([`Curve`]'s `FromStr`).
+fn curve_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Curve>, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -665,6 +685,7 @@ hostname = ["ledger.example", "10.0.0.5"]
 admin_cert = ["/etc/cledger/admin.pem", "rel.pem"]
 ledger_id = "from-file"
 max_entry_bytes = 100
+curve = "P-256"
 "#,
         )
         .unwrap();
@@ -686,6 +707,7 @@ max_entry_bytes = 100
         );
         assert_eq!(c.ledger_id, "from-file");
         assert_eq!(c.max_entry_bytes, 100);
+        assert_eq!(c.curve, Some(Curve::P256));
         // Unset in the file: default.
         assert_eq!(c.max_collections, DEFAULT_MAX_COLLECTIONS);
 
@@ -695,9 +717,11 @@ max_entry_bytes = 100
             listen: Some("127.0.0.1:0".parse().unwrap()),
             hostnames: vec!["other.example".into()],
             ledger_id: Some("from-flag".into()),
+            curve: Some(Curve::P384),
             ..Overrides::default()
         })
         .unwrap();
+        assert_eq!(c.curve, Some(Curve::P384));
         assert_eq!(c.listen.to_string(), "127.0.0.1:0");
         assert_eq!(c.hostnames, ["other.example"]);
         assert_eq!(c.ledger_id, "from-flag");
@@ -730,10 +754,22 @@ max_entry_bytes = 100
         std::fs::write(&file, "listen = \"not an address\"\n").unwrap();
         assert!(
             ServeConfig::load(Overrides {
-                config: Some(file),
+                config: Some(file.clone()),
                 ..Overrides::default()
             })
             .is_err()
+        );
+
+        std::fs::write(&file, "curve = \"p521\"\n").unwrap();
+        let err = ServeConfig::load(Overrides {
+            config: Some(file),
+            ..Overrides::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("p521") && err.contains("p256 or p384"),
+            "{err}"
         );
 
         for (over, word) in [

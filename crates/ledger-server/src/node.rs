@@ -111,12 +111,13 @@ impl Node {
             match NodeFiles::load(dir) {
                 Ok(files) => files, // an interrupted first start: reuse the identity
                 Err(ledger_identity::files::FilesError::Missing(_)) => {
-                    NodeFiles::create(dir, Curve::P384, &config.hostnames)?
+                    NodeFiles::create(dir, config.curve.unwrap_or_default(), &config.hostnames)?
                 }
                 Err(e) => return Err(e.into()),
             }
         };
         let identity = node_identity(&files)?;
+        check_curve(config.curve, &identity, dir)?;
         let node_id = identity.signing_key.node_id().to_hex();
 
         // A ledger that belongs to a cluster is only ever opened as a replica: opened
@@ -345,6 +346,36 @@ impl DirLock {
         writeln!(file, "{}", std::process::id()).map_err(io)?;
         file.sync_all().map_err(io)?;
         Ok(DirLock { _file: file })
+    }
+}
+
+/// A curve given for a data directory that already has an identity must be that identity's:
+/// the service key signs every receipt, so a ledger's curve never changes, and silently
+/// serving another curve than the one asked for would mislead whoever asked.
+fn check_curve(
+    wanted: Option<Curve>,
+    identity: &NodeIdentity,
+    dir: &Path,
+) -> Result<(), ServeError> {
+    let Some(wanted) = wanted else {
+        return Ok(());
+    };
+    let has = curve_of(identity.service_key.curve());
+    if has == wanted {
+        return Ok(());
+    }
+    Err(ServeError::InvalidSetting(format!(
+        "curve {wanted} was asked for, but the identity in {} is on {has}: the curve is chosen \
+         when a ledger is created and never changes (drop --curve, or use a new --data-dir)",
+        dir.display()
+    )))
+}
+
+/// The same curve under its identity-files name.
+pub(crate) fn curve_of(key_curve: ledger_core::signing::Curve) -> Curve {
+    match key_curve {
+        ledger_core::signing::Curve::P256 => Curve::P256,
+        ledger_core::signing::Curve::P384 => Curve::P384,
     }
 }
 
