@@ -9,7 +9,8 @@
 #   benches/builds.sh 3 10 "16 64" base=/tmp/a/cledger pipeline=/tmp/b/cledger
 #
 # VAR=VALUE pairs after a binary go to its server's environment (for builds whose experiment is
-# switched by a variable). Raw lines go to benches/results/builds.txt.
+# switched by a variable). PROTOCOL=h2 in the script's environment drives HTTP/2 instead of
+# HTTP/1.1. Raw lines go to benches/results/builds.txt.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUNS="$1" SECS="$2" CONNS="$3"
@@ -44,7 +45,7 @@ one_run() { # NAME SPEC CONNS RUN
     fi
     rm -rf "$data"
     start_token_server "$data" env "${env_vars[@]}" "$bin"
-    h2load_writes "$SECS" "$conns" &
+    h2load_writes "${PROTOCOL:-h1}" "$SECS" "$conns" &
     local h2=$!
     sleep 2.5 # the warm-up
     thread_ticks "$server_pid" >"$WORK/before"

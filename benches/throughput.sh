@@ -9,7 +9,10 @@
 # 2. cledger, one node, driven by `cledger bench` over HTTPS with a client certificate (mTLS):
 #    benches/http.sh append.
 # 3. cledger, one node, driven by h2load (nghttp2-client, a C load generator) with a bearer
-#    token: the server's own ceiling when the generator is cheap.
+#    token: the server's own ceiling when the generator is cheap. Over HTTP/1.1 (what the Azure
+#    SDKs' HTTP clients speak), over HTTP/2, over HTTP/1.1 on a P-256 identity (`--curve`),
+#    and over HTTP/1.1 with a quarter of the connections (about half the peak rate), with p50
+#    and p99 commit latency from h2load's per-request log.
 # 4. cledger, a 3-node cluster through its primary, next to one node again (benches/cluster.py
 #    --parts throughput), `cledger bench` with mTLS.
 # Then one table of the medians. Raw results go to benches/results/throughput-*.json (and the
@@ -45,15 +48,21 @@ echo "== 1. PostgreSQL: plain, TLS + client certificate, hash chain ($CONNS clie
 echo "== 2. cledger, one node, cledger bench (mTLS)"
 "$ROOT/benches/http.sh" append "$RUNS" "$SECS" "$CONNS"
 
-echo "== 3. cledger, one node, h2load with a bearer token"
+echo "== 3. cledger, one node, h2load with a bearer token: HTTP/1.1 (the SDKs'), HTTP/2, P-256"
 token_setup
-start_token_server "$WORK/data" "$CLEDGER_BIN"
 hz=$(getconf CLK_TCK)
-for r in $(seq 1 "$RUNS"); do
-    before=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
-    h2load_writes "$SECS" "$CONNS" /usr/bin/time -f "%U %S" -o "$WORK/h2load.cpu"
-    after=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
-    python3 - "$WORK" "$((after - before))" "$hz" "$SECS" "$OUT/throughput-h2load-r$r.json" <<'EOF'
+# NAME PROTOCOL CURVE CONNECTIONS: a fresh ledger on CURVE, RUNS runs of h2load over PROTOCOL.
+token_runs() {
+    local name="$1" protocol="$2" curve="$3" conns="$4"
+    SERVE_EXTRA=(--curve "$curve")
+    rm -rf "$WORK/data"
+    start_token_server "$WORK/data" "$CLEDGER_BIN"
+    echo "  $name"
+    for r in $(seq 1 "$RUNS"); do
+        before=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
+        h2load_writes "$protocol" "$SECS" "$conns" /usr/bin/time -f "%U %S" -o "$WORK/h2load.cpu"
+        after=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
+        python3 - "$WORK" "$((after - before))" "$hz" "$SECS" "$OUT/throughput-$name-r$r.json" <<'EOF'
 import json, re, sys
 work, ticks, hz, secs, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 out = open(f"{work}/h2load.out").read()
@@ -62,15 +71,24 @@ done, ok = (int(x) for x in re.search(r"requests: \d+ total, \d+ started, (\d+) 
 if ok != done:
     sys.exit(f"h2load: {done - ok} requests failed:\n{out}")
 mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out).group(1)
+# Commit latency percentiles from the per-request log (the warm-up is not logged).
+lat = sorted(int(line.split()[2]) for line in open(f"{work}/h2load.log"))
+pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000
 u, s = map(float, open(f"{work}/h2load.cpu").read().split()[-2:])
 ops = rps * (secs + 2)  # the warm-up used CPU too
-r = {"writes_per_sec": rps, "mean_latency": mean,
+r = {"writes_per_sec": rps, "mean_latency": mean, "p50_ms": pct(0.5), "p99_ms": pct(0.99),
      "server_cpu_us_per_op": ticks / hz / ops * 1e6, "generator_cpu_us_per_op": (u + s) / ops * 1e6}
 json.dump(r, open(path, "w"), indent=1)
-print(f"  {rps:8.0f} writes/s  mean {mean}  server {r['server_cpu_us_per_op']:.1f} us/op  h2load {r['generator_cpu_us_per_op']:.1f} us/op")
+print(f"  {rps:8.0f} writes/s  mean {mean}  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  server {r['server_cpu_us_per_op']:.1f} us/op  h2load {r['generator_cpu_us_per_op']:.1f} us/op")
 EOF
-done
-kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+    done
+    kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+}
+token_runs token-h1 h1 p384 "$CONNS"
+token_runs token-h2 h2 p384 "$CONNS"
+token_runs token-h1-p256 h1 p256 "$CONNS"
+# A quarter of the connections gives about half the peak rate: the issue's latency bound.
+token_runs token-h1-quarter h1 p384 "$((CONNS / 4))"
 
 echo "== 4. cledger, one node and a 3-node cluster (cledger bench, mTLS)"
 python3 "$ROOT/benches/cluster.py" --runs "$RUNS" --seconds "$SECS" --connections "$CONNS" \
@@ -87,18 +105,26 @@ for w in json.load(open(f"{out}/throughput-postgres.json")):
 bench = [json.load(open(f"{out}/append-c{conns}-r{r}.json")) for r in range(1, runs + 1)]
 rows.append(("cledger, 1 node, mTLS", med([b["phases"][0]["ops_per_sec"] for b in bench]),
              med([b["server_cpu_us_per_op"] for b in bench]), med([b["generator_cpu_us_per_op"] for b in bench]), "cledger bench"))
-h2 = [json.load(open(f"{out}/throughput-h2load-r{r}.json")) for r in range(1, runs + 1)]
-rows.append(("cledger, 1 node, bearer token", med([h["writes_per_sec"] for h in h2]),
-             med([h["server_cpu_us_per_op"] for h in h2]), med([h["generator_cpu_us_per_op"] for h in h2]), "h2load"))
+latencies = []
+for name, label in [("token-h1", "token, HTTP/1.1"), ("token-h2", "token, HTTP/2"),
+                    ("token-h1-p256", "token, HTTP/1.1, P-256"),
+                    ("token-h1-quarter", f"token, HTTP/1.1, {int(conns) // 4} conns")]:
+    h = [json.load(open(f"{out}/throughput-{name}-r{r}.json")) for r in range(1, runs + 1)]
+    rows.append((f"cledger, 1 node, {label}", med([x["writes_per_sec"] for x in h]),
+                 med([x["server_cpu_us_per_op"] for x in h]), med([x["generator_cpu_us_per_op"] for x in h]), "h2load"))
+    latencies.append((label, med([x["p50_ms"] for x in h]), med([x["p99_ms"] for x in h])))
 cluster = json.load(open(f"{out}/cluster-throughput.json"))["throughput"]
 for name, rs in cluster.items():
     cpu = sum(med([r["cpu_us_per_write"][i] for r in rs]) for i in range(len(rs[0]["cpu_us_per_write"])))
     label = "cledger, 3-node cluster, mTLS" if len(rs[0]["cpu_us_per_write"]) > 1 else "cledger, 1 node, mTLS (cluster.py)"
     rows.append((label, med([r["writes_per_sec"] for r in rs]), cpu, None, "cledger bench"))
 plain = rows[0][1]
-print(f"{'':34} {'writes/s':>9} {'x PG plain':>10} {'server us/write':>16} {'client us/write':>16}  generator")
+print(f"{'':44} {'writes/s':>9} {'x PG plain':>10} {'server us/write':>16} {'client us/write':>16}  generator")
 for name, rate, srv, cli, gen in rows:
     cli = f"{cli:16.1f}" if cli is not None else f"{'':>16}"
-    print(f"{name:34} {rate:9.0f} {rate / plain:10.2f} {srv:16.1f} {cli}  {gen}")
+    print(f"{name:44} {rate:9.0f} {rate / plain:10.2f} {srv:16.1f} {cli}  {gen}")
 print("(cluster: server CPU summed over the three nodes)")
+print(f"\ncommit latency, h2load (medians of {runs} runs):")
+for label, p50, p99 in latencies:
+    print(f"  {label:36} p50 {p50:6.2f} ms   p99 {p99:6.2f} ms")
 EOF
