@@ -21,7 +21,7 @@
 
 use clap::{Args, ValueEnum};
 use ledger_client::nonblocking::Client;
-use ledger_client::{ClientConfig, Error};
+use ledger_client::{ClientConfig, Error, HttpVersion};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -91,6 +91,25 @@ pub struct BenchArgs {
     /// Async runtime worker threads [default: the number of CPUs].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// HTTP version: h1 (HTTP/1.1, what the Azure SDKs' transports speak) or h2 (HTTP/2,
+    /// negotiated in the TLS handshake).
+    #[arg(long, value_enum, default_value = "h1")]
+    pub protocol: BenchProtocol,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchProtocol {
+    H1,
+    H2,
+}
+
+impl BenchProtocol {
+    fn name(self) -> &'static str {
+        match self {
+            BenchProtocol::H1 => "h1",
+            BenchProtocol::H2 => "h2",
+        }
+    }
 }
 
 /// The figures of one phase.
@@ -170,8 +189,16 @@ pub fn run(args: BenchArgs, config: ClientConfig, json_mode: bool) -> Result<(),
         .enable_all()
         .build()
         .map_err(|e| Error::Config(format!("async runtime: {e}")))?;
+    let config = ClientConfig {
+        http_version: match args.protocol {
+            BenchProtocol::H1 => HttpVersion::Http1,
+            BenchProtocol::H2 => HttpVersion::Negotiated,
+        },
+        ..config
+    };
     let reports = runtime.block_on(run_phases(&args, config))?;
     let figures = json!({
+        "protocol": args.protocol.name(),
         "connections": args.connections,
         "size": args.size,
         "collections": args.collections,

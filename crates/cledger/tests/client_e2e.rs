@@ -1169,10 +1169,23 @@ fn bearer_token_users_through_the_client() {
 }
 
 /// `cledger bench` runs every phase against a real server and reports consistent figures
-/// (a smoke run: the numbers themselves are measured by hand, see docs/PERFORMANCE.md).
+/// (a smoke run: the numbers themselves are measured by hand, see docs/PERFORMANCE.md), over
+/// HTTP/1.1 unless told `--protocol h2` (the server's request log names the version).
 #[test]
 fn bench_smoke_run() {
-    let ledger = Ledger::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = Ledger {
+        server: Server::start(
+            dir.path(),
+            &["--log-level", "info,ledger_server::observe=debug"],
+        ),
+        _dir: dir,
+    };
+    let versions = |server: &Server| {
+        let log = server.output.stderr();
+        let count = |v: &str| log.matches(&format!("version={v}")).count();
+        (count("HTTP/1.1"), count("HTTP/2.0"))
+    };
     let env = Env::new();
     let out = env.path().join("bench.json");
     let out_arg = out.display().to_string();
@@ -1198,7 +1211,10 @@ fn bench_smoke_run() {
     for phase in ["append", "read", "receipt", "list", "p99.9 ms"] {
         assert!(run.stdout.contains(phase), "{}", run.describe());
     }
+    let (h1, h2) = versions(&ledger.server);
+    assert!(h1 > 100 && h2 == 0, "HTTP/1.1 requests {h1}, HTTP/2 {h2}");
     let figures: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(figures["protocol"], "h1");
     assert_eq!(figures["connections"], 4);
     assert_eq!(figures["size"], 256);
     let phases = figures["phases"].as_array().unwrap();
@@ -1240,9 +1256,14 @@ fn bench_smoke_run() {
             "0",
             "--phases",
             "append",
+            "--protocol",
+            "h2",
         ],
     );
     assert_eq!(run.code, 0, "{}", run.describe());
     let figures: Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(figures["phases"][0]["phase"], "append");
+    assert_eq!(figures["protocol"], "h2");
+    let (_, h2) = versions(&ledger.server);
+    assert!(h2 > 0, "no HTTP/2 request after --protocol h2");
 }

@@ -71,6 +71,18 @@ pub enum Auth {
     None,
 }
 
+/// The HTTP version a client speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/2 when the server offers it in the TLS handshake (ALPN; cledger does), else
+    /// HTTP/1.1.
+    #[default]
+    Negotiated,
+    /// HTTP/1.1 only: what the Azure SDKs' default transports speak (Python's `requests` and
+    /// `aiohttp`, Node's `https`), so what a load generator imitating them should speak.
+    Http1,
+}
+
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// `https://host:port`, without a path.
@@ -86,6 +98,8 @@ pub struct ClientConfig {
     pub retry_unavailable: Duration,
     /// Timeout of one HTTP request.
     pub request_timeout: Duration,
+    /// Which HTTP version to speak.
+    pub http_version: HttpVersion,
 }
 
 impl ClientConfig {
@@ -101,6 +115,7 @@ impl ClientConfig {
             api_version: DEFAULT_API_VERSION.to_owned(),
             retry_unavailable: DEFAULT_RETRY_UNAVAILABLE,
             request_timeout: REQUEST_TIMEOUT,
+            http_version: HttpVersion::Negotiated,
         }
     }
 }
@@ -470,6 +485,9 @@ impl Client {
             .timeout(config.request_timeout);
         if let Some(identity) = identity {
             builder = builder.identity(identity);
+        }
+        if config.http_version == HttpVersion::Http1 {
+            builder = builder.http1_only();
         }
         Ok(Client {
             http: builder.build()?,

@@ -5,8 +5,9 @@
 //! requests share one TLS connection. A caller that wants N connections makes N clients.
 
 use crate::{
-    Appended, Auth, ClientConfig, DEFAULT_COLLECTION, Entry, Result, Step, VerifiedReceiptResponse,
-    base, decode, field, next_step, tls_material, url, verified, written_txid,
+    Appended, Auth, ClientConfig, DEFAULT_COLLECTION, Entry, HttpVersion, Result, Step,
+    VerifiedReceiptResponse, base, decode, field, next_step, tls_material, url, verified,
+    written_txid,
 };
 use ledger_core::receipt::ReceiptResponse;
 use reqwest::Method;
@@ -29,6 +30,9 @@ impl Client {
             .timeout(config.request_timeout);
         if let Some(identity) = identity {
             builder = builder.identity(identity);
+        }
+        if config.http_version == HttpVersion::Http1 {
+            builder = builder.http1_only();
         }
         Ok(Client {
             http: builder.build()?,

@@ -127,6 +127,7 @@ pub async fn observe(
         .map_or("unmatched", |m| m.as_str())
         .to_owned();
     let method = method_label(request.method());
+    let version = request.version();
     let caller = caller_label(&request);
     let url_len = request
         .uri()
@@ -179,7 +180,8 @@ pub async fn observe(
             // The access log of refused callers: who, from where, what they tried, why.
             tracing::warn!(
                 target: "cledger::access",
-                request_id = %id, %caller, %method, path = %route, status = status.as_u16(), code,
+                request_id = %id, %caller, %method, ?version, path = %route,
+                status = status.as_u16(), code,
                 reason = info.as_ref().map_or("", |i| i.message.as_str()),
                 client_request_id = client_id_text,
                 "refused"
@@ -190,7 +192,8 @@ pub async fn observe(
             && !s.eq(&StatusCode::NOT_IMPLEMENTED) =>
         {
             tracing::error!(
-                request_id = %id, %caller, %method, path = %route, status = s.as_u16(), code,
+                request_id = %id, %caller, %method, ?version, path = %route, status = s.as_u16(),
+                code,
                 reason = info.as_ref().map_or("", |i| i.message.as_str()),
                 client_request_id = client_id_text, ms,
                 "request failed"
@@ -204,8 +207,8 @@ pub async fn observe(
                 state.metrics.writes_shed.inc();
             }
             tracing::debug!(
-                request_id = %id, %caller, %method, path = %route, status = s.as_u16(), code,
-                client_request_id = client_id_text, ms,
+                request_id = %id, %caller, %method, ?version, path = %route, status = s.as_u16(),
+                code, client_request_id = client_id_text, ms,
                 "request"
             );
         }
@@ -375,8 +378,11 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 pub fn init_logging(format: crate::config::LogFormat, filter: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         crate::config::LogFormat::Text => builder.try_init(),
