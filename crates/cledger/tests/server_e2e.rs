@@ -1599,7 +1599,7 @@ async fn curve_is_chosen_on_first_start_and_never_changes() {
     let txid = admin.write_ok(None, "signed on P-256").await;
     // The receipt verifies as the SDK's verify_receipt would (node signature, chain, path).
     verify_receipt_of(&admin, &txid, &service_cert).await;
-    assert_eq!(server.terminate().code(), Some(0));
+    stop(server).await;
 
     // Another curve for the same ledger is refused, saying why and what to do.
     let failure = Server::try_start(dir.path(), &["--curve", "p384"])
@@ -1617,8 +1617,17 @@ async fn curve_is_chosen_on_first_start_and_never_changes() {
     for extra in [&["--curve", "p256"][..], &[]] {
         let server = Server::start(dir.path(), extra);
         assert_eq!(server.service_cert_pem(), service_cert);
-        let admin = server.admin();
-        verify_receipt_of(&admin, &txid, &service_cert).await;
-        assert_eq!(server.terminate().code(), Some(0));
+        verify_receipt_of(&server.admin(), &txid, &service_cert).await;
+        stop(server).await;
     }
+}
+
+/// SIGTERM and a clean exit, waited for off the test's runtime: blocking it would keep the
+/// test's own client connections from answering the server's goodbye, and the server would
+/// wait out its grace period for them.
+async fn stop(server: Server) {
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM exit status: {status}");
 }
