@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The HTTPS figures of docs/PERFORMANCE.md: a release `cledger serve` on a fresh data directory
-# (same disk as /work), driven by `cledger bench` over mTLS on the same machine.
+# (same disk as /work), driven by `cledger bench` over mTLS on the same machine, over HTTP/1.1
+# as the Azure SDKs' transports (BENCH_PROTOCOL=h2 for HTTP/2).
 #
 #   benches/http.sh append  [RUNS] [SECONDS] [CONNECTIONS...]   # default 3 15 1 16 64 256
 #   benches/http.sh reads   DATA_DIR [RUNS] [SECONDS] [CONNECTIONS]  # a filled ledger (see below)
@@ -95,7 +96,7 @@ append)
         for r in $(seq 1 "$RUNS"); do
             f="$OUT/append-c$c-r$r.json"
             before=$(cpu_ticks "$server_pid")
-            /usr/bin/time -f "%U %S" -o "$WORK/gen.cpu" "$BIN" bench $(conn "$WORK/data") \
+            /usr/bin/time -f "%U %S" -o "$WORK/gen.cpu" "$BIN" bench --protocol "${BENCH_PROTOCOL:-h1}" $(conn "$WORK/data") \
                 --phases append --connections "$c" --duration "$SECS" --warmup 2 --output "$f" >/dev/null 2>&1
             after=$(cpu_ticks "$server_pid")
             cpu_per_op "$f" "$before" "$after" "$hz" "$WORK/gen.cpu" "$SECS"
@@ -125,7 +126,7 @@ reads)
         for r in $(seq 1 "$RUNS"); do
             f="$OUT/reads-$phase-r$r.json"
             before=$(cpu_ticks "$server_pid")
-            /usr/bin/time -f "%U %S" -o "$WORK/gen.cpu" "$BIN" bench $(conn "$DATA") --existing \
+            /usr/bin/time -f "%U %S" -o "$WORK/gen.cpu" "$BIN" bench --protocol "${BENCH_PROTOCOL:-h1}" $(conn "$DATA") --existing \
                 --phases "$phase" --verify-every 100 --connections "$C" --duration "$SECS" \
                 --warmup 2 --output "$f" >/dev/null 2>&1
             after=$(cpu_ticks "$server_pid")
@@ -143,7 +144,7 @@ programs)
         for phase in append hooked execute; do
             f="$OUT/programs-$phase-r$r.json"
             before=$(cpu_ticks "$server_pid")
-            /usr/bin/time -f "%U %S" -o "$WORK/gen.cpu" "$BIN" bench $(conn "$WORK/data") \
+            /usr/bin/time -f "%U %S" -o "$WORK/gen.cpu" "$BIN" bench --protocol "${BENCH_PROTOCOL:-h1}" $(conn "$WORK/data") \
                 --phases "$phase" --connections "$C" --duration "$SECS" --warmup 2 --output "$f" >/dev/null 2>&1
             after=$(cpu_ticks "$server_pid")
             cpu_per_op "$f" "$before" "$after" "$hz" "$WORK/gen.cpu" "$SECS"
