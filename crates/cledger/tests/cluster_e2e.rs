@@ -1522,16 +1522,9 @@ fn primary_killed_right_after_forming() {
     for node in &formed.nodes {
         for file in ["service_cert.pem", "identity/node_cert.pem"] {
             let cert = std::fs::read_to_string(node.data_dir.join(file)).unwrap();
-            let curve = ledger_core::x509::Cert::from_pem(&cert)
-                .and_then(|c| c.public_key())
-                .unwrap()
-                .curve();
-            assert_eq!(
-                curve,
-                ledger_core::signing::Curve::P256,
-                "{file} of {}",
-                node.name
-            );
+            let curve = support::curve_of(&cert);
+            let name = &node.name;
+            assert_eq!(curve, ledger_core::signing::Curve::P256, "{file} of {name}");
         }
     }
     let p = primary_of(&formed.nodes, &pem).unwrap_or_else(|e| panic!("{e}"));
@@ -1552,9 +1545,14 @@ fn primary_killed_right_after_forming() {
     assert_eq!(one, q, "the primary changed although nothing failed");
     let acked = vec![{
         let contents = "after the restart".to_owned();
-        let a = client(&formed.nodes[p], &pem, &formed.admin.bundle)
+        let restarted = client(&formed.nodes[p], &pem, &formed.admin.bundle);
+        let a = restarted
             .append(&contents, None, &[])
             .unwrap_or_else(|e| panic!("a write through the restarted node: {e}"));
+        // Signed by the new primary's P-256 node key; the client verifies the receipt.
+        restarted
+            .receipt(&a.transaction_id)
+            .unwrap_or_else(|e| panic!("the receipt of {}: {e}", a.transaction_id));
         Acked {
             txid: a.transaction_id,
             contents,

@@ -1571,14 +1571,6 @@ async fn sigterm_exits_zero_and_restart_serves_everything() {
 // The identity's curve
 // ---------------------------------------------------------------------------------------------
 
-/// The curve of the public key in a certificate.
-fn curve_of(cert_pem: &str) -> ledger_core::signing::Curve {
-    ledger_core::x509::Cert::from_pem(cert_pem)
-        .and_then(|cert| cert.public_key())
-        .expect("an EC certificate")
-        .curve()
-}
-
 #[tokio::test]
 async fn curve_is_chosen_on_first_start_and_never_changes() {
     use ledger_core::signing::Curve;

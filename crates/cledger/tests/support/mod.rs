@@ -711,3 +711,11 @@ pub fn is_hex64(value: &Value) -> bool {
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
+
+/// The curve of the public key in a certificate.
+pub fn curve_of(cert_pem: &str) -> ledger_core::signing::Curve {
+    ledger_core::x509::Cert::from_pem(cert_pem)
+        .and_then(|cert| cert.public_key())
+        .expect("an EC certificate")
+        .curve()
+}
