@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Release builds side by side under the same h2load load (bearer token, 256-byte writes), runs
-# interleaved build by build so the machine's drift falls on all of them alike. For each build
-# and connection count: the median writes/s over RUNS, the CPU of the server's threads by name
-# (tokio workers are `cledger`, the write path `cledger-writer`; % of one core) and the mean
-# transactions per group commit (from /metrics). Used for issue 18's step 2 (PERFORMANCE.md).
+# Release builds (or one build with different settings) side by side under the same h2load load
+# (bearer token, 256-byte writes), runs interleaved build by build so the machine's drift falls
+# on all of them alike. For each build and connection count: the median writes/s over RUNS, the
+# CPU of the server's threads by name (tokio workers are `cledger`, the write path
+# `cledger-writer`; % of one core) and the mean transactions per group commit (from /metrics).
+# Used for issue 18's steps 2 and 3 (PERFORMANCE.md).
 #
 #   benches/builds.sh RUNS SECONDS "CONNS..." NAME=BINARY[,VAR=VALUE...] ...
 #   benches/builds.sh 3 10 "16 64" base=/tmp/a/cledger pipeline=/tmp/b/cledger

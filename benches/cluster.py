@@ -3,8 +3,9 @@
 load generator share its cores):
 
 1. committed writes/s and p50/p99 commit latency of one node, then of a 3-node cluster driven
-   through its primary (`cledger bench`, mTLS, HTTP/1.1 as the Azure SDKs), in alternating runs (RUNS each, medians reported), with the CPU each
-   node used per committed write (from /proc/PID/stat);
+   through its primary (`cledger bench`, mTLS, HTTP/1.1 as the Azure SDKs), in alternating
+   runs (RUNS each, medians reported), with the CPU each node used per committed write (from
+   /proc/PID/stat);
 2. failover: KILLS times, SIGKILL the primary under continuous writes and time from the kill
    to the first write a new primary commits (median and max), restarting the killed node;
 3. catch-up: a node joining a ledger of CATCHUP transactions (filled through the primary), time

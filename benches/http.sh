@@ -22,6 +22,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # CLEDGER_BIN: another build to measure (e.g. an older release, to compare side by side).
 BIN="${CLEDGER_BIN:-$ROOT/target/release/cledger}"
+PROTOCOL="${BENCH_PROTOCOL:-h1}"
 OUT="$ROOT/benches/results"
 WORK="${BENCH_DIR:-/var/tmp}/cledger-http-bench.$$"
 PORT="${BENCH_PORT:-19555}"
@@ -96,7 +97,7 @@ append)
         for r in $(seq 1 "$RUNS"); do
             f="$OUT/append-c$c-r$r.json"
             before=$(cpu_ticks "$server_pid")
-            /usr/bin/time -f "%U %S" -o "$WORK/gen.cpu" "$BIN" bench --protocol "${BENCH_PROTOCOL:-h1}" $(conn "$WORK/data") \
+            /usr/bin/time -f "%U %S" -o "$WORK/gen.cpu" "$BIN" bench --protocol "$PROTOCOL" $(conn "$WORK/data") \
                 --phases append --connections "$c" --duration "$SECS" --warmup 2 --output "$f" >/dev/null 2>&1
             after=$(cpu_ticks "$server_pid")
             cpu_per_op "$f" "$before" "$after" "$hz" "$WORK/gen.cpu" "$SECS"
@@ -126,7 +127,7 @@ reads)
         for r in $(seq 1 "$RUNS"); do
             f="$OUT/reads-$phase-r$r.json"
             before=$(cpu_ticks "$server_pid")
-            /usr/bin/time -f "%U %S" -o "$WORK/gen.cpu" "$BIN" bench --protocol "${BENCH_PROTOCOL:-h1}" $(conn "$DATA") --existing \
+            /usr/bin/time -f "%U %S" -o "$WORK/gen.cpu" "$BIN" bench --protocol "$PROTOCOL" $(conn "$DATA") --existing \
                 --phases "$phase" --verify-every 100 --connections "$C" --duration "$SECS" \
                 --warmup 2 --output "$f" >/dev/null 2>&1
             after=$(cpu_ticks "$server_pid")
@@ -144,7 +145,7 @@ programs)
         for phase in append hooked execute; do
             f="$OUT/programs-$phase-r$r.json"
             before=$(cpu_ticks "$server_pid")
-            /usr/bin/time -f "%U %S" -o "$WORK/gen.cpu" "$BIN" bench --protocol "${BENCH_PROTOCOL:-h1}" $(conn "$WORK/data") \
+            /usr/bin/time -f "%U %S" -o "$WORK/gen.cpu" "$BIN" bench --protocol "$PROTOCOL" $(conn "$WORK/data") \
                 --phases "$phase" --connections "$C" --duration "$SECS" --warmup 2 --output "$f" >/dev/null 2>&1
             after=$(cpu_ticks "$server_pid")
             cpu_per_op "$f" "$before" "$after" "$hz" "$WORK/gen.cpu" "$SECS"

@@ -20,6 +20,7 @@
 
 use crate::ServeError;
 use crate::config::ServeConfig;
+use crate::http::auth::unix_now;
 use crate::http::{ApiError, Caller};
 use crate::listener::PeerCertificate;
 use axum::Json;
@@ -429,7 +430,7 @@ async fn consensus(State(node): State<Arc<ClusterNode>>) -> Response {
 /// The caller, who must be an Administrator.
 fn administrator(node: &ClusterNode, caller: Option<&Caller>) -> Result<(), ApiError> {
     let caller = caller.ok_or(ApiError::Unauthenticated)?;
-    let user = caller.authenticated_id(crate::http::auth::unix_now())?;
+    let user = caller.authenticated_id(unix_now())?;
     match crate::http::auth::role_of(&*node.handle, user)? {
         Some(crate::http::users::Role::Administrator) => Ok(()),
         _ => Err(ApiError::NotAllowed(format!(
@@ -499,7 +500,7 @@ async fn create_token(
         return ApiError::Internal("the OS random number generator failed".into()).into_response();
     }
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
-    let expires_at = crate::http::auth::unix_now() + lifetime;
+    let expires_at = unix_now() + lifetime;
     let write = TableWrite {
         table: TOKENS_TABLE.into(),
         key: sha256(token.as_bytes()).to_hex(),
@@ -727,7 +728,7 @@ async fn join_inner(
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .and_then(|v| v["expires_at"].as_u64());
         match expires_at {
-            Some(at) if at > crate::http::auth::unix_now() => {
+            Some(at) if at > unix_now() => {
                 let record = trust(node, &id, record, Some(digest)).await?;
                 return Ok(answer(node, &id, &record));
             }
