@@ -462,6 +462,7 @@ async fn found(
     let (tx, rx) = tokio::sync::oneshot::channel();
     ledger.replicate(
         ops,
+        None,
         Box::new(move |r| {
             let _ = tx.send(r);
         }),

@@ -3,9 +3,12 @@
 //! `append` turns each entry into a ledger transaction at its log id ([`ledger_op`]) and hands
 //! the batch to the store's writer (`Ledger::replicate`), which encodes the leader's own
 //! proposals, checks a leader's bytes on a follower, and makes them durable with one fsync per
-//! group of appends; openraft's callback fires after that fsync. Reads come back from the
-//! segments as Raft entries ([`entry_of`]); a read of entries appended but not yet durable
-//! waits until they are (the leader replicates what it stored, byte for byte).
+//! group of appends; openraft's callback fires after that fsync. Reads come back as Raft
+//! entries ([`entry_of`]) of the bytes the ledger wrote (the leader replicates what it
+//! stored, byte for byte): from the writer's in-memory tail as soon as the batch is written,
+//! before its fsync, so that the followers' fsyncs overlap the leader's (as in CCF; the leader
+//! counts towards a majority only once its callback fires); a follower too far behind for the
+//! tail is sent entries read from the segments once they are durable.
 //! `truncate_after` cuts an uncommitted suffix (`Ledger::truncate_after`).
 //!
 //! `purge` keeps every byte (receipts of any transaction need the whole ledger): it only moves
@@ -39,6 +42,11 @@ pub struct LogShared {
     pub ledger: Arc<Ledger>,
     /// The newest durable seqno (0: none), moved by append callbacks and truncations.
     durable: watch::Sender<u64>,
+    /// The newest written seqno (0: none): durable, or written and in the ledger's tail.
+    written: watch::Sender<u64>,
+    /// Why the ledger refused an append, once it has: consensus stops on it (a storage error
+    /// is fatal to openraft), so nothing waited for becomes written or durable any more.
+    refused: watch::Sender<Option<String>>,
     /// The newest committed seqno (0: none), moved by the state machine; writers wait on it.
     pub(crate) committed: watch::Sender<u64>,
     /// The newest seqno handed to the writer (0: none).
@@ -97,6 +105,8 @@ impl LogShared {
             committed: watch::Sender::new(committed),
             ledger,
             durable: watch::Sender::new(durable),
+            written: watch::Sender::new(durable),
+            refused: watch::Sender::new(None),
             appended: Mutex::new(durable),
             vote_path,
             vote: Mutex::new(vote),
@@ -110,7 +120,14 @@ impl LogShared {
     /// it must neither come back empty nor wait for an append that never comes.
     pub(crate) fn adopt_ledger_end(&self) {
         let durable = self.ledger.durable().map_or(0, TxId::seqno);
+        self.rewind_to(durable);
+    }
+
+    /// What was appended, written and durable all end at the durable seqno `durable` (after a
+    /// founding, a truncation, or a refused append).
+    fn rewind_to(&self, durable: u64) {
         *self.appended.lock().expect("appended lock") = durable;
+        self.written.send_replace(durable);
         self.durable.send_replace(durable);
     }
 
@@ -126,19 +143,43 @@ impl LogShared {
 
     /// Waits until seqno `seqno` is durable here.
     pub async fn wait_durable(&self, seqno: u64) -> io::Result<()> {
-        let mut rx = self.durable.subscribe();
-        match tokio::time::timeout(DURABLE_WAIT, rx.wait_for(|d| *d >= seqno)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(io::Error::new(
+        self.wait_until(&self.durable, seqno, "durable").await
+    }
+
+    /// Waits until seqno `seqno` is written here (durable, or in the ledger's tail).
+    async fn wait_written(&self, seqno: u64) -> io::Result<()> {
+        self.wait_until(&self.written, seqno, "written").await
+    }
+
+    /// Waits until `end` reaches `seqno`; fails at once if the ledger refused an append (it
+    /// never will), or after [`DURABLE_WAIT`].
+    async fn wait_until(&self, end: &watch::Sender<u64>, seqno: u64, what: &str) -> io::Result<()> {
+        let mut reached = end.subscribe();
+        let mut refused = self.refused.subscribe();
+        let waited = tokio::time::timeout(DURABLE_WAIT, async {
+            tokio::select! {
+                r = reached.wait_for(|d| *d >= seqno) => r.map(|_| None).unwrap_or(None),
+                r = refused.wait_for(Option::is_some) => r.ok().and_then(|r| r.clone()),
+            }
+        })
+        .await;
+        let (kind, reason) = match waited {
+            Ok(None) if *end.borrow() >= seqno => return Ok(()),
+            Ok(Some(refusal)) => (
+                io::ErrorKind::Other,
+                format!("the ledger refused an append: {refusal}"),
+            ),
+            _ => (
                 io::ErrorKind::TimedOut,
-                format!(
-                    "seqno {seqno} did not become durable: {}",
-                    self.ledger
-                        .failure()
-                        .unwrap_or_else(|| "the writer is behind".into())
-                ),
-            )),
-        }
+                self.ledger
+                    .failure()
+                    .unwrap_or_else(|| "the writer is behind".into()),
+            ),
+        };
+        Err(io::Error::new(
+            kind,
+            format!("seqno {seqno} was not {what}: {reason}"),
+        ))
     }
 
     /// Saves `vote` durably.
@@ -162,11 +203,12 @@ impl LogShared {
         *self.purged.lock().expect("purged lock")
     }
 
-    /// A refused append wrote nothing, and the ones queued behind it are refused too (they do
-    /// not follow what is durable): readers must not wait for any of them.
-    fn forget_refused_appends(&self) {
-        *self.appended.lock().expect("appended lock") =
-            self.ledger.durable().map_or(0, TxId::seqno);
+    /// A refused append wrote nothing durable, and the ones queued behind it are refused too
+    /// (they do not follow what is durable): readers must not wait for any of them, nor for
+    /// anything else (consensus stops on the refusal).
+    fn refuse_appends(&self, why: &impl std::fmt::Display) {
+        self.refused.send_replace(Some(why.to_string()));
+        self.rewind_to(self.ledger.durable().map_or(0, TxId::seqno));
     }
 
     /// Purges the Raft log through `log_id`, an entry it holds. openraft purges past the end of
@@ -266,14 +308,20 @@ impl RaftLogReader<LedgerRaft> for LedgerLogStore {
         if first > last {
             return Ok(entries);
         }
-        self.shared.wait_durable(last).await?;
-        let ledger = self.shared.ledger.clone();
-        let txs = blocking(move || {
-            ledger
-                .durable_transactions(first, last)
-                .map_err(store_error)
-        })
-        .await?;
+        self.shared.wait_written(last).await?;
+        let txs = match self.shared.ledger.written_transactions(first, last) {
+            Some(txs) => txs,
+            None => {
+                self.shared.wait_durable(last).await?;
+                let ledger = self.shared.ledger.clone();
+                blocking(move || {
+                    ledger
+                        .durable_transactions(first, last)
+                        .map_err(store_error)
+                })
+                .await?
+            }
+        };
         for (txid, bytes) in txs {
             entries.push(entry_of(txid, bytes).map_err(store_error)?);
         }
@@ -338,28 +386,38 @@ impl RaftLogStorage<LedgerRaft> for LedgerLogStore {
         }
         *self.shared.appended.lock().expect("appended lock") = last;
         let shared = self.shared.clone();
+        let on_written = self.shared.clone();
         let submitted = self
             .shared
             .ledger
             .replicate(
                 ops,
+                Some(Box::new(move |written: TxId| {
+                    on_written.written.send_replace(written.seqno());
+                })),
                 Box::new(
                     move |result: Result<Option<TxId>, AppendError>| match result {
                         Ok(durable) => {
-                            shared.durable.send_replace(durable.map_or(0, TxId::seqno));
+                            let durable = durable.map_or(0, TxId::seqno);
+                            shared.written.send_if_modified(|w| {
+                                let behind = *w < durable;
+                                *w = (*w).max(durable);
+                                behind
+                            });
+                            shared.durable.send_replace(durable);
                             callback.io_completed(Ok(()));
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "the ledger refused a Raft append");
-                            shared.forget_refused_appends();
+                            shared.refuse_appends(&e);
                             callback.io_completed(Err(store_error(e)));
                         }
                     },
                 ),
             )
             .map_err(store_error);
-        if submitted.is_err() {
-            self.shared.forget_refused_appends();
+        if let Err(e) = &submitted {
+            self.shared.refuse_appends(e);
         }
         submitted
     }
@@ -383,9 +441,7 @@ impl RaftLogStorage<LedgerRaft> for LedgerLogStore {
         }
         let ledger = self.shared.ledger.clone();
         let durable = blocking(move || ledger.truncate_after(seqno).map_err(store_error)).await?;
-        let durable = durable.map_or(0, TxId::seqno);
-        *self.shared.appended.lock().expect("appended lock") = durable;
-        self.shared.durable.send_replace(durable);
+        self.shared.rewind_to(durable.map_or(0, TxId::seqno));
         tracing::warn!(
             after = seqno,
             "truncated an uncommitted suffix of the ledger"

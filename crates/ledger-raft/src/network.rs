@@ -267,7 +267,10 @@ async fn vote(State(state): State<PeerState>, body: Bytes) -> Response {
     }
 }
 
-/// Serves the peer protocol on `listener` until the returned task is aborted.
+/// Serves the peer protocol on `listener` until the returned task is aborted, which also ends
+/// every connection it accepted: peers keep their connections open, and one served on by a
+/// stopped node's consensus would answer them with errors for as long as they kept it (a node
+/// restarted in the same process would never be reached).
 pub fn serve_peers(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -275,8 +278,14 @@ pub fn serve_peers(
 ) -> tokio::task::JoinHandle<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     tokio::spawn(async move {
+        // Dropped with this task: every connection task is aborted with it.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
-            let (tcp, remote) = match listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                Some(_) = connections.join_next() => continue,
+            };
+            let (tcp, remote) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "peer listener accept failed");
@@ -286,7 +295,7 @@ pub fn serve_peers(
             };
             let acceptor = acceptor.clone();
             let raft = raft.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 if let Err(e) = serve_connection(acceptor, tcp, remote, raft).await {
                     tracing::debug!(%remote, error = %e, "peer connection ended");
                 }

@@ -1,7 +1,8 @@
 //! Three nodes in one process, each with its own data directory, ledger and peer listener on
-//! loopback (real mutual TLS): founding, joining, replication, losing the primary, and the
-//! invariants a ledger must keep — identical committed bytes everywhere, receipts from every
-//! view verifying with the one service certificate.
+//! loopback (real mutual TLS): founding, joining, replication, losing the primary, a primary
+//! whose fsync fails after its followers took the batch, and the invariants a ledger must
+//! keep — identical committed bytes everywhere, receipts from every view verifying with the
+//! one service certificate.
 
 use ledger_core::TxId;
 use ledger_core::entry::ApplicationEntry;
@@ -9,11 +10,14 @@ use ledger_core::signing::EcSigningKey;
 use ledger_identity::files::NodeFiles;
 use ledger_identity::{Curve, ServiceIdentity, generate_private_key, issue_node_certificate};
 use ledger_raft::{Cluster, ClusterConfig, PeerNode, PeerTls, StartMode, WriteError};
+use ledger_store::faults::Injected;
 use ledger_store::{
-    Genesis, KekSource, Ledger, NodeIdentity, Role, StoreConfig, TxStatus, WriteRequest,
+    FaultInjector, Genesis, KekSource, Ledger, NodeIdentity, Role, StorageOp, StoreConfig,
+    TxStatus, WriteRequest,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
@@ -125,8 +129,18 @@ fn committed_bytes(ledger: &Ledger) -> Vec<(TxId, Vec<u8>)> {
         .expect("transactions read")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_nodes_replicate_and_survive_the_loss_of_the_primary() {
+/// Three nodes formed as a service is: a founder with some history (its ledger opened with
+/// `founder_config`), then two nodes that join it.
+struct Three {
+    _tmp: tempfile::TempDir,
+    service: ServiceIdentity,
+    founder: NodeSetup,
+    a: Cluster,
+    a_address: String,
+    joiners: Vec<(NodeSetup, Cluster)>,
+}
+
+async fn three_nodes(founder_config: StoreConfig) -> Three {
     let tmp = tempfile::tempdir().expect("tempdir");
     // The founder: an ordinary ledger with some history, then a cluster of one.
     let founder_dir = tmp.path().join("a");
@@ -163,7 +177,7 @@ async fn three_nodes_replicate_and_survive_the_loss_of_the_primary() {
         ledger.close();
     }
     let (ledger, _) =
-        Ledger::open(&founder_dir, replica_config(), identity(&founder)).expect("reopen");
+        Ledger::open(&founder_dir, founder_config, identity(&founder)).expect("reopen");
     let (a, a_address) = start(&founder, &service, ledger, false).await;
     wait_for("the founder to lead", Duration::from_secs(10), || {
         a.primary().is_some_and(|(id, _)| &id == a.node_id())
@@ -212,6 +226,27 @@ async fn three_nodes_replicate_and_survive_the_loss_of_the_primary() {
         .expect("node added");
         joiners.push((setup, cluster));
     }
+    Three {
+        _tmp: tmp,
+        service,
+        founder,
+        a,
+        a_address,
+        joiners,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_replicate_and_survive_the_loss_of_the_primary() {
+    let Three {
+        _tmp,
+        service,
+        founder,
+        a,
+        a_address,
+        joiners,
+    } = three_nodes(replica_config()).await;
+    let founder_dir = founder.dir.clone();
     let b = &joiners[0].1;
     let c = &joiners[1].1;
     let status = a.status();
@@ -319,4 +354,145 @@ async fn three_nodes_replicate_and_survive_the_loss_of_the_primary() {
         cluster.shutdown().await;
         ledger.close();
     }
+}
+
+/// Fails one segment fsync of the node it is given to, slowly: by the time the fsync fails,
+/// the followers have the batch, as a leader replicates what it has written while it makes it
+/// durable.
+#[derive(Debug)]
+struct SlowFailingSync {
+    armed: AtomicBool,
+    errno: i32,
+}
+
+impl FaultInjector for SlowFailingSync {
+    fn inject(&self, op: StorageOp, _len: usize) -> Option<Injected> {
+        if op != StorageOp::SegmentSync || !self.armed.swap(false, Ordering::SeqCst) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Some(Injected::Error(std::io::Error::from_raw_os_error(
+            self.errno,
+        )))
+    }
+}
+
+/// The primary's fsync fails after its followers took the batch: the primary stops (a
+/// storage error is fatal to consensus), the others elect a primary that has the batch and
+/// commits it, and when the old primary comes back (whatever its disk kept: everything after
+/// EIO, which poisons it, or nothing of the batch after ENOSPC, which cuts it off) every node
+/// holds the same committed bytes, nothing acknowledged is lost and every receipt verifies.
+async fn primary_fsync_fails_after_replicating(errno: i32) {
+    let injector = Arc::new(SlowFailingSync {
+        armed: AtomicBool::new(false),
+        errno,
+    });
+    let Three {
+        _tmp,
+        service,
+        founder,
+        a,
+        a_address,
+        joiners,
+    } = three_nodes(StoreConfig {
+        faults: Some(injector.clone()),
+        ..replica_config()
+    })
+    .await;
+    let (b, c) = (&joiners[0].1, &joiners[1].1);
+    let mut acknowledged = Vec::new();
+    for i in 0..5 {
+        acknowledged.push(write(&[&a, b, c], entry("before the fault", i)).await);
+    }
+    let old_view = a.status().view;
+    injector.armed.store(true, Ordering::SeqCst);
+    let failed = a.write(entry("during the fault", 0)).await;
+    assert!(failed.is_err(), "errno {errno}: {failed:?}");
+    let a_durable = a.ledger().durable().expect("durable").seqno();
+
+    let survivors = [b, c];
+    wait_for("a new primary", Duration::from_secs(20), || {
+        survivors
+            .iter()
+            .any(|n| n.primary().is_some_and(|(id, _)| &id == n.node_id()))
+    })
+    .await;
+    for i in 0..5 {
+        acknowledged.push(write(&survivors, entry("after the fault", i)).await);
+    }
+    let newest = *acknowledged.last().expect("writes");
+    for node in survivors {
+        wait_for("the survivors to commit", Duration::from_secs(10), || {
+            node.ledger().status(newest) == TxStatus::Committed
+        })
+        .await;
+    }
+    // What the old primary wrote and never made durable reached the others before its fsync
+    // failed: they committed transactions of its view past its durable end.
+    let replicated_early = committed_bytes(b.ledger())
+        .iter()
+        .filter(|(t, _)| t.view() == old_view && t.seqno() > a_durable)
+        .count();
+    assert!(
+        replicated_early > 0,
+        "errno {errno}: nothing of the failed batch reached the followers"
+    );
+
+    // The old primary comes back with whatever its disk kept, and catches up.
+    let a_ledger = a.ledger().clone();
+    a.shutdown().await;
+    a_ledger.close();
+    drop(a_ledger);
+    let (ledger, _) =
+        Ledger::open(&founder.dir, replica_config(), identity(&founder)).expect("reopen");
+    let (a, _) = start_at(&founder, &service, ledger, false, &a_address).await;
+    wait_for(
+        "the old primary to catch up",
+        Duration::from_secs(20),
+        || a.ledger().status(newest) == TxStatus::Committed,
+    )
+    .await;
+    let reference = committed_bytes(b.ledger());
+    for node in [&a, c] {
+        let theirs = committed_bytes(node.ledger());
+        let common = reference.len().min(theirs.len());
+        assert!(common as u64 >= newest.seqno(), "{common}");
+        assert_eq!(
+            reference[..common],
+            theirs[..common],
+            "errno {errno}: committed prefixes differ"
+        );
+    }
+    for node in [&a, b, c] {
+        for txid in &acknowledged {
+            assert_eq!(node.ledger().status(*txid), TxStatus::Committed, "{txid}");
+        }
+        for txid in [acknowledged[0], newest] {
+            let bundle = node
+                .ledger()
+                .receipt(txid)
+                .expect("receipt read")
+                .expect("receipt exists");
+            ledger_core::receipt::verify_receipt(&bundle.receipt, &service.cert_pem, None)
+                .unwrap_or_else(|e| panic!("receipt of {txid} does not verify: {e}"));
+        }
+    }
+    let a_ledger = a.ledger().clone();
+    a.shutdown().await;
+    a_ledger.close();
+    for (_, cluster) in joiners {
+        let ledger = cluster.ledger().clone();
+        cluster.shutdown().await;
+        ledger.close();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn primary_fsync_fails_with_eio_after_replicating() {
+    primary_fsync_fails_after_replicating(ledger_store::faults::errno::EIO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn primary_fsync_fails_with_enospc_after_replicating() {
+    primary_fsync_fails_after_replicating(ledger_store::faults::errno::ENOSPC).await;
 }

@@ -38,6 +38,7 @@ mod reader;
 mod recovery;
 pub mod segment;
 mod sequencer;
+mod tail;
 pub mod tree;
 mod writer;
 
@@ -47,7 +48,7 @@ pub use handle::LedgerHandle;
 pub use limits::LimitError;
 pub use recovery::RecoveryReport;
 pub use sequencer::{PreparedWrite, ReplicaOp};
-pub use writer::ReplicaDone;
+pub use writer::{ReplicaDone, ReplicaWritten};
 
 pub use crypto::{KeyRing, LedgerSecret};
 use guard::ForkGuard;
@@ -498,6 +499,8 @@ pub(crate) struct Shared {
     pub queued: AtomicUsize,
     /// Derived files that reads found damaged.
     pub integrity: Integrity,
+    /// A replica's newest written transactions (see [`tail`]).
+    pub tail: tail::WrittenTail,
 }
 
 /// Derived files found damaged by reads while the ledger is open. Each is recorded once: in
@@ -891,6 +894,7 @@ impl Ledger {
                 damaged: Mutex::new(Vec::new()),
                 observer: config.observer.clone(),
             },
+            tail: tail::WrittenTail::default(),
         });
         // The sequencer continues from the last durable signature, committed or not.
         let last_signature = recovered
@@ -1044,9 +1048,14 @@ impl Ledger {
     /// why nothing of them was written (a refused batch is refused whole). Returns at once;
     /// an error means `done` was not called. Nothing appended is visible to readers until
     /// [`Ledger::commit_through`] commits it.
+    ///
+    /// `written`, if given, is called on the writer thread once the batch holding `ops` is
+    /// written to its segment, before its fsync: from then on [`Ledger::written_transactions`]
+    /// holds them (a leader replicates them while it makes them durable).
     pub fn replicate(
         &self,
         ops: Vec<(TxId, ReplicaOp)>,
+        written: Option<ReplicaWritten>,
         done: ReplicaDone,
     ) -> Result<(), AppendError> {
         if self.role != Role::Replica {
@@ -1055,8 +1064,16 @@ impl Ledger {
         let queue = self.queue.lock().expect("queue lock");
         let queue = queue.as_ref().ok_or(AppendError::Closed)?;
         queue
-            .send(Command::Control(Control::Replicate { ops, done }))
+            .send(Command::Control(Control::Replicate { ops, written, done }))
             .map_err(|_| AppendError::Closed)
+    }
+
+    /// A replica's transactions `from..=to` as encoded, from those written most recently
+    /// (durable or not yet: see [`Ledger::replicate`]), if it still holds every one of them
+    /// in memory; otherwise `None`, and [`Ledger::durable_transactions`] reads them once they
+    /// are durable. Nothing here is committed until consensus says so.
+    pub fn written_transactions(&self, from: u64, to: u64) -> Option<Vec<(TxId, Vec<u8>)>> {
+        self.shared.tail.get(from.max(1), to)
     }
 
     /// A replica's append of a primary's encoded transactions, byte for byte, made durable
@@ -1072,6 +1089,7 @@ impl Ledger {
             .collect();
         self.replicate(
             ops,
+            None,
             Box::new(move |result| {
                 let _ = reply.send(result);
             }),

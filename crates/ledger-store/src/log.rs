@@ -57,10 +57,15 @@ impl SegmentLog {
         Ok(self.active.len())
     }
 
-    /// Appends `frames` durably (one write, one fdatasync). On failure, the batch is cut back
-    /// off the segment when that is safe.
-    pub fn append(&mut self, frames: &[u8], faults: &Faults) -> Result<(), AppendOutcome> {
-        let Err(failure) = self.active.append(frames, faults) else {
+    /// Appends `frames` durably (one write, one fdatasync), calling `written` between the two.
+    /// On failure, the batch is cut back off the segment when that is safe.
+    pub fn append(
+        &mut self,
+        frames: &[u8],
+        faults: &Faults,
+        written: impl FnOnce(),
+    ) -> Result<(), AppendOutcome> {
+        let Err(failure) = self.active.append(frames, faults, written) else {
             return Ok(());
         };
         let AppendFailure { op, error, written } = failure;

@@ -485,11 +485,17 @@ impl ActiveSegment {
         self.len == SEGMENT_HEADER_LEN as u64
     }
 
-    /// Appends `bytes` and makes them durable (one `write`, one `fdatasync`). On failure the
+    /// Appends `bytes` and makes them durable (one `write`, one `fdatasync`), calling
+    /// `on_written` once the write is done, before the fsync. On failure the
     /// segment's length is unchanged in memory, and the file may hold part or all of `bytes`
     /// beyond it: the caller decides between [`ActiveSegment::truncate_back`] and giving up
     /// (after a failed `fdatasync`, see `docs/FORMAT.md` §9).
-    pub(crate) fn append(&mut self, bytes: &[u8], faults: &Faults) -> Result<(), AppendFailure> {
+    pub(crate) fn append(
+        &mut self,
+        bytes: &[u8],
+        faults: &Faults,
+        on_written: impl FnOnce(),
+    ) -> Result<(), AppendFailure> {
         if let Err((written, error)) =
             write_all_counted(&mut self.file, bytes, faults, StorageOp::SegmentWrite)
         {
@@ -499,6 +505,7 @@ impl ActiveSegment {
                 written,
             });
         }
+        on_written();
         if let Err(error) = faults
             .check(StorageOp::SegmentSync)
             .and_then(|()| self.file.sync_data())

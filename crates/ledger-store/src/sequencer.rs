@@ -23,12 +23,15 @@ use ledger_core::cose::ServiceSigner;
 use ledger_core::entry::{self, EntryView, Sealer, SignatureRecord, TableWrite, TxBody};
 use ledger_core::hash::Hash32;
 use ledger_core::signing::EcSigningKey;
+use std::ops::Range;
 use std::time::{Duration, Instant, SystemTime};
 
 /// A batch ready for the log: its frames, and what becomes true once they are durable.
 pub(crate) struct Sequenced {
     /// The frames of every transaction of the batch, as appended to the log.
     pub frames: Vec<u8>,
+    /// Every transaction of the batch and where its encoded bytes are in `frames`.
+    pub payloads: Vec<(TxId, Range<usize>)>,
     /// Submitted transactions and their completions (signatures and a follower's
     /// transactions have none).
     pub txs: Vec<Pending>,
@@ -426,6 +429,7 @@ impl Sequencer {
     fn empty_batch(&self, capacity: usize) -> Sequenced {
         Sequenced {
             frames: Vec::new(),
+            payloads: Vec::with_capacity(capacity),
             txs: Vec::with_capacity(capacity),
             ops: Vec::with_capacity(capacity),
             signatures: Vec::new(),
@@ -445,6 +449,8 @@ impl Sequenced {
             .leaf();
         let offset = base + self.frames.len() as u64;
         segment::encode_frame(&mut self.frames, bytes);
+        let end = self.frames.len();
+        self.payloads.push((txid, end - bytes.len()..end));
         self.tree.push(leaf, FrameRecord::new(offset, class, &leaf));
         self.last = Some(txid);
     }

@@ -74,12 +74,19 @@ pub(crate) enum Command {
 /// durable, or with why it was not written. It must not block.
 pub type ReplicaDone = Box<dyn FnOnce(Result<Option<TxId>, AppendError>) + Send>;
 
+/// Called once, on the writer thread, with the newest written txid once the batch holding a
+/// replica's append is written to its segment, before its fsync: from then on
+/// [`crate::Ledger::written_transactions`] serves it. Not called if the write fails. It must
+/// not block.
+pub type ReplicaWritten = Box<dyn FnOnce(TxId) + Send>;
+
 /// Requests that drive a replica's log.
 pub(crate) enum Control {
-    /// Append transactions at the seqnos consensus gave them; `done` once they are durable.
-    /// Consecutive appends are written together (one fsync).
+    /// Append transactions at the seqnos consensus gave them; `written` once they are written,
+    /// `done` once they are durable. Consecutive appends are written together (one fsync).
     Replicate {
         ops: Vec<(TxId, ReplicaOp)>,
+        written: Option<ReplicaWritten>,
         done: ReplicaDone,
     },
     /// Commit through the last durable signature at or before `seqno`; answered with the
@@ -342,7 +349,7 @@ impl Writer {
             self.sequencer
                 .sequence(batch, base, sign_now, &self.shared.keys, &self.guard);
         match sequenced {
-            Ok(sequenced) => self.make_durable(sequenced),
+            Ok(sequenced) => self.make_durable(sequenced, Vec::new()),
             Err((SequenceError::ForkGuard(reason), txs)) => {
                 // Nothing of this batch was written.
                 for p in txs {
@@ -364,14 +371,20 @@ impl Writer {
             return None;
         }
         match control {
-            Control::Replicate { ops, done } => {
+            Control::Replicate { ops, written, done } => {
                 let mut ops = ops;
+                let mut writtens: Vec<ReplicaWritten> = written.into_iter().collect();
                 let mut dones = vec![done];
                 let mut next = None;
                 while ops.len() < self.config.max_batch {
                     match queue.try_recv() {
-                        Ok(Command::Control(Control::Replicate { ops: more, done })) => {
+                        Ok(Command::Control(Control::Replicate {
+                            ops: more,
+                            written,
+                            done,
+                        })) => {
                             ops.extend(more);
+                            writtens.extend(written);
                             dones.push(done);
                         }
                         Ok(other) => {
@@ -381,7 +394,7 @@ impl Writer {
                         Err(_) => break,
                     }
                 }
-                let result = self.replicate(ops);
+                let result = self.replicate(ops, writtens);
                 for done in dones {
                     done(result.clone());
                 }
@@ -397,7 +410,11 @@ impl Writer {
         None
     }
 
-    fn replicate(&mut self, ops: Vec<(TxId, ReplicaOp)>) -> Result<Option<TxId>, AppendError> {
+    fn replicate(
+        &mut self,
+        ops: Vec<(TxId, ReplicaOp)>,
+        written: Vec<ReplicaWritten>,
+    ) -> Result<Option<TxId>, AppendError> {
         if self.signs() {
             return Err(AppendError::Refused(FollowerRefusal::NotFollower));
         }
@@ -424,7 +441,7 @@ impl Writer {
                     AppendError::Failed(reason)
                 }
             })?;
-        self.make_durable(sequenced);
+        self.make_durable(sequenced, written);
         match self.refusal() {
             Some(e) => Err(e),
             None => Ok(self.sequencer.last()),
@@ -522,6 +539,7 @@ impl Writer {
         let next_offset = transactions.record(seqno + 1).map_err(invalid)?.offset;
         let record = transactions.record(seqno).map_err(invalid)?;
         let (last, _) = transactions.read_at(seqno, record).map_err(invalid)?;
+        self.shared.tail.cut_after(seqno);
         self.log
             .truncate_after(seqno, next_offset, &self.shared.segments)?;
         self.shared.tree.truncate(seqno + 1)?;
@@ -545,13 +563,30 @@ impl Writer {
     }
 
     /// Appends a sequenced batch to the log; once durable, moves the sequencer on, brings the
-    /// derived files up and (standalone) commits through the batch's signature.
-    fn make_durable(&mut self, mut batch: Sequenced) {
+    /// derived files up and (standalone) commits through the batch's signature. A replica's
+    /// batch goes to the written tail, and `written` is called, between its write and its
+    /// fsync.
+    fn make_durable(&mut self, mut batch: Sequenced, written: Vec<ReplicaWritten>) {
         if batch.frames.is_empty() {
             return;
         }
         let started = Instant::now();
-        if let Err(outcome) = self.log.append(&batch.frames, &self.faults) {
+        let tail = (self.config.role == Role::Replica).then_some(&self.shared.tail);
+        let on_written = || {
+            let Some(last) = batch.last else { return };
+            if let Some(tail) = tail {
+                tail.push(&batch.frames, &batch.payloads);
+            }
+            for written in written {
+                written(last);
+            }
+        };
+        if let Err(outcome) = self.log.append(&batch.frames, &self.faults, on_written) {
+            // Whatever of the batch was handed out from the tail is taken back before anyone
+            // is told of the failure.
+            self.shared
+                .tail
+                .cut_after(self.sequencer.last().map_or(0, TxId::seqno));
             // The batch's seqnos will be sealed again: what it sealed counts against the key,
             // and a rotation a follower took from it is forgotten.
             self.sequencer.discard(batch.ops.len() as u64);
