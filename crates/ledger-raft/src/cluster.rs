@@ -301,8 +301,20 @@ impl Cluster {
     pub async fn settle(&self, proposed: Proposed) -> Result<TxId, WriteError> {
         let Proposed { placed, answer } = proposed;
         use openraft::errors::ClientWriteError;
-        // No answer: openraft stopped (fatal) before answering.
-        let response = match answer.await.map_err(|_| WriteError::Closed)? {
+        let Ok(answer) = answer.await else {
+            // No answer: consensus stopped on this node (shut down, or a storage error) before
+            // answering. A write that entered the log may have reached the others first (a
+            // primary replicates before its own fsync) and be committed by the next primary:
+            // only its txid's status can say.
+            return Err(match placed.get() {
+                Some(txid) => WriteError::Pending {
+                    txid: *txid,
+                    reason: "consensus stopped on this node after the write entered its log".into(),
+                },
+                None => WriteError::Closed,
+            });
+        };
+        let response = match answer {
             Ok(response) => response,
             Err(ClientWriteError::ForwardToLeader(_)) => {
                 return Err(WriteError::NotPrimary {

@@ -407,7 +407,11 @@ async fn primary_fsync_fails_after_replicating(errno: i32) {
     let old_view = a.status().view;
     injector.armed.store(true, Ordering::SeqCst);
     let failed = a.write(entry("during the fault", 0)).await;
-    assert!(failed.is_err(), "errno {errno}: {failed:?}");
+    let pending = match failed {
+        Err(WriteError::Pending { txid, .. }) => Some(txid),
+        Err(WriteError::Closed) => None,
+        other => panic!("errno {errno}: {other:?}"),
+    };
     let a_durable = a.ledger().durable().expect("durable").seqno();
 
     let survivors = [b, c];
@@ -436,6 +440,20 @@ async fn primary_fsync_fails_after_replicating(errno: i32) {
     assert!(
         replicated_early > 0,
         "errno {errno}: nothing of the failed batch reached the followers"
+    );
+    // The writer was not told "nothing was written" of a write that was: if the new primary
+    // committed it, the answer named its txid (pending, for its status to tell).
+    let committed_during: Vec<TxId> = b
+        .ledger()
+        .entries("c", None, 1, u64::MAX, 1000)
+        .expect("lists")
+        .into_iter()
+        .filter(|r| r.entry.contents == "during the fault #0")
+        .map(|r| r.txid)
+        .collect();
+    assert!(
+        committed_during.is_empty() || committed_during == pending.into_iter().collect::<Vec<_>>(),
+        "errno {errno}: committed as {committed_during:?}, answered {pending:?}"
     );
 
     // The old primary comes back with whatever its disk kept, and catches up.
