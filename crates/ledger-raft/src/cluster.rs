@@ -257,6 +257,8 @@ impl Cluster {
     /// The primary, if this node knows one.
     pub fn primary(&self) -> Option<(NodeId, PeerNode)> {
         let metrics = self.raft.metrics().borrow_watched().clone();
+        // A node whose consensus stopped no longer follows anyone.
+        metrics.running_state.as_ref().ok()?;
         let leader = metrics.current_leader?;
         let node = metrics
             .membership_config
@@ -274,7 +276,16 @@ impl Cluster {
     /// Whether this node leads now.
     pub fn is_primary(&self) -> bool {
         let metrics = self.raft.metrics().borrow_watched().clone();
-        metrics.state == ServerState::Leader
+        metrics.state == ServerState::Leader && metrics.running_state.is_ok()
+    }
+
+    /// Why consensus stopped on this node (a storage error is fatal to openraft), if it did:
+    /// the node serves reads but takes no part in the cluster until it is restarted.
+    pub fn stopped(&self) -> Option<String> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        metrics.running_state.err().map(|fatal| {
+            format!("consensus stopped on this node ({fatal}); restart it to rejoin the cluster")
+        })
     }
 
     /// Proposes `request` and waits until it is committed (a signature after it replicated

@@ -49,6 +49,9 @@ impl LedgerHandle for ClusterHandle {
         Ok(())
     }
     fn write_health(&self) -> Result<(), AppendError> {
+        if let Some(stopped) = self.cluster.stopped() {
+            return Err(AppendError::Failed(stopped));
+        }
         if !self.cluster.is_primary() {
             return Err(AppendError::NotPrimary);
         }

@@ -413,6 +413,12 @@ async fn primary_fsync_fails_after_replicating(errno: i32) {
         other => panic!("errno {errno}: {other:?}"),
     };
     let a_durable = a.ledger().durable().expect("durable").seqno();
+    // Consensus stopped on the old primary, and it says so (and no longer claims to lead).
+    wait_for("the old primary to stop", Duration::from_secs(10), || {
+        a.stopped().is_some()
+    })
+    .await;
+    assert!(!a.is_primary());
 
     let survivors = [b, c];
     wait_for("a new primary", Duration::from_secs(20), || {

@@ -276,6 +276,8 @@ pub async fn redirect_writes(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     ) || node.cluster.is_primary()
+        // A node whose consensus stopped knows no primary: it answers writes itself, with why.
+        || node.cluster.stopped().is_some()
     {
         return next.run(request).await;
     }
