@@ -236,6 +236,51 @@ async fn three_nodes(founder_config: StoreConfig) -> Three {
     }
 }
 
+/// Waits until one of `nodes` leads.
+async fn new_primary(nodes: &[&Cluster]) {
+    wait_for("a new primary", Duration::from_secs(20), || {
+        nodes
+            .iter()
+            .any(|n| n.primary().is_some_and(|(id, _)| &id == n.node_id()))
+    })
+    .await;
+}
+
+/// Waits until every one of `nodes` has committed `txid`.
+async fn committed_on(nodes: &[&Cluster], txid: TxId) {
+    for node in nodes {
+        wait_for("every node to commit", Duration::from_secs(10), || {
+            node.ledger().status(txid) == TxStatus::Committed
+        })
+        .await;
+    }
+}
+
+/// Asserts that `reference` and every one of `others` committed the same bytes as far as both
+/// go; returns the shortest common length.
+fn assert_same_committed(reference: &Cluster, others: &[&Cluster]) -> usize {
+    let reference = committed_bytes(reference.ledger());
+    let mut shortest = reference.len();
+    for node in others {
+        let theirs = committed_bytes(node.ledger());
+        let common = reference.len().min(theirs.len());
+        assert_eq!(
+            reference[..common],
+            theirs[..common],
+            "committed prefixes differ"
+        );
+        shortest = shortest.min(common);
+    }
+    shortest
+}
+
+/// Stops a node's consensus and closes its ledger.
+async fn stop(node: &Cluster) {
+    let ledger = node.ledger().clone();
+    node.shutdown().await;
+    ledger.close();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_replicate_and_survive_the_loss_of_the_primary() {
     let Three {
@@ -261,47 +306,20 @@ async fn three_nodes_replicate_and_survive_the_loss_of_the_primary() {
         acknowledged.push(write(&[&a, b, c], entry("three nodes", i)).await);
     }
     let newest = *acknowledged.last().expect("writes");
-    for node in [&a, b, c] {
-        wait_for("every node to commit", Duration::from_secs(10), || {
-            node.ledger().status(newest) == TxStatus::Committed
-        })
-        .await;
-    }
-    let reference = committed_bytes(a.ledger());
-    for node in [b, c] {
-        let theirs = committed_bytes(node.ledger());
-        let common = reference.len().min(theirs.len());
-        assert_eq!(
-            reference[..common],
-            theirs[..common],
-            "committed prefixes differ"
-        );
-    }
+    committed_on(&[&a, b, c], newest).await;
+    assert_same_committed(&a, &[b, c]);
 
     // The primary is lost.
     let old_view = a.status().view;
-    let a_ledger = a.ledger().clone();
-    a.shutdown().await;
-    a_ledger.close();
-    drop(a_ledger);
+    stop(&a).await;
     let survivors = [b, c];
-    wait_for("a new primary", Duration::from_secs(10), || {
-        survivors
-            .iter()
-            .any(|n| n.primary().is_some_and(|(id, _)| &id == n.node_id()))
-    })
-    .await;
+    new_primary(&survivors).await;
     for i in 0..20 {
         acknowledged.push(write(&survivors, entry("after failover", i)).await);
     }
     let newest = *acknowledged.last().expect("writes");
     assert!(newest.view() > old_view, "{newest} is in a new view");
-    for node in survivors {
-        wait_for("the survivors to commit", Duration::from_secs(10), || {
-            node.ledger().status(newest) == TxStatus::Committed
-        })
-        .await;
-    }
+    committed_on(&survivors, newest).await;
     // Nothing acknowledged is lost; every receipt, from every view, verifies.
     for node in survivors {
         for txid in &acknowledged {
@@ -329,30 +347,12 @@ async fn three_nodes_replicate_and_survive_the_loss_of_the_primary() {
     )
     .await;
     let after_restart = write(&[&a, b, c], entry("after restart", 0)).await;
-    for node in [&a, b, c] {
-        wait_for("every node to commit", Duration::from_secs(10), || {
-            node.ledger().status(after_restart) == TxStatus::Committed
-        })
-        .await;
-    }
-    let reference = committed_bytes(a.ledger());
-    for node in [b, c] {
-        let theirs = committed_bytes(node.ledger());
-        let common = reference.len().min(theirs.len());
-        assert!(common > acknowledged.len(), "{common}");
-        assert_eq!(
-            reference[..common],
-            theirs[..common],
-            "committed prefixes differ"
-        );
-    }
-    let a_ledger = a.ledger().clone();
-    a.shutdown().await;
-    a_ledger.close();
-    for (_, cluster) in joiners {
-        let ledger = cluster.ledger().clone();
-        cluster.shutdown().await;
-        ledger.close();
+    committed_on(&[&a, b, c], after_restart).await;
+    let common = assert_same_committed(&a, &[b, c]);
+    assert!(common > acknowledged.len(), "{common}");
+    stop(&a).await;
+    for (_, cluster) in &joiners {
+        stop(cluster).await;
     }
 }
 
@@ -421,22 +421,12 @@ async fn primary_fsync_fails_after_replicating(errno: i32) {
     assert!(!a.is_primary());
 
     let survivors = [b, c];
-    wait_for("a new primary", Duration::from_secs(20), || {
-        survivors
-            .iter()
-            .any(|n| n.primary().is_some_and(|(id, _)| &id == n.node_id()))
-    })
-    .await;
+    new_primary(&survivors).await;
     for i in 0..5 {
         acknowledged.push(write(&survivors, entry("after the fault", i)).await);
     }
     let newest = *acknowledged.last().expect("writes");
-    for node in survivors {
-        wait_for("the survivors to commit", Duration::from_secs(10), || {
-            node.ledger().status(newest) == TxStatus::Committed
-        })
-        .await;
-    }
+    committed_on(&survivors, newest).await;
     // What the old primary wrote and never made durable reached the others before its fsync
     // failed: they committed transactions of its view past its durable end.
     let replicated_early = committed_bytes(b.ledger())
@@ -463,10 +453,7 @@ async fn primary_fsync_fails_after_replicating(errno: i32) {
     );
 
     // The old primary comes back with whatever its disk kept, and catches up.
-    let a_ledger = a.ledger().clone();
-    a.shutdown().await;
-    a_ledger.close();
-    drop(a_ledger);
+    stop(&a).await;
     let (ledger, _) =
         Ledger::open(&founder.dir, replica_config(), identity(&founder)).expect("reopen");
     let (a, _) = start_at(&founder, &service, ledger, false, &a_address).await;
@@ -476,17 +463,8 @@ async fn primary_fsync_fails_after_replicating(errno: i32) {
         || a.ledger().status(newest) == TxStatus::Committed,
     )
     .await;
-    let reference = committed_bytes(b.ledger());
-    for node in [&a, c] {
-        let theirs = committed_bytes(node.ledger());
-        let common = reference.len().min(theirs.len());
-        assert!(common as u64 >= newest.seqno(), "{common}");
-        assert_eq!(
-            reference[..common],
-            theirs[..common],
-            "errno {errno}: committed prefixes differ"
-        );
-    }
+    let common = assert_same_committed(b, &[&a, c]);
+    assert!(common as u64 >= newest.seqno(), "errno {errno}: {common}");
     for node in [&a, b, c] {
         for txid in &acknowledged {
             assert_eq!(node.ledger().status(*txid), TxStatus::Committed, "{txid}");
@@ -501,13 +479,9 @@ async fn primary_fsync_fails_after_replicating(errno: i32) {
                 .unwrap_or_else(|e| panic!("receipt of {txid} does not verify: {e}"));
         }
     }
-    let a_ledger = a.ledger().clone();
-    a.shutdown().await;
-    a_ledger.close();
-    for (_, cluster) in joiners {
-        let ledger = cluster.ledger().clone();
-        cluster.shutdown().await;
-        ledger.close();
+    stop(&a).await;
+    for (_, cluster) in &joiners {
+        stop(cluster).await;
     }
 }
 
