@@ -157,8 +157,9 @@ impl LogShared {
         let mut reached = end.subscribe();
         let mut refused = self.refused.subscribe();
         let waited = tokio::time::timeout(DURABLE_WAIT, async {
+            // Whether `end` got there is read below; this only says why waiting stopped.
             tokio::select! {
-                r = reached.wait_for(|d| *d >= seqno) => r.map(|_| None).unwrap_or(None),
+                _ = reached.wait_for(|d| *d >= seqno) => None,
                 r = refused.wait_for(Option::is_some) => r.ok().and_then(|r| r.clone()),
             }
         })

@@ -27,22 +27,6 @@ fn open_follower(dir: &Path) -> Ledger {
         .0
 }
 
-/// Every transaction of `primary` after `after`, as (txid, stored bytes): what a primary
-/// replicates. All transactions of a standalone ledger are in view 1.
-fn transactions_after(primary: &Ledger, after: u64) -> Vec<(TxId, Vec<u8>)> {
-    let end = primary.committed().expect("primary committed").seqno();
-    (after + 1..=end)
-        .map(|s| {
-            let txid = TxId::new(1, s).expect("seqno >= 1");
-            let bytes = primary
-                .transaction_bytes(txid)
-                .expect("readable")
-                .expect("committed on the primary");
-            (txid, bytes)
-        })
-        .collect()
-}
-
 fn user_write(user: &str, role: &str) -> WriteRequest {
     WriteRequest::Governance(vec![TableWrite {
         table: tables::USERS.into(),

@@ -49,17 +49,7 @@ fn setup(later: u64) -> Setup {
         None,
         "a standalone node keeps no tail"
     );
-    let end = primary.committed().expect("committed").seqno();
-    let later = (start + 1..=end)
-        .map(|s| {
-            let txid = TxId::new(1, s).expect("seqno >= 1");
-            let bytes = primary
-                .transaction_bytes(txid)
-                .expect("reads")
-                .expect("committed");
-            (txid, bytes)
-        })
-        .collect();
+    let later = transactions_after(&primary, start);
     primary.close();
     Setup {
         _tmp: tmp,

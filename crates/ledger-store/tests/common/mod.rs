@@ -318,3 +318,19 @@ impl XorShift {
         &items[self.range(0, items.len() as u64) as usize]
     }
 }
+
+/// Every committed transaction of `primary` after `after`, as (txid, stored bytes): what a
+/// primary replicates. All transactions of a standalone ledger are in view 1.
+pub fn transactions_after(primary: &Ledger, after: u64) -> Vec<(TxId, Vec<u8>)> {
+    let end = primary.committed().expect("primary committed").seqno();
+    (after + 1..=end)
+        .map(|s| {
+            let txid = TxId::new(1, s).expect("seqno >= 1");
+            let bytes = primary
+                .transaction_bytes(txid)
+                .expect("readable")
+                .expect("committed on the primary");
+            (txid, bytes)
+        })
+        .collect()
+}
