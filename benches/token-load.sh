@@ -48,3 +48,16 @@ h2load_writes() {
         -H "authorization: Bearer $(cat "$WORK/token")" -H 'content-type: application/json' \
         "https://127.0.0.1:$PORT/app/transactions?api-version=2022-05-13" >"$WORK/h2load.out" 2>&1
 }
+
+# h2load_rate: the requests/s of the last h2load_writes run, from $WORK/h2load.out; fails,
+# showing the report, if any request failed.
+h2load_rate() {
+    python3 - "$WORK/h2load.out" <<'EOF'
+import re, sys
+out = open(sys.argv[1]).read()
+done, ok = (int(x) for x in re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out).groups())
+if ok != done:
+    sys.exit(f"h2load: {done - ok} requests failed:\n{out}")
+print(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))
+EOF
+}
