@@ -8,11 +8,13 @@
 //! - [`state_machine`]: applying is committing — the ledger's commit point moves to the last
 //!   signature a majority holds;
 //! - [`network`]: the peer protocol over mutual TLS with node certificates the service issued;
+//! - [`append_stream`]: AppendEntries pipelined over one long-lived connection per follower;
 //! - [`cluster`]: a running node — the leader's signer, writes, membership, status;
 //! - [`handle`]: the cluster as a `LedgerHandle`, what the HTTP personality serves.
 //!
 //! openraft is pinned to `=0.10.0-alpha.37` (docs/ARCHITECTURE.md says why).
 
+pub mod append_stream;
 pub mod cluster;
 pub mod handle;
 pub mod log_store;

@@ -1,23 +1,28 @@
-//! The peer protocol: Raft's messages between nodes, over HTTPS with mutual TLS on the peer
-//! listener (`--peer-listen`), kept apart from the client listener.
+//! The peer protocol: Raft's messages between nodes, over mutual TLS on the peer listener
+//! (`--peer-listen`), kept apart from the client listener.
 //!
 //! Both ends present their node certificate and accept only a certificate issued by the
 //! service identity (the service certificate is the only trust root), and a node answers
 //! only peers that its current membership lists (a node with no membership yet — one that
 //! is joining — answers any node the service endorsed: that is how the leader reaches it).
-//! Messages are openraft's request and response types in postcard, one POST per message:
-//! `/raft/append`, `/raft/vote`.
+//! Messages are openraft's request and response types in postcard. AppendEntries (replication
+//! and heartbeats) travel on the append stream ([`crate::append_stream`], ALPN
+//! `cledger-append/1`); votes, rare, as one HTTPS POST each to `/raft/vote`.
 
+use crate::append_stream::{self, AppendChannel};
 use crate::types::{LedgerRaft, NodeId, PeerNode, Raft};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt};
 use openraft::async_runtime::WatchReceiver;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendError,
+    StreamAppendResult, VoteRequest, VoteResponse,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde::Serialize;
@@ -86,22 +91,39 @@ impl PeerTls {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(certs, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![
+            append_stream::ALPN.to_vec(),
+            b"h2".to_vec(),
+            b"http/1.1".to_vec(),
+        ];
         Ok(Arc::new(config))
     }
 
-    /// A client for other nodes' peer listeners: presents this node's certificate, trusts
-    /// only the service.
-    pub fn client(&self) -> Result<reqwest::Client, PeerTlsError> {
+    /// TLS to other nodes' peer listeners: presents this node's certificate, trusts only the
+    /// service.
+    fn client_config(&self) -> Result<rustls::ClientConfig, PeerTlsError> {
         let (certs, key) = self.identity()?;
-        let config = rustls::ClientConfig::builder_with_provider(Self::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(self.roots()?)
-            .with_client_auth_cert(certs, key)?;
+        Ok(
+            rustls::ClientConfig::builder_with_provider(Self::provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])?
+                .with_root_certificates(self.roots()?)
+                .with_client_auth_cert(certs, key)?,
+        )
+    }
+
+    /// An HTTPS client for other nodes' peer listeners (votes).
+    pub fn client(&self) -> Result<reqwest::Client, PeerTlsError> {
         Ok(reqwest::Client::builder()
-            .use_preconfigured_tls(config)
+            .use_preconfigured_tls(self.client_config()?)
             .connect_timeout(std::time::Duration::from_secs(2))
             .build()?)
+    }
+
+    /// TLS for append streams to other nodes' peer listeners.
+    pub fn append_stream_config(&self) -> Result<Arc<rustls::ClientConfig>, PeerTlsError> {
+        let mut config = self.client_config()?;
+        config.alpn_protocols = vec![append_stream::ALPN.to_vec()];
+        Ok(Arc::new(config))
     }
 }
 
@@ -115,12 +137,14 @@ pub fn node_id_of_cert(der: &[u8]) -> Option<NodeId> {
 #[derive(Clone)]
 pub struct PeerNetwork {
     client: reqwest::Client,
+    append_streams: Arc<rustls::ClientConfig>,
 }
 
 impl PeerNetwork {
     pub fn new(tls: &PeerTls) -> Result<Self, PeerTlsError> {
         Ok(PeerNetwork {
             client: tls.client()?,
+            append_streams: tls.append_stream_config()?,
         })
     }
 }
@@ -132,6 +156,11 @@ impl RaftNetworkFactory<LedgerRaft> for PeerNetwork {
         PeerClient {
             client: self.client.clone(),
             base: format!("https://{}", node.peer_address),
+            appends: AppendChannel::new(
+                self.append_streams.clone(),
+                target.clone(),
+                node.peer_address.clone(),
+            ),
             target,
         }
     }
@@ -141,6 +170,7 @@ impl RaftNetworkFactory<LedgerRaft> for PeerNetwork {
 pub struct PeerClient {
     client: reqwest::Client,
     base: String,
+    appends: AppendChannel,
     target: NodeId,
 }
 
@@ -181,12 +211,52 @@ impl PeerClient {
 impl RaftNetworkV2<LedgerRaft> for PeerClient {
     type SnapshotData = ();
 
+    /// One request as a session of its own (openraft sends AppendEntries as streams).
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<LedgerRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<LedgerRaft>, RPCError<LedgerRaft>> {
-        self.call("/raft/append", &rpc, &option).await
+        let last = rpc
+            .entries
+            .last()
+            .map(|entry| entry.log_id)
+            .or(rpc.prev_log_id);
+        let target = self.target.clone();
+        let mut answers = self
+            .appends
+            .session(futures_util::stream::iter([rpc]), option)
+            .await?;
+        let answer = answers.next().await;
+        // Let the session end cleanly, so that its connection is kept for the next.
+        while answers.next().await.is_some() {}
+        match answer {
+            Some(Ok(Ok(flushed))) if flushed == last => Ok(AppendEntriesResponse::Success),
+            Some(Ok(Ok(flushed))) => Ok(AppendEntriesResponse::PartialSuccess(flushed)),
+            Some(Ok(Err(StreamAppendError::Conflict(_)))) => Ok(AppendEntriesResponse::Conflict),
+            Some(Ok(Err(StreamAppendError::HigherVote(vote)))) => {
+                Ok(AppendEntriesResponse::HigherVote(vote))
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(NetworkError::from_string(format!("node {target}: no answer")).into()),
+        }
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<LedgerRaft>, RPCError<LedgerRaft>>>,
+            RPCError<LedgerRaft>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<LedgerRaft>> + Send + Unpin + 'static,
+    {
+        self.appends.session(input, option)
     }
 
     async fn vote(
@@ -243,17 +313,6 @@ fn admitted(raft: &Raft, peer: &NodeId) -> bool {
         return true;
     }
     membership.nodes().any(|(id, _)| id == peer)
-}
-
-async fn append(State(state): State<PeerState>, body: Bytes) -> Response {
-    let rpc: AppendEntriesRequest<LedgerRaft> = match decode(&body) {
-        Ok(rpc) => rpc,
-        Err(refused) => return refused.into_response(),
-    };
-    match state.raft.append_entries(rpc).await {
-        Ok(resp) => postcard_response(&resp),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-    }
 }
 
 async fn vote(State(state): State<PeerState>, body: Bytes) -> Response {
@@ -323,10 +382,14 @@ async fn serve_connection(
         tracing::warn!(%remote, node = %peer, "refused a peer that is not a member of this cluster");
         return Err(format!("node {peer} is not a member"));
     }
+    if tls.get_ref().1.alpn_protocol() == Some(append_stream::ALPN) {
+        return append_stream::serve(tls, raft)
+            .await
+            .map_err(|e| e.to_string());
+    }
     let router = axum::Router::new()
-        .route("/raft/append", axum::routing::post(append))
         .route("/raft/vote", axum::routing::post(vote))
-        .layer(axum::extract::DefaultBodyLimit::max(256 << 20))
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .with_state(PeerState { raft });
     let service = hyper_util::service::TowerToHyperService::new(router);
     hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
