@@ -256,16 +256,21 @@ impl Cluster {
 
     /// The primary, if this node knows one.
     pub fn primary(&self) -> Option<(NodeId, PeerNode)> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        // A node whose consensus stopped no longer follows anyone.
-        metrics.running_state.as_ref().ok()?;
-        let leader = metrics.current_leader?;
-        let node = metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .cloned()?;
-        Some((leader, node))
+        self.with_metrics(|metrics| {
+            // A node whose consensus stopped no longer follows anyone.
+            metrics.running_state.as_ref().ok()?;
+            let leader = metrics.current_leader.as_ref()?;
+            let node = metrics.membership_config.membership().get_node(leader)?;
+            Some((leader.clone(), node.clone()))
+        })
+    }
+
+    /// Reads openraft's metrics in place. Every write asks who leads, and a copy of the
+    /// metrics allocates (node ids, the replication and heartbeat maps).
+    fn with_metrics<T>(&self, read: impl FnOnce(&openraft::RaftMetrics<LedgerRaft>) -> T) -> T {
+        let metrics = self.raft.metrics();
+        let current = metrics.borrow_watched();
+        read(&current)
     }
 
     /// Whether [`Cluster::shutdown`] has run.
@@ -275,16 +280,20 @@ impl Cluster {
 
     /// Whether this node leads now.
     pub fn is_primary(&self) -> bool {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        metrics.state == ServerState::Leader && metrics.running_state.is_ok()
+        self.with_metrics(|metrics| {
+            metrics.state == ServerState::Leader && metrics.running_state.is_ok()
+        })
     }
 
     /// Why consensus stopped on this node (a storage error is fatal to openraft), if it did:
     /// the node serves reads but takes no part in the cluster until it is restarted.
     pub fn stopped(&self) -> Option<String> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        metrics.running_state.err().map(|fatal| {
-            format!("consensus stopped on this node ({fatal}); restart it to rejoin the cluster")
+        self.with_metrics(|metrics| {
+            metrics.running_state.as_ref().err().map(|fatal| {
+                format!(
+                    "consensus stopped on this node ({fatal}); restart it to rejoin the cluster"
+                )
+            })
         })
     }
 
