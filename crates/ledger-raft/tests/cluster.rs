@@ -2,7 +2,7 @@
 //! loopback (real mutual TLS): founding, joining, replication, losing the primary, a primary
 //! whose fsync fails after its followers took the batch, and the invariants a ledger must
 //! keep — identical committed bytes everywhere, receipts from every view verifying with the
-//! one service certificate.
+//! one service certificate. Connections between nodes are cut mid-stream by a proxy in one test.
 
 use ledger_core::TxId;
 use ledger_core::entry::ApplicationEntry;
@@ -56,15 +56,6 @@ fn entry(label: &str, i: u64) -> WriteRequest {
     })
 }
 
-async fn start(
-    setup: &NodeSetup,
-    service: &ServiceIdentity,
-    ledger: Ledger,
-    joining: bool,
-) -> (Cluster, String) {
-    start_at(setup, service, ledger, joining, "127.0.0.1:0").await
-}
-
 async fn start_at(
     setup: &NodeSetup,
     service: &ServiceIdentity,
@@ -72,8 +63,24 @@ async fn start_at(
     joining: bool,
     address: &str,
 ) -> (Cluster, String) {
+    start_behind(setup, service, ledger, joining, address, None).await
+}
+
+/// Starts a node whose peer listener is on `address`; with `chaos`, the other nodes reach it
+/// through a proxy that cuts their connections (the address returned is the proxy's).
+async fn start_behind(
+    setup: &NodeSetup,
+    service: &ServiceIdentity,
+    ledger: Ledger,
+    joining: bool,
+    address: &str,
+    chaos: Option<&Arc<Chaos>>,
+) -> (Cluster, String) {
     let listener = TcpListener::bind(address).await.expect("bind");
-    let address = listener.local_addr().expect("address").to_string();
+    let mut address = listener.local_addr().expect("address").to_string();
+    if let Some(chaos) = chaos {
+        address = chaos.front(address).await;
+    }
     let mut config = ClusterConfig::new(
         setup.node_id.clone(),
         PeerNode {
@@ -141,6 +148,11 @@ struct Three {
 }
 
 async fn three_nodes(founder_config: StoreConfig) -> Three {
+    three_nodes_with(founder_config, None).await
+}
+
+/// As [`three_nodes`], each node reached through `chaos` if given.
+async fn three_nodes_with(founder_config: StoreConfig, chaos: Option<Arc<Chaos>>) -> Three {
     let tmp = tempfile::tempdir().expect("tempdir");
     // The founder: an ordinary ledger with some history, then a cluster of one.
     let founder_dir = tmp.path().join("a");
@@ -178,7 +190,15 @@ async fn three_nodes(founder_config: StoreConfig) -> Three {
     }
     let (ledger, _) =
         Ledger::open(&founder_dir, founder_config, identity(&founder)).expect("reopen");
-    let (a, a_address) = start(&founder, &service, ledger, false).await;
+    let (a, a_address) = start_behind(
+        &founder,
+        &service,
+        ledger,
+        false,
+        "127.0.0.1:0",
+        chaos.as_ref(),
+    )
+    .await;
     wait_for("the founder to lead", Duration::from_secs(10), || {
         a.primary().is_some_and(|(id, _)| &id == a.node_id())
     })
@@ -214,7 +234,15 @@ async fn three_nodes(founder_config: StoreConfig) -> Three {
         .await;
         let ledger = Ledger::create_replica(&dir, replica_config(), identity(&setup), &secret)
             .expect("replica ledger");
-        let (cluster, address) = start(&setup, &service, ledger, true).await;
+        let (cluster, address) = start_behind(
+            &setup,
+            &service,
+            ledger,
+            true,
+            "127.0.0.1:0",
+            chaos.as_ref(),
+        )
+        .await;
         a.add_node(
             setup.node_id.clone(),
             PeerNode {
@@ -493,4 +521,151 @@ async fn primary_fsync_fails_with_eio_after_replicating() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn primary_fsync_fails_with_enospc_after_replicating() {
     primary_fsync_fails_after_replicating(ledger_store::faults::errno::ENOSPC).await;
+}
+
+/// Cuts the connections between nodes: a TCP proxy in front of each node's peer listener
+/// that, while `cutting` is set, closes every connection it carries 10 to 150 ms after it
+/// opened, whatever is in flight (half a TLS record, a batch of appends not yet answered).
+#[derive(Default)]
+struct Chaos {
+    cutting: AtomicBool,
+    /// Connections cut so far.
+    cuts: std::sync::atomic::AtomicUsize,
+    /// Connections carried so far (also the seed of each one's lifetime).
+    carried: std::sync::atomic::AtomicU64,
+}
+
+impl Chaos {
+    /// Starts a proxy to `target`; returns its address.
+    async fn front(self: &Arc<Self>, target: String) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let address = listener.local_addr().expect("proxy address").to_string();
+        let chaos = self.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let n = chaos.carried.fetch_add(1, Ordering::SeqCst);
+                // A xorshift of the connection's number: lifetimes spread over the range.
+                let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let lifetime = Duration::from_millis(10 + x % 141);
+                let chaos = chaos.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let cut = async {
+                        loop {
+                            tokio::time::sleep(lifetime).await;
+                            if chaos.cutting.load(Ordering::SeqCst) {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = cut => {
+                            chaos.cuts.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        address
+    }
+}
+
+/// Writes `request`, through whichever node leads, once; `None` when no node acknowledged it
+/// (no primary yet, or its fate is not known: it may or may not be committed).
+async fn write_once(nodes: &[&Cluster], request: WriteRequest) -> Option<TxId> {
+    for node in nodes {
+        match node.write(request.clone()).await {
+            Ok(txid) => return Some(txid),
+            Err(WriteError::NotPrimary { .. }) => continue,
+            Err(WriteError::Pending { .. } | WriteError::RolledBack(_)) => return None,
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    None
+}
+
+/// The connections between the nodes are cut again and again while eight writers write: the
+/// leader's append streams lose requests in flight, answers and half-sent frames, reconnect
+/// and resume (a view may change too). Once the cutting stops, every write that was
+/// acknowledged is committed on every node, the nodes hold the same committed bytes, and
+/// receipts verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replication_survives_connections_cut_mid_stream() {
+    let chaos = Arc::new(Chaos::default());
+    let Three {
+        _tmp,
+        service,
+        a,
+        joiners,
+        ..
+    } = three_nodes_with(replica_config(), Some(chaos.clone())).await;
+    let (b, c) = (&joiners[0].1, &joiners[1].1);
+    let nodes = [&a, b, c];
+    chaos.cutting.store(true, Ordering::SeqCst);
+    let until = Instant::now() + Duration::from_secs(3);
+    let attempts = std::sync::atomic::AtomicUsize::new(0);
+    let attempts = &attempts;
+    let writers = (0..8).map(|writer| async move {
+        let mut acknowledged = Vec::new();
+        for i in 0.. {
+            if Instant::now() >= until {
+                break;
+            }
+            attempts.fetch_add(1, Ordering::SeqCst);
+            let request = entry(&format!("writer {writer} under cuts"), i);
+            if let Some(txid) = write_once(&nodes, request).await {
+                acknowledged.push(txid);
+            }
+        }
+        acknowledged
+    });
+    let acknowledged: Vec<TxId> = futures_util::future::join_all(writers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let attempts = attempts.load(Ordering::SeqCst);
+    let cuts = chaos.cuts.load(Ordering::SeqCst);
+    chaos.cutting.store(false, Ordering::SeqCst);
+    assert!(cuts >= 20, "only {cuts} connections were cut");
+    assert!(
+        acknowledged.len() >= 50,
+        "only {} of {attempts} writes were acknowledged",
+        acknowledged.len()
+    );
+
+    // The connections heal (the proxies stop cutting new and open ones alike).
+    let last = write(&nodes, entry("after the cuts", 0)).await;
+    committed_on(&nodes, last).await;
+    for node in nodes {
+        for txid in &acknowledged {
+            assert_eq!(node.ledger().status(*txid), TxStatus::Committed, "{txid}");
+        }
+    }
+    let common = assert_same_committed(&a, &[b, c]);
+    assert!(common as u64 >= last.seqno(), "{common}");
+    for txid in [acknowledged[0], last] {
+        let bundle = b
+            .ledger()
+            .receipt(txid)
+            .expect("receipt read")
+            .expect("receipt exists");
+        ledger_core::receipt::verify_receipt(&bundle.receipt, &service.cert_pem, None)
+            .unwrap_or_else(|e| panic!("receipt of {txid} does not verify: {e}"));
+    }
+    eprintln!(
+        "{cuts} connections cut, {} of {attempts} writes acknowledged",
+        acknowledged.len()
+    );
+    for node in nodes {
+        stop(node).await;
+    }
 }
