@@ -302,6 +302,17 @@ fn assert_same_committed(reference: &Cluster, others: &[&Cluster]) -> usize {
     shortest
 }
 
+/// Asserts that `node` has a receipt for `txid` that verifies with the service certificate.
+fn assert_receipt_verifies(node: &Cluster, txid: TxId, service_cert_pem: &str) {
+    let bundle = node
+        .ledger()
+        .receipt(txid)
+        .expect("receipt read")
+        .expect("receipt exists");
+    ledger_core::receipt::verify_receipt(&bundle.receipt, service_cert_pem, None)
+        .unwrap_or_else(|e| panic!("receipt of {txid} does not verify: {e}"));
+}
+
 /// Stops a node's consensus and closes its ledger.
 async fn stop(node: &Cluster) {
     let ledger = node.ledger().clone();
@@ -354,13 +365,7 @@ async fn three_nodes_replicate_and_survive_the_loss_of_the_primary() {
             assert_eq!(node.ledger().status(*txid), TxStatus::Committed, "{txid}");
         }
         for txid in [acknowledged[0], acknowledged[35], newest] {
-            let bundle = node
-                .ledger()
-                .receipt(txid)
-                .expect("receipt read")
-                .expect("receipt exists");
-            ledger_core::receipt::verify_receipt(&bundle.receipt, &service.cert_pem, None)
-                .unwrap_or_else(|e| panic!("receipt of {txid} does not verify: {e}"));
+            assert_receipt_verifies(node, txid, &service.cert_pem);
         }
     }
     // The old primary comes back (it missed every write since the failover) and catches up:
@@ -498,13 +503,7 @@ async fn primary_fsync_fails_after_replicating(errno: i32) {
             assert_eq!(node.ledger().status(*txid), TxStatus::Committed, "{txid}");
         }
         for txid in [acknowledged[0], newest] {
-            let bundle = node
-                .ledger()
-                .receipt(txid)
-                .expect("receipt read")
-                .expect("receipt exists");
-            ledger_core::receipt::verify_receipt(&bundle.receipt, &service.cert_pem, None)
-                .unwrap_or_else(|e| panic!("receipt of {txid} does not verify: {e}"));
+            assert_receipt_verifies(node, txid, &service.cert_pem);
         }
     }
     stop(&a).await;
@@ -653,13 +652,7 @@ async fn replication_survives_connections_cut_mid_stream() {
     let common = assert_same_committed(&a, &[b, c]);
     assert!(common as u64 >= last.seqno(), "{common}");
     for txid in [acknowledged[0], last] {
-        let bundle = b
-            .ledger()
-            .receipt(txid)
-            .expect("receipt read")
-            .expect("receipt exists");
-        ledger_core::receipt::verify_receipt(&bundle.receipt, &service.cert_pem, None)
-            .unwrap_or_else(|e| panic!("receipt of {txid} does not verify: {e}"));
+        assert_receipt_verifies(b, txid, &service.cert_pem);
     }
     eprintln!(
         "{cuts} connections cut, {} of {attempts} writes acknowledged",
