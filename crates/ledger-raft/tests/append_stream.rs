@@ -1,7 +1,8 @@
 //! The append stream's leader end against a scripted follower on loopback, with the peer
 //! protocol's real mutual TLS: requests are pipelined, answers come back in order, a clean
 //! session leaves its connection for the next, a refusal or a silent follower ends the
-//! session and its connection, and frames that are too large or malformed are refused.
+//! session and its connection, frames that are too large or malformed are refused, and a
+//! single AppendEntries (the non-streaming call) is a session of its own.
 
 use futures_util::StreamExt;
 use ledger_core::TxId;
@@ -299,4 +300,41 @@ async fn frames_round_trip_and_bad_frames_are_refused() {
             .expect("clean")
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn a_single_append_is_a_session_of_its_own() {
+    use ledger_raft::PeerNode;
+    use ledger_raft::network::PeerNetwork;
+    use openraft::network::{RaftNetworkFactory, RaftNetworkV2};
+    use openraft::raft::AppendEntriesResponse;
+    let tls = tls();
+    for (script, expected) in [
+        (Script::Answer, AppendEntriesResponse::Success),
+        (Script::Conflict, AppendEntriesResponse::Conflict),
+    ] {
+        let (address, accepted) = follower(&tls, script).await;
+        let node = PeerNode {
+            client_url: format!("https://{address}"),
+            peer_address: address,
+        };
+        let mut peer = PeerNetwork::new(&tls)
+            .expect("network")
+            .new_client("follower".into(), &node)
+            .await;
+        for i in 2..=3 {
+            let answer = peer
+                .append_entries(request(i * 2, i * 2 + 1), option())
+                .await
+                .expect("answered");
+            assert_eq!(answer, expected);
+        }
+        // A success leaves the connection for the next request; a conflict closes it.
+        let connections = if expected == AppendEntriesResponse::Success {
+            1
+        } else {
+            2
+        };
+        assert_eq!(accepted.load(Ordering::SeqCst), connections);
+    }
 }
