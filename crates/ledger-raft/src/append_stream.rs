@@ -201,6 +201,7 @@ impl AppendChannel {
         let connecting = async {
             let tcp = TcpStream::connect(&self.address).await?;
             tcp.set_nodelay(true)?;
+            crate::network::keep_alive(&tcp);
             self.connector.connect(name, tcp).await
         };
         let connection = tokio::time::timeout(within, connecting)
