@@ -3,19 +3,21 @@
 load generator share its cores):
 
 1. committed writes/s and p50/p99 commit latency of one node, then of a 3-node cluster driven
-   through its primary (`cledger bench`, mTLS, HTTP/1.1 as the Azure SDKs), in alternating
-   runs (RUNS each, medians reported), with the CPU each node used per committed write (from
-   /proc/PID/stat);
+   through its primary (`cledger bench`, mTLS, HTTP/1.1 as the Azure SDKs; or, with
+   `--generator h2load`, h2load over HTTP/1.1 with a bearer token, a cheaper generator that
+   leaves more of the cores to the nodes), in alternating runs (RUNS each, medians reported),
+   with the CPU each node used per committed write (from /proc/PID/stat);
 2. failover: KILLS times, SIGKILL the primary under continuous writes and time from the kill
    to the first write a new primary commits (median and max), restarting the killed node;
 3. catch-up: a node joining a ledger of CATCHUP transactions (filled through the primary), time
    until it has committed them all (transactions/s).
 
     benches/cluster.py [--runs 3] [--seconds 10] [--connections 64] [--kills 20] [--catchup 20000]
-                       [--parts throughput,failover,catchup]
+                       [--parts throughput,failover,catchup] [--generator bench|h2load]
 
-Needs a release build (`cargo build --release -p cledger`); raw results go to
-benches/results/cluster-PARTS.json.
+Needs a release build (`cargo build --release -p cledger`); h2load also needs h2load
+(nghttp2-client) and node (benches/token.mjs makes the token). Raw results go to
+benches/results/cluster-PARTS.json (cluster-PARTS-h2load.json with h2load).
 """
 
 from __future__ import annotations
@@ -132,8 +134,8 @@ def primary(nodes: list[Node], admin_dir: Path, timeout: float = 30) -> Node:
     raise SystemExit("no primary")
 
 
-def form_cluster(base: Path, size: int) -> list[Node]:
-    founder = Node(base / "n1", peer=True).start()
+def form_cluster(base: Path, size: int, extra: tuple[str, ...] = ()) -> list[Node]:
+    founder = Node(base / "n1", *extra, peer=True).start()
     admin = founder.data
     primary([founder], admin)
     nodes = [founder]
@@ -143,7 +145,7 @@ def form_cluster(base: Path, size: int) -> list[Node]:
         tf = base / f"n{i}.token"
         tf.write_text(token["token"])
         nodes.append(Node(base / f"n{i}", "--join", founder.url, "--service-cert",
-                          str(admin / "service_cert.pem"), "--join-token", str(tf), peer=True).start())
+                          str(admin / "service_cert.pem"), "--join-token", str(tf), *extra, peer=True).start())
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         cfg = get(founder, admin, "/node/consensus")["details"]["configs"][0]["nodes"]
@@ -151,6 +153,53 @@ def form_cluster(base: Path, size: int) -> list[Node]:
             return nodes
         time.sleep(0.1)
     raise SystemExit("cluster did not form")
+
+
+class Tokens:
+    """A bearer-token user for h2load: a JWKS file every node trusts, a token for `bench-user`
+    and a 256-byte entry to post (as benches/token-load.sh does for one node)."""
+
+    def __init__(self, base: Path):
+        self.jwks, self.body = base / "jwks.json", base / "body.json"
+        self.token = subprocess.run(["node", str(ROOT / "benches" / "token.mjs"), str(self.jwks), "bench-user"],
+                                    check=True, capture_output=True, text=True).stdout.strip()
+        self.body.write_text(json.dumps({"contents": "a" * 256}))
+
+    def serve_args(self) -> tuple[str, ...]:
+        return ("--jwt-issuer", "https://issuer.test", "--jwt-audience", "cledger",
+                "--jwt-jwks-file", str(self.jwks), "--jwt-tenant-id", "t1")
+
+    def grant(self, node: Node, admin_dir: Path):
+        """Makes bench-user a Contributor, through `node` (the primary of a cluster)."""
+        req = urllib.request.Request(node.url + "/app/users/bench-user?api-version=2022-05-13",
+                                     data=b'{"assignedRole":"Contributor"}', method="PATCH",
+                                     headers={"content-type": "application/merge-patch+json"})
+        with urllib.request.urlopen(req, context=context(admin_dir), timeout=10) as r:
+            assert r.status == 200, r.status
+
+    def load(self, target: Node, seconds: int, connections: int, out: Path) -> dict:
+        """h2load over HTTP/1.1, one request at a time per connection, after a 2 s warm-up: the
+        rate, and p50/p99 from its per-request log. Fails if any request failed."""
+        log = out.with_suffix(".log")
+        log.unlink(missing_ok=True)  # h2load appends
+        report = subprocess.run(
+            ["h2load", "--h1", "-D", str(seconds), "--warm-up-time", "2", "-c", str(connections), "-m", "1",
+             "-t", "1", "-d", str(self.body), "--log-file", str(log),
+             "-H", f"authorization: Bearer {self.token}", "-H", "content-type: application/json",
+             target.url + "/app/transactions?api-version=2022-05-13"],
+            check=True, capture_output=True, text=True).stdout
+        done, ok = (int(x) for x in re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", report).groups())
+        if ok != done:
+            sys.exit(f"h2load: {done - ok} requests failed:\n{report}")
+        latencies = sorted(int(line.split()[2]) for line in log.read_text().splitlines())
+        result = {"phases": [{
+            "ops_per_sec": float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", report).group(1)),
+            "latency_ms": {"p50": latencies[len(latencies) // 2] / 1000,
+                           "p99": latencies[len(latencies) * 99 // 100] / 1000},
+            "errors": done - ok,
+        }]}
+        out.write_text(json.dumps(result))
+        return result
 
 
 def bench(target: Node, admin_dir: Path, seconds: int, connections: int, out: Path) -> dict:
@@ -164,9 +213,13 @@ def bench(target: Node, admin_dir: Path, seconds: int, connections: int, out: Pa
     return json.loads(out.read_text())
 
 
-def measured(nodes: list[Node], target: Node, admin_dir: Path, seconds: int, connections: int, out: Path) -> dict:
+def measured(nodes: list[Node], target: Node, admin_dir: Path, seconds: int, connections: int, out: Path,
+             tokens: Tokens | None = None) -> dict:
     before = [n.cpu_ticks() for n in nodes]
-    result = bench(target, admin_dir, seconds, connections, out)
+    if tokens:
+        result = tokens.load(target, seconds, connections, out)
+    else:
+        result = bench(target, admin_dir, seconds, connections, out)
     after = [n.cpu_ticks() for n in nodes]
     phase = result["phases"][0]
     writes = phase["ops_per_sec"] * (seconds + 2)  # the warm-up used CPU too
@@ -179,17 +232,23 @@ def measured(nodes: list[Node], target: Node, admin_dir: Path, seconds: int, con
     }
 
 
-def throughput(base: Path, runs: int, seconds: int, connections: int) -> dict:
-    single = Node(base / "single").start()
-    cluster = form_cluster(base / "c3", 3)
+def throughput(base: Path, runs: int, seconds: int, connections: int, generator: str) -> dict:
+    tokens = Tokens(base) if generator == "h2load" else None
+    extra = tokens.serve_args() if tokens else ()
+    single = Node(base / "single", *extra).start()
+    cluster = form_cluster(base / "c3", 3, extra)
     admin = cluster[0].data
+    if tokens:
+        tokens.grant(single, single.data)
+        tokens.grant(primary(cluster, admin), admin)
     results = {"single": [], "cluster3": []}
     try:
         for r in range(runs):
-            results["single"].append(measured([single], single, single.data, seconds, connections, base / f"s{r}.json"))
+            results["single"].append(
+                measured([single], single, single.data, seconds, connections, base / f"s{r}.json", tokens))
             p = primary(cluster, admin)
             ordered = [p] + [n for n in cluster if n is not p]
-            results["cluster3"].append(measured(ordered, p, admin, seconds, connections, base / f"c{r}.json"))
+            results["cluster3"].append(measured(ordered, p, admin, seconds, connections, base / f"c{r}.json", tokens))
     finally:
         single.stop()
         for n in cluster:
@@ -301,6 +360,8 @@ def main():
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--catchup", type=int, default=20000)
     ap.add_argument("--parts", default="throughput,failover,catchup")
+    ap.add_argument("--generator", choices=["bench", "h2load"], default="bench",
+                    help="what drives the throughput part (failover and catch-up use cledger bench)")
     args = ap.parse_args()
     parts = args.parts.split(",")
     if not BIN.exists():
@@ -312,13 +373,15 @@ def main():
         (base / "cu").mkdir()
         results = {}
         if "throughput" in parts:
-            results["throughput"] = throughput(base / "tp", args.runs, args.seconds, args.connections)
+            results["throughput"] = throughput(base / "tp", args.runs, args.seconds, args.connections,
+                                               args.generator)
         if "failover" in parts:
             results["failover"] = failover(base / "fo", args.kills)
         if "catchup" in parts:
             results["catchup"] = catchup(base / "cu", args.catchup)
     (ROOT / "benches" / "results").mkdir(exist_ok=True)
-    (ROOT / "benches" / "results" / f"cluster-{'-'.join(parts)}.json").write_text(json.dumps(results, indent=1))
+    suffix = "-h2load" if args.generator == "h2load" else ""
+    (ROOT / "benches" / "results" / f"cluster-{'-'.join(parts)}{suffix}.json").write_text(json.dumps(results, indent=1))
     med = statistics.median
     for name, rs in results.get("throughput", {}).items():
         cpu = [med([r["cpu_us_per_write"][i] for r in rs]) for i in range(len(rs[0]["cpu_us_per_write"]))]
