@@ -58,11 +58,7 @@ fn pair() -> Pair {
     let tmp = tempfile::tempdir().expect("tempdir");
     let primary_dir = tmp.path().join("primary");
     let follower_dir = tmp.path().join("follower");
-    let (primary, files) = create_ledger(&primary_dir, StoreConfig::default());
-    append_each(&primary, "history", 4);
-    primary.close();
-    drop(primary);
-    copy_dir(&primary_dir, &follower_dir);
+    let files = ledger_and_copy(&primary_dir, &follower_dir, 4);
     Pair {
         _tmp: tmp,
         primary_dir,

@@ -36,11 +36,7 @@ fn setup(later: u64) -> Setup {
     let tmp = tempfile::tempdir().expect("tempdir");
     let primary_dir = tmp.path().join("primary");
     let replica_dir = tmp.path().join("replica");
-    let (primary, _) = create_ledger(&primary_dir, StoreConfig::default());
-    append_each(&primary, "history", 3);
-    primary.close();
-    drop(primary);
-    copy_dir(&primary_dir, &replica_dir);
+    ledger_and_copy(&primary_dir, &replica_dir, 3);
     let (primary, _) = reopen_ok(&primary_dir, StoreConfig::default());
     let start = primary.committed().expect("history").seqno();
     append_each(&primary, "later", later);

@@ -196,6 +196,18 @@ pub fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
+/// Creates a ledger at `primary_dir` with `history` entries, closes it and copies it to
+/// `copy`: a primary and a follower (or replica) that holds its history, with the same keys.
+/// Returns the primary's identity files.
+pub fn ledger_and_copy(primary_dir: &Path, copy: &Path, history: u64) -> NodeFiles {
+    let (primary, files) = create_ledger(primary_dir, StoreConfig::default());
+    append_each(&primary, "history", history);
+    primary.close();
+    drop(primary);
+    copy_dir(primary_dir, copy);
+    files
+}
+
 /// Replaces `dst` with a copy of `src`.
 pub fn replace_dir(src: &Path, dst: &Path) {
     if dst.exists() {
