@@ -196,8 +196,8 @@ fn run(
                 Some(p) => format!("{}.{}", p.view(), damage.expected_seqno),
                 None => format!("(seqno {})", damage.expected_seqno),
             };
-            let hint = if damage.reaches_end {
-                " (at the end of the data: an interrupted write or damage to the last frame; opening the ledger cuts an unsigned torn tail)"
+            let hint = if damage.torn {
+                " (an interrupted append, or damage to the last frames written; opening the ledger cuts an unsigned torn tail in the last segment)"
             } else {
                 ""
             };

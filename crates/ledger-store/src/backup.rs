@@ -92,9 +92,10 @@ pub fn backup(source: &Path, dest: &Path) -> Result<BackupReport, BackupError> {
         let bytes = fs::read(path).map_err(io_err(path))?;
         let scan = segment::scan_segment(&bytes, prev);
         let keep = match &scan.damage {
-            None => bytes.len() as u64,
+            // Preallocated zeros after the last frame are not copied.
+            None => scan.data_end(),
             // Only the newest segment may end in an append in progress.
-            Some(d) if d.reaches_end && i + 1 == segments.len() => d.offset,
+            Some(d) if d.torn && i + 1 == segments.len() => d.offset,
             Some(d) => {
                 return Err(BackupError::Damaged(format!(
                     "{} at offset {}: {}",
@@ -113,7 +114,7 @@ pub fn backup(source: &Path, dest: &Path) -> Result<BackupReport, BackupError> {
         fs::write(&target, &bytes[..keep as usize]).map_err(io_err(&target))?;
         sync(&target)?;
         report.bytes += keep;
-        report.cut_bytes += bytes.len() as u64 - keep;
+        report.cut_bytes += segment::written_len(&bytes[keep as usize..]);
     }
     segment::sync_dir(&dest.join("ledger")).map_err(io_err(dest))?;
     segment::sync_dir(dest).map_err(io_err(dest))?;

@@ -21,6 +21,9 @@ pub enum StorageOp {
     SegmentWrite,
     /// `fdatasync` of the active segment after a batch.
     SegmentSync,
+    /// Zero-filling the active segment ahead of its frames (best effort: when it fails, the
+    /// batch is appended growing the file).
+    SegmentPreallocate,
     /// Creating the next segment (rotation): create, header write, fsync, directory fsync.
     SegmentCreate,
     /// Cutting a failed batch back off the active segment (`ftruncate` + `fsync`).
@@ -40,6 +43,7 @@ impl StorageOp {
         match self {
             StorageOp::SegmentWrite => "segment write",
             StorageOp::SegmentSync => "segment fdatasync",
+            StorageOp::SegmentPreallocate => "segment preallocation",
             StorageOp::SegmentCreate => "segment creation",
             StorageOp::SegmentTruncate => "segment truncate",
             StorageOp::TreeWrite => "tree file write",

@@ -1,5 +1,6 @@
 //! The log store: the second stage of the write path. It appends a batch of already-encoded
 //! frames to the active segment with one `write` and one `fdatasync` (the durability point),
+//! into space zero-filled ahead of it (`ActiveSegment::preallocate`),
 //! starts a new segment when the active one is full, and, when an append fails, decides from
 //! the failure whether the batch can be cut back off the file (the store is then *degraded*
 //! and retries) or whether what reached the disk is unknown (the store is *poisoned* until it
@@ -65,6 +66,8 @@ impl SegmentLog {
         faults: &Faults,
         written: impl FnOnce(),
     ) -> Result<(), AppendOutcome> {
+        self.active
+            .preallocate(frames.len(), self.max_bytes, faults);
         let Err(failure) = self.active.append(frames, faults, written) else {
             return Ok(());
         };
@@ -130,7 +133,7 @@ impl SegmentLog {
         let layout = segments.retain_through(*first).unwrap_or(FrameLayout::V2);
         let len = match cut_at {
             Some(offset) => offset,
-            None => std::fs::metadata(path)?.len(),
+            None => data_end(path, *first)?,
         };
         self.active = ActiveSegment::reopen(path, *first, len, layout)?;
         Ok(())
@@ -147,5 +150,26 @@ impl SegmentLog {
         })();
         let _ = std::fs::remove_file(&path);
         result
+    }
+}
+
+/// Where the frames of the segment at `path` (first seqno `first`) end: its length, less the
+/// zeros written ahead of them (a segment the writer had rotated away from has none, but
+/// appending after zeros would leave them in the middle of the data).
+fn data_end(path: &std::path::Path, first: u64) -> io::Result<u64> {
+    let bytes = std::fs::read(path)?;
+    // Views never decrease, so view 1 for the frame before the segment passes the check.
+    let before = first
+        .checked_sub(1)
+        .and_then(|s| ledger_core::TxId::new(1, s));
+    let scan = segment::scan_segment(&bytes, before);
+    match scan.damage {
+        None => Ok(scan.data_end()),
+        Some(damage) => Err(io::Error::other(format!(
+            "{} at offset {}: {}",
+            path.display(),
+            damage.offset,
+            damage.fault
+        ))),
     }
 }

@@ -12,7 +12,7 @@ use crate::crypto::KeyRing;
 use crate::guard::{ForkGuard, SignedPoint};
 use crate::index::{Index, IndexOp, KvKeyOp};
 use crate::reader::{Segments, Transactions};
-use crate::segment::{self, FrameFault, FrameLayout, FrameLocation, SEGMENT_HEADER_LEN};
+use crate::segment::{self, FrameFault, FrameLayout, SEGMENT_HEADER_LEN};
 use crate::tree::{EntryClass, FrameRecord, TreeFiles, TreeNodes, TreeSums, TreeWriter};
 use crate::{DerivedDamage, StoreError};
 use ledger_core::entry::{EntryView, SignatureRecord, TxBody};
@@ -199,17 +199,15 @@ fn recover_once(
         let bytes = fs::read(path).map_err(|e| StoreError::io(path, e))?;
         let scan = segment::scan_segment(&bytes, prev);
         let is_last = i == last_index;
-        let mut end = scan
-            .frames
-            .last()
-            .map_or(SEGMENT_HEADER_LEN as u64, FrameLocation::end);
+        // Zeros after the last frame (space preallocated for frames never written) end the
+        // data as cleanly as the end of the file; reopening the segment cuts them.
+        let mut end = scan.data_end();
         if let Some(damage) = &scan.damage {
             let guarded = guard
                 .last()
                 .is_some_and(|g| damage.expected_seqno <= g.seqno);
             let torn_header = damage.offset == 0 && bytes.len() <= SEGMENT_HEADER_LEN;
-            let torn =
-                is_last && !guarded && (damage.reaches_end && damage.offset > 0 || torn_header);
+            let torn = is_last && !guarded && (damage.torn && damage.offset > 0 || torn_header);
             if !torn {
                 return Err(StoreError::Corrupt {
                     file: path.clone(),
@@ -229,10 +227,11 @@ fn recover_once(
                 report.truncated_tail = Some((path.clone(), 0, bytes.len() as u64));
                 break;
             }
+            // What the interrupted append wrote, not the preallocated zeros after it.
             report.truncated_tail = Some((
                 path.clone(),
                 damage.offset,
-                bytes.len() as u64 - damage.offset,
+                segment::written_len(&bytes[damage.offset as usize..]),
             ));
             end = damage.offset;
         }

@@ -516,3 +516,72 @@ fn faults_under_a_steady_stream_of_writes() {
         );
     }
 }
+
+/// (data end, file length) of each segment of the ledger in `dir`, in order.
+fn segment_extents(dir: &Path) -> Vec<(u64, u64)> {
+    let mut prev = None;
+    segment_paths(dir)
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(path).unwrap();
+            let scan = ledger_store::segment::scan_segment(&bytes, prev);
+            assert_eq!(scan.damage, None, "{}", path.display());
+            prev = scan.frames.last().map(|f| f.txid).or(prev);
+            (scan.data_end(), bytes.len() as u64)
+        })
+        .collect()
+}
+
+/// The writer zero-fills the active segment ahead of its frames, a step at a time and never
+/// past the segment size (a sealed segment ends at its last frame). When zero-filling fails (a
+/// disk with room for the batch but not for the zeros) writes go on, growing the file, and
+/// zero-filling resumes once it works again.
+#[test]
+fn preallocation_runs_ahead_and_when_it_fails_no_write_does() {
+    use ledger_store::segment::PREALLOCATION_STEP;
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Small segments: the zeros stop at the segment size.
+    let small = tmp.path().join("small");
+    let plan = FaultPlan::new();
+    let (ledger, _) = create_ledger(&small, fault_config(&plan));
+    append_each(&ledger, "rotating", 40);
+    ledger.close();
+    drop(ledger);
+    let extents = segment_extents(&small);
+    assert!(extents.len() > 3, "the segments rotated: {extents:?}");
+    let (active, sealed) = extents.split_last().unwrap();
+    for (i, (data_end, len)) in sealed.iter().enumerate() {
+        assert_eq!(data_end, len, "sealed segment {i} ends at its last frame");
+    }
+    assert!(active.1 <= active.0.max(4 << 10), "{active:?}");
+
+    let dir = tmp.path().join("large");
+    let config = StoreConfig {
+        segment_max_bytes: 4 << 20,
+        ..fault_config(&plan)
+    };
+    let (ledger, files) = create_ledger(&dir, config);
+    let last = || *segment_extents(&dir).last().unwrap();
+    let mut acked = append_numbered(&ledger, "preallocated", 100);
+    let (data_end, len) = last();
+    assert!(
+        len > data_end + PREALLOCATION_STEP / 2 && len <= data_end + PREALLOCATION_STEP + 4096,
+        "zeros ahead of the frames: {data_end} {len}"
+    );
+    assert_eq!(len % 4096, 0, "whole pages");
+
+    plan.fail(StorageOp::SegmentPreallocate, ENOSPC);
+    while last().0 <= len {
+        acked.extend(append_numbered(&ledger, "growing", 1000));
+    }
+    let (data_end, grown) = last();
+    assert_eq!(grown, data_end, "nothing was zero-filled while it failed");
+    plan.clear();
+    acked.extend(append_numbered(&ledger, "again", 10));
+    let (data_end, len) = last();
+    assert!(len > data_end, "zero-filling resumed");
+    ledger.close();
+    drop(ledger);
+    check_after_reopen(&dir, &acked, &files.service_cert_pem);
+}

@@ -42,6 +42,38 @@ fn append_bytes(path: &Path, bytes: &[u8]) {
         .expect("append");
 }
 
+/// Where a torn append's bytes land: in the zeros the writer preallocated after the last
+/// frame, or growing a file that ends at its last frame (a segment of an older release).
+#[derive(Debug, Clone, Copy)]
+enum TornInto {
+    Preallocated,
+    Growing,
+}
+
+/// Writes `bytes` after the last frame of the segment at `path`, which ends at `data_end`.
+fn write_torn_append(path: &Path, data_end: u64, bytes: &[u8], into: TornInto) {
+    use std::os::unix::fs::FileExt;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("segment opens");
+    match into {
+        TornInto::Preallocated => {
+            let len = file.metadata().unwrap().len();
+            assert!(
+                len >= data_end + bytes.len() as u64,
+                "the writer preallocated {} bytes after the last frame",
+                len - data_end
+            );
+            file.write_all_at(bytes, data_end).expect("write");
+        }
+        TornInto::Growing => {
+            file.set_len(data_end).expect("cut to the last frame");
+            append_bytes(path, bytes);
+        }
+    }
+}
+
 /// Reopens a damaged copy and checks that every entry and receipt survived and the committed
 /// end did not move. Returns the open ledger, its recovery report and the end.
 fn reopen_intact(
@@ -137,26 +169,117 @@ fn a_torn_final_frame_is_cut_and_everything_before_it_survives() {
         ("part of a frame header", &next_frame[..10]),
         ("random bytes", &random),
     ];
+    let intact_len = frames.last().unwrap().end;
     for (what, tail) in tails {
+        for into in [TornInto::Preallocated, TornInto::Growing] {
+            let what = format!("{what} {into:?}");
+            let dir = tmp.path().join(what.replace(' ', "-"));
+            copy_dir(&base, &dir);
+            let last = segment_paths(&dir).pop().unwrap();
+            write_torn_append(&last, intact_len, tail, into);
+
+            let (ledger, report, _) = reopen_intact(&dir, &written, &cert);
+            assert_eq!(
+                report.truncated_tail,
+                Some((last.clone(), intact_len, segment::written_len(tail))),
+                "{what}"
+            );
+            assert_eq!(
+                fs::metadata(&last).unwrap().len(),
+                intact_len,
+                "{what}: the tail is cut from the file"
+            );
+            append_close_and_audit(ledger, end, &dir, &cert);
+            assert_frames_kept(&frames, &dir);
+        }
+    }
+}
+
+/// A crash while an append into preallocated space is being written back can leave any of its
+/// sectors unwritten (zeros), with intact frames of the same append after the hole. That is a
+/// torn append, cut like any other; the same append with a bit flipped instead is damage.
+#[test]
+fn an_append_with_a_sector_never_written_is_cut_even_with_intact_frames_after_it() {
+    use std::os::unix::fs::FileExt;
+    const SECTOR: usize = segment::SECTOR_BYTES;
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let (written, cert) = build_ledger(&base, 3);
+    let end = last_seqno(&base);
+    let frames = ledger_frames(&base);
+    let data_end = frames.last().unwrap().end as usize;
+    // The append: a first frame spanning three sectors (the one the hole is in: recovery keeps
+    // nothing of the append, so its contents do not matter), then frames of real entries (the
+    // scan checks a frame's form and checksum, not what it decrypts to).
+    let donors: Vec<Vec<u8>> = frames
+        .iter()
+        .filter(|f| f.kind == ledger_core::entry::TxKind::Application)
+        .take(6)
+        .map(|f| fs::read(&f.path).unwrap()[f.payload_offset() as usize..f.end as usize].to_vec())
+        .collect();
+    let mut first = donors[0].clone();
+    first.resize(3 * SECTOR, 0x5a);
+    let mut append = Vec::new();
+    encode_frame(&mut append, &first);
+    let intact_from = append.len();
+    for payload in &donors[1..] {
+        encode_frame(&mut append, payload);
+    }
+    // Offsets in the append of the sectors of the file: where its first sector ends (a whole
+    // sector when the data ended on a boundary), and the whole sector after it.
+    let first_boundary = (data_end + 1).next_multiple_of(SECTOR) - data_end;
+    let whole_sector = first_boundary + SECTOR..first_boundary + 2 * SECTOR;
+    assert!(
+        whole_sector.end <= intact_from,
+        "the hole is in the first frame"
+    );
+    let with_zeros = |range: std::ops::Range<usize>| {
+        let mut bytes = append.clone();
+        bytes[range].fill(0);
+        bytes
+    };
+    let mut flipped = append.clone();
+    flipped[whole_sector.start + 100] ^= 0x04;
+    let cases = [
+        (
+            "the rest of the first sector unwritten",
+            with_zeros(0..first_boundary),
+            true,
+        ),
+        ("a whole sector unwritten", with_zeros(whole_sector), true),
+        ("a bit flipped", flipped, false),
+    ];
+    for (what, on_disk, torn) in cases {
         let dir = tmp.path().join(what.replace(' ', "-"));
         copy_dir(&base, &dir);
         let last = segment_paths(&dir).pop().unwrap();
-        let intact_len = fs::metadata(&last).unwrap().len();
-        append_bytes(&last, tail);
-
-        let (ledger, report, _) = reopen_intact(&dir, &written, &cert);
-        assert_eq!(
-            report.truncated_tail,
-            Some((last.clone(), intact_len, tail.len() as u64)),
-            "{what}"
-        );
-        assert_eq!(
-            fs::metadata(&last).unwrap().len(),
-            intact_len,
-            "{what}: the tail is cut from the file"
-        );
-        append_close_and_audit(ledger, end, &dir, &cert);
-        assert_frames_kept(&frames, &dir);
+        let file = OpenOptions::new().write(true).open(&last).unwrap();
+        file.write_all_at(&on_disk, data_end as u64).unwrap();
+        drop(file);
+        let scan = segment::scan_segment(&fs::read(&last).unwrap(), None);
+        assert!(scan.damage.is_some(), "{what}: the append is damaged");
+        if torn {
+            let (ledger, report, _) = reopen_intact(&dir, &written, &cert);
+            assert_eq!(
+                report.truncated_tail,
+                Some((
+                    last.clone(),
+                    data_end as u64,
+                    segment::written_len(&on_disk)
+                )),
+                "{what}"
+            );
+            append_close_and_audit(ledger, end, &dir, &cert);
+            assert_frames_kept(&frames, &dir);
+        } else {
+            match reopen(&dir, recovery_config()) {
+                Err(StoreError::Corrupt { file, offset, .. }) => {
+                    assert_eq!((file, offset), (last, data_end as u64), "{what}")
+                }
+                Err(e) => panic!("{what}: {e}"),
+                Ok(_) => panic!("{what}: opened as if the append were torn"),
+            }
+        }
     }
 }
 
