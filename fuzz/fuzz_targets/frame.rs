@@ -4,7 +4,7 @@
 //! Properties:
 //! * scanning never panics; accepted frames are contiguous from the header, carry consecutive
 //!   seqnos after `prev` with non-decreasing views, and each re-encodes to exactly its bytes;
-//!   a scan without damage covers the whole input;
+//!   a scan without damage covers the whole input, frames then zeros (unused space);
 //! * encode -> scan of non-empty payloads is the identity (txids and payload bytes);
 //! * flipping any single bit of a valid segment is detected.
 #![no_main]
@@ -94,7 +94,16 @@ fn check_scan(bytes: &[u8], prev: Option<TxId>, scan: &Scan) {
     }
     match &scan.damage {
         None => {
-            assert_eq!(expected_offset, bytes.len() as u64, "undamaged scan covers all");
+            assert_eq!(expected_offset, scan.data_end(), "the data ends after the last frame");
+            assert_eq!(
+                scan.data_end() + scan.unused,
+                bytes.len() as u64,
+                "an undamaged scan covers all"
+            );
+            assert!(
+                bytes[expected_offset as usize..].iter().all(|&b| b == 0),
+                "only zeros are unused space"
+            );
             let first = prev.map_or(1, |t| t.seqno() + 1);
             let version = match scan.layout.expect("an undamaged scan read the header") {
                 FrameLayout::V1 => 1,
