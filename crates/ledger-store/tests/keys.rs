@@ -38,16 +38,12 @@ struct Rotation {
     version: u64,
 }
 
-fn payload(frame: &FrameInfo) -> Vec<u8> {
-    fs::read(&frame.path).unwrap()[frame.payload_offset() as usize..frame.end as usize].to_vec()
-}
-
 fn rotations(dir: &Path) -> Vec<Rotation> {
     ledger_frames(dir)
         .into_iter()
         .filter(|f| f.kind == TxKind::Governance)
         .filter_map(|frame| {
-            let bytes = payload(&frame);
+            let bytes = frame.payload();
             let writes = EntryView::parse(&bytes, frame.txid.seqno())
                 .unwrap()
                 .governance_writes()
@@ -269,7 +265,7 @@ fn a_torn_tail_holding_a_rotation_is_cut_and_the_ring_forgets_it() {
         .find(|r| r.frame.txid.seqno() > guarded_end)
         .expect("the later writes rotated the key");
     let cut_seqno = rotation.frame.txid.seqno();
-    let cut_record = payload(&rotation.frame);
+    let cut_record = rotation.frame.payload();
     // Cut in the middle of the rotation's frame, with the older fork guard: a torn tail.
     fs::write(dir.join("fork-guard"), &guard).unwrap();
     let cut_at = rotation.frame.offset + 20;
@@ -308,7 +304,7 @@ fn a_torn_tail_holding_a_rotation_is_cut_and_the_ring_forgets_it() {
         .expect("the version was recorded again");
     assert_eq!(redone.frame.txid, rotation.frame.txid);
     assert_ne!(
-        payload(&redone.frame),
+        redone.frame.payload(),
         cut_record,
         "a new secret, not the cut one"
     );
@@ -416,7 +412,7 @@ fn a_garbled_or_foreign_rotation_record_stops_the_open_with_a_clear_error() {
     ledger.close();
     drop(ledger);
     let target = rotations(&base)[1].clone();
-    let original = payload(&target.frame);
+    let original = target.frame.payload();
     // The public section ends with the write: key "2" (u32 length, byte), the put flag, then
     // the sealed secret as lp-bytes (u32 length, 60 bytes).
     let n = original.len();
@@ -433,7 +429,7 @@ fn a_garbled_or_foreign_rotation_record_stops_the_open_with_a_clear_error() {
     ledger.close();
     drop(ledger);
     let mut foreign = original.clone();
-    let other_record = payload(&rotations(&other)[1].frame);
+    let other_record = rotations(&other)[1].frame.payload();
     foreign[n - 60..].copy_from_slice(&other_record[other_record.len() - 60..]);
 
     let cases: [(&str, Vec<u8>, RotationError); 3] = [

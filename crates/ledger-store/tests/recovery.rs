@@ -148,11 +148,8 @@ fn a_torn_final_frame_is_cut_and_everything_before_it_survives() {
         .iter()
         .find(|f| f.kind == ledger_core::entry::TxKind::Application)
         .unwrap();
-    let donor_payload = fs::read(&donor.path).unwrap()
-        [donor.payload_offset() as usize..donor.end as usize]
-        .to_vec();
     let mut next_frame = Vec::new();
-    encode_frame(&mut next_frame, &donor_payload);
+    encode_frame(&mut next_frame, &donor.payload());
     let mut rng = XorShift::new(test_seed(Some(17)));
     let random: Vec<u8> = (0..300).map(|_| rng.next_u64() as u8).collect();
 
@@ -215,7 +212,7 @@ fn an_append_with_a_sector_never_written_is_cut_even_with_intact_frames_after_it
         .iter()
         .filter(|f| f.kind == ledger_core::entry::TxKind::Application)
         .take(6)
-        .map(|f| fs::read(&f.path).unwrap()[f.payload_offset() as usize..f.end as usize].to_vec())
+        .map(FrameInfo::payload)
         .collect();
     let mut first = donors[0].clone();
     first.resize(3 * SECTOR, 0x5a);

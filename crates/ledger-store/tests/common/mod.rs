@@ -247,6 +247,13 @@ impl FrameInfo {
     pub fn payload_offset(&self) -> u64 {
         self.offset + self.header_len
     }
+
+    /// The frame's payload (its entry), read from its segment.
+    pub fn payload(&self) -> Vec<u8> {
+        fs::read(&self.path).expect("segment reads")
+            [self.payload_offset() as usize..self.end as usize]
+            .to_vec()
+    }
 }
 
 /// Every frame of an undamaged ledger, in order.
