@@ -198,6 +198,13 @@ struct ServeArgs {
     /// for none [default: 5000].
     #[arg(long, env = "CLEDGER_CHECKPOINT_INTERVAL_MS")]
     checkpoint_interval_ms: Option<u64>,
+    /// Sign once this many milliseconds have passed since the last signature (at most 1000;
+    /// a write is acknowledged once a signature after it is committed) [default: 2].
+    #[arg(long, env = "CLEDGER_SIGNATURE_INTERVAL_MS")]
+    signature_interval_ms: Option<u64>,
+    /// ...or once this many transactions wait for a signature [default: 1000].
+    #[arg(long, env = "CLEDGER_SIGNATURE_TX_COUNT")]
+    signature_tx_count: Option<u64>,
     /// The checkpoints' origin line [default: cledger/<ledger id>/<service key hash>].
     #[arg(long, env = "CLEDGER_CHECKPOINT_ORIGIN")]
     checkpoint_origin: Option<String>,
@@ -246,6 +253,8 @@ impl ServeArgs {
             recover: self.recover,
             metrics_listen: self.metrics_listen,
             checkpoint_interval_ms: self.checkpoint_interval_ms,
+            signature_interval_ms: self.signature_interval_ms,
+            signature_tx_count: self.signature_tx_count,
             checkpoint_origin: self.checkpoint_origin,
             witnesses: self.witness,
         }

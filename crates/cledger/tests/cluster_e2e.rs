@@ -30,6 +30,10 @@
 //!   new service with `--recover` (old writes and receipts intact, old nodes retired, a new
 //!   node joins); `--recover` is refused on a member's own directory.
 //!
+//! - `the_signature_interval_paces_the_primarys_signatures`: a cluster of one started with
+//!   `--signature-interval-ms 400` acknowledges three writes made one after another no sooner
+//!   than the interval allows (each waits for a signature of its own).
+//!
 //! The tests run one after the other (they would share 2 cores otherwise).
 
 mod support;
@@ -1813,4 +1817,41 @@ fn user_defined_functions_replicate_and_stay_serializable() {
         }
         audit(node);
     }
+}
+
+/// `--signature-interval-ms` reaches the primary's signer. A write is acknowledged once a
+/// signature after it is committed, and the signer proposes one no sooner than the interval
+/// after the last one committed: writes made one after another, each needing a signature of
+/// its own, are acknowledged at least an interval apart. (A lower bound: it cannot fail on a
+/// slow machine, only if the setting is ignored — at the default 2 ms they take milliseconds.)
+#[test]
+fn the_signature_interval_paces_the_primarys_signatures() {
+    const INTERVAL: Duration = Duration::from_millis(400);
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let admin = admin(root);
+    let interval = INTERVAL.as_millis().to_string();
+    let (mut node, _, pem) = found(
+        root,
+        &admin,
+        &strings(&["--signature-interval-ms", &interval]),
+        None,
+    );
+    let client = client(&node, &pem, &admin.bundle);
+    let started = Instant::now();
+    let mut txids = Vec::new();
+    for i in 0..4 {
+        let appended = client
+            .append(&format!("paced {i}"), None, &[])
+            .unwrap_or_else(|e| panic!("write {i}: {e}\n{}", node.output.describe()));
+        txids.push(appended.transaction_id);
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= 3 * INTERVAL,
+        "four writes one after another were acknowledged within {elapsed:?}: the signer did not \
+         wait {INTERVAL:?} between signatures ({txids:?})"
+    );
+    node.terminate();
 }

@@ -48,8 +48,8 @@ impl ClusterConfig {
             node,
             tls,
             heartbeat: Duration::from_millis(100),
-            sign_interval: Duration::from_millis(2),
-            sign_every: 1000,
+            sign_interval: ledger_store::SIGN_INTERVAL,
+            sign_every: ledger_store::SIGN_EVERY,
             commit_timeout: Duration::from_secs(10),
         }
     }

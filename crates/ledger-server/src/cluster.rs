@@ -103,7 +103,7 @@ pub async fn start(
     } else {
         StartMode::FoundOrResume
     };
-    let cluster_config = ClusterConfig::new(
+    let mut cluster_config = ClusterConfig::new(
         node.node_id.clone(),
         PeerNode {
             client_url,
@@ -115,6 +115,8 @@ pub async fn start(
             node_key_pem: files.node_key_pem.clone(),
         },
     );
+    cluster_config.sign_interval = std::time::Duration::from_millis(config.signature_interval_ms);
+    cluster_config.sign_every = config.signature_tx_count;
     let cluster = Cluster::start(
         &config.data_dir,
         node.ledger.clone(),

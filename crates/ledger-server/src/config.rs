@@ -37,6 +37,14 @@ pub const DEFAULT_MAX_COLLECTIONS: usize = 5000;
 /// segment 1 for as long as the node runs (64 MiB of ledger each); the rest is headroom for
 /// segments and for the token-key fetcher's sockets.
 pub const DEFAULT_RESERVED_DESCRIPTORS: usize = 64;
+/// The store's signing cadence, the default: the interval that measured best for throughput
+/// and latency (docs/PERFORMANCE.md, issue 18 steps 4 and 5), and a count that only matters
+/// when one interval gathers more writes than that.
+pub const DEFAULT_SIGNATURE_INTERVAL_MS: u64 = ledger_store::SIGN_INTERVAL.as_millis() as u64;
+pub const DEFAULT_SIGNATURE_TX_COUNT: u64 = ledger_store::SIGN_EVERY;
+/// The longest signature interval: a write waits for the next signature, and a cluster's
+/// writes are answered "not committed yet" after 10 s.
+pub const MAX_SIGNATURE_INTERVAL_MS: u64 = 1000;
 
 /// A C2SP witness: its verifier key (`<name>+<key id>+<base64 key>`) and where it takes
 /// checkpoints (the URL its `/add-checkpoint` is under; http is allowed, e.g. on loopback).
@@ -167,6 +175,15 @@ pub struct ServeConfig {
     /// How often the newest committed signature is published as a C2SP checkpoint (and sent
     /// to the witnesses), in milliseconds; 0: no checkpoints. Default 5000.
     pub checkpoint_interval_ms: u64,
+    /// The signing node (standalone, or a cluster's primary) signs once this long has passed
+    /// since its last signature, in milliseconds (CCF's `ledger_signatures.delay`). A write
+    /// is acknowledged only once a signature after it is committed, so this bounds what a
+    /// busy node adds to a write's latency; a standalone node whose queue runs empty signs at
+    /// once. Default 2; at most 1000.
+    pub signature_interval_ms: u64,
+    /// ...or once this many transactions wait for a signature, whichever comes first (CCF's
+    /// `ledger_signatures.tx_count`). Default 1000.
+    pub signature_tx_count: u64,
     /// The checkpoints' origin line (and the checkpoint key's name). Default
     /// `cledger/<ledger id>/<first 16 hex digits of the service key's SHA-256>`.
     pub checkpoint_origin: Option<String>,
@@ -245,6 +262,8 @@ impl Default for ServeConfig {
             metrics: true,
             metrics_listen: None,
             checkpoint_interval_ms: 5000,
+            signature_interval_ms: DEFAULT_SIGNATURE_INTERVAL_MS,
+            signature_tx_count: DEFAULT_SIGNATURE_TX_COUNT,
             checkpoint_origin: None,
             witnesses: Vec::new(),
             idempotency_retention_secs: ledger_http::config::DEFAULT_IDEMPOTENCY_RETENTION_SECS,
@@ -286,6 +305,8 @@ pub struct Overrides {
     pub recover: bool,
     pub metrics_listen: Option<SocketAddr>,
     pub checkpoint_interval_ms: Option<u64>,
+    pub signature_interval_ms: Option<u64>,
+    pub signature_tx_count: Option<u64>,
     pub checkpoint_origin: Option<String>,
     /// `--witness VKEY@URL`: when given, replaces the file's `[[witnesses]]` list.
     pub witnesses: Vec<String>,
@@ -399,12 +420,20 @@ impl ServeConfig {
             recover,
             metrics_listen,
             checkpoint_interval_ms,
+            signature_interval_ms,
+            signature_tx_count,
             checkpoint_origin,
             witnesses,
         } = overrides;
         c.recover = recover;
         if let Some(ms) = checkpoint_interval_ms {
             c.checkpoint_interval_ms = ms;
+        }
+        if let Some(ms) = signature_interval_ms {
+            c.signature_interval_ms = ms;
+        }
+        if let Some(count) = signature_tx_count {
+            c.signature_tx_count = count;
         }
         if checkpoint_origin.is_some() {
             c.checkpoint_origin = checkpoint_origin;
@@ -528,6 +557,16 @@ impl ServeConfig {
         }
         if !self.witnesses.is_empty() && self.checkpoint_interval_ms == 0 {
             return bad("witnesses need checkpoints: checkpoint_interval_ms must not be 0".into());
+        }
+        if self.signature_interval_ms > MAX_SIGNATURE_INTERVAL_MS {
+            return bad(format!(
+                "signature_interval_ms must be at most {MAX_SIGNATURE_INTERVAL_MS}, not {}: \
+                 every write waits for the next signature",
+                self.signature_interval_ms
+            ));
+        }
+        if self.signature_tx_count == 0 {
+            return bad("signature_tx_count must be at least 1".to_owned());
         }
         if self.metrics_listen.is_some() && !self.metrics {
             return bad("metrics_listen needs metrics = true".to_owned());
@@ -818,6 +857,60 @@ curve = "P-256"
         // 1 MiB exactly is allowed.
         ServeConfig::load(Overrides {
             max_entry_bytes: Some(1 << 20),
+            ..Overrides::default()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn signature_cadence_from_file_and_flags_within_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "signature_interval_ms = 50\nsignature_tx_count = 200\n",
+        )
+        .unwrap();
+        let c = ServeConfig::load(Overrides {
+            config: Some(file.clone()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!((c.signature_interval_ms, c.signature_tx_count), (50, 200));
+        let c = ServeConfig::load(Overrides {
+            config: Some(file),
+            signature_interval_ms: Some(0),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!((c.signature_interval_ms, c.signature_tx_count), (0, 200));
+        let default = ServeConfig::default();
+        assert_eq!(
+            (default.signature_interval_ms, default.signature_tx_count),
+            (2, 1000)
+        );
+        for (over, words) in [
+            (
+                Overrides {
+                    signature_interval_ms: Some(MAX_SIGNATURE_INTERVAL_MS + 1),
+                    ..Overrides::default()
+                },
+                ["signature_interval_ms", "at most 1000"],
+            ),
+            (
+                Overrides {
+                    signature_tx_count: Some(0),
+                    ..Overrides::default()
+                },
+                ["signature_tx_count", "at least 1"],
+            ),
+        ] {
+            let err = ServeConfig::load(over).unwrap_err().to_string();
+            assert!(words.iter().all(|w| err.contains(w)), "{err}");
+        }
+        ServeConfig::load(Overrides {
+            signature_interval_ms: Some(MAX_SIGNATURE_INTERVAL_MS),
+            signature_tx_count: Some(1),
             ..Overrides::default()
         })
         .unwrap();

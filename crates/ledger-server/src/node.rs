@@ -87,6 +87,8 @@ impl Node {
                 None => KekSource::DataDir,
             },
             observer,
+            sign_every: config.signature_tx_count,
+            sign_interval: std::time::Duration::from_millis(config.signature_interval_ms),
             ..StoreConfig::default()
         };
         let mut report = StartReport::default();

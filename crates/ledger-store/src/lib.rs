@@ -48,7 +48,7 @@ pub use handle::LedgerHandle;
 pub use limits::LimitError;
 pub use recovery::RecoveryReport;
 pub use sequencer::{PreparedWrite, ReplicaOp};
-pub use writer::{ReplicaDone, ReplicaWritten};
+pub use writer::{ReplicaDone, ReplicaWritten, SIGN_EVERY, SIGN_INTERVAL};
 
 pub use crypto::{KeyRing, LedgerSecret};
 use guard::ForkGuard;
