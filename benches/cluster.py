@@ -14,6 +14,11 @@ load generator share its cores):
 
     benches/cluster.py [--runs 3] [--seconds 10] [--connections 64] [--kills 20] [--catchup 20000]
                        [--parts throughput,failover,catchup] [--generator bench|h2load]
+                       [--cluster-also-at N,...] [--serve-arg ARG ...]
+
+`--cluster-also-at 16` also measures the cluster at 16 connections in each run (reported as
+`cluster3-c16`), for its commit latency below the peak; `--serve-arg` passes an argument to
+every node of the throughput part (for example `--serve-arg=--signature-interval-ms=1`).
 
 Needs a release build (`cargo build --release -p cledger`); h2load also needs h2load
 (nghttp2-client) and node (benches/token.mjs makes the token). Raw results go to
@@ -232,16 +237,17 @@ def measured(nodes: list[Node], target: Node, admin_dir: Path, seconds: int, con
     }
 
 
-def throughput(base: Path, runs: int, seconds: int, connections: int, generator: str) -> dict:
+def throughput(base: Path, runs: int, seconds: int, connections: int, generator: str,
+               also_at: list[int], serve_args: tuple[str, ...]) -> dict:
     tokens = Tokens(base) if generator == "h2load" else None
-    extra = tokens.serve_args() if tokens else ()
+    extra = (tokens.serve_args() if tokens else ()) + serve_args
     single = Node(base / "single", *extra).start()
     cluster = form_cluster(base / "c3", 3, extra)
     admin = cluster[0].data
     if tokens:
         tokens.grant(single, single.data)
         tokens.grant(primary(cluster, admin), admin)
-    results = {"single": [], "cluster3": []}
+    results = {"single": [], "cluster3": []} | {f"cluster3-c{c}": [] for c in also_at}
     try:
         for r in range(runs):
             results["single"].append(
@@ -249,6 +255,9 @@ def throughput(base: Path, runs: int, seconds: int, connections: int, generator:
             p = primary(cluster, admin)
             ordered = [p] + [n for n in cluster if n is not p]
             results["cluster3"].append(measured(ordered, p, admin, seconds, connections, base / f"c{r}.json", tokens))
+            for c in also_at:
+                results[f"cluster3-c{c}"].append(
+                    measured(ordered, p, admin, seconds, c, base / f"c{r}-{c}.json", tokens))
     finally:
         single.stop()
         for n in cluster:
@@ -362,7 +371,12 @@ def main():
     ap.add_argument("--parts", default="throughput,failover,catchup")
     ap.add_argument("--generator", choices=["bench", "h2load"], default="bench",
                     help="what drives the throughput part (failover and catch-up use cledger bench)")
+    ap.add_argument("--cluster-also-at", default="",
+                    help="also measure the cluster at these connection counts (comma-separated)")
+    ap.add_argument("--serve-arg", action="append", default=[],
+                    help="an argument for every node of the throughput part (repeatable)")
     args = ap.parse_args()
+    also_at = [int(c) for c in args.cluster_also_at.split(",") if c]
     parts = args.parts.split(",")
     if not BIN.exists():
         sys.exit("build it first: cargo build --release -p cledger")
@@ -374,7 +388,7 @@ def main():
         results = {}
         if "throughput" in parts:
             results["throughput"] = throughput(base / "tp", args.runs, args.seconds, args.connections,
-                                               args.generator)
+                                               args.generator, also_at, tuple(args.serve_arg))
         if "failover" in parts:
             results["failover"] = failover(base / "fo", args.kills)
         if "catchup" in parts:
@@ -385,7 +399,7 @@ def main():
     med = statistics.median
     for name, rs in results.get("throughput", {}).items():
         cpu = [med([r["cpu_us_per_write"][i] for r in rs]) for i in range(len(rs[0]["cpu_us_per_write"]))]
-        print(f"{name:9} writes/s {med([r['writes_per_sec'] for r in rs]):8.0f}  p50 {med([r['p50_ms'] for r in rs]):6.2f} ms"
+        print(f"{name:13} writes/s {med([r['writes_per_sec'] for r in rs]):8.0f}  p50 {med([r['p50_ms'] for r in rs]):6.2f} ms"
               f"  p99 {med([r['p99_ms'] for r in rs]):6.2f} ms  CPU us/write per node {cpu}"
               f"  runs {[round(r['writes_per_sec']) for r in rs]}")
     if f := results.get("failover"):

@@ -14,7 +14,8 @@
 #    and over HTTP/1.1 with a quarter of the connections (about half the peak rate), with p50
 #    and p99 commit latency from h2load's per-request log.
 # 4. cledger, a 3-node cluster through its primary, next to one node again (benches/cluster.py
-#    --parts throughput), `cledger bench` with mTLS.
+#    --parts throughput), `cledger bench` with mTLS; the cluster also at half the connections
+#    (about 60% of its rate at CONNECTIONS), for its commit latency below the peak.
 # Then one table of the medians. Raw results go to benches/results/throughput-*.json (and the
 # files the scripts above write). CLEDGER_BIN: the build to measure (default: a release build).
 set -euo pipefail
@@ -90,7 +91,7 @@ token_runs token-h1-quarter h1 p384 "$((CONNS / 4))"
 
 echo "== 4. cledger, one node and a 3-node cluster (cledger bench, mTLS)"
 python3 "$ROOT/benches/cluster.py" --runs "$RUNS" --seconds "$SECS" --connections "$CONNS" \
-    --parts throughput
+    --parts throughput --cluster-also-at "$((CONNS / 2))"
 
 echo "== summary (medians of $RUNS runs, $CONNS connections, 256-byte entries, fsync on)"
 python3 - "$OUT" "$RUNS" "$CONNS" <<'EOF'
@@ -112,17 +113,21 @@ for name, label in [("token-h1", "token, HTTP/1.1"), ("token-h2", "token, HTTP/2
                  med([x["server_cpu_us_per_op"] for x in h]), med([x["generator_cpu_us_per_op"] for x in h]), "h2load"))
     latencies.append((label, med([x["p50_ms"] for x in h]), med([x["p99_ms"] for x in h])))
 cluster = json.load(open(f"{out}/cluster-throughput.json"))["throughput"]
-for name, rs in cluster.items():
+half = f"cluster3-c{int(conns) // 2}"
+for name, label in [("single", "cledger, 1 node, mTLS (cluster.py)"), ("cluster3", "cledger, 3-node cluster, mTLS"),
+                    (half, f"cledger, 3-node cluster, mTLS, {int(conns) // 2} conns")]:
+    rs = cluster[name]
     cpu = sum(med([r["cpu_us_per_write"][i] for r in rs]) for i in range(len(rs[0]["cpu_us_per_write"])))
-    label = "cledger, 3-node cluster, mTLS" if len(rs[0]["cpu_us_per_write"]) > 1 else "cledger, 1 node, mTLS (cluster.py)"
     rows.append((label, med([r["writes_per_sec"] for r in rs]), cpu, None, "cledger bench"))
+    if name != "single":
+        latencies.append((label.removeprefix("cledger, "), med([r["p50_ms"] for r in rs]), med([r["p99_ms"] for r in rs])))
 plain = rows[0][1]
 print(f"{'':44} {'writes/s':>9} {'x PG plain':>10} {'server us/write':>16} {'client us/write':>16}  generator")
 for name, rate, srv, cli, gen in rows:
     cli = f"{cli:16.1f}" if cli is not None else f"{'':>16}"
     print(f"{name:44} {rate:9.0f} {rate / plain:10.2f} {srv:16.1f} {cli}  {gen}")
 print("(cluster: server CPU summed over the three nodes)")
-print(f"\ncommit latency, h2load (medians of {runs} runs):")
+print(f"\ncommit latency (medians of {runs} runs; h2load, and cledger bench for the cluster):")
 for label, p50, p99 in latencies:
     print(f"  {label:36} p50 {p50:6.2f} ms   p99 {p99:6.2f} ms")
 EOF

@@ -199,7 +199,7 @@ struct ServeArgs {
     #[arg(long, env = "CLEDGER_CHECKPOINT_INTERVAL_MS")]
     checkpoint_interval_ms: Option<u64>,
     /// Sign once this many milliseconds have passed since the last signature (at most 1000;
-    /// a write is acknowledged once a signature after it is committed) [default: 2].
+    /// a write is acknowledged once a signature after it is committed) [default: 1].
     #[arg(long, env = "CLEDGER_SIGNATURE_INTERVAL_MS")]
     signature_interval_ms: Option<u64>,
     /// ...or once this many transactions wait for a signature [default: 1000].

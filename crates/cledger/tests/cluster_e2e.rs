@@ -1823,7 +1823,7 @@ fn user_defined_functions_replicate_and_stay_serializable() {
 /// signature after it is committed, and the signer proposes one no sooner than the interval
 /// after the last one committed: writes made one after another, each needing a signature of
 /// its own, are acknowledged at least an interval apart. (A lower bound: it cannot fail on a
-/// slow machine, only if the setting is ignored — at the default 2 ms they take milliseconds.)
+/// slow machine, only if the setting is ignored — at the default 1 ms they take milliseconds.)
 #[test]
 fn the_signature_interval_paces_the_primarys_signatures() {
     const INTERVAL: Duration = Duration::from_millis(400);

@@ -38,8 +38,8 @@ pub const DEFAULT_MAX_COLLECTIONS: usize = 5000;
 /// segments and for the token-key fetcher's sockets.
 pub const DEFAULT_RESERVED_DESCRIPTORS: usize = 64;
 /// The store's signing cadence, the default: the interval that measured best for throughput
-/// and latency (docs/PERFORMANCE.md, issue 18 steps 4 and 5), and a count that only matters
-/// when one interval gathers more writes than that.
+/// and latency on a cluster (docs/PERFORMANCE.md, issue 18 step 7), and a count that only
+/// matters when one interval gathers more writes than that.
 pub const DEFAULT_SIGNATURE_INTERVAL_MS: u64 = ledger_store::SIGN_INTERVAL.as_millis() as u64;
 pub const DEFAULT_SIGNATURE_TX_COUNT: u64 = ledger_store::SIGN_EVERY;
 /// The longest signature interval: a write waits for the next signature, and a cluster's
@@ -179,7 +179,7 @@ pub struct ServeConfig {
     /// since its last signature, in milliseconds (CCF's `ledger_signatures.delay`). A write
     /// is acknowledged only once a signature after it is committed, so this bounds what a
     /// busy node adds to a write's latency; a standalone node whose queue runs empty signs at
-    /// once. Default 2; at most 1000.
+    /// once. Default 1; at most 1000.
     pub signature_interval_ms: u64,
     /// ...or once this many transactions wait for a signature, whichever comes first (CCF's
     /// `ledger_signatures.tx_count`). Default 1000.
@@ -887,7 +887,7 @@ curve = "P-256"
         let default = ServeConfig::default();
         assert_eq!(
             (default.signature_interval_ms, default.signature_tx_count),
-            (2, 1000)
+            (1, 1000)
         );
         for (over, words) in [
             (

@@ -952,6 +952,9 @@ fn fault_from_message(operation: StorageOp, message: String) -> StorageFault {
     }
 }
 
-/// Default cadence: sign at least every `SIGN_EVERY` transactions or `SIGN_INTERVAL`.
+/// Default cadence: sign at least every `SIGN_EVERY` transactions or `SIGN_INTERVAL`. A cluster's
+/// primary waits up to `SIGN_INTERVAL` after a signature commits before it proposes the next
+/// (tokio's timer adds up to about a millisecond more); 1 ms measured best on a 3-node cluster
+/// (docs/PERFORMANCE.md, issue 18 step 7). A standalone node signs at once when idle.
 pub const SIGN_EVERY: u64 = 1000;
-pub const SIGN_INTERVAL: Duration = Duration::from_millis(2);
+pub const SIGN_INTERVAL: Duration = Duration::from_millis(1);
