@@ -523,16 +523,24 @@ async fn sign(raft: Raft, shared: Arc<LogShared>, config: ClusterConfig) {
         if metrics.changed().await.is_err() {
             return;
         }
-        let m = metrics.borrow_and_update().clone();
-        if m.state != ServerState::Leader {
+        // Read in place: the metrics change with every append, and a copy allocates (node
+        // ids, the replication and heartbeat maps).
+        let (leads, current_term, last) = {
+            let m = metrics.borrow_and_update();
+            (
+                m.state == ServerState::Leader,
+                m.current_term,
+                m.last_log_index.unwrap_or(0),
+            )
+        };
+        if !leads {
             continue;
         }
-        if m.current_term != term {
-            term = m.current_term;
+        if current_term != term {
+            term = current_term;
             signed_through = 0;
             tracing::info!(view = term, node = %config.node_id, "this node is the primary");
         }
-        let last = m.last_log_index.unwrap_or(0);
         if last <= signed_through {
             continue;
         }
