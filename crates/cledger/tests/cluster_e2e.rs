@@ -29,10 +29,9 @@
 //! - `a_lost_cluster_is_recovered_from_a_backup`: every node is lost; a backup of one founds a
 //!   new service with `--recover` (old writes and receipts intact, old nodes retired, a new
 //!   node joins); `--recover` is refused on a member's own directory.
-//!
 //! - `the_signature_interval_paces_the_primarys_signatures`: a cluster of one started with
-//!   `--signature-interval-ms 400` acknowledges three writes made one after another no sooner
-//!   than the interval allows (each waits for a signature of its own).
+//!   `--signature-interval-ms 400` takes at least three intervals to acknowledge four writes
+//!   made one after another (each waits for a signature of its own).
 //!
 //! The tests run one after the other (they would share 2 cores otherwise).
 
