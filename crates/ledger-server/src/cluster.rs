@@ -115,7 +115,7 @@ pub async fn start(
             node_key_pem: files.node_key_pem.clone(),
         },
     );
-    cluster_config.sign_interval = std::time::Duration::from_millis(config.signature_interval_ms);
+    cluster_config.sign_interval = config.signature_interval();
     cluster_config.sign_every = config.signature_tx_count;
     let cluster = Cluster::start(
         &config.data_dir,

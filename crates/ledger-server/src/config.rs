@@ -655,6 +655,11 @@ impl ServeConfig {
         Ok(())
     }
 
+    /// `signature_interval_ms`, for the store's writer and the cluster's signer alike.
+    pub(crate) fn signature_interval(&self) -> Duration {
+        Duration::from_millis(self.signature_interval_ms)
+    }
+
     pub(crate) fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
     }

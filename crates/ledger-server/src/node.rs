@@ -88,7 +88,7 @@ impl Node {
             },
             observer,
             sign_every: config.signature_tx_count,
-            sign_interval: std::time::Duration::from_millis(config.signature_interval_ms),
+            sign_interval: config.signature_interval(),
             ..StoreConfig::default()
         };
         let mut report = StartReport::default();
