@@ -153,6 +153,11 @@ pub struct Proposed {
     >,
 }
 
+/// Why a write is not answered as committed when no signature covered it in time.
+fn no_signature_within(waited: Duration) -> String {
+    format!("no signature after it was committed within {waited:?}")
+}
+
 /// Hands proposals to openraft one by one, in the order they were queued. `client_write`
 /// sends its proposal only when its future is first polled, so writes submitted in one order
 /// from tasks spawned for each could enter the log in another; user-defined code relies on
@@ -355,28 +360,46 @@ impl Cluster {
             Err(e) => return Err(WriteError::Refused(AppendError::Failed(e.to_string()))),
         };
         let txid = txid_of(&response.log_id).expect("a write has a seqno");
-        self.wait_committed(txid).await
+        // openraft answers once the entry is applied, so Raft committed it at `txid`: no later
+        // view can replace it, and the ledger's commit reaching its seqno (a signature after
+        // it) is all that is left to wait for. Reading the transaction back to check its view
+        // cost a frame read per write on the primary (docs/PERFORMANCE.md, issue 18 step 8).
+        match self.signature_after(txid.seqno()).await {
+            Ok(()) => {
+                debug_assert_eq!(self.shared.ledger.status(txid), TxStatus::Committed);
+                Ok(txid)
+            }
+            Err(waited) => Err(WriteError::Pending {
+                txid,
+                reason: no_signature_within(waited),
+            }),
+        }
     }
 
-    /// Waits until `txid` is committed, or says why it is not.
-    pub async fn wait_committed(&self, txid: TxId) -> Result<TxId, WriteError> {
+    /// Waits until the ledger's commit reaches `seqno`, at most the commit timeout (returned
+    /// if it passes).
+    async fn signature_after(&self, seqno: u64) -> Result<(), Duration> {
         let mut committed = self.shared.committed();
-        let reached = tokio::time::timeout(
-            self.config.commit_timeout,
-            committed.wait_for(|c| *c >= txid.seqno()),
-        )
-        .await;
+        let timeout = self.config.commit_timeout;
+        match tokio::time::timeout(timeout, committed.wait_for(|c| *c >= seqno)).await {
+            Ok(Ok(_)) => Ok(()),
+            // The watch closes only when consensus stops: the commit will not move here.
+            Ok(Err(_)) | Err(_) => Err(timeout),
+        }
+    }
+
+    /// Waits until `txid` is committed, or says why it is not: for a write whose entry this
+    /// node may have lost (it lost its office first), its seqno's transaction is read back.
+    pub async fn wait_committed(&self, txid: TxId) -> Result<TxId, WriteError> {
+        let reached = self.signature_after(txid.seqno()).await;
         match self.shared.ledger.status(txid) {
             TxStatus::Committed => Ok(txid),
             TxStatus::Invalid => Err(WriteError::RolledBack(txid)),
             _ => Err(WriteError::Pending {
                 txid,
                 reason: match reached {
-                    Err(_) => format!(
-                        "no signature after it was committed within {:?}",
-                        self.config.commit_timeout
-                    ),
-                    Ok(_) => "its seqno was taken over by another view".into(),
+                    Err(waited) => no_signature_within(waited),
+                    Ok(()) => "its seqno was taken over by another view".into(),
                 },
             }),
         }
