@@ -383,7 +383,8 @@ impl Cluster {
         let timeout = self.config.commit_timeout;
         match tokio::time::timeout(timeout, committed.wait_for(|c| *c >= seqno)).await {
             Ok(Ok(_)) => Ok(()),
-            // The watch closes only when consensus stops: the commit will not move here.
+            // `Ok(Err(_))`, a closed watch, cannot happen while `self` holds the sender (in
+            // `LogShared`); were it closed, the commit would not move here either.
             Ok(Err(_)) | Err(_) => Err(timeout),
         }
     }
