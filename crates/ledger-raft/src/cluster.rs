@@ -153,11 +153,6 @@ pub struct Proposed {
     >,
 }
 
-/// Why a write is not answered as committed when no signature covered it in time.
-fn no_signature_within(waited: Duration) -> String {
-    format!("no signature after it was committed within {waited:?}")
-}
-
 /// Hands proposals to openraft one by one, in the order they were queued. `client_write`
 /// sends its proposal only when its future is first polled, so writes submitted in one order
 /// from tasks spawned for each could enter the log in another; user-defined code relies on
@@ -364,29 +359,39 @@ impl Cluster {
         // view can replace it, and the ledger's commit reaching its seqno (a signature after
         // it) is all that is left to wait for. Reading the transaction back to check its view
         // cost a frame read per write on the primary (docs/PERFORMANCE.md, issue 18 step 8).
-        match self.signature_after(txid.seqno()).await {
-            Ok(()) => {
-                debug_assert_eq!(self.shared.ledger.status(txid), TxStatus::Committed);
-                Ok(txid)
-            }
-            Err(waited) => Err(WriteError::Pending {
+        if self.signature_after(txid.seqno()).await {
+            debug_assert_eq!(self.shared.ledger.status(txid), TxStatus::Committed);
+            Ok(txid)
+        } else {
+            Err(WriteError::Pending {
                 txid,
-                reason: no_signature_within(waited),
-            }),
+                reason: self.no_signature_in_time(),
+            })
         }
     }
 
-    /// Waits until the ledger's commit reaches `seqno`, at most the commit timeout (returned
-    /// if it passes).
-    async fn signature_after(&self, seqno: u64) -> Result<(), Duration> {
+    /// Waits until the ledger's commit reaches `seqno`; false if the commit timeout passes
+    /// first.
+    async fn signature_after(&self, seqno: u64) -> bool {
         let mut committed = self.shared.committed();
-        let timeout = self.config.commit_timeout;
-        match tokio::time::timeout(timeout, committed.wait_for(|c| *c >= seqno)).await {
-            Ok(Ok(_)) => Ok(()),
-            // `Ok(Err(_))`, a closed watch, cannot happen while `self` holds the sender (in
-            // `LogShared`); were it closed, the commit would not move here either.
-            Ok(Err(_)) | Err(_) => Err(timeout),
-        }
+        // A closed watch (`Ok(Err(_))`) cannot happen while `self` holds the sender (in
+        // `LogShared`); were it closed, the commit would not move here either.
+        matches!(
+            tokio::time::timeout(
+                self.config.commit_timeout,
+                committed.wait_for(|c| *c >= seqno)
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Why a write is not answered as committed when no signature covered it in time.
+    fn no_signature_in_time(&self) -> String {
+        format!(
+            "no signature after it was committed within {:?}",
+            self.config.commit_timeout
+        )
     }
 
     /// Waits until `txid` is committed, or says why it is not: for a write whose entry this
@@ -398,9 +403,10 @@ impl Cluster {
             TxStatus::Invalid => Err(WriteError::RolledBack(txid)),
             _ => Err(WriteError::Pending {
                 txid,
-                reason: match reached {
-                    Err(waited) => no_signature_within(waited),
-                    Ok(()) => "its seqno was taken over by another view".into(),
+                reason: if reached {
+                    "its seqno was taken over by another view".into()
+                } else {
+                    self.no_signature_in_time()
                 },
             }),
         }
