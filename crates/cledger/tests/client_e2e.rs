@@ -1166,6 +1166,123 @@ fn bearer_token_users_through_the_client() {
     let out = as_token(&stranger, &["current"]);
     out.code(1);
     assert!(out.all().contains("NotAllowed"), "{}", out.describe());
+
+    // The load generator's Writer sends the token too: the administrator writes, the
+    // stranger is refused with the server's status and code.
+    let cert = std::fs::read_to_string(&service_cert).unwrap();
+    let writer = |token: &str| {
+        let config = ledger_client::ClientConfig::new(
+            server.base.clone(),
+            cert.clone(),
+            ledger_client::Auth::Token(token.to_owned()),
+        );
+        ledger_client::writer::Writer::new(&config).expect("writer")
+    };
+    rt().block_on(async {
+        let appended = writer(&admin)
+            .post_entry("written by a Writer with a token", None)
+            .await
+            .expect("the administrator writes");
+        let entry = as_token(&admin, &["--json", "get", &appended.transaction_id]).json();
+        assert_eq!(entry["contents"], "written by a Writer with a token");
+        match writer(&stranger).post_entry("refused", None).await {
+            Err(ledger_client::Error::Api { status, code, .. }) => {
+                assert_eq!((status, code.as_str()), (403, "NotAllowed"))
+            }
+            other => panic!("a token of no user: {other:?}"),
+        }
+    });
+}
+
+/// The load generator's [`ledger_client::writer::Writer`] against a real server: writes
+/// posted over its one connection are stored as sent, in order; an error answer comes back
+/// with its status and ACL code and leaves the connection usable; a connection the server
+/// closed while idle is replaced before the next write is sent.
+#[test]
+fn the_writer_posts_over_one_connection_and_reopens_it() {
+    use ledger_client::writer::Writer;
+    use ledger_client::{Auth, ClientConfig, Error, nonblocking::Client};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_file = dir.path().join("cledger.toml");
+    std::fs::write(&config_file, "idle_timeout_secs = 1\n").unwrap();
+    let ledger = Ledger {
+        server: Server::start(
+            &dir.path().join("data"),
+            &[
+                "--config",
+                config_file.to_str().unwrap(),
+                "--log-level",
+                "info,ledger_server::listener=debug",
+            ],
+        ),
+        _dir: dir,
+    };
+    let config = ClientConfig::new(
+        ledger.server.base.clone(),
+        std::fs::read_to_string(ledger.service_cert()).unwrap(),
+        Auth::Certificate(std::fs::read_to_string(ledger.admin_pem()).unwrap()),
+    );
+    let writer = Writer::new(&config).expect("writer");
+    let reader = Client::new(config).expect("client");
+    rt().block_on(async {
+        let mut seqnos = Vec::new();
+        for (n, collection) in [None, Some("writer-1"), None, Some("writer-1")]
+            .into_iter()
+            .enumerate()
+        {
+            let contents = format!("written by a Writer, {n}");
+            let appended = writer
+                .post_entry(&contents, collection)
+                .await
+                .expect("write");
+            assert_eq!(
+                appended.collection_id,
+                collection.unwrap_or("subledger:0"),
+                "{appended:?}"
+            );
+            let entry = reader
+                .get_entry(&appended.transaction_id, collection)
+                .await
+                .expect("read back");
+            assert_eq!(entry.contents, contents);
+            seqnos.push(
+                ledger_core::TxId::parse(&appended.transaction_id)
+                    .unwrap()
+                    .seqno(),
+            );
+        }
+        assert!(seqnos.windows(2).all(|w| w[0] < w[1]), "{seqnos:?}");
+
+        let too_long = "c".repeat(300);
+        match writer.post_entry("refused", Some(&too_long)).await {
+            Err(Error::Api { status, code, .. }) => {
+                assert_eq!((status, code.as_str()), (400, "CollectionIdTooLong"))
+            }
+            other => panic!("a 300-byte collection id: {other:?}"),
+        }
+        writer
+            .post_entry("after an error", None)
+            .await
+            .expect("same connection");
+
+        // The server closes a connection idle for a second; the next write opens another.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let appended = writer
+            .post_entry("after the idle close", None)
+            .await
+            .expect("reopened");
+        let entry = reader
+            .get_entry(&appended.transaction_id, None)
+            .await
+            .unwrap();
+        assert_eq!(entry.contents, "after the idle close");
+    });
+    // The server did close them (the listener logs each close at debug level).
+    let log = ledger.server.output.stderr();
+    assert!(
+        log.contains("closing connection"),
+        "the server's log: {log}"
+    );
 }
 
 /// `cledger bench` runs every phase against a real server and reports consistent figures

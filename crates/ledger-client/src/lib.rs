@@ -11,6 +11,7 @@ pub mod evidence;
 pub mod node;
 pub mod nonblocking;
 pub mod verified_state;
+pub mod writer;
 
 use ledger_core::TxId;
 use ledger_core::receipt::{ReceiptResponse, VerifiedReceipt, verify_receipt};
@@ -167,9 +168,16 @@ impl Error {
 
 impl From<reqwest::Error> for Error {
     fn from(e: reqwest::Error) -> Self {
-        // The source chain carries the useful part (e.g. the TLS reason).
+        Error::transport(&e)
+    }
+}
+
+impl Error {
+    /// A transport error with its whole source chain, which carries the useful part (e.g.
+    /// the TLS reason).
+    fn transport(e: &dyn std::error::Error) -> Error {
         let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
+        let mut source = e.source();
         while let Some(s) = source {
             text.push_str(": ");
             text.push_str(&s.to_string());

@@ -232,4 +232,4 @@ impl Client {
 }
 
 /// The first api-version with user-defined functions and hooks.
-const FUNCTIONS_API_VERSION: &str = "2024-12-09-preview";
+pub(crate) const FUNCTIONS_API_VERSION: &str = "2024-12-09-preview";
