@@ -6,7 +6,8 @@ load generator share its cores):
    through its primary (`cledger bench`, mTLS, HTTP/1.1 as the Azure SDKs; or, with
    `--generator h2load`, h2load over HTTP/1.1 with a bearer token, a cheaper generator that
    leaves more of the cores to the nodes), in alternating runs (RUNS each, medians reported),
-   with the CPU each node used per committed write (from /proc/PID/stat);
+   with the CPU each node used per committed write (from /proc/PID/stat) and the generator's
+   (from getrusage of the finished child);
 2. failover: KILLS times, SIGKILL the primary under continuous writes and time from the kill
    to the first write a new primary commits (median and max), restarting the killed node;
 3. catch-up: a node joining a ledger of CATCHUP transactions (filled through the primary), time
@@ -31,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import ssl
@@ -221,19 +223,25 @@ def bench(target: Node, admin_dir: Path, seconds: int, connections: int, out: Pa
 def measured(nodes: list[Node], target: Node, admin_dir: Path, seconds: int, connections: int, out: Path,
              tokens: Tokens | None = None) -> dict:
     before = [n.cpu_ticks() for n in nodes]
+    # The generator is the only child that ends meanwhile: the nodes run on, unwaited.
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     if tokens:
         result = tokens.load(target, seconds, connections, out)
     else:
         result = bench(target, admin_dir, seconds, connections, out)
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     after = [n.cpu_ticks() for n in nodes]
     phase = result["phases"][0]
     writes = phase["ops_per_sec"] * (seconds + 2)  # the warm-up used CPU too
+    generator_s = (children_after.ru_utime - children_before.ru_utime
+                   + children_after.ru_stime - children_before.ru_stime)
     return {
         "writes_per_sec": phase["ops_per_sec"],
         "p50_ms": phase["latency_ms"]["p50"],
         "p99_ms": phase["latency_ms"]["p99"],
         "errors": phase["errors"],
         "cpu_us_per_write": [round((a - b) / HZ / writes * 1e6, 1) for a, b in zip(after, before)],
+        "generator_cpu_us_per_write": round(generator_s / writes * 1e6, 1),
     }
 
 
@@ -401,6 +409,7 @@ def main():
         cpu = [med([r["cpu_us_per_write"][i] for r in rs]) for i in range(len(rs[0]["cpu_us_per_write"]))]
         print(f"{name:13} writes/s {med([r['writes_per_sec'] for r in rs]):8.0f}  p50 {med([r['p50_ms'] for r in rs]):6.2f} ms"
               f"  p99 {med([r['p99_ms'] for r in rs]):6.2f} ms  CPU us/write per node {cpu}"
+              f"  generator {med([r['generator_cpu_us_per_write'] for r in rs]):.1f}"
               f"  runs {[round(r['writes_per_sec']) for r in rs]}")
     if f := results.get("failover"):
         print(f"failover  {f['kills']} kills: median {f['median_s']:.2f} s, max {f['max_s']:.2f} s ({f['writes']} writes acknowledged)")

@@ -118,7 +118,8 @@ for name, label in [("single", "cledger, 1 node, mTLS (cluster.py)"), ("cluster3
                     (half, f"cledger, 3-node cluster, mTLS, {int(conns) // 2} conns")]:
     rs = cluster[name]
     cpu = sum(med([r["cpu_us_per_write"][i] for r in rs]) for i in range(len(rs[0]["cpu_us_per_write"])))
-    rows.append((label, med([r["writes_per_sec"] for r in rs]), cpu, None, "cledger bench"))
+    rows.append((label, med([r["writes_per_sec"] for r in rs]), cpu,
+                 med([r["generator_cpu_us_per_write"] for r in rs]), "cledger bench"))
     if name != "single":
         latencies.append((label.removeprefix("cledger, "), med([r["p50_ms"] for r in rs]), med([r["p99_ms"] for r in rs])))
 plain = rows[0][1]

@@ -3,8 +3,8 @@
 //! Each of `--connections` workers keeps exactly one request in flight: the next request
 //! starts when the previous answer arrives, so the measured rate is what the server sustains
 //! at that concurrency, and the latency is what a caller sees. A worker's writes go over one
-//! TLS connection of its own (over HTTP/1.1 through a [`Writer`], which does not follow
-//! redirects: give the bench a cluster's primary), its reads over another (its [`Client`]).
+//! TLS connection of its own (over HTTP/1.1 through a [`Writer`], which follows a backup's
+//! redirect to the primary and stays there), its reads over another (its [`Client`]).
 //! Phases run one after another, each with its own warm-up (not measured):
 //! 1. `append`: `POST /app/transactions`; cledger answers only once the write is committed
 //!    (durable and covered by a durable signature), so the answer is "append → Committed";

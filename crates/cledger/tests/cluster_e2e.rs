@@ -569,8 +569,23 @@ fn membership_writes_and_removal() {
         by_async.transaction_id,
         "written by the async client through a backup".to_owned(),
     ));
+    // So does the load generator's Writer, which then stays with the primary.
+    let writer = ledger_client::writer::Writer::new(&ClientConfig::new(
+        nodes[backup].address(),
+        service_pem.as_str(),
+        Auth::Certificate(admin.bundle.clone()),
+    ))
+    .unwrap();
+    for n in 0..2 {
+        let contents = format!("written by a Writer through a backup, {n}");
+        let by_writer = runtime
+            .block_on(writer.post_entry(&contents, None))
+            .expect("a Writer's write through a backup");
+        written.push((by_writer.transaction_id, contents));
+    }
     // Its connections live on this runtime, which nothing polls from now on: close them, or
     // the servers' graceful stop would wait for them.
+    drop(writer);
     drop(async_client);
     drop(runtime);
     eprintln!("[{:.1?}] async done", started.elapsed());

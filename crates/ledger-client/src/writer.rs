@@ -9,12 +9,17 @@
 //! generator's CPU is the server's throughput. A `Writer` owns its TLS connection, builds the
 //! request directly and drives hyper's HTTP/1.1 connection in the caller's task.
 //!
-//! What it does not do, unlike the `Client`: follow redirects (a `307` to the primary is an
-//! error naming where it pointed: point the writer at the primary) and retry `503`s. It
-//! reconnects when it finds its connection closed before sending; a write whose connection
-//! failed after it was sent is an error, never sent again (it may have been committed).
+//! Like the `Client`, it follows a `307`/`308` to the primary and retries a `503` with
+//! `Retry-After` (nothing was done in either case); unlike it, it then stays with the node it
+//! was sent to, so that a writer pointed at a backup opens one connection to the primary, not
+//! one per write. It reconnects when it finds its connection closed before sending; a write
+//! whose connection failed after it was sent is an error, never sent again (it may have been
+//! committed).
 
-use crate::{Appended, Auth, ClientConfig, DEFAULT_COLLECTION, Error, Result, base, decode, url};
+use crate::{
+    Appended, Auth, ClientConfig, DEFAULT_COLLECTION, Error, Result, Step, base, decode, next_step,
+    url,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1;
@@ -37,18 +42,47 @@ struct Open {
     connection: Connection,
 }
 
+/// The node a writer sends to.
+struct Target {
+    /// `host:port`, to connect to and for the `Host` header.
+    authority: String,
+    server_name: ServerName<'static>,
+}
+
+impl Target {
+    /// The node of an `https://host[:port]` URL (any path is ignored).
+    fn of(url: &str) -> Result<Target> {
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| Error::Config(format!("the URL {url:?}: {e}")))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| Error::Config(format!("the URL {url:?} has no host")))?;
+        let server_name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+            .map_err(|e| Error::Config(format!("the host {host:?}: {e}")))?;
+        Ok(Target {
+            authority: format!("{host}:{}", uri.port_u16().unwrap_or(443)),
+            server_name,
+        })
+    }
+}
+
+/// Where the writer sends, and its connection there if one is open.
+struct Session {
+    target: Target,
+    open: Option<Open>,
+}
+
 /// One HTTP/1.1 connection that posts writes. Calls on one `Writer` take turns (HTTP/1.1
 /// carries one request at a time); a caller that wants N writes in flight makes N writers.
 pub struct Writer {
     tls: tokio_rustls::TlsConnector,
-    server_name: ServerName<'static>,
-    /// `host:port`, to connect to and for the `Host` header.
-    authority: String,
     /// `Bearer …`, when the configuration holds a token.
     authorization: Option<hyper::header::HeaderValue>,
     api_version: String,
     timeout: std::time::Duration,
-    open: tokio::sync::Mutex<Option<Open>>,
+    retry_unavailable: std::time::Duration,
+    session: tokio::sync::Mutex<Session>,
 }
 
 /// The body of a write (`POST /app/transactions`).
@@ -69,19 +103,9 @@ impl Writer {
     /// A writer for `config`'s endpoint; it connects on its first write. Only HTTP/1.1:
     /// `config.http_version` is not consulted.
     pub fn new(config: &ClientConfig) -> Result<Writer> {
-        let endpoint: hyper::Uri = base(&config.endpoint)?
-            .parse()
-            .map_err(|e| Error::Config(format!("the endpoint {:?}: {e}", config.endpoint)))?;
-        let host = endpoint
-            .host()
-            .ok_or_else(|| Error::Config(format!("the endpoint {:?} has no host", endpoint)))?;
-        let server_name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
-            .map_err(|e| Error::Config(format!("the endpoint's host {host:?}: {e}")))?;
-        let authority = format!("{host}:{}", endpoint.port_u16().unwrap_or(443));
+        let target = Target::of(&base(&config.endpoint)?)?;
         Ok(Writer {
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls_config(config)?)),
-            server_name,
-            authority,
             authorization: match &config.auth {
                 Auth::Token(token) => Some(
                     format!("Bearer {token}")
@@ -92,7 +116,8 @@ impl Writer {
             },
             api_version: config.api_version.clone(),
             timeout: config.request_timeout,
-            open: tokio::sync::Mutex::new(None),
+            retry_unavailable: config.retry_unavailable,
+            session: tokio::sync::Mutex::new(Session { target, open: None }),
         })
     }
 
@@ -130,53 +155,71 @@ impl Writer {
         collection: Option<&str>,
         pre_hooks: &[Hook<'_>],
     ) -> Result<Appended> {
-        let target = url(
+        let path = url(
             "",
             "/app/transactions",
             api_version,
             &[("collectionId", collection)],
         );
-        let body = serde_json::to_vec(&Post {
-            contents,
-            pre_hooks,
-        })
-        .map_err(|e| Error::Protocol(format!("encoding the write: {e}")))?;
-        let mut request = hyper::Request::post(target)
-            .header(hyper::header::HOST, &self.authority)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| Error::Protocol(format!("building the write: {e}")))?;
-        if let Some(authorization) = &self.authorization {
-            request
-                .headers_mut()
-                .insert(hyper::header::AUTHORIZATION, authorization.clone());
-        }
-        let mut open = self.open.lock().await;
-        let answer = tokio::time::timeout(self.timeout, self.exchange(&mut open, request)).await;
-        let (status, headers, text) = match answer {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => {
-                *open = None;
-                return Err(e);
+        let body = Bytes::from(
+            serde_json::to_vec(&Post {
+                contents,
+                pre_hooks,
+            })
+            .map_err(|e| Error::Protocol(format!("encoding the write: {e}")))?,
+        );
+        let mut session = self.session.lock().await;
+        let started = std::time::Instant::now();
+        let mut hops = 0;
+        let (status, headers, text) = loop {
+            let mut request = hyper::Request::post(path.as_str())
+                .header(hyper::header::HOST, &session.target.authority)
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(body.clone()))
+                .map_err(|e| Error::Protocol(format!("building the write: {e}")))?;
+            if let Some(authorization) = &self.authorization {
+                request
+                    .headers_mut()
+                    .insert(hyper::header::AUTHORIZATION, authorization.clone());
             }
-            Err(_) => {
-                *open = None;
-                return Err(Error::Timeout(format!(
-                    "no answer to a write within {:?}",
-                    self.timeout
-                )));
+            let answer =
+                tokio::time::timeout(self.timeout, self.exchange(&mut session, request)).await;
+            let (status, headers, text) = match answer {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => {
+                    session.open = None;
+                    return Err(e);
+                }
+                Err(_) => {
+                    session.open = None;
+                    return Err(Error::Timeout(format!(
+                        "no answer to a write within {:?}",
+                        self.timeout
+                    )));
+                }
+            };
+            if status.is_success() {
+                break (status, headers, text);
+            }
+            let sent_to = format!("https://{}{path}", session.target.authority);
+            match next_step(
+                status,
+                &headers,
+                &sent_to,
+                hops,
+                started.elapsed(),
+                self.retry_unavailable,
+            )? {
+                Step::Follow(next) => {
+                    // To the primary, the same path: this write and the next go there.
+                    hops += 1;
+                    session.target = Target::of(&next)?;
+                    session.open = None;
+                }
+                Step::Retry(delay) => tokio::time::sleep(delay).await,
+                Step::Answer => break (status, headers, text),
             }
         };
-        if status.is_redirection() {
-            let to = headers
-                .get(hyper::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("nowhere");
-            return Err(Error::Protocol(format!(
-                "the write was redirected (HTTP {status}) to {to}: a Writer does not follow \
-                 redirects; give it the primary's endpoint"
-            )));
-        }
         let (headers, body) = decode(status, headers, &text)?;
         Ok(Appended {
             transaction_id: crate::written_txid(&headers)?,
@@ -192,19 +235,19 @@ impl Writer {
     /// there was closed while idle) and reads the whole answer.
     async fn exchange(
         &self,
-        open: &mut Option<Open>,
+        session: &mut Session,
         request: hyper::Request<Full<Bytes>>,
     ) -> Result<(hyper::StatusCode, hyper::HeaderMap, String)> {
-        if let Some(o) = open.as_mut()
+        if let Some(o) = session.open.as_mut()
             && (o.sender.is_closed() || connection_ended(&mut o.connection).await)
         {
             // Nothing was sent on it since its last answer: opening another is safe.
-            *open = None;
+            session.open = None;
         }
-        if open.is_none() {
-            *open = Some(self.connect().await?);
-        }
-        let Open { sender, connection } = open.as_mut().expect("opened above");
+        let Open { sender, connection } = match &mut session.open {
+            Some(open) => open,
+            none => none.insert(self.connect(&session.target).await?),
+        };
         driving(connection, sender.ready())
             .await?
             .map_err(transport)?;
@@ -221,18 +264,19 @@ impl Writer {
         Ok((parts.status, parts.headers, text))
     }
 
-    async fn connect(&self) -> Result<Open> {
-        let tcp = TcpStream::connect(&self.authority)
+    async fn connect(&self, target: &Target) -> Result<Open> {
+        let authority = &target.authority;
+        let tcp = TcpStream::connect(authority)
             .await
-            .map_err(|e| Error::Transport(format!("connecting to {}: {e}", self.authority)))?;
+            .map_err(|e| Error::Transport(format!("connecting to {authority}: {e}")))?;
         // Requests are small and each waits for its answer: Nagle would only add delay.
         tcp.set_nodelay(true)
             .map_err(|e| Error::Transport(format!("TCP_NODELAY: {e}")))?;
         let tls = self
             .tls
-            .connect(self.server_name.clone(), tcp)
+            .connect(target.server_name.clone(), tcp)
             .await
-            .map_err(|e| Error::Transport(format!("TLS with {}: {e}", self.authority)))?;
+            .map_err(|e| Error::Transport(format!("TLS with {authority}: {e}")))?;
         let (sender, connection) = http1::handshake(TokioIo::new(tls))
             .await
             .map_err(transport)?;
@@ -296,4 +340,25 @@ fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig> {
     };
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_is_the_host_and_port_of_a_url() {
+        let t = Target::of("https://h.example:8443/app/transactions?api-version=x").unwrap();
+        assert_eq!(t.authority, "h.example:8443");
+        assert_eq!(t.server_name, ServerName::try_from("h.example").unwrap());
+        assert_eq!(
+            Target::of("https://h.example").unwrap().authority,
+            "h.example:443"
+        );
+        // An IPv6 literal keeps its brackets to connect to, and is checked as an address.
+        let t = Target::of("https://[::1]:8443").unwrap();
+        assert_eq!(t.authority, "[::1]:8443");
+        assert!(matches!(t.server_name, ServerName::IpAddress(_)));
+        assert!(Target::of("not a url").is_err());
+    }
 }
