@@ -265,7 +265,7 @@ async fn run_phases(
     args: &BenchArgs,
     config: ClientConfig,
 ) -> Result<Vec<(Phase, PhaseReport)>, Error> {
-    let clients = (0..args.connections)
+    let workers = (0..args.connections)
         .map(|_| Connections::new(&config).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
     let collections: Arc<Vec<Option<String>>> = Arc::new(
@@ -275,7 +275,7 @@ async fn run_phases(
     );
     let mut written: Arc<Vec<Written>> = Arc::new(Vec::new());
     if args.existing {
-        written = Arc::new(existing_range(&clients[0].client).await?);
+        written = Arc::new(existing_range(&workers[0].client).await?);
     }
     let mut reports = Vec::new();
     for (phase, (id, code)) in [
@@ -283,7 +283,7 @@ async fn run_phases(
         (Phase::Execute, NOOP_FUNCTION),
     ] {
         if args.phases.contains(&phase) {
-            clients[0].client.put_function(id, code).await?;
+            workers[0].client.put_function(id, code).await?;
         }
     }
     for &phase in &args.phases {
@@ -303,104 +303,109 @@ async fn run_phases(
         } else {
             None
         };
-        let (report, new) = run_phase(args, &clients, count, move |client, worker, n, seed| {
-            let pool = pool.clone();
-            let collections = collections.clone();
-            async move {
-                let rng = &mut Rng::from_seed(seed);
-                let pick = |rng: &mut Rng| pick(&pool, existing, rng);
-                match phase {
-                    Phase::Append | Phase::Hooked => {
-                        let collection =
-                            collections[(rng.next() as usize) % collections.len()].clone();
-                        let contents = contents(worker, n, size, rng);
-                        let hooks: &[&str] = if phase == Phase::Hooked {
-                            &[CHECK_FUNCTION.0]
-                        } else {
-                            &[]
-                        };
-                        let appended = client
-                            .append(&contents, collection.as_deref(), hooks)
-                            .await?;
-                        let txid = ledger_core::TxId::parse(&appended.transaction_id)
-                            .map_err(|e| Error::Protocol(e.to_string()))?;
-                        Ok(Done {
-                            items: 1,
-                            written: Some(Written {
-                                txid: appended.transaction_id,
-                                seqno: txid.seqno(),
-                                view: txid.view(),
-                                collection,
-                            }),
-                        })
-                    }
-                    Phase::Read => {
-                        let w = pick(rng);
-                        let entry = client
-                            .client
-                            .get_entry(&w.txid, w.collection.as_deref())
-                            .await?;
-                        if entry.transaction_id != w.txid {
-                            return Err(Error::Protocol(format!(
-                                "asked for {}, got {}",
-                                w.txid, entry.transaction_id
-                            )));
+        let (report, new) = run_phase(
+            args,
+            &workers,
+            count,
+            move |connections, worker, n, seed| {
+                let pool = pool.clone();
+                let collections = collections.clone();
+                async move {
+                    let rng = &mut Rng::from_seed(seed);
+                    let pick = |rng: &mut Rng| pick(&pool, existing, rng);
+                    match phase {
+                        Phase::Append | Phase::Hooked => {
+                            let collection =
+                                collections[(rng.next() as usize) % collections.len()].clone();
+                            let contents = contents(worker, n, size, rng);
+                            let hooks: &[&str] = if phase == Phase::Hooked {
+                                &[CHECK_FUNCTION.0]
+                            } else {
+                                &[]
+                            };
+                            let appended = connections
+                                .append(&contents, collection.as_deref(), hooks)
+                                .await?;
+                            let txid = ledger_core::TxId::parse(&appended.transaction_id)
+                                .map_err(|e| Error::Protocol(e.to_string()))?;
+                            Ok(Done {
+                                items: 1,
+                                written: Some(Written {
+                                    txid: appended.transaction_id,
+                                    seqno: txid.seqno(),
+                                    view: txid.view(),
+                                    collection,
+                                }),
+                            })
                         }
-                        Ok(Done {
-                            items: 1,
-                            written: None,
-                        })
-                    }
-                    Phase::Receipt => {
-                        let w = pick(rng);
-                        if n % verify_every == 0 {
-                            client.client.receipt(&w.txid).await?;
+                        Phase::Read => {
+                            let w = pick(rng);
+                            let entry = connections
+                                .client
+                                .get_entry(&w.txid, w.collection.as_deref())
+                                .await?;
+                            if entry.transaction_id != w.txid {
+                                return Err(Error::Protocol(format!(
+                                    "asked for {}, got {}",
+                                    w.txid, entry.transaction_id
+                                )));
+                            }
                             Ok(Done {
                                 items: 1,
                                 written: None,
                             })
-                        } else {
-                            let r = client.client.receipt_unverified(&w.txid).await?;
-                            if r.receipt.is_none() {
-                                return Err(Error::Protocol("receipt not ready".into()));
+                        }
+                        Phase::Receipt => {
+                            let w = pick(rng);
+                            if n % verify_every == 0 {
+                                connections.client.receipt(&w.txid).await?;
+                                Ok(Done {
+                                    items: 1,
+                                    written: None,
+                                })
+                            } else {
+                                let r = connections.client.receipt_unverified(&w.txid).await?;
+                                if r.receipt.is_none() {
+                                    return Err(Error::Protocol("receipt not ready".into()));
+                                }
+                                Ok(Done {
+                                    items: 0,
+                                    written: None,
+                                })
+                            }
+                        }
+                        Phase::Execute => {
+                            let argument = n.to_string();
+                            let answer = connections
+                                .client
+                                .execute_function(NOOP_FUNCTION.0, &[&argument])
+                                .await?;
+                            if answer["result"]["returnValue"] != json!(argument) {
+                                return Err(Error::Protocol(format!(
+                                    "the function answered {answer}, not {argument}"
+                                )));
                             }
                             Ok(Done {
-                                items: 0,
+                                items: 1,
+                                written: None,
+                            })
+                        }
+                        Phase::List => {
+                            let w = pick(rng);
+                            let to = format!("{}.{}", w.view, w.seqno + 200);
+                            let page = connections
+                                .client
+                                .list_page(w.collection.as_deref(), &w.txid, &to)
+                                .await?;
+                            Ok(Done {
+                                items: page.len() as u64,
                                 written: None,
                             })
                         }
                     }
-                    Phase::Execute => {
-                        let argument = n.to_string();
-                        let answer = client
-                            .client
-                            .execute_function(NOOP_FUNCTION.0, &[&argument])
-                            .await?;
-                        if answer["result"]["returnValue"] != json!(argument) {
-                            return Err(Error::Protocol(format!(
-                                "the function answered {answer}, not {argument}"
-                            )));
-                        }
-                        Ok(Done {
-                            items: 1,
-                            written: None,
-                        })
-                    }
-                    Phase::List => {
-                        let w = pick(rng);
-                        let to = format!("{}.{}", w.view, w.seqno + 200);
-                        let page = client
-                            .client
-                            .list_page(w.collection.as_deref(), &w.txid, &to)
-                            .await?;
-                        Ok(Done {
-                            items: page.len() as u64,
-                            written: None,
-                        })
-                    }
                 }
-            }
-        })
+            },
+        )
         .await;
         if phase == Phase::Append && !new.is_empty() && !args.existing {
             written = Arc::new(new);
@@ -422,7 +427,7 @@ async fn run_phases(
 /// the operations wrote.
 async fn run_phase<F, Fut>(
     args: &BenchArgs,
-    clients: &[Arc<Connections>],
+    workers: &[Arc<Connections>],
     count: Option<u64>,
     op: F,
 ) -> (PhaseReport, Vec<Written>)
@@ -437,8 +442,8 @@ where
     let stop_at_count = count;
     let merged = Arc::new(Mutex::new((PhaseReport::default(), Vec::new())));
     let mut tasks = Vec::new();
-    for (worker, client) in clients.iter().enumerate() {
-        let client = client.clone();
+    for (worker, connections) in workers.iter().enumerate() {
+        let connections = connections.clone();
         let op = op.clone();
         let merged = merged.clone();
         let measured_ops = measured_ops.clone();
@@ -457,7 +462,7 @@ where
                 {
                     break;
                 }
-                let result = op(client.clone(), worker, n, rng.next()).await;
+                let result = op(connections.clone(), worker, n, rng.next()).await;
                 n += 1;
                 let measured = now >= measured_from;
                 match result {

@@ -25,7 +25,7 @@ use crate::connections::{Connection, Connections};
 use crate::http::{ApiError, Authenticated};
 use crate::ratelimit::RateLimiter;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{Method, StatusCode, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -57,11 +57,8 @@ pub(crate) struct GuardState {
 #[derive(Clone)]
 pub(crate) struct ConnectionRef(pub Arc<Connection>);
 
-pub(crate) async fn guard(
-    State(state): State<Arc<GuardState>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Guards one request on its way to `next` (called by `observe::outermost`).
+pub(crate) async fn guard(state: &GuardState, request: Request, next: Next) -> Response {
     let Some(ConnectionRef(connection)) = request.extensions().get::<ConnectionRef>().cloned()
     else {
         return next.run(request).await; // not from the listener (in-process router tests)
@@ -78,13 +75,13 @@ pub(crate) async fn guard(
         return e.into_response();
     }
     if !connection.is_authenticated()
-        && let Err(refused) = take_unauthenticated_token(&state, &connection)
+        && let Err(refused) = take_unauthenticated_token(state, &connection)
     {
         return refused.into_response();
     }
     // Reads are what produce large bodies; writes are answered with a few bytes.
     let producing = if matches!(*request.method(), Method::GET | Method::HEAD) {
-        match wait_for_backlog(&state, &connection).await {
+        match wait_for_backlog(state, &connection).await {
             Ok(permit) => Some(permit),
             Err(e) => return e.into_response(),
         }

@@ -287,30 +287,29 @@ impl Server {
             Some(c) => cluster::routes(app, c.clone()),
             None => app,
         };
-        // Outermost, over every route: the request guard, then `observe` around it.
+        // Outermost, over every route: the request guard, and `observe` around it.
         let app = app.layer(axum::middleware::from_fn_with_state(
-            Arc::new(guard::GuardState {
-                connections: connections.clone(),
-                max_header_bytes: config.max_header_bytes,
-                unauthenticated: (config.unauthenticated_rate_per_second > 0).then(|| {
-                    ratelimit::RateLimiter::new(
-                        config.unauthenticated_rate_per_second,
-                        config.unauthenticated_rate_burst,
-                    )
-                }),
-                max_unread_response_bytes: config.max_unread_response_bytes,
-                send_timeout: config.send_timeout(),
+            Arc::new(observe::Outermost {
+                observe: observe::ObserveState {
+                    metrics: metrics.clone(),
+                    ids: observe::RequestIds::new(),
+                    max_url_bytes: config.max_url_bytes,
+                    request_timeout: config.request_timeout(),
+                },
+                guard: guard::GuardState {
+                    connections: connections.clone(),
+                    max_header_bytes: config.max_header_bytes,
+                    unauthenticated: (config.unauthenticated_rate_per_second > 0).then(|| {
+                        ratelimit::RateLimiter::new(
+                            config.unauthenticated_rate_per_second,
+                            config.unauthenticated_rate_burst,
+                        )
+                    }),
+                    max_unread_response_bytes: config.max_unread_response_bytes,
+                    send_timeout: config.send_timeout(),
+                },
             }),
-            guard::guard,
-        ));
-        let app = app.layer(axum::middleware::from_fn_with_state(
-            Arc::new(observe::ObserveState {
-                metrics: metrics.clone(),
-                ids: observe::RequestIds::new(),
-                max_url_bytes: config.max_url_bytes,
-                request_timeout: config.request_timeout(),
-            }),
-            observe::observe,
+            observe::outermost,
         ));
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = move || {

@@ -3,7 +3,8 @@
 //! per-caller rate limit that sits between authentication and the routes.
 //!
 //! Layer order (outermost first): `observe` → the request guard (`guard`: head checks, the
-//! per-address limit before authentication, response backlog) → a cluster node's redirect of
+//! per-address limit before authentication, response backlog; the two are one axum layer,
+//! [`outermost`]) → a cluster node's redirect of
 //! writes → bearer-token authentication → `rate_limit` → the ACL routes (the operator and
 //! `/node/*` routes sit beside bearer authentication, inside the guard). `observe` is
 //! outermost so that every answer, including a 401 from the token layer and a 429 from a
@@ -113,10 +114,30 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
-pub async fn observe(
-    State(state): State<Arc<ObserveState>>,
+/// The outermost layer over every route: `observe` around the request guard. One axum layer,
+/// not two: each layer costs every request a boxed future and a clone of the service inside
+/// it, and the two always sit together.
+pub(crate) struct Outermost {
+    pub observe: ObserveState,
+    pub guard: crate::guard::GuardState,
+}
+
+pub(crate) async fn outermost(
+    State(state): State<Arc<Outermost>>,
     request: Request,
     next: Next,
+) -> Response {
+    observe(&state.observe, request, |request| {
+        crate::guard::guard(&state.guard, request, next)
+    })
+    .await
+}
+
+/// Observes one request, which `inner` answers.
+async fn observe<F: Future<Output = Response>>(
+    state: &ObserveState,
+    request: Request,
+    inner: impl FnOnce(Request) -> F,
 ) -> Response {
     let start = Instant::now();
     let id = state.ids.next();
@@ -144,7 +165,7 @@ pub async fn observe(
     } else {
         match tokio::time::timeout(
             state.request_timeout,
-            next.run(request).instrument(span.clone()),
+            inner(request).instrument(span.clone()),
         )
         .await
         {
