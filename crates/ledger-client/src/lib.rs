@@ -432,6 +432,25 @@ fn url(base: &str, path: &str, version: &str, params: &[(&str, Option<&str>)]) -
     url
 }
 
+impl Appended {
+    /// What the answer to a write (`POST /app/transactions` to `collection`) names: the
+    /// transaction id from its header, the collection from its body (else the one asked for).
+    fn from_answer(
+        headers: &reqwest::header::HeaderMap,
+        body: &Value,
+        collection: Option<&str>,
+    ) -> Result<Appended> {
+        Ok(Appended {
+            transaction_id: written_txid(headers)?,
+            collection_id: body["collectionId"]
+                .as_str()
+                .or(collection)
+                .unwrap_or(DEFAULT_COLLECTION)
+                .to_owned(),
+        })
+    }
+}
+
 /// The transaction id a write's answer names.
 fn written_txid(headers: &reqwest::header::HeaderMap) -> Result<String> {
     let txid = headers
@@ -649,16 +668,7 @@ impl Client {
         );
         let (headers, body) =
             self.call(Method::POST, &url, Some(&json!({"contents": contents})))?;
-        let txid = written_txid(&headers)?;
-        let collection_id = body["collectionId"]
-            .as_str()
-            .map(str::to_owned)
-            .or_else(|| collection.map(str::to_owned))
-            .unwrap_or_else(|| DEFAULT_COLLECTION.to_owned());
-        Ok(Appended {
-            collection_id,
-            transaction_id: txid,
-        })
+        Appended::from_answer(&headers, &body, collection)
     }
 
     /// Polls `/status` until the transaction is `Committed`.

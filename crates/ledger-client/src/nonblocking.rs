@@ -5,9 +5,8 @@
 //! requests share one TLS connection. A caller that wants N connections makes N clients.
 
 use crate::{
-    Appended, Auth, ClientConfig, DEFAULT_COLLECTION, Entry, HttpVersion, Result, Step,
-    VerifiedReceiptResponse, base, decode, field, next_step, tls_material, url, verified,
-    written_txid,
+    Appended, Auth, ClientConfig, Entry, HttpVersion, Result, Step, VerifiedReceiptResponse, base,
+    decode, field, next_step, tls_material, url, verified,
 };
 use ledger_core::receipt::ReceiptResponse;
 use reqwest::Method;
@@ -112,14 +111,7 @@ impl Client {
         let (headers, body) = self
             .call_with_headers(Method::POST, url, Some(entry))
             .await?;
-        Ok(Appended {
-            transaction_id: written_txid(&headers)?,
-            collection_id: body["collectionId"]
-                .as_str()
-                .or(collection)
-                .unwrap_or(DEFAULT_COLLECTION)
-                .to_owned(),
-        })
+        Appended::from_answer(&headers, &body, collection)
     }
 
     pub async fn get_entry(&self, txid: &str, collection: Option<&str>) -> Result<Entry> {

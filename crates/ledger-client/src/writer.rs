@@ -16,10 +16,7 @@
 //! whose connection failed after it was sent is an error, never sent again (it may have been
 //! committed).
 
-use crate::{
-    Appended, Auth, ClientConfig, DEFAULT_COLLECTION, Error, Result, Step, base, decode, next_step,
-    url,
-};
+use crate::{Appended, Auth, ClientConfig, Error, Result, Step, base, decode, next_step, url};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1;
@@ -221,14 +218,7 @@ impl Writer {
             }
         };
         let (headers, body) = decode(status, headers, &text)?;
-        Ok(Appended {
-            transaction_id: crate::written_txid(&headers)?,
-            collection_id: body["collectionId"]
-                .as_str()
-                .or(collection)
-                .unwrap_or(DEFAULT_COLLECTION)
-                .to_owned(),
-        })
+        Appended::from_answer(&headers, &body, collection)
     }
 
     /// Sends `request` on the open connection (opening one first if there is none or the one
