@@ -13,6 +13,9 @@
 #    SDKs' HTTP clients speak), over HTTP/2, over HTTP/1.1 on a P-256 identity (`--curve`),
 #    and over HTTP/1.1 with a quarter of the connections (about half the peak rate), with p50
 #    and p99 commit latency from h2load's per-request log.
+#    Beside them, the machine's HTTPS ceiling (benches/baseline/https-ceiling.sh): nginx
+#    answering every request with a constant 200, driven by the same h2load command — what no
+#    HTTPS server can exceed here with the generator on the same cores.
 # 4. cledger, a 3-node cluster through its primary, next to one node again (benches/cluster.py
 #    --parts throughput), `cledger bench` with mTLS; the cluster also at half the connections
 #    (about 60% of its rate at CONNECTIONS), for its commit latency below the peak.
@@ -45,6 +48,9 @@ trap cleanup EXIT
 echo "== 1. PostgreSQL: plain, TLS + client certificate, hash chain ($CONNS clients)"
 "$ROOT/benches/baseline/postgres.sh" --clients "$CONNS" --duration "$SECS" --runs "$RUNS" \
     --json "$OUT/throughput-postgres.json" 2>&1 | tail -5
+
+echo "== 1b. the machine's HTTPS ceiling: nginx answering a constant 200, h2load as in 3"
+"$ROOT/benches/baseline/https-ceiling.sh" "$RUNS" "$SECS" "$CONNS" "$OUT/throughput-ceiling.json"
 
 echo "== 2. cledger, one node, cledger bench (mTLS)"
 "$ROOT/benches/http.sh" append "$RUNS" "$SECS" "$CONNS"
@@ -101,6 +107,9 @@ med = statistics.median
 rows = []
 for w in json.load(open(f"{out}/throughput-postgres.json")):
     rows.append((f"PostgreSQL {w['workload']}", w["median_tps"], w["server_cpu_us_per_tx"], w["client_cpu_us_per_tx"], "pgbench"))
+ceiling = json.load(open(f"{out}/throughput-ceiling.json"))
+rows.append(("nginx, constant 200 (HTTPS ceiling)", med([c["requests_per_sec"] for c in ceiling]),
+             med([c["server_cpu_us_per_op"] for c in ceiling]), med([c["generator_cpu_us_per_op"] for c in ceiling]), "h2load"))
 bench = [json.load(open(f"{out}/append-c{conns}-r{r}.json")) for r in range(1, runs + 1)]
 rows.append(("cledger, 1 node, mTLS", med([b["phases"][0]["ops_per_sec"] for b in bench]),
              med([b["server_cpu_us_per_op"] for b in bench]), med([b["generator_cpu_us_per_op"] for b in bench]), "cledger bench"))

@@ -18,9 +18,12 @@ use ledger_core::entry::tables;
 use ledger_core::x509::Cert;
 pub use ledger_core::x509::Validity;
 use ledger_store::LedgerHandle;
+use std::sync::Arc;
 
 /// The authenticated identity of a request, inserted as a request extension by the transport.
-/// A request without this extension is [`Caller::Anonymous`].
+/// A request without this extension is [`Caller::Anonymous`]. Its strings are shared (`Arc`):
+/// a caller is cloned into every request of its connection and again by the layers and
+/// handlers that read it, where a copy of each string would cost an allocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
     /// A TLS client certificate (build it with [`Caller::from_certificate`]): `fingerprint` is
@@ -28,16 +31,16 @@ pub enum Caller {
     /// the DER does not parse as X.509 (refused: its period is unknown). The period is checked
     /// on every request, because a connection may outlive its certificate.
     Certificate {
-        fingerprint: String,
+        fingerprint: Arc<str>,
         validity: Option<Validity>,
         /// The certificate as PEM, for user-defined endpoints (`request.caller.cert`); `None`
         /// when the DER does not parse.
-        pem: Option<std::sync::Arc<str>>,
+        pem: Option<Arc<str>>,
     },
     /// A verified bearer token (JWT); `user_id` is [`crate::users::token_principal`] of its
     /// issuer's user claim (`oid` by default).
     Token {
-        user_id: String,
+        user_id: Arc<str>,
     },
     Anonymous,
 }
@@ -47,7 +50,7 @@ impl Caller {
     pub fn from_certificate(der: &[u8]) -> Caller {
         let cert = Cert::from_der(der).ok();
         Caller::Certificate {
-            fingerprint: certificate_fingerprint(der),
+            fingerprint: certificate_fingerprint(der).into(),
             validity: cert.as_ref().map(|cert| cert.validity()),
             pem: cert.map(|cert| cert.to_pem().into()),
         }
@@ -300,7 +303,7 @@ mod tests {
             Err(ApiError::Unauthenticated)
         );
         let token = Caller::Token {
-            user_id: ["ab"; 32].join(":"),
+            user_id: ["ab"; 32].join(":").into(),
         };
         assert!(matches!(
             token.authenticated_id(1_500),

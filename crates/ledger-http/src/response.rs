@@ -9,13 +9,16 @@ use serde_json::Value;
 
 pub const TRANSACTION_ID_HEADER: HeaderName = HeaderName::from_static("x-ms-ccf-transaction-id");
 
-/// 200 with `body`, served at (or written by) transaction `txid`.
+/// 200 with `body`, served at (or written by) transaction `txid`. Serialized straight into
+/// the body's buffer (`Value`'s `Display` goes through `fmt`, and `(StatusCode, String)` would
+/// set a text content type only to have it replaced).
 pub fn json(txid: TxId, body: Value) -> Response {
-    with_txid(
-        txid,
-        (StatusCode::OK, body.to_string()).into_response(),
-        true,
-    )
+    match serde_json::to_vec(&body) {
+        Ok(bytes) => with_txid(txid, Response::new(bytes.into()), true),
+        // A `Value` has only string keys, so this is not reached; answered, not panicked.
+        Err(e) => crate::error::ApiError::Internal(format!("The answer cannot be written: {e}."))
+            .into_response(),
+    }
 }
 
 /// 200 with the bytes of a `content_type` document, served at transaction `txid`.
@@ -45,7 +48,7 @@ fn with_txid(txid: TxId, mut response: Response, is_json: bool) -> Response {
             HeaderValue::from_static("application/json"),
         );
     }
-    if let Ok(mut value) = HeaderValue::from_str(&txid.to_string()) {
+    if let Ok(mut value) = HeaderValue::try_from(txid.to_string()) {
         // Nearly unique per response: not worth a slot in HTTP/2's header compression table.
         value.set_sensitive(true);
         headers.insert(TRANSACTION_ID_HEADER, value);

@@ -961,7 +961,7 @@ async fn certificates_outside_their_validity_period_are_refused() {
             Method::GET,
             &url("/app/collections"),
             Some(Caller::Certificate {
-                fingerprint: ADMIN.clone(),
+                fingerprint: ADMIN.as_str().into(),
                 validity: None,
                 pem: None,
             }),

@@ -17,7 +17,6 @@ use crate::programs::pending::kv_writes;
 use crate::programs::{MAX_ATTEMPTS, failed, failure_message};
 use crate::response;
 use crate::state::ApiState;
-use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -38,7 +37,7 @@ fn require(ctx: &RequestContext, op: &str) -> ApiResult<()> {
 /// `GET /app/userDefinedEndpoints`: the deployed bundle (an empty one if none was deployed).
 pub async fn get_bundle(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
     require(&ctx, "GET /app/userDefinedEndpoints")?;
     let json = match definitions::bundle(&*state.ledger)? {
@@ -51,7 +50,7 @@ pub async fn get_bundle(
 /// `PUT /app/userDefinedEndpoints`: deploys a bundle, replacing the previous one; 201.
 pub async fn put_bundle(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
     headers: HeaderMap,
     request_body: Body,
 ) -> ApiResult<Response> {
@@ -81,7 +80,7 @@ pub async fn put_bundle(
 /// `GET /app/userDefinedEndpoints/modules?module_name=m`: `{"name", "module"}`.
 pub async fn get_module(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
     require(&ctx, "GET /app/userDefinedEndpoints/modules")?;
     let name = ctx.query.get("module_name")?.ok_or_else(|| {
@@ -102,7 +101,7 @@ pub async fn get_module(
 /// `GET /app/userDefinedEndpoints/runtimeOptions` (also `runTimeOptions`).
 pub async fn get_runtime_options(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
     require(&ctx, "GET /app/userDefinedEndpoints/runtimeOptions")?;
     let options = definitions::runtime_options(&*state.ledger)?;
@@ -113,7 +112,7 @@ pub async fn get_runtime_options(
 /// the options as they are now.
 pub async fn patch_runtime_options(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
     headers: HeaderMap,
     request_body: Body,
 ) -> ApiResult<Response> {

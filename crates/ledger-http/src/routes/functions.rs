@@ -11,7 +11,6 @@ use crate::programs::pending::kv_writes;
 use crate::programs::{FunctionCall, MAX_ATTEMPTS};
 use crate::response;
 use crate::state::ApiState;
-use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -48,10 +47,7 @@ fn endpoints_deployed(state: &ApiState) -> ApiResult<bool> {
 /// `GET /app/userDefinedFunctions`: functions by id, a page at a time (at most 100, and no
 /// more code than 1 MiB unless one function alone is larger), with `nextLink` to the rest
 /// (`?after=<last id>`).
-pub async fn list(
-    State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
-) -> ApiResult<Response> {
+pub async fn list(State(state): State<Arc<ApiState>>, ctx: RequestContext) -> ApiResult<Response> {
     require(&ctx, "GET /app/userDefinedFunctions")?;
     let after = ctx.query.get("after")?.map(str::to_owned);
     let all = definitions::functions(&*state.ledger)?;
@@ -82,7 +78,7 @@ pub async fn list(
 /// `GET /app/userDefinedFunctions/{id}`
 pub async fn get(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     require(&ctx, "GET /app/userDefinedFunctions/{functionId}")?;
@@ -98,7 +94,7 @@ pub async fn get(
 /// replaced, with the function.
 pub async fn put(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
     Path(id): Path<String>,
     headers: HeaderMap,
     request_body: Body,
@@ -163,7 +159,7 @@ pub async fn put(
 /// `DELETE /app/userDefinedFunctions/{id}`: 204. The function stays in the ledger's history.
 pub async fn delete(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     require(&ctx, "DELETE /app/userDefinedFunctions/{functionId}")?;
@@ -182,7 +178,7 @@ pub async fn delete(
 /// `POST /app/userDefinedFunctions/{id}:execute` (axum sees `{id}:execute` as the id).
 pub async fn post(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
     Path(id): Path<String>,
     headers: HeaderMap,
     request_body: Body,

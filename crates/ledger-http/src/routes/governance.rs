@@ -6,7 +6,6 @@ use super::RequestContext;
 use crate::error::ApiResult;
 use crate::response;
 use crate::state::ApiState;
-use axum::Extension;
 use axum::extract::State;
 use axum::response::Response;
 use ledger_core::entry::DEFAULT_COLLECTION;
@@ -15,17 +14,14 @@ use std::sync::Arc;
 
 pub async fn constitution(
     State(state): State<Arc<ApiState>>,
-    Extension(_): Extension<RequestContext>,
+    _: RequestContext,
 ) -> ApiResult<Response> {
     let body = json!({"digest": state.constitution_digest, "script": crate::CONSTITUTION});
     Ok(response::json(state.read_txid()?, body))
 }
 
 /// The one member is the holder of the service identity key (see the constitution).
-pub async fn members(
-    State(state): State<Arc<ApiState>>,
-    Extension(_): Extension<RequestContext>,
-) -> ApiResult<Response> {
+pub async fn members(State(state): State<Arc<ApiState>>, _: RequestContext) -> ApiResult<Response> {
     let body = json!({"members": [{
         "certificate": state.config.service_cert_pem,
         "id": state.member_id,
@@ -36,7 +32,7 @@ pub async fn members(
 /// Honest about the platform: no TEE, so no quote, and a quote version that says so.
 pub async fn enclave_quotes(
     State(state): State<Arc<ApiState>>,
-    Extension(_): Extension<RequestContext>,
+    _: RequestContext,
 ) -> ApiResult<Response> {
     let node_id = &state.config.node_id;
     let body = json!({
@@ -53,7 +49,7 @@ pub async fn enclave_quotes(
 /// Every collection with an entry, plus the default one, which always exists.
 pub async fn collections(
     State(state): State<Arc<ApiState>>,
-    Extension(_): Extension<RequestContext>,
+    _: RequestContext,
 ) -> ApiResult<Response> {
     let stored = state.ledger.collections()?;
     let ids = std::iter::once(DEFAULT_COLLECTION).chain(

@@ -6,7 +6,6 @@ use super::RequestContext;
 use crate::error::{ApiError, ApiResult};
 use crate::response;
 use crate::state::ApiState;
-use axum::Extension;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -15,7 +14,7 @@ use std::sync::Arc;
 
 pub async fn ledger_identity(
     State(state): State<Arc<ApiState>>,
-    Extension(_): Extension<RequestContext>,
+    _: RequestContext,
     ledger_id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let ledger_id = ledger_id.map(|Path(id)| id).unwrap_or_default();

@@ -20,12 +20,15 @@ use crate::query::QueryParams;
 use crate::state::ApiState;
 use crate::version::ApiVersion;
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Either, Map, Ready, ready};
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 /// Route templates, shared with the authorization table and the constitution.
 pub mod paths {
@@ -109,6 +112,27 @@ pub struct RequestContext {
     pub path: String,
 }
 
+/// A handler takes the context by value: the gate inserted it for that handler alone, so it
+/// is moved out of the request, where axum's `Extension` would clone it (its strings and
+/// query pairs: an allocation each, on every request). Missing only if a route was mounted
+/// outside the gate: a bug, answered 500.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        parts.extensions.remove::<RequestContext>().ok_or_else(|| {
+            ApiError::Internal(format!(
+                "{} {} was not authorized by the gate; this is a bug.",
+                parts.method,
+                parts.uri.path()
+            ))
+        })
+    }
+}
+
 pub fn build(state: Arc<ApiState>) -> Router {
     use paths::*;
     let router = Router::new()
@@ -172,13 +196,16 @@ pub fn build(state: Arc<ApiState>) -> Router {
             get(endpoints::get_bundle).put(endpoints::put_bundle),
         )
         .route(MODULES, get(endpoints::get_module))
-        .route_layer(middleware::from_fn_with_state(state.clone(), gate))
+        .route_layer(GateLayer(state.clone()))
         .method_not_allowed_fallback(method_not_allowed)
         // Deployed endpoints first; a path none of them matches is 404.
         .fallback(endpoints::dispatch)
         .with_state(state)
 }
 
+/// The gate in front of every route's handler: authorization and the request's context
+/// ([`admit`]), and listings moved off their worker.
+///
 /// Listings are blocking work that can take long: up to a page of entries read from the
 /// segments and decrypted, or a scan of an index table. On a multi-threaded runtime they run
 /// under `block_in_place`, which first hands this worker's other tasks to another thread, so
@@ -188,18 +215,80 @@ pub fn build(state: Arc<ApiState>) -> Router {
 /// same for every read cost 30% of read throughput on two cores (16,500 → 11,200 reads by
 /// txid/s), the hand-off costing more than such a read. Writes only wait for the writer thread.
 /// (A current-thread runtime, as in tests, has no other thread to hand tasks to: inline.)
-async fn gate(state: State<Arc<ApiState>>, request: Request, next: Next) -> Response {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    let listing = matches!(*request.method(), Method::GET | Method::HEAD)
-        && request
-            .extensions()
-            .get::<MatchedPath>()
-            .is_some_and(|route| LISTINGS.contains(&route.as_str()));
-    match Handle::try_current() {
-        Ok(runtime) if listing && runtime.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| runtime.block_on(checked(state, request, next)))
+///
+/// A tower service written out rather than `axum::middleware::from_fn`: [`admit`] awaits
+/// nothing, so everything but a listing goes on to the handler's own future, where `from_fn`
+/// boxed every request's future and cloned the handler's service for it.
+#[derive(Clone)]
+struct Gate<S> {
+    state: Arc<ApiState>,
+    handler: S,
+}
+
+#[derive(Clone)]
+struct GateLayer(Arc<ApiState>);
+
+impl<S> tower::Layer<S> for GateLayer {
+    type Service = Gate<S>;
+
+    fn layer(&self, handler: S) -> Gate<S> {
+        Gate {
+            state: self.0.clone(),
+            handler,
         }
-        _ => checked(state, request, next).await,
+    }
+}
+
+type Answer = Result<Response, Infallible>;
+
+/// What the gate does to the handler's answer (see [`admit`]).
+type Marking = fn(Answer) -> Answer;
+
+impl<S> tower::Service<Request> for Gate<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    /// The handler's future, a refusal, or a listing run whole under `block_in_place`.
+    type Future =
+        Either<Map<S::Future, Marking>, Either<Ready<Answer>, BoxFuture<'static, Answer>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.handler.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let listing = matches!(*request.method(), Method::GET | Method::HEAD)
+            && request
+                .extensions()
+                .get::<MatchedPath>()
+                .is_some_and(|route| LISTINGS.contains(&route.as_str()));
+        match Handle::try_current() {
+            Ok(runtime) if listing && runtime.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                // `poll_ready` readied `self.handler`: that one goes with this request, a clone
+                // stays for the next (tower's rule for services called from a future).
+                let ready_handler = self.handler.clone();
+                let mut handler = std::mem::replace(&mut self.handler, ready_handler);
+                let state = self.state.clone();
+                Either::Right(Either::Right(Box::pin(async move {
+                    tokio::task::block_in_place(|| {
+                        runtime.block_on(async move {
+                            match admit(&state, &mut request) {
+                                Ok(marking) => marking(handler.call(request).await),
+                                Err(refusal) => Ok(refusal.into_response()),
+                            }
+                        })
+                    })
+                })))
+            }
+            _ => match admit(&self.state, &mut request) {
+                Ok(marking) => Either::Left(self.handler.call(request).map(marking)),
+                Err(refusal) => Either::Right(Either::Left(ready(Ok(refusal.into_response())))),
+            },
+        }
     }
 }
 
@@ -213,70 +302,102 @@ const LISTINGS: [&str; 6] = [
     paths::ROLES,
 ];
 
-/// Authorizes the request (the route's action, the caller's roles) and runs its handler.
-async fn checked(State(state): State<Arc<ApiState>>, mut request: Request, next: Next) -> Response {
+/// Authorizes the request (the route's action, the caller's roles) and gives it its
+/// [`RequestContext`]; says what to do to the handler's answer, or refuses.
+fn admit(state: &ApiState, request: &mut Request) -> Result<Marking, ApiError> {
+    let unchanged: Marking = |answer| answer;
     let Some(route) = request
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
     else {
-        return next.run(request).await;
+        return Ok(unchanged);
     };
-    let method = request.method().clone();
     // HEAD is answered by the GET handler, so it is allowed exactly when GET is.
-    let policy_method = if method == Method::HEAD {
+    let policy_method = if request.method() == Method::HEAD {
         Method::GET
     } else {
-        method.clone()
+        request.method().clone()
     };
-    let access = auth::access(&policy_method, &route);
-    if access.is_none() {
+    let Some(access) = auth::access(&policy_method, &route) else {
         // Not a route/method pair of ours (e.g. the 405 fallback): no context, no handler.
-        return next.run(request).await;
-    }
-    let checked = (|| {
-        let query = QueryParams::parse(request.uri().query())?;
-        let version = match query.get("api-version")? {
-            None if paths::CCF_NATIVE.contains(&route.as_str()) => ApiVersion::LATEST,
-            given => ApiVersion::from_query(given)?,
-        };
-        let caller = request
-            .extensions()
-            .get::<Caller>()
-            .cloned()
-            .unwrap_or(Caller::Anonymous);
-        let path = request.uri().path().to_owned();
-        auth::authorize(
-            &*state.ledger,
-            &caller,
-            &policy_method,
-            &route,
-            &path,
-            |id| state.user_record(id),
-        )?;
-        Ok::<_, ApiError>(RequestContext {
-            version,
-            query,
-            caller,
-            method: policy_method,
-            route,
-            path,
-        })
-    })();
-    match checked {
-        Ok(context) => {
-            request.extensions_mut().insert(context);
-            let mut response = next.run(request).await;
-            if matches!(access, Some(auth::Access::Action(_))) {
-                // Authorized as a user of the ledger: the transport trusts the connection more.
+        return Ok(unchanged);
+    };
+    let query = QueryParams::parse(request.uri().query())?;
+    let version = match query.get("api-version")? {
+        None if paths::CCF_NATIVE.contains(&route.as_str()) => ApiVersion::LATEST,
+        given => ApiVersion::from_query(given)?,
+    };
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::Anonymous);
+    let path = request.uri().path().to_owned();
+    auth::authorize(
+        &*state.ledger,
+        &caller,
+        &policy_method,
+        &route,
+        &path,
+        |id| state.user_record(id),
+    )?;
+    request.extensions_mut().insert(RequestContext {
+        version,
+        query,
+        caller,
+        method: policy_method,
+        route,
+        path,
+    });
+    Ok(match access {
+        // Authorized as a user of the ledger: the transport trusts the connection more.
+        auth::Access::Action(_) => |answer: Answer| {
+            answer.map(|mut response| {
                 response.extensions_mut().insert(auth::Authenticated);
-            }
-            response
-        }
-        Err(e) => e.into_response(),
-    }
+                response
+            })
+        },
+        _ => unchanged,
+    })
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!("{method} is not supported on {}.", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    /// The context is the gate's to give: a handler mounted outside it gets a 500 that says
+    /// so, not a panic and not an empty context.
+    #[tokio::test]
+    async fn a_handler_outside_the_gate_answers_500() {
+        async fn handler(ctx: RequestContext) -> String {
+            ctx.path
+        }
+        let router: Router = Router::new().route("/unguarded", get(handler));
+        let request = Request::builder()
+            .uri("/unguarded")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        assert_eq!(
+            response.status(),
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "InternalError");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("GET /unguarded was not authorized by the gate"),
+            "{body}"
+        );
+    }
 }

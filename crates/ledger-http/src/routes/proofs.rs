@@ -30,7 +30,6 @@ use crate::checkpoints::{CheckpointBoard, PublishedCheckpoint};
 use crate::error::{ApiError, ApiResult};
 use crate::response;
 use crate::state::ApiState;
-use axum::Extension;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -47,7 +46,7 @@ const COSE_CONTENT_TYPE: &str = "application/cose";
 /// `GET /app/transactions/{transactionId}/receipt/cose`.
 pub async fn cose_receipt(
     State(state): State<Arc<ApiState>>,
-    Extension(_): Extension<RequestContext>,
+    _: RequestContext,
     segment: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     cose_receipt_of(&state, path_txid(segment)?)
@@ -56,7 +55,7 @@ pub async fn cose_receipt(
 /// `GET /app/receipt/cose?transaction_id=<txid>`, CCF 7's route.
 pub async fn ccf_cose_receipt(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
     let txid = query_txid(&ctx.query, "transaction_id")?.ok_or_else(|| {
         ApiError::InvalidQueryParameter(
@@ -97,7 +96,7 @@ fn cose_receipt_of(state: &ApiState, txid: TxId) -> ApiResult<Response> {
 /// `GET /app/transactions/consistency?from=<signature txid>[&to=<signature txid>]`.
 pub async fn consistency(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
     let from = query_txid(&ctx.query, "from")?.ok_or_else(|| {
         ApiError::InvalidQueryParameter(
@@ -150,7 +149,7 @@ fn signed_state(head: SignedTreeHead) -> SignedState {
 /// `GET /app/checkpoint`.
 pub async fn checkpoint(
     State(state): State<Arc<ApiState>>,
-    Extension(_): Extension<RequestContext>,
+    _: RequestContext,
 ) -> ApiResult<Response> {
     let latest = latest_checkpoint(&state)?.1;
     Ok(response::bytes(
@@ -163,7 +162,7 @@ pub async fn checkpoint(
 /// `GET /app/transactions/{transactionId}/checkpoint`.
 pub async fn entry_checkpoint(
     State(state): State<Arc<ApiState>>,
-    Extension(_): Extension<RequestContext>,
+    _: RequestContext,
     segment: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let txid = path_txid(segment)?;

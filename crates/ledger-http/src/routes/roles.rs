@@ -26,7 +26,6 @@ use crate::roles::{self, ALL_ACTIONS, MAX_ROLE_NAME_BYTES, MAX_ROLES};
 use crate::state::ApiState;
 use crate::users::{Role, UserRecord};
 use crate::version::ApiVersion;
-use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -73,10 +72,7 @@ fn role_name_param(ctx: &RequestContext) -> ApiResult<Option<String>> {
     Ok(ctx.query.get("roleName")?.map(str::to_owned))
 }
 
-pub async fn get(
-    State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
-) -> ApiResult<Response> {
+pub async fn get(State(state): State<Arc<ApiState>>, ctx: RequestContext) -> ApiResult<Response> {
     require(&ctx, "GET /app/roles")?;
     let single = ctx.version == ApiVersion::V2024_08_22Preview;
     let body = match role_name_param(&ctx)? {
@@ -237,7 +233,7 @@ async fn upsert(
 /// `PUT /app/roles`: creates or replaces roles.
 pub async fn put(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
     headers: HeaderMap,
     request_body: Body,
 ) -> ApiResult<Response> {
@@ -248,7 +244,7 @@ pub async fn put(
 /// `PATCH /app/roles`: replaces the actions of existing roles.
 pub async fn patch(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
     headers: HeaderMap,
     request_body: Body,
 ) -> ApiResult<Response> {
@@ -259,7 +255,7 @@ pub async fn patch(
 /// `DELETE /app/roles?roleName=r`.
 pub async fn delete(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
     require(&ctx, "DELETE /app/roles")?;
     let name = role_name_param(&ctx)?.ok_or_else(|| {

@@ -36,7 +36,7 @@
 //!   skipping a validation hook would store what it should have refused.
 
 use super::{RequestContext, functions};
-use crate::auth::{Caller, unix_now};
+use crate::auth::unix_now;
 use crate::body;
 use crate::config::MAX_COLLECTION_ID_BYTES;
 use crate::error::{ApiError, ApiResult};
@@ -50,7 +50,6 @@ use crate::query::QueryParams;
 use crate::response;
 use crate::state::ApiState;
 use crate::version::ApiVersion;
-use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -198,8 +197,7 @@ fn wrong_view(txid: TxId) -> ApiError {
 /// `POST /app/transactions`: answered once the entry is committed.
 pub async fn create(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
-    caller: Option<Extension<Caller>>,
+    ctx: RequestContext,
     headers: HeaderMap,
     request_body: Body,
 ) -> ApiResult<Response> {
@@ -245,13 +243,10 @@ pub async fn create(
         &headers,
         state.config.client_request_id_is_idempotency_key,
     )? {
-        Some(key) => {
-            let user = caller
-                .as_ref()
-                .and_then(|c| c.0.user_id())
-                .unwrap_or_default();
-            Some(idempotency::key_digest(user, &key))
-        }
+        Some(key) => Some(idempotency::key_digest(
+            ctx.caller.user_id().unwrap_or_default(),
+            &key,
+        )),
         None => None,
     };
     // Held until this write is answered: a concurrent retry waits, then finds it.
@@ -553,10 +548,7 @@ fn replay(
 
 /// `GET /app/transactions`: entries of one collection in an inclusive range, 100 per page (fewer
 /// when their contents exceed [`paging::PAGE_CONTENT_BYTES`]).
-pub async fn list(
-    State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
-) -> ApiResult<Response> {
+pub async fn list(State(state): State<Arc<ApiState>>, ctx: RequestContext) -> ApiResult<Response> {
     let collection = collection_id(&ctx.query)?;
     let tag = filter_tag(&ctx)?;
     let from = query_txid(&ctx.query, "fromTransactionId")?;
@@ -611,7 +603,7 @@ pub async fn list(
 /// `GET /app/transactions/{transactionId}`.
 pub async fn entry(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
     segment: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let txid = path_txid(segment)?;
@@ -633,7 +625,7 @@ pub async fn entry(
 /// `GET /app/transactions/{transactionId}/receipt`.
 pub async fn receipt(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
     segment: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let txid = path_txid(segment)?;
@@ -662,7 +654,7 @@ pub async fn receipt(
 /// `GET /app/transactions/{transactionId}/status`.
 pub async fn status(
     State(state): State<Arc<ApiState>>,
-    Extension(_): Extension<RequestContext>,
+    _: RequestContext,
     segment: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let txid = path_txid(segment)?;
@@ -680,7 +672,7 @@ pub async fn status(
 /// (acl-api.md §2.2.10), the same as the header.
 pub async fn current(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
     let collection = collection_id(&ctx.query)?;
     let record = state.ledger.latest_entry(&collection)?.ok_or_else(|| {
@@ -699,7 +691,7 @@ pub async fn current(
 /// 1000 per page (continuation `afterTag`). An unknown collection has no tags.
 pub async fn collection_tags(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
     ctx.version.require(
         ctx.version.has_tags(),

@@ -22,7 +22,6 @@ use crate::paging;
 use crate::response;
 use crate::state::ApiState;
 use crate::users::{self, MAX_USER_ID_BYTES, Role, UserRecord};
-use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -85,7 +84,7 @@ fn keep_an_administrator(state: &ApiState, id: &str) -> ApiResult<()> {
 
 pub async fn get(
     State(state): State<Arc<ApiState>>,
-    Extension(_): Extension<RequestContext>,
+    _: RequestContext,
     segment: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let id = user_id(segment)?;
@@ -101,7 +100,7 @@ pub async fn get(
 /// Creates the user or changes its role (a JSON merge patch of `{"assignedRole"}`).
 pub async fn patch(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
     segment: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     request_body: Body,
@@ -154,7 +153,7 @@ pub async fn patch(
 
 pub async fn delete(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
     segment: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let id = user_id(segment)?;
@@ -213,10 +212,7 @@ fn user_page(state: &ApiState, ctx: &RequestContext, path: &str) -> ApiResult<Us
 
 /// `GET /app/users`: every user with its single `assignedRole`, under the item member the
 /// version names (`users` or `ledgerUsers`).
-pub async fn list(
-    State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
-) -> ApiResult<Response> {
+pub async fn list(State(state): State<Arc<ApiState>>, ctx: RequestContext) -> ApiResult<Response> {
     let Some(key) = ctx.version.users_list_key() else {
         return Err(ctx
             .version
@@ -251,7 +247,7 @@ fn require_multi(ctx: &RequestContext, operation: &str) -> ApiResult<()> {
 /// `GET /app/ledgerUsers`.
 pub async fn list_multi(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
     require_multi(&ctx, "GET /app/ledgerUsers")?;
     let (page, link) = user_page(&state, &ctx, crate::routes::paths::LEDGER_USERS)?;
@@ -267,7 +263,7 @@ pub async fn list_multi(
 /// `GET /app/ledgerUsers/{userId}`.
 pub async fn get_multi(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
     segment: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     require_multi(&ctx, "GET /app/ledgerUsers/{userId}")?;
@@ -282,7 +278,7 @@ pub async fn get_multi(
 /// patch of `{"assignedRoles": [...]}`; arrays are replaced whole by a merge patch).
 pub async fn patch_multi(
     State(state): State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
     segment: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     request_body: Body,
@@ -369,9 +365,9 @@ pub async fn patch_multi(
 /// `DELETE /app/ledgerUsers/{userId}`: 204, like `DELETE /app/users/{userId}`.
 pub async fn delete_multi(
     state: State<Arc<ApiState>>,
-    Extension(ctx): Extension<RequestContext>,
+    ctx: RequestContext,
     segment: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     require_multi(&ctx, "DELETE /app/ledgerUsers/{userId}")?;
-    delete(state, Extension(ctx), segment).await
+    delete(state, ctx, segment).await
 }

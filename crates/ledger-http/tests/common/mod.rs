@@ -28,7 +28,7 @@ pub static STRANGER: LazyLock<String> = LazyLock::new(|| certificate_fingerprint
 /// (their ids are made-up fingerprints or names), so theirs is valid at all times.
 pub fn certificate_caller(fingerprint: &str) -> Caller {
     Caller::Certificate {
-        fingerprint: fingerprint.to_owned(),
+        fingerprint: fingerprint.into(),
         validity: Some(Validity {
             not_before_unix: 0,
             not_after_unix: u64::MAX,
