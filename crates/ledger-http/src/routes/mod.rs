@@ -292,7 +292,7 @@ where
     }
 }
 
-/// The routes whose GET lists (see [`gate`]).
+/// The routes whose GET lists (see [`Gate`]).
 const LISTINGS: [&str; 6] = [
     paths::TRANSACTIONS,
     paths::COLLECTIONS,
