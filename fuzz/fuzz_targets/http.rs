@@ -479,7 +479,7 @@ fn body_bytes(b: &BodySel) -> Option<Vec<u8>> {
 /// The caller of a certificate user; the users are made-up fingerprints, valid at all times.
 fn certificate(fingerprint: &str) -> Caller {
     Caller::Certificate {
-        fingerprint: fingerprint.to_owned(),
+        fingerprint: fingerprint.into(),
         validity: Some(ledger_http::auth::Validity {
             not_before_unix: 0,
             not_after_unix: u64::MAX,
@@ -542,7 +542,7 @@ fn request(req: &Req, app: &App) -> Option<Request<Body>> {
         Who::Anonymous => None,
         Who::Certificate(fp) => Some(certificate(fp)),
         Who::Token(oid) => Some(Caller::Token {
-            user_id: oid.clone(),
+            user_id: oid.as_str().into(),
         }),
     };
     if let Some(caller) = caller {
