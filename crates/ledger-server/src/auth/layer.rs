@@ -86,7 +86,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, ready_inner);
         let validator = self.validator.clone();
         Either::Right(Box::pin(async move {
-            match validator.validate(&token).await {
+            match validator.validate_uncached(&token).await {
                 Ok(user_id) => {
                     request.extensions_mut().insert(Caller::Token {
                         user_id: user_id.into(),
