@@ -266,8 +266,13 @@ where
                 .extensions()
                 .get::<MatchedPath>()
                 .is_some_and(|route| LISTINGS.contains(&route.as_str()));
-        match Handle::try_current() {
-            Ok(runtime) if listing && runtime.runtime_flavor() == RuntimeFlavor::MultiThread => {
+        // Only a listing needs the runtime's handle (each lookup clones it).
+        let listing_runtime = listing
+            .then(|| Handle::try_current().ok())
+            .flatten()
+            .filter(|runtime| runtime.runtime_flavor() == RuntimeFlavor::MultiThread);
+        match listing_runtime {
+            Some(runtime) => {
                 // `poll_ready` readied `self.handler`: that one goes with this request, a clone
                 // stays for the next (tower's rule for services called from a future).
                 let ready_handler = self.handler.clone();
@@ -284,7 +289,7 @@ where
                     })
                 })))
             }
-            _ => match admit(&self.state, &mut request) {
+            None => match admit(&self.state, &mut request) {
                 Ok(marking) => Either::Left(self.handler.call(request).map(marking)),
                 Err(refusal) => Either::Right(Either::Left(ready(Ok(refusal.into_response())))),
             },
